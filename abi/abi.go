@@ -1,0 +1,192 @@
+// Package abi is the contract between the tokenwasm plugin and its hosts: the names of the exports and
+// imports, the JSON shapes they exchange, and the error kinds. ABI.md beside this file is the prose
+// reference; the JSON Schemas in schema/ describe the same shapes for hosts written in other languages.
+//
+// The types carry encoding/json tags for Go hosts. The plugin never uses encoding/json: it parses with
+// gjson and writes with its own escaper, so this package must stay free of reflection-heavy imports.
+package abi
+
+import "strconv"
+
+// Version is the ABI identifier that describe returns. Fields may be added within a version; none is
+// renamed or removed.
+const Version = "tokenwasm/1"
+
+// Exports of the plugin. Each takes its input as the Extism call input and sets its JSON result as the
+// Extism output; each returns exit code 0 whatever the input.
+const (
+	ExportDescribe   = "describe"
+	ExportEncode     = "encode"
+	ExportDecode     = "decode"
+	ExportToken      = "token"
+	ExportInvalidate = "invalidate"
+)
+
+// ImportModule is the Wasm import module of the host functions below. Each takes one Extism memory
+// handle (i64) to JSON bytes and returns one.
+const ImportModule = "extism:host/user"
+
+// Imports the host provides.
+const (
+	ImportHTTPSend    = "http_send"
+	ImportCacheGet    = "cache_get"
+	ImportCacheSet    = "cache_set"
+	ImportCacheDelete = "cache_delete"
+)
+
+// Grant types.
+const (
+	GrantClientCredentials = "client_credentials"
+	GrantPassword          = "password"
+	GrantAuthorizationCode = "authorization_code"
+	GrantRefreshToken      = "refresh_token"
+)
+
+// TokenRequest asks for a token from one provider with one set of credentials. It is the input of
+// encode, token and invalidate, and the "request" of decode.
+type TokenRequest struct {
+	Provider      string            `json:"provider"`
+	GrantType     string            `json:"grant_type,omitempty"`
+	ClientID      string            `json:"client_id"`
+	ClientSecret  string            `json:"client_secret"`
+	TokenURL      string            `json:"token_url,omitempty"`
+	Domain        string            `json:"domain,omitempty"`
+	Scope         string            `json:"scope,omitempty"`
+	InstitutionID string            `json:"institution_id,omitempty"`
+	Username      string            `json:"username,omitempty"`
+	Password      string            `json:"password,omitempty"`
+	Code          string            `json:"code,omitempty"`
+	RedirectURI   string            `json:"redirect_uri,omitempty"`
+	CodeVerifier  string            `json:"code_verifier,omitempty"`
+	RefreshToken  string            `json:"refresh_token,omitempty"`
+	Body          string            `json:"body,omitempty"`
+	TimeoutMS     int64             `json:"timeout_ms,omitempty"`
+	Params        map[string]string `json:"params,omitempty"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	Profile       *Profile          `json:"profile,omitempty"`
+
+	// Force skips the cached token (token export only). It does not bypass a closed 429 gate.
+	Force bool `json:"force,omitempty"`
+	// NowMS overrides the plugin's clock, in Unix milliseconds (tests and replays).
+	NowMS int64 `json:"now_ms,omitempty"`
+}
+
+// Profile describes a provider as data. Built-in providers have one; provider "custom" takes one in
+// the request.
+type Profile struct {
+	Name          string            `json:"name,omitempty"`
+	TokenURL      string            `json:"token_url,omitempty"`
+	Body          string            `json:"body,omitempty"`        // "json" | "form"
+	ClientAuth    string            `json:"client_auth,omitempty"` // "body" | "basic" | "basic_rfc6749"
+	SendGrantType *bool             `json:"send_grant_type,omitempty"`
+	ExpiresInUnit string            `json:"expires_in_unit,omitempty"` // "s" | "ms"
+	Headers       map[string]string `json:"headers,omitempty"`
+	Grants        []string          `json:"grants,omitempty"`
+}
+
+// HTTPRequest is what encode produces and what the host's http_send performs.
+type HTTPRequest struct {
+	Method    string            `json:"method"`
+	URL       string            `json:"url"`
+	Headers   map[string]string `json:"headers"`
+	Body      string            `json:"body"`
+	TimeoutMS int64             `json:"timeout_ms"`
+}
+
+// HTTPResponse is what http_send returns: a response, or Error for a transport failure.
+type HTTPResponse struct {
+	Status  int               `json:"status,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Body    string            `json:"body,omitempty"`
+	Error   string            `json:"error,omitempty"`
+}
+
+// DecodeInput is the input of the decode export.
+type DecodeInput struct {
+	Request  TokenRequest `json:"request"`
+	Response HTTPResponse `json:"response"`
+	NowMS    int64        `json:"now_ms,omitempty"`
+}
+
+// Token is the normalized token: token_type is "Bearer" whatever the case the provider used, and
+// expires_in is in seconds whatever unit the provider used.
+type Token struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	ExpiresAtMS  int64  `json:"expires_at_ms"`
+	IssuedAtMS   int64  `json:"issued_at_ms"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// Result is the output of encode, decode, token and invalidate: exactly one of its fields is set,
+// except for invalidate, whose success is the empty object.
+type Result struct {
+	Request *HTTPRequest `json:"request,omitempty"`
+	Token   *Token       `json:"token,omitempty"`
+	Cached  bool         `json:"cached,omitempty"`
+	Error   *Error       `json:"error,omitempty"`
+}
+
+// Error is a typed failure. Status is set only when the provider answered; Message and Description
+// never contain a secret, password, refresh token or access token.
+type Error struct {
+	Kind         string `json:"kind"`
+	Message      string `json:"message"`
+	Status       int    `json:"status,omitempty"`
+	Retryable    bool   `json:"retryable"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+	OAuthError   string `json:"oauth_error,omitempty"`
+	Description  string `json:"description,omitempty"`
+}
+
+// Error implements error. It prints kind, status and message: all free of secrets by contract.
+func (e *Error) Error() string {
+	s := "tokenwasm: " + e.Kind
+	if e.Status != 0 {
+		s += " (HTTP " + strconv.Itoa(e.Status) + ")"
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Error kinds. The first seven are RFC 6749 section 5.2 codes.
+const (
+	KindInvalidRequest       = "invalid_request"
+	KindInvalidClient        = "invalid_client"
+	KindInvalidGrant         = "invalid_grant"
+	KindUnauthorizedClient   = "unauthorized_client"
+	KindUnsupportedGrantType = "unsupported_grant_type"
+	KindInvalidScope         = "invalid_scope"
+	KindAccessDenied         = "access_denied"
+	KindRateLimited          = "rate_limited"
+	KindUnsupportedMediaType = "unsupported_media_type"
+	KindServerError          = "server_error"
+	KindMalformedResponse    = "malformed_response"
+	KindTransport            = "transport"
+)
+
+// CacheGetInput, CacheSetInput and CacheDeleteInput are the inputs of the cache imports;
+// CacheGetOutput is cache_get's result. cache_set and cache_delete return {} (or {"error"}).
+type CacheGetInput struct {
+	Key string `json:"key"`
+}
+
+// CacheGetOutput is the result of cache_get.
+type CacheGetOutput struct {
+	Hit   bool   `json:"hit"`
+	Value string `json:"value,omitempty"`
+}
+
+// CacheSetInput is the input of cache_set.
+type CacheSetInput struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+	TTLMS int64  `json:"ttl_ms"`
+}
+
+// CacheDeleteInput is the input of cache_delete.
+type CacheDeleteInput = CacheGetInput

@@ -1,0 +1,241 @@
+package core
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"net/url"
+	"strings"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// DefaultTimeoutMS bounds one token request when the caller sets no timeout_ms.
+const DefaultTimeoutMS = 10000
+
+// maxTimeoutMS is the longest timeout_ms honoured: a token endpoint slower than this is down.
+const maxTimeoutMS = 120000
+
+// HTTPRequest is an encoded token request with its headers in a fixed order, so that the same
+// TokenRequest always yields the same bytes (and so the same cache key).
+type HTTPRequest struct {
+	Method    string
+	URL       string
+	Headers   []header
+	Body      string
+	TimeoutMS int64
+	// requestID is the index in Headers of the per-request id header, or -1; it is not identity.
+	requestID int
+}
+
+// Encode validates r and builds the HTTP request its provider expects.
+func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
+	p := r.profile
+	grant := r.GrantType
+	if grant == "" {
+		grant = abi.GrantClientCredentials
+	}
+	if !contains(allGrants, grant) {
+		return nil, &abi.Error{Kind: abi.KindUnsupportedGrantType, Message: "unknown grant_type " + quote(grant)}
+	}
+	if !p.allows(grant) {
+		return nil, &abi.Error{Kind: abi.KindUnsupportedGrantType, Message: p.Name + " does not offer grant_type " + grant}
+	}
+	for _, f := range p.required(grant) {
+		if f == "domain" && r.TokenURL != "" {
+			continue
+		}
+		if r.field(f) == "" {
+			return nil, invalidRequest(f + " is required for " + p.Name + " " + grant)
+		}
+	}
+	tokenURL, err := r.tokenURL()
+	if err != nil {
+		return nil, err
+	}
+	format := p.Body
+	if r.Body != "" && r.Body != format {
+		if !p.BodySelectable || (r.Body != BodyJSON && r.Body != BodyForm) {
+			return nil, invalidRequest(p.Name + " does not accept body " + quote(r.Body))
+		}
+		format = r.Body
+	}
+
+	body := newBody(format)
+	if p.SendGrantType {
+		body.add("grant_type", grant)
+	}
+	for _, f := range grantFields(grant) {
+		body.add(f, r.field(f))
+	}
+	if grant == abi.GrantAuthorizationCode && r.CodeVerifier != "" {
+		body.add("code_verifier", r.CodeVerifier)
+	}
+	if p.SendScope && r.Scope != "" {
+		body.add("scope", r.Scope)
+	}
+	if p.ClientAuth == AuthBody {
+		body.add("client_id", r.ClientID)
+		body.add("client_secret", r.ClientSecret)
+	}
+	for _, kv := range r.Params {
+		body.add(kv.name, kv.value)
+	}
+
+	h := make([]header, 0, 8)
+	if format == BodyJSON {
+		h = append(h, header{"Content-Type", "application/json"})
+	} else {
+		h = append(h, header{"Content-Type", "application/x-www-form-urlencoded"})
+	}
+	h = append(h, header{"Accept", "application/json"})
+	switch p.ClientAuth {
+	case AuthBasic:
+		h = append(h, header{"Authorization", basic(r.ClientID, r.ClientSecret)})
+	case AuthBasicRFC6749:
+		h = append(h, header{"Authorization", basic(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))})
+	}
+	h = append(h, p.Headers...)
+	for _, fh := range p.FieldHeaders {
+		if v := r.field(fh.Field); v != "" {
+			h = setHeader(h, fh.Header, v)
+		}
+	}
+	for _, kv := range r.Headers {
+		h = setHeader(h, kv.name, kv.value)
+	}
+	requestID := -1
+	if p.RequestIDHeader != "" {
+		h = setHeader(h, p.RequestIDHeader, newRequestID())
+		requestID = headerIndex(h, p.RequestIDHeader)
+	}
+
+	timeout := r.TimeoutMS
+	if timeout <= 0 {
+		timeout = DefaultTimeoutMS
+	}
+	if timeout > maxTimeoutMS {
+		timeout = maxTimeoutMS
+	}
+	return &HTTPRequest{Method: "POST", URL: tokenURL, Headers: h, Body: body.String(), TimeoutMS: timeout, requestID: requestID}, nil
+}
+
+func (r *Request) tokenURL() (string, *abi.Error) {
+	if r.TokenURL != "" {
+		return r.TokenURL, nil
+	}
+	t := r.profile.TokenURL
+	if t == "" {
+		return "", invalidRequest("token_url is required for " + r.profile.Name)
+	}
+	if !hasDomain(t) {
+		return t, nil
+	}
+	if !validDomain(r.Domain) {
+		return "", invalidRequest("domain must be a host name (letters, digits, '.', '-', and an optional :port)")
+	}
+	return strings.Replace(t, "{domain}", r.Domain, 1), nil
+}
+
+func hasDomain(template string) bool { return strings.Contains(template, "{domain}") }
+
+// validDomain keeps a domain from changing which host a URL template points at ("evil.com/x?").
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+func basic(id, secret string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
+}
+
+// setHeader replaces the header named name (case-insensitively) or appends it.
+func setHeader(h []header, name, value string) []header {
+	if i := headerIndex(h, name); i >= 0 {
+		h[i].value = value
+		return h
+	}
+	return append(h, header{name, value})
+}
+
+func headerIndex(h []header, name string) int {
+	for i := range h {
+		if strings.EqualFold(h[i].name, name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// newRequestID returns a random UUID v4: Candescent asks for a unique transactionId per request.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	const n = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, n[c>>4], n[c&0xf])
+	}
+	return string(out)
+}
+
+// body builds a JSON or form body with fields in insertion order.
+type body struct {
+	json bool
+	b    []byte
+}
+
+func newBody(format string) *body { return &body{json: format == BodyJSON} }
+
+func (b *body) add(k, v string) {
+	if b.json {
+		if len(b.b) == 0 {
+			b.b = append(b.b, '{')
+		} else {
+			b.b = append(b.b, ',')
+		}
+		b.b = appendString(b.b, k)
+		b.b = append(b.b, ':')
+		b.b = appendString(b.b, v)
+		return
+	}
+	if len(b.b) > 0 {
+		b.b = append(b.b, '&')
+	}
+	b.b = append(b.b, url.QueryEscape(k)...)
+	b.b = append(b.b, '=')
+	b.b = append(b.b, url.QueryEscape(v)...)
+}
+
+func (b *body) String() string {
+	if b.json {
+		if len(b.b) == 0 {
+			return "{}"
+		}
+		return string(b.b) + "}"
+	}
+	return string(b.b)
+}
+
+// JSON renders the request as the ABI's HttpRequest.
+func (h *HTTPRequest) JSON(b []byte) []byte {
+	o := newObject(b)
+	o.str("method", h.Method)
+	o.str("url", h.URL)
+	o.headers("headers", h.Headers)
+	o.str("body", h.Body)
+	o.int("timeout_ms", h.TimeoutMS)
+	return o.end()
+}

@@ -1,0 +1,93 @@
+package core
+
+import (
+	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// PluginVersion is the version describe reports.
+const PluginVersion = "1.0.0"
+
+// Describe is the describe export: the ABI version and every built-in provider's capabilities.
+func Describe() []byte {
+	o := newObject(make([]byte, 0, 2048))
+	o.str("abi", abi.Version)
+	o.str("version", PluginVersion)
+	o.key("providers")
+	o.b = append(o.b, '[')
+	for i, p := range Providers {
+		if i > 0 {
+			o.b = append(o.b, ',')
+		}
+		o.b = p.describe(o.b)
+	}
+	o.b = append(o.b, ']')
+	return o.end()
+}
+
+func (p *Profile) describe(b []byte) []byte {
+	o := newObject(b)
+	o.str("name", p.Name)
+	o.str("doc", p.Doc)
+	o.str("token_url", p.TokenURL)
+	o.strings("grants", p.Grants)
+	o.str("body", p.Body)
+	o.bool("body_selectable", p.BodySelectable)
+	o.str("client_auth", p.ClientAuth)
+	o.bool("send_grant_type", p.SendGrantType)
+	o.bool("send_scope", p.SendScope)
+	o.str("expires_in_unit", p.ExpiresInUnit)
+	o.strings("required", p.required(p.Grants[0]))
+	o.key("grant_required")
+	g := newObject(o.b)
+	for _, grant := range p.Grants {
+		g.strings(grant, p.required(grant))
+	}
+	o.b = g.end()
+	var fh []header
+	for _, f := range p.FieldHeaders {
+		fh = append(fh, header{f.Field, f.Header})
+	}
+	o.headers("field_headers", fh)
+	o.strOmit("request_id_header", p.RequestIDHeader)
+	return o.end()
+}
+
+// Encode is the encode export: TokenRequest -> {"request": HttpRequest} | {"error": Error}.
+func Encode(input []byte) []byte {
+	_, enc, _, err := prepare(input)
+	if err != nil {
+		return errorJSON(err)
+	}
+	o := newObject(make([]byte, 0, 512))
+	o.raw("request", enc.JSON(nil))
+	return o.end()
+}
+
+// Decode is the decode export: {"request","response","now_ms"?} -> {"token"} | {"error"}.
+func Decode(input []byte, now Clock) []byte {
+	v, err := parseJSON(input, "input")
+	if err != nil {
+		return errorJSON(err)
+	}
+	reqV, respV := v.Get("request"), v.Get("response")
+	if !reqV.IsObject() || !respV.IsObject() {
+		return errorJSON(invalidRequest("decode needs request and response objects"))
+	}
+	r, err := ParseRequest(reqV)
+	if err != nil {
+		return errorJSON(err)
+	}
+	resp, err := ParseResponse(respV)
+	if err != nil {
+		return errorJSON(err)
+	}
+	if n := v.Get("now_ms"); n.Type == gjson.Number && n.Num > 0 {
+		r.NowMS = int64(n.Num)
+	}
+	t, err := r.Decode(resp, r.now(now))
+	if err != nil {
+		return errorJSON(err)
+	}
+	return tokenResult(t, -1)
+}

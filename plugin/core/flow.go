@@ -1,0 +1,258 @@
+package core
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// Imports carries JSON between the token flow and the host. The plugin implements it with the
+// extism:host/user imports; native tests implement it in Go with the same JSON, so the flow is tested
+// exactly as it runs in wasm.
+type Imports interface {
+	HTTPSend(httpRequest []byte) []byte // HttpRequest -> HttpResponse
+	CacheGet(in []byte) []byte          // {"key"} -> {"hit","value"?}
+	CacheSet(in []byte) []byte          // {"key","value","ttl_ms"} -> {}
+	CacheDelete(in []byte) []byte       // {"key"} -> {}
+}
+
+// Clock returns the current Unix time in milliseconds. It is a variable so the plugin's clock (WASI)
+// and the tests' clock are one seam.
+type Clock func() int64
+
+// MaxSkewMS is the longest margin before expiry at which a cached token stops being served.
+const MaxSkewMS = 60000
+
+// skewMS is how long before its expiry a token is treated as expired: a minute, or a quarter of a
+// short life, so even a 1-second token is served from the cache for most of its life.
+func skewMS(t *abi.Token) int64 {
+	life := t.ExpiresAtMS - t.IssuedAtMS
+	if s := life / 4; s < MaxSkewMS {
+		return s
+	}
+	return MaxSkewMS
+}
+
+// CacheKey names the cached token of one identity: tokenwasm/1/<provider>/<hex sha256>. The hash
+// covers the request as sent (method, URL, headers but the per-request id, body): whatever reaches
+// the provider defines the token, and a rotated secret gets a new key. No secret appears in clear.
+func CacheKey(provider string, h *HTTPRequest) string {
+	s := sha256.New()
+	write := func(parts ...string) {
+		for _, p := range parts {
+			s.Write([]byte(p))
+		}
+	}
+	write(h.Method, "\n", h.URL, "\n")
+	for i, kv := range h.Headers {
+		if i != h.requestID {
+			write(strings.ToLower(kv.name), ":", kv.value, "\n")
+		}
+	}
+	write("\n", h.Body)
+	var sum [sha256.Size]byte
+	return "tokenwasm/1/" + provider + "/" + hex.EncodeToString(s.Sum(sum[:0]))
+}
+
+// GateKey names the 429 gate of one identity.
+func GateKey(tokenKey string) string { return tokenKey + "/gate" }
+
+// Token is the token export: the cached token unless it is inside its expiry skew, else one request
+// to the provider, whose token is cached for no longer than its life. A 429 closes a gate in the cache
+// that every instance, process and node sharing the cache honours until it ends.
+func Token(input []byte, host Imports, now Clock) []byte {
+	r, enc, key, err := prepare(input)
+	if err != nil {
+		return errorJSON(err)
+	}
+	nowMS := r.now(now)
+	if !r.Force {
+		if v, ok := cacheGet(host, key); ok {
+			if t, ok := parseToken(gjson.Parse(v)); ok && t.ExpiresAtMS-nowMS > skewMS(t) {
+				return tokenJSON(t, true)
+			}
+		}
+	}
+	gate := GateKey(key)
+	if v, ok := cacheGet(host, gate); ok {
+		if until := int64(gjson.Get(v, "until_ms").Num); until > nowMS {
+			return errorJSON(&abi.Error{Kind: abi.KindRateLimited, Retryable: true, RetryAfterMS: until - nowMS,
+				Message: "provider rate-limited token requests; waiting for its Retry-After"})
+		}
+	}
+	out := host.HTTPSend(enc.JSON(nil))
+	resp, err := parseHostResponse(out)
+	if err == nil {
+		var t *abi.Token
+		if t, err = r.Decode(resp, nowMS); err == nil {
+			ttl := t.ExpiresAtMS - nowMS - skewMS(t)
+			if ttl > 0 {
+				cacheSet(host, key, string(tokenJSONCached(t)), ttl)
+			}
+			return tokenJSON(t, false)
+		}
+	}
+	if err.Kind == abi.KindRateLimited && err.RetryAfterMS > 0 {
+		o := newObject(nil)
+		o.int("until_ms", nowMS+err.RetryAfterMS)
+		cacheSet(host, gate, string(o.end()), err.RetryAfterMS)
+	}
+	return errorJSON(err)
+}
+
+// Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it).
+func Invalidate(input []byte, host Imports) []byte {
+	_, _, key, err := prepare(input)
+	if err != nil {
+		return errorJSON(err)
+	}
+	o := newObject(nil)
+	o.str("key", key)
+	host.CacheDelete(o.end())
+	return []byte("{}")
+}
+
+// prepare parses and encodes a request and names its cache entry.
+func prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
+	v, err := parseJSON(input, "input")
+	if err != nil {
+		return nil, nil, "", err
+	}
+	r, err := ParseRequest(v)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	enc, err := r.Encode()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return r, enc, CacheKey(r.profile.Name, enc), nil
+}
+
+func (r *Request) now(clock Clock) int64 {
+	if r.NowMS > 0 {
+		return r.NowMS
+	}
+	return clock()
+}
+
+// parseHostResponse reads what http_send returned; a host that answers garbage is a transport error.
+func parseHostResponse(b []byte) (*Response, *abi.Error) {
+	v, err := parseJSON(b, "http_send result")
+	if err == nil {
+		var resp *Response
+		if resp, err = ParseResponse(v); err == nil {
+			return resp, nil
+		}
+	}
+	return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "host http_send: " + err.Message}
+}
+
+func cacheGet(host Imports, key string) (string, bool) {
+	o := newObject(nil)
+	o.str("key", key)
+	out := host.CacheGet(o.end())
+	if depth(out) > maxDepth || !gjson.ValidBytes(out) {
+		return "", false // a broken cache is a miss, never a failure
+	}
+	v := gjson.ParseBytes(out)
+	val := v.Get("value")
+	if v.Get("hit").Type != gjson.True || val.Type != gjson.String {
+		return "", false
+	}
+	return val.Str, true
+}
+
+func cacheSet(host Imports, key, value string, ttlMS int64) {
+	o := newObject(nil)
+	o.str("key", key)
+	o.str("value", value)
+	o.int("ttl_ms", ttlMS)
+	host.CacheSet(o.end())
+}
+
+// parseToken reads a Token written by tokenJSONCached.
+func parseToken(v gjson.Result) (*abi.Token, bool) {
+	at := v.Get("access_token")
+	exp := v.Get("expires_at_ms")
+	if at.Type != gjson.String || at.Str == "" || exp.Type != gjson.Number {
+		return nil, false
+	}
+	t := &abi.Token{
+		AccessToken: at.Str,
+		TokenType:   v.Get("token_type").String(),
+		ExpiresAtMS: int64(exp.Num),
+		IssuedAtMS:  v.Get("issued_at_ms").Int(),
+		ExpiresIn:   v.Get("expires_in").Int(),
+		Scope:       v.Get("scope").String(),
+	}
+	if t.TokenType == "" {
+		t.TokenType = "Bearer"
+	}
+	return t, true
+}
+
+// writeToken writes t's fields; the cached copy leaves out the refresh token, so access tokens are
+// the only credentials a cache ever holds.
+func writeToken(o *object, t *abi.Token, withRefresh bool) {
+	o.str("access_token", t.AccessToken)
+	o.str("token_type", t.TokenType)
+	o.int("expires_in", t.ExpiresIn)
+	o.int("expires_at_ms", t.ExpiresAtMS)
+	o.int("issued_at_ms", t.IssuedAtMS)
+	if withRefresh {
+		o.strOmit("refresh_token", t.RefreshToken)
+	}
+	o.strOmit("scope", t.Scope)
+}
+
+func tokenJSONCached(t *abi.Token) []byte {
+	o := newObject(nil)
+	writeToken(&o, t, false)
+	return o.end()
+}
+
+// tokenJSON writes {"token":...,"cached":...} for the token export, or {"token":...} for decode
+// (cached < 0). A cached token never carries a refresh token.
+func tokenJSON(t *abi.Token, cached bool) []byte { return tokenResult(t, b2i(cached)) }
+
+func tokenResult(t *abi.Token, cached int) []byte {
+	o := newObject(make([]byte, 0, 256+len(t.AccessToken)+len(t.RefreshToken)))
+	o.key("token")
+	inner := newObject(o.b)
+	writeToken(&inner, t, cached != 1)
+	o.b = inner.end()
+	if cached >= 0 {
+		o.bool("cached", cached == 1)
+	}
+	return o.end()
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func errorJSON(e *abi.Error) []byte {
+	o := newObject(nil)
+	o.key("error")
+	inner := newObject(o.b)
+	inner.str("kind", e.Kind)
+	inner.str("message", e.Message)
+	if e.Status != 0 {
+		inner.int("status", int64(e.Status))
+	}
+	inner.bool("retryable", e.Retryable)
+	if e.RetryAfterMS > 0 {
+		inner.int("retry_after_ms", e.RetryAfterMS)
+	}
+	inner.strOmit("oauth_error", e.OAuthError)
+	inner.strOmit("description", e.Description)
+	o.b = inner.end()
+	return o.end()
+}

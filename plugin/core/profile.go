@@ -1,0 +1,156 @@
+package core
+
+import "github.com/tokenwasm/tokenwasm/abi"
+
+// Body formats and client authentication methods of a profile.
+const (
+	BodyJSON = "json"
+	BodyForm = "form"
+
+	AuthBody = "body" // client_id and client_secret in the body
+	// AuthBasic sends base64(id:secret) as given (what Pattern and Candescent document).
+	AuthBasic = "basic"
+	// AuthBasicRFC6749 form-encodes id and secret before base64 (RFC 6749 section 2.3.1), as
+	// IdentityServer decodes them.
+	AuthBasicRFC6749 = "basic_rfc6749"
+
+	UnitSeconds      = "s"
+	UnitMilliseconds = "ms"
+)
+
+var allGrants = []string{abi.GrantClientCredentials, abi.GrantPassword, abi.GrantAuthorizationCode, abi.GrantRefreshToken}
+
+// Profile is everything that makes one provider's token endpoint differ from another's. A provider's
+// whole behaviour is its row in Providers; there are no per-provider code paths.
+type Profile struct {
+	Name string
+	Doc  string // the document the row was written from (see shared seeds)
+	// TokenURL may hold {domain}, filled from the request's domain; the request's token_url wins.
+	TokenURL string
+	Body     string
+	// BodySelectable lets the request's "body" choose json or form (Candid accepts both).
+	BodySelectable bool
+	ClientAuth     string
+	SendGrantType  bool
+	SendScope      bool
+	ExpiresInUnit  string
+	Headers        []header // sent as is
+	Grants         []string
+	// FieldHeaders sends request fields as headers, required for some grants (Candescent's institutionId).
+	FieldHeaders []FieldHeader
+	// RequestIDHeader gets a fresh random id per request (Candescent's transactionId). It is left out
+	// of the cache identity.
+	RequestIDHeader string
+}
+
+// FieldHeader sends the request field Field in the header Header; the field is required for the
+// grants in RequiredFor.
+type FieldHeader struct {
+	Field       string
+	Header      string
+	RequiredFor []string
+}
+
+// Providers is the table of built-in providers.
+var Providers = []*Profile{
+	{
+		Name:           "candid",
+		Doc:            "Candid Health API reference, Auth: Get token (POST /api/auth/v2/token)",
+		TokenURL:       "https://api.joincandidhealth.com/api/auth/v2/token",
+		Body:           BodyJSON,
+		BodySelectable: true,
+		ClientAuth:     AuthBody,
+		ExpiresInUnit:  UnitSeconds,
+		Grants:         []string{abi.GrantClientCredentials},
+	},
+	{
+		Name:          "pattern",
+		Doc:           "Pattern Health API, Authentication (POST /api/auth/token)",
+		TokenURL:      "https://{domain}/api/auth/token",
+		Body:          BodyForm,
+		ClientAuth:    AuthBasic,
+		SendGrantType: true,
+		ExpiresInUnit: UnitMilliseconds,
+		Grants:        []string{abi.GrantClientCredentials},
+	},
+	{
+		Name:          "candescent",
+		Doc:           "Candescent API reference, Create OAuth Token V2 (POST /oauth2/v1/token)",
+		TokenURL:      "https://api.candescent.com/digitalbanking/oauth2/v1/token",
+		Body:          BodyForm,
+		ClientAuth:    AuthBasic,
+		SendGrantType: true,
+		SendScope:     true,
+		ExpiresInUnit: UnitSeconds,
+		Grants:        allGrants,
+		FieldHeaders: []FieldHeader{{
+			Field:       "institution_id",
+			Header:      "institutionId",
+			RequiredFor: []string{abi.GrantClientCredentials, abi.GrantPassword, abi.GrantAuthorizationCode},
+		}},
+		RequestIDHeader: "transactionId",
+	},
+	{
+		Name:          "nikohealth",
+		Doc:           "NikoHealth help center, How API Authentication and Authorization Works",
+		TokenURL:      "https://{domain}.nikohealth.com/api/identity/connect/token",
+		Body:          BodyForm,
+		ClientAuth:    AuthBasicRFC6749,
+		SendGrantType: true,
+		SendScope:     true,
+		ExpiresInUnit: UnitSeconds,
+		Grants:        []string{abi.GrantClientCredentials},
+	},
+}
+
+// ProviderCustom is the provider name whose profile comes in the request.
+const ProviderCustom = "custom"
+
+// Lookup returns the built-in profile named name, or nil.
+func Lookup(name string) *Profile {
+	for _, p := range Providers {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func (p *Profile) allows(grant string) bool { return contains(p.Grants, grant) }
+
+// grantFields lists the request fields each grant needs, in the order they are sent.
+func grantFields(grant string) []string {
+	switch grant {
+	case abi.GrantPassword:
+		return []string{"username", "password"}
+	case abi.GrantAuthorizationCode:
+		return []string{"code", "redirect_uri"}
+	case abi.GrantRefreshToken:
+		return []string{"refresh_token"}
+	}
+	return nil
+}
+
+// required lists the fields a request for grant must carry, for describe and validation messages.
+func (p *Profile) required(grant string) []string {
+	r := []string{"client_id", "client_secret"}
+	if hasDomain(p.TokenURL) {
+		r = append(r, "domain")
+	}
+	r = append(r, grantFields(grant)...)
+	for _, fh := range p.FieldHeaders {
+		if contains(fh.RequiredFor, grant) {
+			r = append(r, fh.Field)
+		}
+	}
+	return r
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

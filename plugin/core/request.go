@@ -1,0 +1,316 @@
+package core
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// Request is a parsed, not yet validated TokenRequest.
+type Request struct {
+	Provider      string
+	GrantType     string
+	ClientID      string
+	ClientSecret  string
+	TokenURL      string
+	Domain        string
+	Scope         string
+	InstitutionID string
+	Username      string
+	Password      string
+	Code          string
+	RedirectURI   string
+	CodeVerifier  string
+	RefreshToken  string
+	Body          string
+	TimeoutMS     int64
+	Params        []header // sorted by name
+	Headers       []header // sorted by name
+	Force         bool
+	NowMS         int64
+
+	profile *Profile
+}
+
+type header struct{ name, value string }
+
+// maxDepth bounds JSON nesting before any recursive parser sees the input: deep nesting must be a
+// typed error, never a stack overflow inside wasm.
+const maxDepth = 32
+
+// parseJSON checks that b is one JSON object of bounded depth.
+func parseJSON(b []byte, what string) (gjson.Result, *abi.Error) {
+	if depth(b) > maxDepth {
+		return gjson.Result{}, invalidRequest(what + " is nested too deeply")
+	}
+	if !gjson.ValidBytes(b) {
+		return gjson.Result{}, invalidRequest(what + " is not valid JSON")
+	}
+	v := gjson.ParseBytes(b)
+	if !v.IsObject() {
+		return gjson.Result{}, invalidRequest(what + " must be a JSON object")
+	}
+	return v, nil
+}
+
+// depth returns the deepest nesting of arrays and objects in b, skipping strings. It is linear and
+// allocation-free, so it is safe on any input size.
+func depth(b []byte) int {
+	d, max := 0, 0
+	inString := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inString {
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			d++
+			if d > max {
+				max = d
+			}
+		case '}', ']':
+			d--
+		}
+	}
+	return max
+}
+
+// ParseRequest reads a TokenRequest from v. Unknown fields are ignored; a known field of the wrong
+// type is invalid_request, named in the message.
+func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
+	r := &Request{}
+	var err *abi.Error
+	var profile gjson.Result
+	v.ForEach(func(k, val gjson.Result) bool {
+		name := k.Str
+		if s := r.stringField(name); s != nil {
+			if val.Type == gjson.Null {
+				return true
+			}
+			if val.Type != gjson.String {
+				err = invalidRequest(name + " must be a string")
+				return false
+			}
+			*s = val.Str
+			return true
+		}
+		switch name {
+		case "params", "headers":
+			hs, e := stringMap(name, val)
+			if e != nil {
+				err = e
+				return false
+			}
+			if name == "params" {
+				r.Params = hs
+			} else {
+				r.Headers = hs
+			}
+		case "profile":
+			profile = val
+		case "force":
+			if val.Type != gjson.True && val.Type != gjson.False && val.Type != gjson.Null {
+				err = invalidRequest("force must be a boolean")
+				return false
+			}
+			r.Force = val.Type == gjson.True
+		case "timeout_ms", "now_ms":
+			if val.Type == gjson.Null {
+				return true
+			}
+			if val.Type != gjson.Number || val.Num < 0 || val.Num > 1e15 {
+				err = invalidRequest(name + " must be a non-negative number of milliseconds")
+				return false
+			}
+			if name == "now_ms" {
+				r.NowMS = int64(val.Num)
+			} else {
+				r.TimeoutMS = int64(val.Num)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.resolveProfile(profile); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// stringField returns the address of the string field named name, or nil.
+func (r *Request) stringField(name string) *string {
+	switch name {
+	case "provider":
+		return &r.Provider
+	case "grant_type":
+		return &r.GrantType
+	case "client_id":
+		return &r.ClientID
+	case "client_secret":
+		return &r.ClientSecret
+	case "token_url":
+		return &r.TokenURL
+	case "domain":
+		return &r.Domain
+	case "scope":
+		return &r.Scope
+	case "institution_id":
+		return &r.InstitutionID
+	case "username":
+		return &r.Username
+	case "password":
+		return &r.Password
+	case "code":
+		return &r.Code
+	case "redirect_uri":
+		return &r.RedirectURI
+	case "code_verifier":
+		return &r.CodeVerifier
+	case "refresh_token":
+		return &r.RefreshToken
+	case "body":
+		return &r.Body
+	}
+	return nil
+}
+
+// field returns the value of the string field named name.
+func (r *Request) field(name string) string {
+	if p := r.stringField(name); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// secrets lists the request's values that must never leave the plugin except toward the provider.
+func (r *Request) secrets() []string {
+	return []string{r.ClientSecret, r.Password, r.RefreshToken, r.Code, r.CodeVerifier}
+}
+
+func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {
+	if v.Type == gjson.Null {
+		return nil, nil
+	}
+	if !v.IsObject() {
+		return nil, invalidRequest(name + " must be an object of strings")
+	}
+	var hs []header
+	var err *abi.Error
+	v.ForEach(func(k, val gjson.Result) bool {
+		if val.Type != gjson.String || k.Str == "" {
+			err = invalidRequest(name + " must be an object of strings")
+			return false
+		}
+		hs = append(hs, header{k.Str, val.Str})
+		return true
+	})
+	sort.Slice(hs, func(i, j int) bool { return hs[i].name < hs[j].name })
+	return hs, err
+}
+
+func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
+	if r.Provider == "" {
+		return invalidRequest("provider is required")
+	}
+	if r.Provider != ProviderCustom {
+		if r.profile = Lookup(r.Provider); r.profile == nil {
+			return invalidRequest("unknown provider " + quote(r.Provider))
+		}
+		return nil
+	}
+	if !custom.IsObject() {
+		return invalidRequest(`provider "custom" needs a profile object`)
+	}
+	p := &Profile{
+		Name:          ProviderCustom,
+		Body:          BodyForm,
+		ClientAuth:    AuthBasic,
+		SendGrantType: true,
+		SendScope:     true,
+		ExpiresInUnit: UnitSeconds,
+		Grants:        allGrants,
+	}
+	var err *abi.Error
+	choice := func(name string, val gjson.Result, dst *string, allowed ...string) bool {
+		if val.Type != gjson.String || !contains(allowed, val.Str) {
+			err = invalidRequest("profile." + name + " must be one of " + strings.Join(allowed, ", "))
+			return false
+		}
+		*dst = val.Str
+		return true
+	}
+	custom.ForEach(func(k, val gjson.Result) bool {
+		switch k.Str {
+		case "token_url":
+			if val.Type != gjson.String {
+				err = invalidRequest("profile.token_url must be a string")
+				return false
+			}
+			p.TokenURL = val.Str
+		case "body":
+			return choice("body", val, &p.Body, BodyJSON, BodyForm)
+		case "client_auth":
+			return choice("client_auth", val, &p.ClientAuth, AuthBody, AuthBasic, AuthBasicRFC6749)
+		case "expires_in_unit":
+			return choice("expires_in_unit", val, &p.ExpiresInUnit, UnitSeconds, UnitMilliseconds)
+		case "send_grant_type", "send_scope":
+			if val.Type != gjson.True && val.Type != gjson.False {
+				err = invalidRequest("profile." + k.Str + " must be a boolean")
+				return false
+			}
+			if k.Str == "send_grant_type" {
+				p.SendGrantType = val.Type == gjson.True
+			} else {
+				p.SendScope = val.Type == gjson.True
+			}
+		case "headers":
+			hs, e := stringMap("profile.headers", val)
+			if e != nil {
+				err = e
+				return false
+			}
+			p.Headers = hs
+		case "grants":
+			if !val.IsArray() {
+				err = invalidRequest("profile.grants must be an array of grant types")
+				return false
+			}
+			p.Grants = nil
+			val.ForEach(func(_, g gjson.Result) bool {
+				if g.Type != gjson.String || !contains(allGrants, g.Str) {
+					err = invalidRequest("profile.grants must be an array of grant types")
+					return false
+				}
+				p.Grants = append(p.Grants, g.Str)
+				return true
+			})
+			return err == nil
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	r.profile = p
+	return nil
+}
+
+// quote makes caller-supplied names safe and short for messages.
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return string(appendString(nil, s))
+}

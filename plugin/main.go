@@ -1,0 +1,38 @@
+//go:build wasip1
+
+// Command plugin is the tokenwasm Extism plugin: it encodes each provider's token request and decodes
+// its response; the host does all I/O through the imports in imports.go. Build it with ../build.sh.
+package main
+
+import (
+	"time"
+
+	"github.com/extism/go-pdk"
+	"github.com/tokenwasm/tokenwasm/plugin/core"
+)
+
+// now reads the WASI wall clock; hosts must give the plugin the real one (abi/ABI.md, "Time").
+func now() int64 { return time.Now().UnixMilli() }
+
+//go:wasmexport describe
+func describe() int32 { return output(core.Describe()) }
+
+//go:wasmexport encode
+func encode() int32 { return output(core.Encode(pdk.Input())) }
+
+//go:wasmexport decode
+func decode() int32 { return output(core.Decode(pdk.Input(), now)) }
+
+//go:wasmexport token
+func token() int32 { return output(core.Token(pdk.Input(), hostImports{}, now)) }
+
+//go:wasmexport invalidate
+func invalidate() int32 { return output(core.Invalidate(pdk.Input(), hostImports{})) }
+
+// output sets the export's JSON result. Every export returns 0: failures are JSON errors.
+func output(b []byte) int32 {
+	pdk.Output(b)
+	return 0
+}
+
+func main() {}

@@ -265,11 +265,16 @@ func invalidRequest(msg string) *abi.Error {
 }
 
 // scrub removes every secret of the request from s: providers sometimes echo what they were sent.
+// A secret too short to replace without mangling the text withholds the whole text instead.
 func (r *Request) scrub(s string) string {
 	for _, secret := range r.secrets() {
-		if secret != "" && strings.Contains(s, secret) {
-			s = strings.ReplaceAll(s, secret, "[redacted]")
+		if secret == "" || !strings.Contains(s, secret) {
+			continue
 		}
+		if len(secret) < 4 {
+			return "[redacted]"
+		}
+		s = strings.ReplaceAll(s, secret, "[redacted]")
 	}
 	return s
 }

@@ -1,0 +1,140 @@
+// Package conformance loads the language-neutral ABI vectors in testdata/ and checks an export's
+// answer against them, so the native core, the wasm plugin in every host and the Node host are all
+// held to the same truth.
+//
+// A vector is a JSON file {"name","doc","export","input","want"}: call export with input (as JSON
+// bytes) and compare the answer with want. Comparison is exact JSON equality, except that the string
+// "<uuid>" in want matches any RFC 4122 UUID (Candescent's per-request transactionId).
+package conformance
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+)
+
+// Vector is one conformance case.
+type Vector struct {
+	Name   string          `json:"name"`
+	Doc    string          `json:"doc"`
+	Export string          `json:"export"`
+	Input  json.RawMessage `json:"input"`
+	Want   json.RawMessage `json:"want"`
+
+	Path string `json:"-"`
+}
+
+// Load reads every vector under dir (testdata/<provider>/*.json), sorted by path.
+func Load(dir string) ([]Vector, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*", "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(paths)
+	var vs []Vector
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var v Vector
+		if err := json.Unmarshal(b, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if v.Export == "" {
+			continue // not a vector (e.g. a fuzz corpus file)
+		}
+		v.Path = p
+		vs = append(vs, v)
+	}
+	if len(vs) == 0 {
+		return nil, fmt.Errorf("no vectors under %s", dir)
+	}
+	return vs, nil
+}
+
+// Match reports how got differs from want, or nil when it matches.
+func Match(want, got []byte) error {
+	var w, g any
+	if err := json.Unmarshal(want, &w); err != nil {
+		return fmt.Errorf("want is not JSON: %w", err)
+	}
+	if err := json.Unmarshal(got, &g); err != nil {
+		return fmt.Errorf("answer is not JSON: %w", err)
+	}
+	return match("$", w, g)
+}
+
+var uuid = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+func match(path string, want, got any) error {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return fmt.Errorf("%s: want an object, got %v", path, got)
+		}
+		for k := range g {
+			if _, ok := w[k]; !ok {
+				return fmt.Errorf("%s.%s: unexpected field", path, k)
+			}
+		}
+		keys := make([]string, 0, len(w))
+		for k := range w {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			gv, ok := g[k]
+			if !ok {
+				return fmt.Errorf("%s.%s: missing", path, k)
+			}
+			if err := match(path+"."+k, w[k], gv); err != nil {
+				return err
+			}
+		}
+		return nil
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return fmt.Errorf("%s: want %v, got %v", path, want, got)
+		}
+		for i := range w {
+			if err := match(fmt.Sprintf("%s[%d]", path, i), w[i], g[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	case string:
+		if gs, ok := got.(string); ok && w == "<uuid>" && uuid.MatchString(gs) {
+			return nil
+		}
+	}
+	wb, _ := json.Marshal(want)
+	gb, _ := json.Marshal(got)
+	if !bytes.Equal(wb, gb) {
+		return fmt.Errorf("%s: want %s, got %s", path, wb, gb)
+	}
+	return nil
+}
+
+// Update rewrites the vector file with want set to got (indented); used by `go test -update` after
+// a reviewed change of behaviour. Per-request ids are replaced by "<uuid>".
+func Update(v Vector, got []byte) error {
+	got = uuid4InJSON.ReplaceAll(got, []byte(`"<uuid>"`))
+	var pretty bytes.Buffer
+	v.Want = got
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	pretty.Write(b)
+	pretty.WriteByte('\n')
+	return os.WriteFile(v.Path, pretty.Bytes(), 0o644)
+}
+
+var uuid4InJSON = regexp.MustCompile(`"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"`)

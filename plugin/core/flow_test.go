@@ -1,0 +1,259 @@
+package core
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// fakeHost implements Imports with the same JSON a real host speaks, a cache with TTLs on a fake
+// clock, and a scripted provider.
+type fakeHost struct {
+	t       *testing.T
+	nowMS   int64
+	cache   map[string]abi.CacheSetInput
+	respond func(req abi.HTTPRequest) abi.HTTPResponse
+	sends   int
+	calls   []string
+}
+
+func newFakeHost(t *testing.T, respond func(abi.HTTPRequest) abi.HTTPResponse) *fakeHost {
+	return &fakeHost{t: t, nowMS: 1767225600000, cache: map[string]abi.CacheSetInput{}, respond: respond}
+}
+
+func (h *fakeHost) clock() int64 { return h.nowMS }
+
+func (h *fakeHost) decode(b []byte, v any) {
+	h.t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		h.t.Fatalf("plugin sent invalid JSON %q: %v", b, err)
+	}
+}
+
+func (h *fakeHost) encode(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func (h *fakeHost) HTTPSend(in []byte) []byte {
+	h.calls = append(h.calls, "http_send")
+	h.sends++
+	var req abi.HTTPRequest
+	h.decode(in, &req)
+	return h.encode(h.respond(req))
+}
+
+func (h *fakeHost) CacheGet(in []byte) []byte {
+	h.calls = append(h.calls, "cache_get")
+	var k abi.CacheGetInput
+	h.decode(in, &k)
+	e, ok := h.cache[k.Key]
+	if !ok || e.TTLMS <= 0 {
+		return []byte(`{"hit":false}`)
+	}
+	return h.encode(abi.CacheGetOutput{Hit: true, Value: e.Value})
+}
+
+func (h *fakeHost) CacheSet(in []byte) []byte {
+	h.calls = append(h.calls, "cache_set")
+	var e abi.CacheSetInput
+	h.decode(in, &e)
+	e.TTLMS += h.nowMS // stored as an absolute deadline
+	h.cache[e.Key] = e
+	return []byte("{}")
+}
+
+func (h *fakeHost) CacheDelete(in []byte) []byte {
+	h.calls = append(h.calls, "cache_delete")
+	var k abi.CacheGetInput
+	h.decode(in, &k)
+	delete(h.cache, k.Key)
+	return []byte("{}")
+}
+
+// advance moves the clock and expires cache entries.
+func (h *fakeHost) advance(ms int64) {
+	h.nowMS += ms
+	for k, e := range h.cache {
+		if e.TTLMS <= h.nowMS {
+			delete(h.cache, k)
+		}
+	}
+}
+
+func (h *fakeHost) token(t *testing.T, req string) abi.Result {
+	t.Helper()
+	h.calls = nil
+	var res abi.Result
+	out := Token([]byte(req), h, h.clock)
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("token answered invalid JSON %q", out)
+	}
+	return res
+}
+
+const nikoReq = `{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme"}`
+
+func okToken(expiresIn int) func(abi.HTTPRequest) abi.HTTPResponse {
+	n := 0
+	return func(abi.HTTPRequest) abi.HTTPResponse {
+		n++
+		return abi.HTTPResponse{Status: 200, Body: `{"access_token":"tok-` + string(rune('0'+n)) + `","expires_in":` + itoa(expiresIn) + `,"refresh_token":"rt-secret"}`}
+	}
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+func TestTokenCachesUntilSkew(t *testing.T) {
+	h := newFakeHost(t, okToken(1200))
+	first := h.token(t, nikoReq)
+	if first.Error != nil || first.Cached || first.Token.AccessToken != "tok-1" || first.Token.RefreshToken != "rt-secret" {
+		t.Fatalf("first = %+v %+v", first, first.Error)
+	}
+	second := h.token(t, nikoReq)
+	if !second.Cached || second.Token.AccessToken != "tok-1" || h.sends != 1 {
+		t.Fatalf("second = %+v, sends %d", second, h.sends)
+	}
+	if second.Token.RefreshToken != "" {
+		t.Fatal("a cached token must not carry the refresh token")
+	}
+	for k, e := range h.cache {
+		if strings.Contains(k, "niko-secret-1") || strings.Contains(e.Value, "rt-secret") || strings.Contains(e.Value, "niko-secret-1") {
+			t.Fatalf("cache holds a secret: %s = %s", k, e.Value)
+		}
+	}
+	h.advance((1200 - 59) * 1000) // inside the 60 s skew: the cache entry has expired
+	third := h.token(t, nikoReq)
+	if third.Cached || third.Token.AccessToken != "tok-2" || h.sends != 2 {
+		t.Fatalf("third = %+v, sends %d", third, h.sends)
+	}
+}
+
+func TestTokenForceAndInvalidate(t *testing.T) {
+	h := newFakeHost(t, okToken(1200))
+	h.token(t, nikoReq)
+	forced := h.token(t, strings.Replace(nikoReq, `{`, `{"force":true,`, 1))
+	if forced.Cached || h.sends != 2 {
+		t.Fatalf("force did not fetch: %+v sends %d", forced, h.sends)
+	}
+	if out := string(Invalidate([]byte(nikoReq), h)); out != "{}" {
+		t.Fatalf("invalidate = %s", out)
+	}
+	if again := h.token(t, nikoReq); again.Cached || h.sends != 3 {
+		t.Fatalf("after invalidate: %+v sends %d", again, h.sends)
+	}
+}
+
+func TestTokenKeySeparatesIdentities(t *testing.T) {
+	h := newFakeHost(t, okToken(1200))
+	h.token(t, nikoReq)
+	rotated := strings.Replace(nikoReq, "niko-secret-1", "niko-secret-2", 1)
+	if r := h.token(t, rotated); r.Cached {
+		t.Fatal("a rotated secret must not reuse the old token")
+	}
+	scoped := strings.Replace(nikoReq, `{`, `{"scope":"external",`, 1)
+	if r := h.token(t, scoped); r.Cached {
+		t.Fatal("a different scope must not reuse the token")
+	}
+	if h.sends != 3 {
+		t.Fatalf("sends = %d, want 3", h.sends)
+	}
+}
+
+func TestCandescentRequestIDIsNotIdentity(t *testing.T) {
+	var ids []string
+	h := newFakeHost(t, func(r abi.HTTPRequest) abi.HTTPResponse {
+		ids = append(ids, r.Headers["transactionId"])
+		return abi.HTTPResponse{Status: 200, Body: `{"access_token":"a","expires_in":"900"}`}
+	})
+	req := `{"provider":"candescent","client_id":"c","client_secret":"candescent-secret","institution_id":"1"}`
+	h.token(t, req)
+	h.token(t, strings.Replace(req, `{`, `{"force":true,`, 1))
+	if len(ids) != 2 || ids[0] == ids[1] || ids[0] == "" {
+		t.Fatalf("transactionIds %q: want two fresh ids", ids)
+	}
+	if r := h.token(t, req); !r.Cached {
+		t.Fatal("the transactionId must not split the cache")
+	}
+}
+
+func TestTokenGate(t *testing.T) {
+	tests := []struct {
+		name       string
+		retryAfter string
+		wantMS     int64
+	}{
+		{"seconds", "7", 7000},
+		{"http date", "Thu, 01 Jan 2026 00:00:20 GMT", 20000},
+		{"absent", "", DefaultRetryAfterMS},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost(t, func(abi.HTTPRequest) abi.HTTPResponse {
+				r := abi.HTTPResponse{Status: 429, Body: "slow down"}
+				if tt.retryAfter != "" {
+					r.Headers = map[string]string{"Retry-After": tt.retryAfter}
+				}
+				return r
+			})
+			first := h.token(t, nikoReq)
+			if first.Error == nil || first.Error.Kind != abi.KindRateLimited || first.Error.RetryAfterMS != tt.wantMS {
+				t.Fatalf("first = %+v", first.Error)
+			}
+			h.advance(500)
+			for _, req := range []string{nikoReq, strings.Replace(nikoReq, `{`, `{"force":true,`, 1)} {
+				gated := h.token(t, req)
+				if gated.Error == nil || gated.Error.Kind != abi.KindRateLimited || gated.Error.RetryAfterMS != tt.wantMS-500 {
+					t.Fatalf("gated = %+v", gated.Error)
+				}
+				for _, c := range h.calls {
+					if c != "cache_get" {
+						t.Fatalf("a closed gate called %v", h.calls)
+					}
+				}
+			}
+			if h.sends != 1 {
+				t.Fatalf("sends = %d during the gate", h.sends)
+			}
+			h.advance(tt.wantMS)
+			h.token(t, nikoReq)
+			if h.sends != 2 {
+				t.Fatalf("gate did not reopen: sends %d", h.sends)
+			}
+		})
+	}
+}
+
+func TestTokenErrorsAreNotCached(t *testing.T) {
+	h := newFakeHost(t, func(abi.HTTPRequest) abi.HTTPResponse { return abi.HTTPResponse{Error: "connection reset by peer"} })
+	for i := 1; i <= 2; i++ {
+		r := h.token(t, nikoReq)
+		if r.Error == nil || r.Error.Kind != abi.KindTransport || !r.Error.Retryable || h.sends != i {
+			t.Fatalf("call %d: %+v sends %d", i, r.Error, h.sends)
+		}
+	}
+	if len(h.cache) != 0 {
+		t.Fatalf("cache = %v", h.cache)
+	}
+}
+
+func TestTokenHostGarbage(t *testing.T) {
+	h := newFakeHost(t, nil)
+	for _, out := range []string{"", "not json", `{"status":"x"}`, `[1]`, strings.Repeat("[", 100000)} {
+		raw := &rawHost{fakeHost: h, out: out}
+		var res abi.Result
+		if err := json.Unmarshal(Token([]byte(nikoReq), raw, h.clock), &res); err != nil || res.Error == nil || res.Error.Kind != abi.KindTransport {
+			t.Fatalf("http_send %q: %+v %v", out, res.Error, err)
+		}
+	}
+}
+
+type rawHost struct {
+	*fakeHost
+	out string
+}
+
+func (r *rawHost) HTTPSend([]byte) []byte   { return []byte(r.out) }
+func (r *rawHost) CacheGet(in []byte) []byte { return []byte(r.out) }

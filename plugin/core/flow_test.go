@@ -255,5 +255,5 @@ type rawHost struct {
 	out string
 }
 
-func (r *rawHost) HTTPSend([]byte) []byte   { return []byte(r.out) }
+func (r *rawHost) HTTPSend([]byte) []byte    { return []byte(r.out) }
 func (r *rawHost) CacheGet(in []byte) []byte { return []byte(r.out) }

@@ -79,6 +79,7 @@ type Profile struct {
 	Body          string            `json:"body,omitempty"`        // "json" | "form"
 	ClientAuth    string            `json:"client_auth,omitempty"` // "body" | "basic" | "basic_rfc6749"
 	SendGrantType *bool             `json:"send_grant_type,omitempty"`
+	SendScope     *bool             `json:"send_scope,omitempty"`
 	ExpiresInUnit string            `json:"expires_in_unit,omitempty"` // "s" | "ms"
 	Headers       map[string]string `json:"headers,omitempty"`
 	Grants        []string          `json:"grants,omitempty"`

@@ -69,6 +69,13 @@ type TokenRequest struct {
 	Force bool `json:"force,omitempty"`
 	// NowMS overrides the plugin's clock, in Unix milliseconds (tests and replays).
 	NowMS int64 `json:"now_ms,omitempty"`
+	// MinTTLMS makes the token export serve a cached token only when it has more than this much life
+	// left (token export only): hosts refreshing ahead of expiry ask for a token that is not itself
+	// about to be refreshed.
+	MinTTLMS int64 `json:"min_ttl_ms,omitempty"`
+	// AccessToken makes invalidate drop the cached token only if it is this one, so many callers that
+	// saw the same 401 do not throw away the new token one of them already fetched.
+	AccessToken string `json:"access_token,omitempty"`
 }
 
 // Profile describes a provider as data. Built-in providers have one; provider "custom" takes one in

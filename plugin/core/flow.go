@@ -71,7 +71,7 @@ func Token(input []byte, host Imports, now Clock) []byte {
 	nowMS := r.now(now)
 	if !r.Force {
 		if v, ok := cacheGet(host, key); ok {
-			if t, ok := parseToken(gjson.Parse(v)); ok && t.ExpiresAtMS-nowMS > skewMS(t) {
+			if t, ok := parseToken(gjson.Parse(v)); ok && t.ExpiresAtMS-nowMS > max(skewMS(t), r.MinTTLMS) {
 				return tokenJSON(t, true)
 			}
 		}
@@ -103,11 +103,18 @@ func Token(input []byte, host Imports, now Clock) []byte {
 	return errorJSON(err)
 }
 
-// Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it).
+// Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it), or,
+// when the request names an access_token, only if the cached token is that one.
 func Invalidate(input []byte, host Imports) []byte {
-	_, _, key, err := prepare(input)
+	r, _, key, err := prepare(input)
 	if err != nil {
 		return errorJSON(err)
+	}
+	if r.AccessToken != "" {
+		v, ok := cacheGet(host, key)
+		if !ok || gjson.Get(v, "access_token").String() != r.AccessToken {
+			return []byte("{}")
+		}
 	}
 	o := newObject(nil)
 	o.str("key", key)

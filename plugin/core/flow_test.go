@@ -257,3 +257,34 @@ type rawHost struct {
 
 func (r *rawHost) HTTPSend([]byte) []byte    { return []byte(r.out) }
 func (r *rawHost) CacheGet(in []byte) []byte { return []byte(r.out) }
+
+func TestTokenMinTTL(t *testing.T) {
+	h := newFakeHost(t, okToken(1200))
+	h.token(t, nikoReq)
+	h.advance(1000 * 1000) // 200 s left: outside the 60 s skew
+	if r := h.token(t, nikoReq); !r.Cached {
+		t.Fatal("a token with 200 s left must be served")
+	}
+	ahead := strings.Replace(nikoReq, `{`, `{"min_ttl_ms":300000,`, 1)
+	if r := h.token(t, ahead); r.Cached || h.sends != 2 {
+		t.Fatalf("min_ttl_ms 300 s must fetch: %+v sends %d", r, h.sends)
+	}
+	if r := h.token(t, ahead); !r.Cached || r.Token.AccessToken != "tok-2" {
+		t.Fatalf("the fresh token must now be served: %+v", r)
+	}
+}
+
+func TestInvalidateOnlyTheBadToken(t *testing.T) {
+	h := newFakeHost(t, okToken(1200))
+	h.token(t, nikoReq) // tok-1 cached
+	stale := strings.Replace(nikoReq, `{`, `{"access_token":"tok-0",`, 1)
+	Invalidate([]byte(stale), h)
+	if r := h.token(t, nikoReq); !r.Cached {
+		t.Fatal("invalidate with another access_token must keep the cached token")
+	}
+	bad := strings.Replace(nikoReq, `{`, `{"access_token":"tok-1",`, 1)
+	Invalidate([]byte(bad), h)
+	if r := h.token(t, nikoReq); r.Cached || r.Token.AccessToken != "tok-2" {
+		t.Fatalf("invalidate of the cached token must drop it: %+v", r)
+	}
+}

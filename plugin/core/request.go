@@ -30,6 +30,8 @@ type Request struct {
 	Headers       []header // sorted by name
 	Force         bool
 	NowMS         int64
+	MinTTLMS      int64
+	AccessToken   string // invalidate: drop the cached token only if it is this one
 
 	profile *Profile
 }
@@ -124,7 +126,7 @@ func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 				return false
 			}
 			r.Force = val.Type == gjson.True
-		case "timeout_ms", "now_ms":
+		case "timeout_ms", "now_ms", "min_ttl_ms":
 			if val.Type == gjson.Null {
 				return true
 			}
@@ -132,9 +134,12 @@ func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 				err = invalidRequest(name + " must be a non-negative number of milliseconds")
 				return false
 			}
-			if name == "now_ms" {
+			switch name {
+			case "now_ms":
 				r.NowMS = int64(val.Num)
-			} else {
+			case "min_ttl_ms":
+				r.MinTTLMS = int64(val.Num)
+			default:
 				r.TimeoutMS = int64(val.Num)
 			}
 		}
@@ -182,6 +187,8 @@ func (r *Request) stringField(name string) *string {
 		return &r.RefreshToken
 	case "body":
 		return &r.Body
+	case "access_token":
+		return &r.AccessToken
 	}
 	return nil
 }
@@ -196,7 +203,7 @@ func (r *Request) field(name string) string {
 
 // secrets lists the request's values that must never leave the plugin except toward the provider.
 func (r *Request) secrets() []string {
-	return []string{r.ClientSecret, r.Password, r.RefreshToken, r.Code, r.CodeVerifier}
+	return []string{r.ClientSecret, r.Password, r.RefreshToken, r.Code, r.CodeVerifier, r.AccessToken}
 }
 
 func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {

@@ -1,0 +1,99 @@
+package host
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Cache stores the plugin's cache entries: tokens (access tokens only) and 429 gates, under keys that
+// are hashes, never secrets. Implementations must be safe for concurrent use and must not return an
+// entry past its TTL. A Cache error is treated as a miss: a broken cache costs a fetch, not a failure.
+type Cache interface {
+	Get(ctx context.Context, key string) (value []byte, ok bool, err error)
+	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	Delete(ctx context.Context, key string) error
+}
+
+// MemoryCache is the default Cache: in-process, with TTLs and a bound on the number of entries.
+type MemoryCache struct {
+	mu      sync.Mutex
+	entries map[string]memoryEntry
+	max     int
+	now     func() time.Time
+}
+
+type memoryEntry struct {
+	value   []byte
+	expires time.Time
+}
+
+// NewMemoryCache returns a cache holding at most maxEntries entries (0 means 10000). When full, expired
+// entries are dropped first, then the entry closest to expiry.
+func NewMemoryCache(maxEntries int) *MemoryCache {
+	if maxEntries <= 0 {
+		maxEntries = 10000
+	}
+	return &MemoryCache{entries: make(map[string]memoryEntry), max: maxEntries, now: time.Now}
+}
+
+// Get implements Cache.
+func (c *MemoryCache) Get(_ context.Context, key string) ([]byte, bool, error) {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	if ok && !c.now().Before(e.expires) {
+		delete(c.entries, key)
+		ok = false
+	}
+	c.mu.Unlock()
+	return e.value, ok, nil
+}
+
+// Set implements Cache. The value is copied.
+func (c *MemoryCache) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	if ttl <= 0 {
+		return nil
+	}
+	v := append([]byte(nil), value...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if _, exists := c.entries[key]; !exists && len(c.entries) >= c.max {
+		c.evict(now)
+	}
+	c.entries[key] = memoryEntry{value: v, expires: now.Add(ttl)}
+	return nil
+}
+
+// evict makes room for one entry: every expired entry goes, or else the one closest to expiry.
+func (c *MemoryCache) evict(now time.Time) {
+	var victim string
+	var soonest time.Time
+	for k, e := range c.entries {
+		if !now.Before(e.expires) {
+			delete(c.entries, k)
+			continue
+		}
+		if victim == "" || e.expires.Before(soonest) {
+			victim, soonest = k, e.expires
+		}
+	}
+	if len(c.entries) >= c.max {
+		delete(c.entries, victim)
+	}
+}
+
+// Delete implements Cache.
+func (c *MemoryCache) Delete(_ context.Context, key string) error {
+	c.mu.Lock()
+	delete(c.entries, key)
+	c.mu.Unlock()
+	return nil
+}
+
+// Len returns the number of entries, expired or not.
+func (c *MemoryCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}

@@ -1,0 +1,153 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// MaxResponseBytes caps what http_send reads of a token response. One byte more than the plugin
+// parses, so an oversized body is reported as such instead of being cut into valid-looking JSON.
+const MaxResponseBytes = 1<<20 + 1
+
+// DefaultAllowedHosts are the token hosts of the built-in providers. Pattern's host is per customer:
+// add it with WithAllowedHosts.
+var DefaultAllowedHosts = []string{"api.joincandidhealth.com", "api.candescent.com", "*.nikohealth.com"}
+
+// errPolicy marks requests the host refused to send.
+var errPolicy = errors.New("refused by host policy")
+
+// sender performs the plugin's http_send with the host's policy: https to allowed hosts only (plain
+// http to loopback only when allowed), no redirect to another host, a timeout, a size cap.
+type sender struct {
+	client        *http.Client
+	allowed       []string
+	allowLoopback bool
+}
+
+func newSender(base http.RoundTripper, allowed []string, allowLoopback bool) *sender {
+	if base == nil {
+		base = &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   5 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       90 * time.Second,
+			ForceAttemptHTTP2:     true,
+		}
+	}
+	s := &sender{allowed: allowed, allowLoopback: allowLoopback}
+	s.client = &http.Client{
+		Transport: base,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 3 {
+				return fmt.Errorf("%w: too many redirects", errPolicy)
+			}
+			if req.URL.Host != via[0].URL.Host {
+				return fmt.Errorf("%w: redirect to another host", errPolicy)
+			}
+			return s.check(req.URL)
+		},
+	}
+	return s
+}
+
+// check applies the host allow-list to u.
+func (s *sender) check(u *url.URL) error {
+	host := u.Hostname()
+	loopback := isLoopback(host)
+	switch {
+	case u.Scheme == "https" && (s.allowedHost(host) || loopback && s.allowLoopback):
+		return nil
+	case u.Scheme == "http" && loopback && s.allowLoopback:
+		return nil
+	case loopback:
+		return fmt.Errorf("%w: loopback token hosts are not allowed", errPolicy)
+	case u.Scheme != "https":
+		return fmt.Errorf("%w: token URL must be https", errPolicy)
+	}
+	return fmt.Errorf("%w: host %q is not an allowed token host", errPolicy, host)
+}
+
+func (s *sender) allowedHost(host string) bool {
+	host = strings.ToLower(host)
+	for _, a := range s.allowed {
+		a = strings.ToLower(a)
+		if a == host || strings.HasPrefix(a, "*.") && strings.HasSuffix(host, a[1:]) && len(host) > len(a)-1 {
+			return true
+		}
+	}
+	return false
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// send performs req. A failure to get any response is an HTTPResponse with Error set; its message
+// holds no URL (a URL may carry credentials in its query).
+func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPResponse {
+	u, err := url.Parse(req.URL)
+	if err != nil || u.Host == "" {
+		return abi.HTTPResponse{Error: "invalid token URL"}
+	}
+	if err := s.check(u); err != nil {
+		return abi.HTTPResponse{Error: err.Error()}
+	}
+	if req.TimeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
+		defer cancel()
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.Method, u.String(), strings.NewReader(req.Body))
+	if err != nil {
+		return abi.HTTPResponse{Error: "invalid token request"}
+	}
+	for k, v := range req.Headers {
+		hr.Header.Set(k, v)
+	}
+	if hr.Header.Get("User-Agent") == "" {
+		hr.Header.Set("User-Agent", "tokenwasm/1")
+	}
+	resp, err := s.client.Do(hr)
+	if err != nil {
+		return abi.HTTPResponse{Error: transportMessage(err)}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))
+	if err != nil {
+		return abi.HTTPResponse{Error: transportMessage(err)}
+	}
+	headers := make(map[string]string, len(resp.Header))
+	for k, vs := range resp.Header {
+		if len(vs) > 0 {
+			headers[k] = vs[0]
+		}
+	}
+	return abi.HTTPResponse{Status: resp.StatusCode, Headers: headers, Body: string(body)}
+}
+
+// transportMessage strips the URL that net/http puts in its errors.
+func transportMessage(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout waiting for the token endpoint"
+	}
+	return err.Error()
+}

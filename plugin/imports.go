@@ -20,19 +20,33 @@ func hostCacheSet(uint64) uint64
 //go:wasmimport extism:host/user cache_delete
 func hostCacheDelete(uint64) uint64
 
-// hostImports implements core.Imports with the host functions above.
+// hostImports implements core.Imports with the host functions above. (TinyGo cannot take an imported
+// function as a value, hence one line per import rather than a table.)
 type hostImports struct{}
 
-func (hostImports) HTTPSend(in []byte) []byte    { return call(hostHTTPSend, in) }
-func (hostImports) CacheGet(in []byte) []byte    { return call(hostCacheGet, in) }
-func (hostImports) CacheSet(in []byte) []byte    { return call(hostCacheSet, in) }
-func (hostImports) CacheDelete(in []byte) []byte { return call(hostCacheDelete, in) }
+func (hostImports) HTTPSend(in []byte) []byte {
+	m := pdk.AllocateBytes(in)
+	return answer(hostHTTPSend(m.Offset()), m)
+}
 
-// call copies in to a host block, calls fn and reads the answer, freeing both blocks.
-func call(fn func(uint64) uint64, in []byte) []byte {
-	mem := pdk.AllocateBytes(in)
-	off := fn(mem.Offset())
-	mem.Free()
+func (hostImports) CacheGet(in []byte) []byte {
+	m := pdk.AllocateBytes(in)
+	return answer(hostCacheGet(m.Offset()), m)
+}
+
+func (hostImports) CacheSet(in []byte) []byte {
+	m := pdk.AllocateBytes(in)
+	return answer(hostCacheSet(m.Offset()), m)
+}
+
+func (hostImports) CacheDelete(in []byte) []byte {
+	m := pdk.AllocateBytes(in)
+	return answer(hostCacheDelete(m.Offset()), m)
+}
+
+// answer frees the block sent and reads (and frees) the host's answer at off; nil when off is 0.
+func answer(off uint64, sent pdk.Memory) []byte {
+	sent.Free()
 	if off == 0 {
 		return nil
 	}

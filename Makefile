@@ -1,0 +1,54 @@
+# tokenwasm: `make demo` runs the demo, `make test` runs every test (what CI runs).
+# Toolchains are installed on demand by ./build.sh --install (TinyGo under a cache folder).
+
+GO      ?= go
+STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
+BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3cf34090a3db
+
+.PHONY: all demo test tools build build-go embed check-embed lint unit fuzz bench clean
+
+all: build
+
+## demo: every provider and grant through the embedded wasm against local fake providers
+demo:
+	$(GO) run ./host/cmd/tokenwasm demo
+
+## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race
+test: tools lint build-go check-embed unit
+
+tools:
+	./build.sh --install
+
+build:
+	./build.sh
+
+build-go:
+	TOOLCHAIN=go ./build.sh
+
+embed:
+	./build.sh --embed
+
+check-embed:
+	./build.sh --check
+
+lint:
+	@out=$$(gofmt -l . | grep -v '^build/' || true); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	GOOS=wasip1 GOARCH=wasm $(GO) vet ./plugin/...
+	$(STATICCHECK) ./...
+
+unit:
+	TOKENWASM_WASM_TINYGO=$(CURDIR)/build/tokenwasm.wasm TOKENWASM_WASM_GO=$(CURDIR)/build/tokenwasm-go.wasm \
+		$(GO) test -race -count=1 ./...
+
+## fuzz: a short run of each fuzz target (the corpus in testdata/fuzz is replayed by `make test`)
+fuzz:
+	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s
+	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 60s
+
+bench:
+	$(GO) test ./host/... -run '^$$' -bench . -benchmem -count 5 | tee build/bench.txt
+	$(BENCHSTAT) build/bench.txt
+
+clean:
+	rm -rf build

@@ -1,0 +1,251 @@
+// Package host runs the tokenwasm plugin in Go: a lean Extism host on wazero that pools plugin
+// instances, supplies HTTP and the token cache through the plugin's imports, and gives Go programs
+// tokens as an oauth2.TokenSource or an http.RoundTripper.
+//
+// All provider knowledge lives in the plugin (abi/ABI.md); this package holds all I/O.
+package host
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/internal/extism"
+)
+
+// Plugin is the TinyGo build of the plugin, committed so that Go users need no wasm toolchain.
+// Rebuild it from the repository root with:
+//
+//	./build.sh --embed
+//
+//go:embed tokenwasm.wasm
+var Plugin []byte
+
+// Client runs the plugin. It is safe for concurrent use; Close releases it.
+type Client struct {
+	module  *extism.Module
+	pool    *pool
+	cache   Cache
+	sender  *sender
+	log     *slog.Logger
+	metrics *Metrics
+	sources sourceMap
+	ctx     context.Context // canceled by Close: ends background refreshes
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // background fetches
+}
+
+// Option configures a Client.
+type Option func(*config)
+
+type config struct {
+	wasm          []byte
+	cache         Cache
+	transport     http.RoundTripper
+	allowed       []string
+	allowLoopback bool
+	logger        *slog.Logger
+	maxInstances  int
+	memoryPages   uint32
+	compileCache  wazero.CompilationCache
+}
+
+// WithPlugin runs another build of the plugin (for example the standard Go build) instead of Plugin.
+func WithPlugin(wasm []byte) Option { return func(c *config) { c.wasm = wasm } }
+
+// WithCache sets the token cache; the default is a MemoryCache. Share one Cache (such as Redis) across
+// processes to share tokens and 429 gates across them.
+func WithCache(cache Cache) Option { return func(c *config) { c.cache = cache } }
+
+// WithHTTPTransport sets the transport http_send uses for token requests.
+func WithHTTPTransport(rt http.RoundTripper) Option { return func(c *config) { c.transport = rt } }
+
+// WithAllowedHosts adds token hosts http_send may reach ("host" or "*.domain"), to
+// DefaultAllowedHosts. Pattern's per-customer host must be added here.
+func WithAllowedHosts(hosts ...string) Option {
+	return func(c *config) { c.allowed = append(c.allowed, hosts...) }
+}
+
+// WithLoopback lets http_send reach loopback addresses, over plain http too: for tests and the
+// demo against local fake providers. Never enable it where token_url comes from untrusted input.
+func WithLoopback() Option { return func(c *config) { c.allowLoopback = true } }
+
+// WithLogger sets the logger; records never carry secrets or tokens.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithMaxInstances bounds the plugin instances run at once (default 32); callers beyond it wait.
+func WithMaxInstances(n int) Option { return func(c *config) { c.maxInstances = n } }
+
+// WithMemoryLimit caps each instance's wasm memory in 64 KiB pages (default 512: 32 MiB).
+func WithMemoryLimit(pages uint32) Option { return func(c *config) { c.memoryPages = pages } }
+
+// WithCompilationCache shares wazero's compilation cache, so a second Client (or a process restart,
+// with wazero.NewCompilationCacheWithDir) skips compiling the plugin.
+func WithCompilationCache(cc wazero.CompilationCache) Option {
+	return func(c *config) { c.compileCache = cc }
+}
+
+// New compiles the plugin and returns a Client. Instances are created on demand and reused.
+func New(ctx context.Context, opts ...Option) (*Client, error) {
+	cfg := config{wasm: Plugin, maxInstances: 32, memoryPages: 512}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.cache == nil {
+		cfg.cache = NewMemoryCache(0)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{
+		cache:   cfg.cache,
+		sender:  newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback),
+		log:     cfg.logger,
+		metrics: newMetrics(),
+	}
+	imports := map[string]extism.HostFunc{
+		abi.ImportHTTPSend:    c.httpSend,
+		abi.ImportCacheGet:    c.cacheGet,
+		abi.ImportCacheSet:    c.cacheSet,
+		abi.ImportCacheDelete: c.cacheDelete,
+	}
+	m, err := extism.Compile(ctx, cfg.wasm, abi.ImportModule, imports, extism.Config{
+		MemoryLimitPages: cfg.memoryPages,
+		CompilationCache: cfg.compileCache,
+		Logger:           cfg.logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tokenwasm: compile plugin: %w", err)
+	}
+	c.module = m
+	c.pool = newPool(m, cfg.maxInstances)
+	c.sources.init()
+	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	return c, nil
+}
+
+// Close stops every background refresh and releases the plugin.
+func (c *Client) Close(ctx context.Context) error {
+	c.cancel()
+	c.wg.Wait()
+	c.pool.close(ctx)
+	return c.module.Close(ctx)
+}
+
+// Metrics returns the client's counters.
+func (c *Client) Metrics() *Metrics { return c.metrics }
+
+// call runs one export on a pooled instance and decodes its JSON answer into out.
+func (c *Client) call(ctx context.Context, export string, input []byte, out any) error {
+	inst, err := c.pool.get(ctx)
+	if err != nil {
+		return err
+	}
+	c.metrics.pluginCalls.Add(1)
+	b, err := inst.Call(ctx, export, input)
+	if err == nil {
+		err = json.Unmarshal(b, out)
+	}
+	c.pool.put(ctx, inst)
+	if err != nil {
+		c.metrics.pluginFaults.Add(1)
+		c.log.Warn("tokenwasm: plugin call failed", "export", export, "err", err)
+		return fmt.Errorf("tokenwasm: %s: %w", export, err)
+	}
+	return nil
+}
+
+// Describe returns the plugin's ABI version and providers.
+func (c *Client) Describe(ctx context.Context) (json.RawMessage, error) {
+	var out json.RawMessage
+	if err := c.call(ctx, abi.ExportDescribe, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Encode returns the HTTP request the provider expects for req, without sending it.
+func (c *Client) Encode(ctx context.Context, req abi.TokenRequest) (*abi.HTTPRequest, error) {
+	var res abi.Result
+	if err := c.callJSON(ctx, abi.ExportEncode, req, &res); err != nil {
+		return nil, err
+	}
+	if res.Error != nil {
+		return nil, res.Error
+	}
+	return res.Request, nil
+}
+
+// Decode turns a provider's response to req into a token or a typed *abi.Error.
+func (c *Client) Decode(ctx context.Context, req abi.TokenRequest, resp abi.HTTPResponse) (*abi.Token, error) {
+	var res abi.Result
+	if err := c.callJSON(ctx, abi.ExportDecode, abi.DecodeInput{Request: req, Response: resp}, &res); err != nil {
+		return nil, err
+	}
+	if res.Error != nil {
+		return nil, res.Error
+	}
+	return res.Token, nil
+}
+
+func (c *Client) callJSON(ctx context.Context, export string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("tokenwasm: %w", err)
+	}
+	return c.call(ctx, export, b, out)
+}
+
+// fetch runs the plugin's token export with an already encoded request.
+func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Token, bool, error) {
+	var res abi.Result
+	if err := c.call(ctx, abi.ExportToken, input, &res); err != nil {
+		return nil, false, err
+	}
+	if res.Error != nil {
+		c.metrics.countError(res.Error.Kind)
+		return nil, false, res.Error
+	}
+	if res.Token == nil {
+		return nil, false, errors.New("tokenwasm: token export answered neither token nor error")
+	}
+	if res.Cached {
+		c.metrics.sharedHits.Add(1)
+	}
+	return res.Token, res.Cached, nil
+}
+
+// Token returns a valid token for req: from the in-process cache, else from the plugin (shared cache,
+// then the provider). Concurrent calls for the same credentials share one fetch. A typed failure is
+// an *abi.Error (use errors.As).
+func (c *Client) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, error) {
+	s, err := c.sources.get(c, req)
+	if err != nil {
+		return nil, err
+	}
+	if req.Force {
+		return s.refresh(ctx, true)
+	}
+	return s.token(ctx)
+}
+
+// Invalidate drops the cached token for req everywhere (in-process and in the shared cache). Call it
+// when an API answers 401 with a token that should still be valid.
+func (c *Client) Invalidate(ctx context.Context, req abi.TokenRequest) error {
+	s, err := c.sources.get(c, req)
+	if err != nil {
+		return err
+	}
+	return s.invalidate(ctx, "")
+}
+
+// now is the host's clock, in one place so the refresh logic reads it one way.
+func now() time.Time { return time.Now() }

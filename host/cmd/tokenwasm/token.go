@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host"
+)
+
+// runToken gets one token. Secrets come from environment variables or files only: a flag value is
+// visible to every user of the machine in the process list.
+func runToken(ctx context.Context, w io.Writer, args []string) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	var req abi.TokenRequest
+	fs.StringVar(&req.Provider, "provider", "", "candid, pattern, candescent or nikohealth")
+	fs.StringVar(&req.GrantType, "grant", "", "grant type (default client_credentials)")
+	fs.StringVar(&req.ClientID, "client-id", os.Getenv("TOKENWASM_CLIENT_ID"), "client id (default $TOKENWASM_CLIENT_ID)")
+	fs.StringVar(&req.TokenURL, "token-url", "", "token endpoint, overriding the provider's")
+	fs.StringVar(&req.Domain, "domain", "", "Pattern's API host or NikoHealth's customer domain")
+	fs.StringVar(&req.Scope, "scope", "", "scope, where the provider takes one")
+	fs.StringVar(&req.InstitutionID, "institution-id", "", "Candescent institutionId")
+	fs.StringVar(&req.Username, "username", "", "password grant: user name")
+	fs.StringVar(&req.Code, "code", "", "authorization_code grant: the code")
+	fs.StringVar(&req.RedirectURI, "redirect-uri", "", "authorization_code grant: redirect URI")
+	fs.StringVar(&req.Body, "body", "", "json or form, where the provider accepts both")
+	secretFile := fs.String("client-secret-file", "", "file holding the client secret (default $TOKENWASM_CLIENT_SECRET)")
+	passwordFile := fs.String("password-file", "", "password grant: file holding the password (default $TOKENWASM_PASSWORD)")
+	refreshFile := fs.String("refresh-token-file", "", "refresh_token grant: file holding it (default $TOKENWASM_REFRESH_TOKEN)")
+	verifierFile := fs.String("code-verifier-file", "", "PKCE verifier file (default $TOKENWASM_CODE_VERIFIER)")
+	var allow hostList
+	fs.Var(&allow, "allow-host", "extra allowed token host (repeatable; Pattern's host goes here)")
+	loopback := fs.Bool("allow-loopback", false, "allow loopback token URLs over plain http (testing only)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	for _, s := range []struct {
+		dst        *string
+		file, env string
+	}{
+		{&req.ClientSecret, *secretFile, "TOKENWASM_CLIENT_SECRET"},
+		{&req.Password, *passwordFile, "TOKENWASM_PASSWORD"},
+		{&req.RefreshToken, *refreshFile, "TOKENWASM_REFRESH_TOKEN"},
+		{&req.CodeVerifier, *verifierFile, "TOKENWASM_CODE_VERIFIER"},
+	} {
+		if *s.dst, err = secret(s.file, s.env); err != nil {
+			return err
+		}
+	}
+	opts := []host.Option{host.WithAllowedHosts(allow...)}
+	if *loopback {
+		opts = append(opts, host.WithLoopback())
+	}
+	c, err := host.New(ctx, opts...)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	tok, err := c.Token(ctx, req)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(abi.Result{Token: tok})
+}
+
+// secret reads a secret from file when given, else from the environment variable env.
+func secret(file, env string) (string, error) {
+	if file == "" {
+		return os.Getenv(env), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read secret file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+type hostList []string
+
+func (h *hostList) String() string     { return strings.Join(*h, ",") }
+func (h *hostList) Set(v string) error { *h = append(*h, v); return nil }

@@ -1,0 +1,66 @@
+package host
+
+import (
+	"encoding/json"
+	"sync/atomic"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// Metrics counts what a Client did. It holds no secrets, keys or tokens. It implements expvar.Var, so
+// expvar.Publish("tokenwasm", client.Metrics()) serves it.
+type Metrics struct {
+	fetches         atomic.Int64 // requests sent to a provider (http_send)
+	sharedHits      atomic.Int64 // tokens the plugin served from the shared cache
+	refreshes       atomic.Int64 // refreshes started ahead of expiry
+	refreshFailures atomic.Int64 // refreshes ahead of expiry that failed (the old token kept serving)
+	retries         atomic.Int64 // fetches retried after a transient failure
+	pluginCalls     atomic.Int64 // calls into the wasm plugin
+	pluginFaults    atomic.Int64 // plugin calls that trapped, timed out or answered garbage
+	cacheErrors     atomic.Int64 // Cache operations that failed (treated as misses)
+	errors          map[string]*atomic.Int64
+}
+
+var errorKinds = []string{
+	abi.KindInvalidRequest, abi.KindInvalidClient, abi.KindInvalidGrant, abi.KindUnauthorizedClient,
+	abi.KindUnsupportedGrantType, abi.KindInvalidScope, abi.KindAccessDenied, abi.KindRateLimited,
+	abi.KindUnsupportedMediaType, abi.KindServerError, abi.KindMalformedResponse, abi.KindTransport,
+}
+
+func newMetrics() *Metrics {
+	m := &Metrics{errors: make(map[string]*atomic.Int64, len(errorKinds))}
+	for _, k := range errorKinds {
+		m.errors[k] = new(atomic.Int64)
+	}
+	return m
+}
+
+func (m *Metrics) countError(kind string) {
+	if c, ok := m.errors[kind]; ok {
+		c.Add(1)
+	}
+}
+
+// Snapshot returns the counters by name; errors are "errors.<kind>".
+func (m *Metrics) Snapshot() map[string]int64 {
+	s := map[string]int64{
+		"fetches":          m.fetches.Load(),
+		"shared_hits":      m.sharedHits.Load(),
+		"refreshes":        m.refreshes.Load(),
+		"refresh_failures": m.refreshFailures.Load(),
+		"retries":          m.retries.Load(),
+		"plugin_calls":     m.pluginCalls.Load(),
+		"plugin_faults":    m.pluginFaults.Load(),
+		"cache_errors":     m.cacheErrors.Load(),
+	}
+	for k, c := range m.errors {
+		s["errors."+k] = c.Load()
+	}
+	return s
+}
+
+// String implements expvar.Var.
+func (m *Metrics) String() string {
+	b, _ := json.Marshal(m.Snapshot())
+	return string(b)
+}

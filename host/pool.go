@@ -1,0 +1,83 @@
+package host
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tokenwasm/tokenwasm/host/internal/extism"
+)
+
+// pool hands out plugin instances, one caller at a time each (a wasm instance is single-threaded).
+// Idle instances are reused; a broken one (trap, deadline, memory) is closed and replaced on demand.
+type pool struct {
+	module *extism.Module
+	idle   chan *extism.Instance
+	slots  chan struct{} // one token per live instance
+}
+
+func newPool(m *extism.Module, max int) *pool {
+	if max <= 0 {
+		max = 1
+	}
+	return &pool{module: m, idle: make(chan *extism.Instance, max), slots: make(chan struct{}, max)}
+}
+
+func (p *pool) get(ctx context.Context) (*extism.Instance, error) {
+	select {
+	case inst := <-p.idle:
+		return inst, nil
+	default:
+	}
+	select {
+	case inst := <-p.idle:
+		return inst, nil
+	case p.slots <- struct{}{}:
+		inst, err := p.module.Instantiate(ctx)
+		if err != nil {
+			<-p.slots
+			return nil, fmt.Errorf("tokenwasm: instantiate plugin: %w", err)
+		}
+		return inst, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *pool) put(ctx context.Context, inst *extism.Instance) {
+	if inst.Broken() {
+		_ = inst.Close(ctx)
+		<-p.slots
+		return
+	}
+	p.idle <- inst // never blocks: at most cap(slots) instances exist
+}
+
+// warm creates n idle instances ahead of the first calls.
+func (p *pool) warm(ctx context.Context, n int) error {
+	insts := make([]*extism.Instance, 0, n)
+	defer func() {
+		for _, i := range insts {
+			p.put(ctx, i)
+		}
+	}()
+	for range n {
+		i, err := p.get(ctx)
+		if err != nil {
+			return err
+		}
+		insts = append(insts, i)
+	}
+	return nil
+}
+
+func (p *pool) close(ctx context.Context) {
+	for {
+		select {
+		case inst := <-p.idle:
+			_ = inst.Close(ctx)
+			<-p.slots
+		default:
+			return
+		}
+	}
+}

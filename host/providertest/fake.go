@@ -288,4 +288,3 @@ func DefaultConfig(provider string) Config {
 	}
 	return c
 }
-

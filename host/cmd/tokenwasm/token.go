@@ -41,7 +41,7 @@ func runToken(ctx context.Context, w io.Writer, args []string) error {
 	}
 	var err error
 	for _, s := range []struct {
-		dst        *string
+		dst       *string
 		file, env string
 	}{
 		{&req.ClientSecret, *secretFile, "TOKENWASM_CLIENT_SECRET"},

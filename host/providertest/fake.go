@@ -50,6 +50,7 @@ type Fake struct {
 	requests atomic.Int64
 	issued   atomic.Int64
 	apiCalls atomic.Int64
+	refuse   atomic.Bool
 
 	mu          sync.Mutex
 	tokens      map[string]time.Time // access token -> expiry
@@ -108,6 +109,9 @@ func (f *Fake) RevokeAll() {
 	f.tokens = map[string]time.Time{}
 	f.mu.Unlock()
 }
+
+// RefuseAPI makes the API answer 401 to every token, new ones included, until called with false.
+func (f *Fake) RefuseAPI(refuse bool) { f.refuse.Store(refuse) }
 
 // Intercept installs h in front of the token handler (nil removes it): when h returns true it has
 // answered the request. Use it to inject faults: 5xx, stalls, HTML pages, dropped connections.
@@ -172,7 +176,7 @@ func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	exp, known := f.tokens[tok]
 	f.mu.Unlock()
-	if !ok || !known || time.Now().After(exp) {
+	if !ok || !known || time.Now().After(exp) || f.refuse.Load() {
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "invalid_token"})
 		return

@@ -125,16 +125,15 @@ func match(path string, want, got any) error {
 // Update rewrites the vector file with want set to got (indented); used by `go test -update` after
 // a reviewed change of behaviour. Per-request ids are replaced by "<uuid>".
 func Update(v Vector, got []byte) error {
-	got = uuid4InJSON.ReplaceAll(got, []byte(`"<uuid>"`))
-	var pretty bytes.Buffer
-	v.Want = got
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
+	v.Want = uuid4InJSON.ReplaceAll(got, []byte(`"<uuid>"`))
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // keep "<uuid>" readable
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	pretty.Write(b)
-	pretty.WriteByte('\n')
-	return os.WriteFile(v.Path, pretty.Bytes(), 0o644)
+	return os.WriteFile(v.Path, b.Bytes(), 0o644)
 }
 
 var uuid4InJSON = regexp.MustCompile(`"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"`)

@@ -155,6 +155,9 @@ func (i *Instance) block(off uint64) []byte {
 
 // span returns n bytes of the arena at off, trapping outside allocated memory.
 func (i *Instance) span(off, n uint64) []byte {
+	if n == 0 {
+		return nil
+	}
 	end := off + n
 	if off < arenaBase || end < off || end > uint64(len(i.arena)) {
 		panic(trap("extism: kernel memory access out of bounds"))

@@ -1,0 +1,94 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"testing"
+
+	extism "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero"
+	"github.com/tokenwasm/tokenwasm/internal/conformance"
+)
+
+// newGoSDKPlugin loads wasm with the official Extism go-sdk: the anchor that proves our host keeps
+// Extism's semantics. Its imports answer a cache miss and a transport error, as ours do with an
+// empty cache and no network.
+func newGoSDKPlugin(t testing.TB, wasm []byte) *extism.Plugin {
+	t.Helper()
+	ctx := context.Background()
+	user := func(name string, answer string) extism.HostFunction {
+		f := extism.NewHostFunctionWithStack(name, func(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
+			off, err := p.WriteBytes([]byte(answer))
+			if err != nil {
+				panic(err)
+			}
+			stack[0] = off
+		}, []extism.ValueType{extism.ValueTypePTR}, []extism.ValueType{extism.ValueTypePTR})
+		f.SetNamespace("extism:host/user")
+		return f
+	}
+	p, err := extism.NewPlugin(ctx, extism.Manifest{Wasm: []extism.Wasm{extism.WasmData{Data: wasm}}},
+		extism.PluginConfig{
+			EnableWasi: true,
+			// go-sdk defaults to a fake clock and a fixed random seed: give the plugin the real ones.
+			ModuleConfig: wazero.NewModuleConfig().WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader),
+		},
+		[]extism.HostFunction{
+			user("http_send", `{"error":"no network in this test"}`),
+			user("cache_get", `{"hit":false}`),
+			user("cache_set", `{}`),
+			user("cache_delete", `{}`),
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close(ctx) })
+	return p
+}
+
+// TestGoSDKCompatibility runs every vector under go-sdk and under our host and requires the same bytes
+// (Candescent's random transactionId aside, which both must still produce).
+func TestGoSDKCompatibility(t *testing.T) {
+	vs, err := conformance.Load("../testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, wasm := range builds(t) {
+		t.Run(name, func(t *testing.T) {
+			sdk := newGoSDKPlugin(t, wasm)
+			c, err := New(context.Background(), WithPlugin(wasm))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			inst, err := c.pool.get(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.pool.put(context.Background(), inst)
+			for _, v := range vs {
+				rc, sdkOut, err := sdk.Call(v.Export, v.Input)
+				if err != nil || rc != 0 {
+					t.Fatalf("%s under go-sdk: rc %d, %v", v.Name, rc, err)
+				}
+				ours, err := inst.Call(context.Background(), v.Export, v.Input)
+				if err != nil {
+					t.Fatalf("%s under our host: %v", v.Name, err)
+				}
+				if err := conformance.Match(v.Want, sdkOut); err != nil {
+					t.Errorf("%s under go-sdk: %v", v.Name, err)
+				}
+				if !bytes.Contains(v.Want, []byte("<uuid>")) && !bytes.Equal(sdkOut, ours) {
+					t.Errorf("%s: go-sdk %s\nours %s", v.Name, sdkOut, ours)
+				}
+			}
+			// The token export through both: the same transport error from the same imports.
+			in := []byte(`{"provider":"nikohealth","client_id":"c","client_secret":"niko-secret","domain":"acme"}`)
+			_, sdkOut, err := sdk.Call("token", in)
+			if err != nil || !bytes.Contains(sdkOut, []byte(`"kind":"transport"`)) {
+				t.Fatalf("token under go-sdk: %s %v", sdkOut, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,59 @@
+;; A minimal Extism plugin for the kernel's tests: echo, error, trap, infinite loop, memory growth and
+;; an out-of-bounds kernel access. Build: wat2wasm faults.wat -o faults.wasm (Debian package wabt).
+(module
+  (import "extism:host/env" "input_length" (func $input_length (result i64)))
+  (import "extism:host/env" "input_load_u8" (func $input_load_u8 (param i64) (result i32)))
+  (import "extism:host/env" "alloc" (func $alloc (param i64) (result i64)))
+  (import "extism:host/env" "store_u8" (func $store_u8 (param i64 i32)))
+  (import "extism:host/env" "load_u64" (func $load_u64 (param i64) (result i64)))
+  (import "extism:host/env" "output_set" (func $output_set (param i64 i64)))
+  (import "extism:host/env" "error_set" (func $error_set (param i64)))
+  (import "extism:host/user" "echo" (func $user_echo (param i64) (result i64)))
+  (import "extism:host/env" "length" (func $length (param i64) (result i64)))
+  (memory (export "memory") 1)
+
+  ;; copy_input copies the input into a new kernel block and returns its offset.
+  (func $copy_input (result i64)
+    (local $n i64) (local $i i64) (local $off i64)
+    (local.set $n (call $input_length))
+    (local.set $off (call $alloc (local.get $n)))
+    (block $done
+      (loop $next
+        (br_if $done (i64.ge_u (local.get $i) (local.get $n)))
+        (call $store_u8 (i64.add (local.get $off) (local.get $i)) (call $input_load_u8 (local.get $i)))
+        (local.set $i (i64.add (local.get $i) (i64.const 1)))
+        (br $next)))
+    (local.get $off))
+
+  (func (export "echo") (result i32)
+    (local $off i64)
+    (local.set $off (call $copy_input))
+    (call $output_set (local.get $off) (call $input_length))
+    (i32.const 0))
+
+  ;; user_echo passes the input through the host's extism:host/user echo import.
+  (func (export "user_echo") (result i32)
+    (local $off i64)
+    (local.set $off (call $user_echo (call $copy_input)))
+    (call $output_set (local.get $off) (call $length (local.get $off)))
+    (i32.const 0))
+
+  (func (export "fail") (result i32)
+    (call $error_set (call $copy_input))
+    (i32.const 3))
+
+  (func (export "trap") (result i32) unreachable)
+
+  (func (export "spin") (result i32)
+    (loop $forever (br $forever))
+    (i32.const 0))
+
+  ;; grow asks for 4 GiB of linear memory, past any cap, and traps if refused.
+  (func (export "grow") (result i32)
+    (if (i32.eq (memory.grow (i32.const 65535)) (i32.const -1)) (then unreachable))
+    (i32.const 0))
+
+  (func (export "oob") (result i32)
+    (drop (call $load_u64 (i64.const 0x7fffffff)))
+    (i32.const 0))
+)

@@ -87,15 +87,19 @@ func WithMaxInstances(n int) Option { return func(c *config) { c.maxInstances = 
 // WithMemoryLimit caps each instance's wasm memory in 64 KiB pages (default 512: 32 MiB).
 func WithMemoryLimit(pages uint32) Option { return func(c *config) { c.memoryPages = pages } }
 
-// WithCompilationCache shares wazero's compilation cache, so a second Client (or a process restart,
-// with wazero.NewCompilationCacheWithDir) skips compiling the plugin.
+// WithCompilationCache sets wazero's compilation cache. By default every Client of the process shares
+// one in memory, so only the first compiles the plugin; wazero.NewCompilationCacheWithDir also saves
+// the compile across restarts.
 func WithCompilationCache(cc wazero.CompilationCache) Option {
 	return func(c *config) { c.compileCache = cc }
 }
 
+// sharedCompilationCache is the default compilation cache of every Client in the process.
+var sharedCompilationCache = wazero.NewCompilationCache()
+
 // New compiles the plugin and returns a Client. Instances are created on demand and reused.
 func New(ctx context.Context, opts ...Option) (*Client, error) {
-	cfg := config{wasm: Plugin, maxInstances: 32, memoryPages: 512}
+	cfg := config{wasm: Plugin, maxInstances: 32, memoryPages: 512, compileCache: sharedCompilationCache}
 	for _, o := range opts {
 		o(&cfg)
 	}

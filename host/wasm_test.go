@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/internal/extism"
 	"github.com/tokenwasm/tokenwasm/internal/conformance"
 )
 
@@ -84,6 +87,44 @@ func TestDescribe(t *testing.T) {
 		}
 		if d.ABI != "tokenwasm/1" || len(d.Providers) != 4 {
 			t.Fatalf("describe = %s", raw)
+		}
+	})
+}
+
+// TestRealClockAndRandomness: the plugin must see the host's wall clock (wazero defaults to 2022)
+// and real randomness (wazero defaults to a fixed seed, the same in every instance).
+func TestRealClockAndRandomness(t *testing.T) {
+	forEachBuild(t, func(t *testing.T, c *Client) {
+		ctx := context.Background()
+		tok, err := c.Decode(ctx, abi.TokenRequest{Provider: "candid", ClientID: "c", ClientSecret: "s"},
+			abi.HTTPResponse{Status: 200, Body: `{"access_token":"t","expires_in":60}`})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(time.UnixMilli(tok.IssuedAtMS)); d < -5*time.Second || d > 5*time.Second {
+			t.Fatalf("plugin clock is %v off the host's", d)
+		}
+		// Two instances at once: each must draw its own random transactionId.
+		req := abi.TokenRequest{Provider: "candescent", ClientID: "c", ClientSecret: "s", InstitutionID: "1"}
+		a, _ := c.pool.get(ctx)
+		b, _ := c.pool.get(ctx)
+		defer c.pool.put(ctx, a)
+		defer c.pool.put(ctx, b)
+		in, _ := json.Marshal(req)
+		ids := map[string]bool{}
+		for _, inst := range []*extism.Instance{a, b, a, b} {
+			out, err := inst.Call(ctx, abi.ExportEncode, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var res abi.Result
+			if err := json.Unmarshal(out, &res); err != nil || res.Request == nil {
+				t.Fatalf("encode: %s", out)
+			}
+			ids[res.Request.Headers["transactionId"]] = true
+		}
+		if len(ids) != 4 {
+			t.Fatalf("transactionIds repeat across instances: %v", ids)
 		}
 	})
 }

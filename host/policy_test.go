@@ -2,7 +2,9 @@ package host
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -98,26 +100,38 @@ func TestRefreshAhead(t *testing.T) {
 	}
 }
 
-// TestPluginFaultReplacesInstance: an instance whose call fails (here: past its deadline) is replaced; the next call works.
+// TestPluginFaultReplacesInstance: a call whose deadline passes inside the plugin (here, while the
+// provider stalls) loses that call only; the instance is replaced and the next call works.
 func TestPluginFaultReplacesInstance(t *testing.T) {
-	set := providertest.StartAll()
-	defer set.Close()
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	defer fake.Close()
 	c, err := New(context.Background(), WithLoopback(), WithMaxInstances(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	req := cases(set)["nikohealth/client_credentials"]
-	if err := c.pool.warm(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
-	// A deadline that has already passed stops the call inside wasm.
-	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	cfg := fake.Config()
+	req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL()}
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		_, _ = io.Copy(io.Discard, r.Body) // lets the server notice the client hanging up
+		select {                           // stall until the client gives up
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+		return true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	var out any
-	if err := c.call(ctx, abi.ExportDescribe, nil, &out); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("expired call: %v", err)
+	var out abi.Result
+	in, _ := json.Marshal(req)
+	start := time.Now()
+	if err := c.call(ctx, abi.ExportToken, in, &out); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("stalled call: %v", err)
 	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the deadline took %v to stop the call", d)
+	}
+	fake.Intercept(nil)
 	if _, err := c.Token(context.Background(), req); err != nil {
 		t.Fatalf("next call after a fault: %v", err)
 	}

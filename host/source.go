@@ -70,7 +70,7 @@ type source struct {
 // flight is one fetch in progress; every caller that needs it waits on done.
 type flight struct {
 	done chan struct{}
-	tok  *abi.Token
+	h    *held
 	err  error
 }
 
@@ -107,45 +107,43 @@ func (s *source) refresh(ctx context.Context, force bool) (*abi.Token, error) {
 	return h.tok, nil
 }
 
-// fetchShared joins the fetch in progress or starts one. The fetch runs on its own context (bounded
-// by fetchTimeout) so one caller giving up does not fail the others; each caller waits on its own ctx.
+// fetchShared joins the fetch in progress or runs one. The caller that starts it runs it on its own
+// goroutine (a new goroutine per fetch costs more than the fetch on a loaded machine), under a
+// context that its own cancellation does not end (bounded by fetchTimeout), so one caller giving up
+// does not fail the others; each follower waits on its own ctx.
 func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Duration) (*held, error) {
 	s.mu.Lock()
 	f := s.flight
-	if f == nil || force {
-		f = &flight{done: make(chan struct{})}
-		if !force {
-			s.flight = f
-		}
+	if f != nil && !force {
 		s.mu.Unlock()
-		s.c.wg.Add(1)
-		go func() {
-			defer s.c.wg.Done()
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
-			defer cancel()
-			f.tok, f.err = s.fetchWithRetry(fctx, force, minTTL)
-			if f.err == nil {
-				s.cur.Store(newHeld(f.tok))
-			}
-			s.mu.Lock()
-			if s.flight == f {
-				s.flight = nil
-			}
-			s.mu.Unlock()
-			close(f.done)
-		}()
-	} else {
-		s.mu.Unlock()
-	}
-	select {
-	case <-f.done:
-		if f.err != nil {
-			return nil, f.err
+		select {
+		case <-f.done:
+			return f.h, f.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		return s.cur.Load(), nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
+	f = &flight{done: make(chan struct{})}
+	if !force {
+		s.flight = f
+	}
+	s.mu.Unlock()
+
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+	tok, err := s.fetchWithRetry(fctx, force, minTTL)
+	cancel()
+	if err == nil {
+		f.h = newHeld(tok)
+		s.cur.Store(f.h)
+	}
+	f.err = err
+	s.mu.Lock()
+	if s.flight == f {
+		s.flight = nil
+	}
+	s.mu.Unlock()
+	close(f.done)
+	return f.h, f.err
 }
 
 // fetchWithRetry calls the plugin's token export, retrying transient failures (transport, 5xx) with

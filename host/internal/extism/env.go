@@ -76,11 +76,19 @@ func logLevel(log *slog.Logger) int32 {
 	return 5
 }
 
-// userFunc adapts a HostFunc to an (i64) -> i64 import: read the block, call, store the answer.
+// userFunc adapts a HostFunc to an (i64) -> i64 import: read the block, call, store the answer. A
+// call whose context has ended stops here (see Config.Interruptible).
 func userFunc(fn HostFunc) api.GoModuleFunc {
 	return func(ctx context.Context, _ api.Module, stack []uint64) {
 		i := instanceOf(ctx)
-		out := fn(callerContext(ctx), i.block(stack[0]))
+		caller := callerContext(ctx)
+		if caller.Err() != nil {
+			panic(trap("extism: call canceled"))
+		}
+		out := fn(caller, i.block(stack[0]))
+		if caller.Err() != nil {
+			panic(trap("extism: call canceled"))
+		}
 		if len(out) == 0 {
 			stack[0] = 0
 			return

@@ -20,6 +20,10 @@ func newInstance(t testing.TB, cfg Config) *Instance {
 	ctx := context.Background()
 	m, err := Compile(ctx, faultsWasm, "extism:host/user", map[string]HostFunc{
 		"echo": func(_ context.Context, in []byte) []byte { return append([]byte("host:"), in...) },
+		"slow": func(ctx context.Context, in []byte) []byte {
+			<-ctx.Done() // a host call that outlives the deadline, as a stalled provider would
+			return in
+		},
 	}, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -70,10 +74,11 @@ func TestFaults(t *testing.T) {
 		{"oob", 0, func(err error) bool { return errors.Is(err, ErrTrap) && strings.Contains(err.Error(), "out of bounds") }, true},
 		{"grow", 0, func(err error) bool { return errors.Is(err, ErrTrap) }, true},
 		{"spin", 100 * time.Millisecond, func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, true},
+		{"slow_import", 100 * time.Millisecond, func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.export, func(t *testing.T) {
-			i := newInstance(t, Config{MemoryLimitPages: 16})
+			i := newInstance(t, Config{MemoryLimitPages: 16, Interruptible: tt.export == "spin"})
 			ctx := context.Background()
 			if tt.timeout > 0 {
 				var cancel context.CancelFunc

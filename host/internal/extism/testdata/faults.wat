@@ -10,6 +10,7 @@
   (import "extism:host/env" "error_set" (func $error_set (param i64)))
   (import "extism:host/user" "echo" (func $user_echo (param i64) (result i64)))
   (import "extism:host/env" "length" (func $length (param i64) (result i64)))
+  (import "extism:host/user" "slow" (func $user_slow (param i64) (result i64)))
   (memory (export "memory") 1)
 
   ;; copy_input copies the input into a new kernel block and returns its offset.
@@ -36,6 +37,13 @@
     (local $off i64)
     (local.set $off (call $user_echo (call $copy_input)))
     (call $output_set (local.get $off) (call $length (local.get $off)))
+    (i32.const 0))
+
+  ;; slow_import calls the host's slow import, then loops forever: the deadline must stop it at the
+  ;; import's return, without Config.Interruptible.
+  (func (export "slow_import") (result i32)
+    (drop (call $user_slow (call $copy_input)))
+    (loop $forever (br $forever))
     (i32.const 0))
 
   (func (export "fail") (result i32)

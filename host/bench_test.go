@@ -1,0 +1,301 @@
+package host
+
+import (
+	"context"
+	"os"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/internal/extism"
+	"github.com/tokenwasm/tokenwasm/host/providertest"
+	"github.com/tokenwasm/tokenwasm/plugin/core"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// The benchmarks run ours and the peer (golang.org/x/oauth2) side by side against the same loopback
+// fake, so their ratio is what counts: `make bench` prints it.
+
+func benchSetup(b *testing.B) (*Client, *providertest.Fake, abi.TokenRequest, *clientcredentials.Config) {
+	b.Helper()
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	b.Cleanup(fake.Close)
+	c, err := New(context.Background(), WithLoopback())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close(context.Background()) })
+	cfg := fake.Config()
+	req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL()}
+	peer := &clientcredentials.Config{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL(),
+		AuthStyle: oauth2.AuthStyleInHeader}
+	return c, fake, req, peer
+}
+
+func BenchmarkTokenCacheHit(b *testing.B) {
+	c, _, req, peer := benchSetup(b)
+	b.Run("tokenwasm", func(b *testing.B) {
+		ts := c.TokenSource(req)
+		benchTokenSource(b, ts)
+	})
+	b.Run("x-oauth2", func(b *testing.B) {
+		benchTokenSource(b, oauth2.ReuseTokenSource(nil, peer.TokenSource(context.Background())))
+	})
+}
+
+func benchTokenSource(b *testing.B, ts oauth2.TokenSource) {
+	if _, err := ts.Token(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := ts.Token(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkTokenCacheHitParallel(b *testing.B) {
+	c, _, req, peer := benchSetup(b)
+	for _, bc := range []struct {
+		name string
+		ts   oauth2.TokenSource
+	}{
+		{"tokenwasm", c.TokenSource(req)},
+		{"x-oauth2", oauth2.ReuseTokenSource(nil, peer.TokenSource(context.Background()))},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			if _, err := bc.ts.Token(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := bc.ts.Token(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkTokenFetch: every iteration is a real request to the fake, caches bypassed.
+func BenchmarkTokenFetch(b *testing.B) {
+	c, fake, req, peer := benchSetup(b)
+	ctx := context.Background()
+	b.Run("tokenwasm", func(b *testing.B) {
+		req := req
+		req.Force = true
+		before := fake.Requests()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Token(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(fake.Requests()-before)/float64(b.N), "requests/op")
+	})
+	b.Run("x-oauth2", func(b *testing.B) {
+		before := fake.Requests()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := peer.Token(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(fake.Requests()-before)/float64(b.N), "requests/op")
+	})
+}
+
+// BenchmarkCodec: encode + decode of one NikoHealth exchange, in wasm and natively: the price of the
+// wasm boundary.
+func BenchmarkCodec(b *testing.B) {
+	req := []byte(`{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme"}`)
+	dec := []byte(`{"request":{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme"},` +
+		`"response":{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"BE55CF536EC46D12F9FDBF1EFD831E086B121939B9806DF43F3A6043C67DB0AC\",\"expires_in\":1200,\"token_type\":\"Bearer\",\"scope\":\"external\"}"},"now_ms":1767225600000}`)
+	b.Run("wasm", func(b *testing.B) {
+		c, err := New(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		inst, err := c.pool.get(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.pool.put(context.Background(), inst)
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := inst.Call(ctx, abi.ExportEncode, req); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := inst.Call(ctx, abi.ExportDecode, dec); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("native", func(b *testing.B) {
+		now := func() int64 { return time.Now().UnixMilli() }
+		b.ReportAllocs()
+		for b.Loop() {
+			core.Encode(req)
+			core.Decode(dec, now)
+		}
+	})
+}
+
+// benchPlugin is the plugin the call benchmarks run: the embedded build, or the file named by
+// TOKENWASM_BENCH_WASM (to compare builds, such as TinyGo against standard Go).
+func benchPlugin(b *testing.B) []byte {
+	if path := os.Getenv("TOKENWASM_BENCH_WASM"); path != "" {
+		wasm, err := os.ReadFile(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return wasm
+	}
+	return Plugin
+}
+
+// noImports answers every import with an empty object: enough for exports that do no I/O.
+var noImports = map[string]extism.HostFunc{
+	abi.ImportHTTPSend:    func(context.Context, []byte) []byte { return []byte(`{"error":"none"}`) },
+	abi.ImportCacheGet:    func(context.Context, []byte) []byte { return []byte(`{"hit":false}`) },
+	abi.ImportCacheSet:    func(context.Context, []byte) []byte { return []byte(`{}`) },
+	abi.ImportCacheDelete: func(context.Context, []byte) []byte { return []byte(`{}`) },
+}
+
+// BenchmarkCall: the same export and input through our host and through the official go-sdk.
+func BenchmarkCall(b *testing.B) {
+	in := []byte(`{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme"}`)
+	b.Run("lean", func(b *testing.B) {
+		m, err := extism.Compile(context.Background(), benchPlugin(b), abi.ImportModule, noImports, extism.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close(context.Background())
+		inst, err := m.Instantiate(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := inst.Call(ctx, abi.ExportEncode, in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("go-sdk", func(b *testing.B) {
+		p := newGoSDKPlugin(b, benchPlugin(b))
+		b.ReportAllocs()
+		for b.Loop() {
+			if rc, _, err := p.Call(abi.ExportEncode, in); err != nil || rc != 0 {
+				b.Fatal(rc, err)
+			}
+		}
+	})
+}
+
+// BenchmarkInstance: a new plugin instance, compiling from scratch (cold) or from a warm compilation
+// cache (cached), and from an already compiled module (instantiate: what the pool pays).
+func BenchmarkInstance(b *testing.B) {
+	ctx := context.Background()
+	newInstance := func(b *testing.B, cache wazero.CompilationCache) {
+		m, err := extism.Compile(ctx, Plugin, abi.ImportModule, noImports, extism.Config{CompilationCache: cache})
+		if err != nil {
+			b.Fatal(err)
+		}
+		i, err := m.Instantiate(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = i.Close(ctx)
+		_ = m.Close(ctx)
+	}
+	b.Run("cold", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			newInstance(b, nil)
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		cache := wazero.NewCompilationCache()
+		newInstance(b, cache)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			newInstance(b, cache)
+		}
+	})
+	b.Run("instantiate", func(b *testing.B) {
+		m, err := extism.Compile(ctx, Plugin, abi.ImportModule, noImports, extism.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close(ctx)
+		b.ReportAllocs()
+		for b.Loop() {
+			i, err := m.Instantiate(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = i.Close(ctx)
+		}
+	})
+}
+
+// BenchmarkStampede: 1,000 goroutines on a cold cache; reports requests at the fake (must be 1) and
+// the callers' p50 and p99 latency.
+func BenchmarkStampede(b *testing.B) {
+	var p50, p99, requests float64
+	for b.Loop() {
+		b.StopTimer()
+		fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+		c, err := New(context.Background(), WithLoopback())
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := fake.Config()
+		req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL()}
+		lat := make([]time.Duration, 1000)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range lat {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				t0 := time.Now()
+				if _, err := c.Token(context.Background(), req); err != nil {
+					b.Error(err)
+				}
+				lat[i] = time.Since(t0)
+			}()
+		}
+		b.StartTimer()
+		close(start)
+		wg.Wait()
+		b.StopTimer()
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		p50 += float64(lat[500].Microseconds())
+		p99 += float64(lat[990].Microseconds())
+		requests += float64(fake.Requests())
+		_ = c.Close(context.Background())
+		fake.Close()
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(requests/n, "requests/op")
+	b.ReportMetric(p50/n, "p50-us")
+	b.ReportMetric(p99/n, "p99-us")
+}

@@ -211,7 +211,7 @@ func BenchmarkCall(b *testing.B) {
 func BenchmarkInstance(b *testing.B) {
 	ctx := context.Background()
 	newInstance := func(b *testing.B, cache wazero.CompilationCache) {
-		m, err := extism.Compile(ctx, Plugin, abi.ImportModule, noImports, extism.Config{CompilationCache: cache})
+		m, err := extism.Compile(ctx, benchPlugin(b), abi.ImportModule, noImports, extism.Config{CompilationCache: cache})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -238,19 +238,26 @@ func BenchmarkInstance(b *testing.B) {
 		}
 	})
 	b.Run("instantiate", func(b *testing.B) {
-		m, err := extism.Compile(ctx, Plugin, abi.ImportModule, noImports, extism.Config{})
+		m, err := extism.Compile(ctx, benchPlugin(b), abi.ImportModule, noImports, extism.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer m.Close(ctx)
+		var mem uint32
 		b.ReportAllocs()
 		for b.Loop() {
 			i, err := m.Instantiate(ctx)
 			if err != nil {
 				b.Fatal(err)
 			}
+			// One real call, so the memory reported is what a pooled instance holds.
+			if _, err := i.Call(ctx, abi.ExportEncode, []byte(`{"provider":"candid","client_id":"c","client_secret":"s"}`)); err != nil {
+				b.Fatal(err)
+			}
+			mem = i.MemorySize()
 			_ = i.Close(ctx)
 		}
+		b.ReportMetric(float64(mem)/1024, "KiB-memory")
 	})
 }
 

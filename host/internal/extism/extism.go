@@ -237,6 +237,10 @@ func trapReason(err error) string {
 	return s
 }
 
+// MemorySize returns the size of the instance's linear memory in bytes (for measuring per-instance
+// cost).
+func (i *Instance) MemorySize() uint32 { return i.mod.Memory().Size() }
+
 // Broken reports whether the instance trapped, ran past its deadline or failed on memory: throw it away.
 func (i *Instance) Broken() bool { return i.broken }
 

@@ -95,7 +95,14 @@ func (s *source) get(ctx context.Context) (*held, error) {
 			return h, nil
 		}
 	}
-	return s.fetchShared(ctx, false, 0)
+	fresh, err := s.fetchShared(ctx, false, 0)
+	if err != nil && h != nil && time.Now().UnixMilli() < h.tok.ExpiresAtMS {
+		// The provider failed, but the held token has not expired yet: serve it rather than fail.
+		s.c.log.Warn("tokenwasm: fetch failed inside the expiry skew; serving the current token",
+			"provider", s.req.Provider, "err", err)
+		return h, nil
+	}
+	return fresh, err
 }
 
 // refresh fetches a new token now (force skips every cache).

@@ -6,7 +6,11 @@ import "github.com/extism/go-pdk"
 
 // The host functions of ABI v1 (abi/ABI.md, "Imports"). Each takes the handle of an Extism memory block
 // holding JSON and returns the handle of a block holding the JSON answer. This file is the only place
-// that declares them.
+// that declares them, and the only place beside go-pdk that imports a kernel function (input_length,
+// to refuse an oversized input before copying it in).
+
+//go:wasmimport extism:host/env input_length
+func inputLength() uint64
 
 //go:wasmimport extism:host/user http_send
 func hostHTTPSend(uint64) uint64

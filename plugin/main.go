@@ -18,16 +18,26 @@ func now() int64 { return time.Now().UnixMilli() }
 func describe() int32 { return output(core.Describe()) }
 
 //go:wasmexport encode
-func encode() int32 { return output(core.Encode(pdk.Input())) }
+func encode() int32 { return run(core.Encode) }
 
 //go:wasmexport decode
-func decode() int32 { return output(core.Decode(pdk.Input(), now)) }
+func decode() int32 { return run(func(in []byte) []byte { return core.Decode(in, now) }) }
 
 //go:wasmexport token
-func token() int32 { return output(core.Token(pdk.Input(), hostImports{}, now)) }
+func token() int32 { return run(func(in []byte) []byte { return core.Token(in, hostImports{}, now) }) }
 
 //go:wasmexport invalidate
-func invalidate() int32 { return output(core.Invalidate(pdk.Input(), hostImports{})) }
+func invalidate() int32 {
+	return run(func(in []byte) []byte { return core.Invalidate(in, hostImports{}) })
+}
+
+// run reads the input, unless it is too large to copy in, and sets what f answers.
+func run(f func(input []byte) []byte) int32 {
+	if inputLength() > core.MaxInputBytes {
+		return output(core.InputTooLarge())
+	}
+	return output(f(pdk.Input()))
+}
 
 // output sets the export's JSON result. Every export returns 0: failures are JSON errors.
 func output(b []byte) int32 {

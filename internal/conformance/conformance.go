@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
+	"strings"
 )
 
 // Vector is one conformance case.
@@ -137,3 +139,34 @@ func Update(v Vector, got []byte) error {
 }
 
 var uuid4InJSON = regexp.MustCompile(`"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"`)
+
+// FuzzCorpus reads the inputs of a Go fuzz corpus folder (files "go test fuzz v1" with one []byte),
+// so the corpus found natively can be replayed through the wasm plugin in any host.
+func FuzzCorpus(dir string) ([][]byte, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		lines := strings.SplitN(string(b), "\n", 3)
+		if len(lines) < 2 || lines[0] != "go test fuzz v1" {
+			return nil, fmt.Errorf("%s: not a fuzz corpus file", e.Name())
+		}
+		quoted, ok := strings.CutPrefix(strings.TrimSpace(lines[1]), "[]byte(")
+		quoted, ok2 := strings.CutSuffix(quoted, ")")
+		if !ok || !ok2 {
+			return nil, fmt.Errorf("%s: not a []byte entry", e.Name())
+		}
+		s, err := strconv.Unquote(quoted)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		out = append(out, []byte(s))
+	}
+	return out, nil
+}

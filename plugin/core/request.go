@@ -42,8 +42,19 @@ type header struct{ name, value string }
 // typed error, never a stack overflow inside wasm.
 const maxDepth = 32
 
-// parseJSON checks that b is one JSON object of bounded depth.
+// MaxInputBytes bounds an export's input: room for a decode input whose 1 MiB response body is
+// JSON-escaped, and small enough that a hostile input cannot exhaust an instance's memory.
+const MaxInputBytes = 8 << 20
+
+// InputTooLarge is the answer to an input over MaxInputBytes; the plugin gives it without reading
+// the input into memory.
+func InputTooLarge() []byte { return errorJSON(invalidRequest("input exceeds 8 MiB")) }
+
+// parseJSON checks that b is one JSON object of bounded size and depth.
 func parseJSON(b []byte, what string) (gjson.Result, *abi.Error) {
+	if len(b) > MaxInputBytes {
+		return gjson.Result{}, invalidRequest(what + " exceeds 8 MiB")
+	}
 	if depth(b) > maxDepth {
 		return gjson.Result{}, invalidRequest(what + " is nested too deeply")
 	}

@@ -200,11 +200,11 @@ func TestFailedRefreshKeepsServing(t *testing.T) {
 func TestPluginOutOfMemory(t *testing.T) {
 	c := newClient(t, WithMemoryLimit(8), WithMaxInstances(1)) // 512 KiB
 	huge := abi.DecodeInput{Request: abi.TokenRequest{Provider: "candid", ClientID: "c", ClientSecret: "s"},
-		Response: abi.HTTPResponse{Status: 200, Body: strings.Repeat("x", 10<<20)}}
+		Response: abi.HTTPResponse{Status: 200, Body: strings.Repeat("x", 2<<20)}}
 	var out json.RawMessage
 	in, _ := json.Marshal(huge)
 	if err := c.call(context.Background(), abi.ExportDecode, in, &out); err == nil {
-		t.Fatalf("a 10 MiB body under a 512 KiB cap must fail the call, got %s", out)
+		t.Fatalf("a 2 MiB body under a 512 KiB cap must fail the call, got %s", out)
 	}
 	if _, err := c.Decode(context.Background(), huge.Request, abi.HTTPResponse{Status: 200, Body: `{"access_token":"a"}`}); err != nil {
 		t.Fatalf("next call: %v", err)

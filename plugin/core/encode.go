@@ -152,8 +152,10 @@ func validDomain(d string) bool {
 	return true
 }
 
-func basic(id, secret string) string {
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
+func basic(id, secret string) string { return "Basic " + basicCredentials(id, secret) }
+
+func basicCredentials(id, secret string) string {
+	return base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
 }
 
 // setHeader replaces the header named name (case-insensitively) or appends it.

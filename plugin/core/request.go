@@ -1,6 +1,7 @@
 package core
 
 import (
+	"net/url"
 	"sort"
 	"strings"
 
@@ -212,9 +213,14 @@ func (r *Request) field(name string) string {
 	return ""
 }
 
-// secrets lists the request's values that must never leave the plugin except toward the provider.
+// secrets lists the request's values that must never leave the plugin except toward the provider,
+// with the Basic credentials built from them (a provider may echo its Authorization header).
 func (r *Request) secrets() []string {
-	return []string{r.ClientSecret, r.Password, r.RefreshToken, r.Code, r.CodeVerifier, r.AccessToken}
+	s := []string{r.ClientSecret, r.Password, r.RefreshToken, r.Code, r.CodeVerifier, r.AccessToken}
+	if r.ClientSecret != "" {
+		s = append(s, basicCredentials(r.ClientID, r.ClientSecret), basicCredentials(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret)))
+	}
+	return s
 }
 
 func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {

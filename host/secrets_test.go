@@ -129,9 +129,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 	faults := []func(http.ResponseWriter, *http.Request) bool{
 		echo,
 		func(w http.ResponseWriter, r *http.Request) bool { w.WriteHeader(503); return true },
-		func(w http.ResponseWriter, r *http.Request) bool { w.Header().Set("Retry-After", "1"); w.WriteHeader(429); return true },
+		func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(429)
+			return true
+		},
 		func(w http.ResponseWriter, r *http.Request) bool { resetConn(w, r); return true },
-		func(w http.ResponseWriter, r *http.Request) bool { _, _ = w.Write([]byte("<html>" + r.URL.RawQuery)); return true },
+		func(w http.ResponseWriter, r *http.Request) bool {
+			_, _ = w.Write([]byte("<html>" + r.URL.RawQuery))
+			return true
+		},
 	}
 	for _, fault := range faults {
 		for _, f := range set.All() {

@@ -135,6 +135,14 @@ type Result struct {
 	Token   *Token       `json:"token,omitempty"`
 	Cached  bool         `json:"cached,omitempty"`
 	Error   *Error       `json:"error,omitempty"`
+	// Pending (token only) says another host sharing the cache is fetching this token: call token again
+	// after RetryAfterMS. Only a host whose cache_set honours "nx" ever sees it.
+	Pending *Pending `json:"pending,omitempty"`
+}
+
+// Pending is the token export's answer while another host holds the identity's fetch lock.
+type Pending struct {
+	RetryAfterMS int64 `json:"retry_after_ms"`
 }
 
 // Error is a typed failure. Status is set only when the provider answered; Message and Description
@@ -189,12 +197,24 @@ type CacheGetOutput struct {
 	Value string `json:"value,omitempty"`
 }
 
-// CacheSetInput is the input of cache_set.
+// CacheSetInput is the input of cache_set. With NX the value is stored only if the key is absent
+// (the fetch lock of fleet single-flight); the answer is CacheSetOutput.
 type CacheSetInput struct {
 	Key   string `json:"key"`
 	Value string `json:"value"`
 	TTLMS int64  `json:"ttl_ms"`
+	NX    bool   `json:"nx,omitempty"`
 }
 
-// CacheDeleteInput is the input of cache_delete.
-type CacheDeleteInput = CacheGetInput
+// CacheSetOutput is the result of cache_set: whether the value was stored, or an error.
+type CacheSetOutput struct {
+	Stored bool   `json:"stored"`
+	Error  string `json:"error,omitempty"`
+}
+
+// CacheDeleteInput is the input of cache_delete. With IfValue the key is deleted only while it holds
+// that value (a lock is released only by its owner).
+type CacheDeleteInput struct {
+	Key     string `json:"key"`
+	IfValue string `json:"if_value,omitempty"`
+}

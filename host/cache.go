@@ -15,6 +15,15 @@ type Cache interface {
 	Delete(ctx context.Context, key string) error
 }
 
+// AtomicCache is a Cache that can store a value only if its key is absent and delete a key only while
+// it holds a given value, atomically for everyone sharing it: what fleet-wide single-flight needs (one
+// fetch per token across processes). MemoryCache and rediscache implement it.
+type AtomicCache interface {
+	Cache
+	SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
+	DeleteIf(ctx context.Context, key string, value []byte) error
+}
+
 // MemoryCache is the default Cache: in-process, with TTLs and a bound on the number of entries.
 type MemoryCache struct {
 	mu      sync.Mutex
@@ -96,4 +105,29 @@ func (c *MemoryCache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.entries)
+}
+
+// SetNX implements AtomicCache.
+func (c *MemoryCache) SetNX(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if e, ok := c.entries[key]; ok && now.Before(e.expires) {
+		return false, nil
+	}
+	if len(c.entries) >= c.max {
+		c.evict(now)
+	}
+	c.entries[key] = memoryEntry{value: append([]byte(nil), value...), expires: now.Add(ttl)}
+	return true, nil
+}
+
+// DeleteIf implements AtomicCache.
+func (c *MemoryCache) DeleteIf(_ context.Context, key string, value []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[key]; ok && string(e.value) == string(value) {
+		delete(c.entries, key)
+	}
+	return nil
 }

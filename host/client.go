@@ -147,14 +147,24 @@ func (c *Client) Close(ctx context.Context) error {
 // Metrics returns the client's counters.
 func (c *Client) Metrics() *Metrics { return c.metrics }
 
-// call runs one export on a pooled instance and decodes its JSON answer into out.
+// call runs one export on a pooled instance and decodes its JSON answer into out. A token call that
+// fails inside the plugin (trap, deadline) releases the fetch locks it took, so the other callers do
+// not wait for the lock's TTL.
 func (c *Client) call(ctx context.Context, export string, input []byte, out any) error {
 	inst, err := c.pool.get(ctx)
 	if err != nil {
 		return err
 	}
 	c.metrics.pluginCalls.Add(1)
+	var locks *heldLocks
+	if export == abi.ExportToken {
+		locks = &heldLocks{}
+		ctx = context.WithValue(ctx, heldLocksKey{}, locks)
+	}
 	b, err := inst.Call(ctx, export, input)
+	if err != nil && locks != nil {
+		locks.release(context.WithoutCancel(ctx), c.cache)
+	}
 	if err == nil {
 		err = json.Unmarshal(b, out)
 	}
@@ -208,11 +218,25 @@ func (c *Client) callJSON(ctx context.Context, export string, in, out any) error
 	return c.call(ctx, export, b, out)
 }
 
-// fetch runs the plugin's token export with an already encoded request.
+// fetch runs the plugin's token export with an already encoded request. While another process
+// sharing the cache fetches the same token, the plugin answers pending: wait and ask again (a cache
+// hit once that process is done, or the lock once it has died and its lock expired).
 func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Token, bool, error) {
 	var res abi.Result
-	if err := c.call(ctx, abi.ExportToken, input, &res); err != nil {
-		return nil, false, err
+	for {
+		res = abi.Result{}
+		if err := c.call(ctx, abi.ExportToken, input, &res); err != nil {
+			return nil, false, err
+		}
+		if res.Pending == nil {
+			break
+		}
+		c.metrics.pendingWaits.Add(1)
+		select {
+		case <-time.After(time.Duration(res.Pending.RetryAfterMS) * time.Millisecond):
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
 	}
 	if res.Error != nil {
 		c.metrics.countError(res.Error.Kind)

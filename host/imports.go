@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -47,11 +48,26 @@ func (c *Client) cacheSet(ctx context.Context, in []byte) []byte {
 	if json.Unmarshal(in, &e) != nil {
 		return []byte(`{"error":"host: malformed cache_set request"}`)
 	}
-	if err := c.cache.Set(ctx, e.Key, []byte(e.Value), time.Duration(e.TTLMS)*time.Millisecond); err != nil {
+	ttl := time.Duration(e.TTLMS) * time.Millisecond
+	if ac, ok := c.cache.(AtomicCache); ok && e.NX {
+		stored, err := ac.SetNX(ctx, e.Key, []byte(e.Value), ttl)
+		if err != nil {
+			c.cacheFailed("set", err)
+			return []byte(`{"stored":true}`) // no lock to be had: fetch rather than wait
+		}
+		if !stored {
+			return []byte(`{"stored":false}`)
+		}
+		if l, ok := ctx.Value(heldLocksKey{}).(*heldLocks); ok {
+			l.add(e.Key, e.Value)
+		}
+		return []byte(`{"stored":true}`)
+	}
+	if err := c.cache.Set(ctx, e.Key, []byte(e.Value), ttl); err != nil {
 		c.cacheFailed("set", err)
 		return []byte(`{"error":"cache set failed"}`)
 	}
-	return []byte(`{}`)
+	return []byte(`{"stored":true}`)
 }
 
 func (c *Client) cacheDelete(ctx context.Context, in []byte) []byte {
@@ -59,7 +75,13 @@ func (c *Client) cacheDelete(ctx context.Context, in []byte) []byte {
 	if json.Unmarshal(in, &k) != nil {
 		return []byte(`{"error":"host: malformed cache_delete request"}`)
 	}
-	if err := c.cache.Delete(ctx, k.Key); err != nil {
+	var err error
+	if ac, ok := c.cache.(AtomicCache); ok && k.IfValue != "" {
+		err = ac.DeleteIf(ctx, k.Key, []byte(k.IfValue))
+	} else if k.IfValue == "" {
+		err = c.cache.Delete(ctx, k.Key)
+	} // a conditional delete a plain Cache cannot do is left to the TTL
+	if err != nil {
 		c.cacheFailed("delete", err)
 	}
 	return []byte(`{}`)
@@ -69,4 +91,30 @@ func (c *Client) cacheDelete(ctx context.Context, in []byte) []byte {
 func (c *Client) cacheFailed(op string, err error) {
 	c.metrics.cacheErrors.Add(1)
 	c.log.Warn("tokenwasm: cache "+op+" failed; treated as a miss", "err", err)
+}
+
+// heldLocks records the fetch locks one token call took, so a call that dies releases them.
+type heldLocks struct {
+	mu    sync.Mutex
+	locks [][2]string
+}
+
+type heldLocksKey struct{}
+
+func (h *heldLocks) add(key, value string) {
+	h.mu.Lock()
+	h.locks = append(h.locks, [2]string{key, value})
+	h.mu.Unlock()
+}
+
+func (h *heldLocks) release(ctx context.Context, cache Cache) {
+	ac, ok := cache.(AtomicCache)
+	if !ok {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, l := range h.locks {
+		_ = ac.DeleteIf(ctx, l[0], []byte(l[1]))
+	}
 }

@@ -18,6 +18,7 @@ type Metrics struct {
 	pluginCalls     atomic.Int64 // calls into the wasm plugin
 	pluginFaults    atomic.Int64 // plugin calls that trapped, timed out or answered garbage
 	cacheErrors     atomic.Int64 // Cache operations that failed (treated as misses)
+	pendingWaits    atomic.Int64 // waits while another process fetched the same token
 	errors          map[string]*atomic.Int64
 }
 
@@ -52,6 +53,7 @@ func (m *Metrics) Snapshot() map[string]int64 {
 		"plugin_calls":     m.pluginCalls.Load(),
 		"plugin_faults":    m.pluginFaults.Load(),
 		"cache_errors":     m.cacheErrors.Load(),
+		"pending_waits":    m.pendingWaits.Load(),
 	}
 	for k, c := range m.errors {
 		s["errors."+k] = c.Load()

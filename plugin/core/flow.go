@@ -60,6 +60,14 @@ func CacheKey(provider string, h *HTTPRequest) string {
 // GateKey names the 429 gate of one identity.
 func GateKey(tokenKey string) string { return tokenKey + "/gate" }
 
+// LockKey names the fetch lock of one identity: held by the one host fetching its token.
+func LockKey(tokenKey string) string { return tokenKey + "/lock" }
+
+const (
+	lockMarginMS   = 2000 // a lock outlives its fetch's timeout by this much; a crashed owner costs no more
+	pendingRetryMS = 50   // how soon a host asks again while another one fetches
+)
+
 // Token is the token export: the cached token unless it is inside its expiry skew, else one request
 // to the provider, whose token is cached for no longer than its life. A 429 closes a gate in the cache
 // that every instance, process and node sharing the cache honours until it ends.
@@ -83,6 +91,13 @@ func Token(input []byte, host Imports, now Clock) []byte {
 				Message: "provider rate-limited token requests; waiting for its Retry-After"})
 		}
 	}
+	// Fleet single-flight: one fetcher per identity across every host sharing the cache. A host whose
+	// cache cannot store-if-absent answers "stored" true (or nothing), and everyone fetches.
+	lock, owner := LockKey(key), newRequestID()
+	if !cacheSetNX(host, lock, owner, enc.TimeoutMS+lockMarginMS) {
+		return pendingJSON(pendingRetryMS)
+	}
+	defer cacheDeleteIf(host, lock, owner)
 	out := host.HTTPSend(enc.JSON(nil))
 	resp, err := parseHostResponse(out)
 	if err == nil {
@@ -179,6 +194,36 @@ func cacheSet(host Imports, key, value string, ttlMS int64) {
 	o.str("value", value)
 	o.int("ttl_ms", ttlMS)
 	host.CacheSet(o.end())
+}
+
+// cacheSetNX stores value only if key is absent and reports whether it did. A host that ignores "nx"
+// answers {} and the caller proceeds as if it had stored: correct, without fleet single-flight.
+func cacheSetNX(host Imports, key, value string, ttlMS int64) bool {
+	o := newObject(nil)
+	o.str("key", key)
+	o.str("value", value)
+	o.int("ttl_ms", ttlMS)
+	o.bool("nx", true)
+	out := host.CacheSet(o.end())
+	return !gjson.ValidBytes(out) || gjson.GetBytes(out, "stored").Type != gjson.False
+}
+
+// cacheDeleteIf deletes key only while it still holds value (the lock's owner releases its own lock).
+func cacheDeleteIf(host Imports, key, value string) {
+	o := newObject(nil)
+	o.str("key", key)
+	o.str("if_value", value)
+	host.CacheDelete(o.end())
+}
+
+// pendingJSON answers a token call while another host fetches the same identity's token: ask again.
+func pendingJSON(retryMS int64) []byte {
+	o := newObject(nil)
+	o.key("pending")
+	inner := newObject(o.b)
+	inner.int("retry_after_ms", retryMS)
+	o.b = inner.end()
+	return o.end()
 }
 
 // parseToken reads a Token written by tokenJSONCached.

@@ -60,16 +60,21 @@ func (h *fakeHost) CacheSet(in []byte) []byte {
 	h.calls = append(h.calls, "cache_set")
 	var e abi.CacheSetInput
 	h.decode(in, &e)
+	if old, ok := h.cache[e.Key]; ok && e.NX && old.TTLMS > h.nowMS {
+		return []byte(`{"stored":false}`)
+	}
 	e.TTLMS += h.nowMS // stored as an absolute deadline
 	h.cache[e.Key] = e
-	return []byte("{}")
+	return []byte(`{"stored":true}`)
 }
 
 func (h *fakeHost) CacheDelete(in []byte) []byte {
 	h.calls = append(h.calls, "cache_delete")
-	var k abi.CacheGetInput
+	var k abi.CacheDeleteInput
 	h.decode(in, &k)
-	delete(h.cache, k.Key)
+	if e, ok := h.cache[k.Key]; ok && (k.IfValue == "" || e.Value == k.IfValue) {
+		delete(h.cache, k.Key)
+	}
 	return []byte("{}")
 }
 
@@ -286,5 +291,35 @@ func TestInvalidateOnlyTheBadToken(t *testing.T) {
 	Invalidate([]byte(bad), h)
 	if r := h.token(t, nikoReq); r.Cached || r.Token.AccessToken != "tok-2" {
 		t.Fatalf("invalidate of the cached token must drop it: %+v", r)
+	}
+}
+
+// TestFleetSingleFlight: while another host holds the identity's fetch lock, token answers pending
+// and sends nothing; once the lock is released (or expires) the next call fetches. The owner
+// releases only its own lock.
+func TestFleetSingleFlight(t *testing.T) {
+	h := newFakeHost(t, okToken(1200))
+	_, _, key, err := prepare([]byte(nikoReq))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := LockKey(key)
+	h.cache[lock] = abi.CacheSetInput{Key: lock, Value: "other-host", TTLMS: h.nowMS + 12000}
+	out := Token([]byte(nikoReq), h, h.clock)
+	if string(out) != `{"pending":{"retry_after_ms":50}}` || h.sends != 0 {
+		t.Fatalf("while locked: %s, sends %d", out, h.sends)
+	}
+	h.advance(12000) // the other host crashed: its lock expires
+	if r := h.token(t, nikoReq); r.Token == nil || h.sends != 1 {
+		t.Fatalf("after the lock expired: %+v", r)
+	}
+	if _, held := h.cache[lock]; held {
+		t.Fatal("the owner did not release its lock")
+	}
+	// A lock taken over by another host is not released by the old owner.
+	h.cache[lock] = abi.CacheSetInput{Key: lock, Value: "new-owner", TTLMS: h.nowMS + 12000}
+	cacheDeleteIf(h, lock, "old-owner")
+	if _, held := h.cache[lock]; !held {
+		t.Fatal("a non-owner released the lock")
 	}
 }

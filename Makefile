@@ -13,7 +13,8 @@ all: build
 demo:
 	$(GO) run ./host/cmd/tokenwasm demo
 
-## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race
+## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
+## throwaway redis-server for the fleet-cache tests)
 test: tools lint build-go check-embed unit
 
 tools:
@@ -39,7 +40,7 @@ lint:
 
 unit:
 	TOKENWASM_WASM_TINYGO=$(CURDIR)/build/tokenwasm.wasm TOKENWASM_WASM_GO=$(CURDIR)/build/tokenwasm-go.wasm \
-		$(GO) test -race -count=1 ./...
+		./scripts/with-redis.sh $(GO) test -race -count=1 ./...
 
 ## fuzz: a short run of each fuzz target (the corpus in testdata/fuzz is replayed by `make test`)
 fuzz:

@@ -3,7 +3,7 @@
 #
 #   ./build.sh              TinyGo build -> build/tokenwasm.wasm (installs TinyGo first if missing)
 #   ./build.sh --go         standard Go build -> build/tokenwasm-go.wasm (also: TOOLCHAIN=go ./build.sh)
-#   ./build.sh --install    install TinyGo 0.40.1 and its Debian packages (idempotent)
+#   ./build.sh --install    install TinyGo 0.40.1, its Debian packages and redis-server for tests (idempotent)
 #   ./build.sh --embed      TinyGo build, copied to host/tokenwasm.wasm (the copy the Go host embeds)
 #   ./build.sh --check      TinyGo build; fails if host/tokenwasm.wasm differs from it
 #
@@ -94,7 +94,10 @@ build_go() {
 }
 
 case "${1:-}" in
-  --install) install_tinygo ;;
+  --install)
+    install_apt redis-server
+    install_tinygo
+    ;;
   --go) build_go ;;
   --tinygo) build_tinygo ;;
   --embed)

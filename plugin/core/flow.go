@@ -77,11 +77,17 @@ func Token(input []byte, host Imports, now Clock) []byte {
 		return errorJSON(err)
 	}
 	nowMS := r.now(now)
-	if !r.Force {
+	cached := func() []byte {
 		if v, ok := cacheGet(host, key); ok {
 			if t, ok := parseToken(gjson.Parse(v)); ok && t.ExpiresAtMS-nowMS > max(skewMS(t), r.MinTTLMS) {
 				return tokenJSON(t, true)
 			}
+		}
+		return nil
+	}
+	if !r.Force {
+		if out := cached(); out != nil {
+			return out
 		}
 	}
 	gate := GateKey(key)
@@ -98,6 +104,11 @@ func Token(input []byte, host Imports, now Clock) []byte {
 		return pendingJSON(pendingRetryMS)
 	}
 	defer cacheDeleteIf(host, lock, owner)
+	if !r.Force { // the previous lock holder may have stored the token since the first look
+		if out := cached(); out != nil {
+			return out
+		}
+	}
 	out := host.HTTPSend(enc.JSON(nil))
 	resp, err := parseHostResponse(out)
 	if err == nil {

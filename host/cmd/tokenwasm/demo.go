@@ -44,6 +44,7 @@ func demoCases(set *providertest.Set) []demoCase {
 
 func runDemo(ctx context.Context, w io.Writer, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	redisURL := fs.String("redis", "", "also show two processes sharing one token through Redis at this URL")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,6 +77,10 @@ func runDemo(ctx context.Context, w io.Writer, args []string) error {
 		return err
 	}
 	fmt.Fprintf(w, "\nplugin: %d KB TinyGo wasm; every token above came through it (encode, http_send, decode, cache).\n", len(host.Plugin)/1024)
+	if *redisURL != "" {
+		fmt.Fprintln(w)
+		return runFleetDemo(ctx, w, *redisURL)
+	}
 	return nil
 }
 

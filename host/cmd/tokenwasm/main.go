@@ -22,7 +22,8 @@ import (
 const usage = `usage: tokenwasm <command> [flags]
 
 commands:
-  demo       get a token from every provider and grant from local fake providers, twice
+  demo       get a token from every provider and grant from local fake providers, twice;
+             demo -redis URL also shows two processes sharing one token through Redis
   token      get a token: tokenwasm token -provider P -client-id ID [flags]; -h lists the flags
   describe   print the providers the plugin knows (JSON)
   fakes      run the fake providers on loopback until interrupted; prints their token URLs
@@ -45,6 +46,8 @@ func main() {
 		err = runDescribe(ctx, os.Stdout)
 	case "fakes":
 		err = runFakes(ctx, os.Stdout)
+	case "fleet-child": // the second process of `demo -redis`
+		err = runFleetChild(ctx, os.Stdout, os.Args[2])
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 		return

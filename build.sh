@@ -6,6 +6,7 @@
 #   ./build.sh --install    install TinyGo 0.40.1, its Debian packages and redis-server for tests (idempotent)
 #   ./build.sh --embed      TinyGo build, copied to host/tokenwasm.wasm (the copy the Go host embeds)
 #   ./build.sh --check      TinyGo build; fails if host/tokenwasm.wasm differs from it
+#   ./build.sh --envoy      the proxy-wasm filter for Envoy -> build/envoy-filter.wasm (standard Go)
 #
 # The last line of stdout is the path of the .wasm built; everything else goes to stderr.
 # TinyGo is built from its module (no release binary can be downloaded here) against Debian's LLVM 19,
@@ -93,7 +94,16 @@ build_go() {
   echo "$ROOT/build/tokenwasm-go.wasm"
 }
 
+build_envoy() {
+  mkdir -p "$ROOT/build"
+  log "go build (proxy-wasm filter)"
+  (cd "$ROOT" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -ldflags='-s -w' \
+    -o build/envoy-filter.wasm ./plugin/envoy)
+  echo "$ROOT/build/envoy-filter.wasm"
+}
+
 case "${1:-}" in
+  --envoy) build_envoy ;;
   --install)
     install_apt redis-server
     install_tinygo

@@ -231,6 +231,15 @@ func (b *body) String() string {
 	return string(b.b)
 }
 
+// HeaderPairs returns the headers in order, as name/value pairs.
+func (h *HTTPRequest) HeaderPairs() [][2]string {
+	out := make([][2]string, len(h.Headers))
+	for i, kv := range h.Headers {
+		out[i] = [2]string{kv.name, kv.value}
+	}
+	return out
+}
+
 // JSON renders the request as the ABI's HttpRequest.
 func (h *HTTPRequest) JSON(b []byte) []byte {
 	o := newObject(b)

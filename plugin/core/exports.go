@@ -55,7 +55,7 @@ func (p *Profile) describe(b []byte) []byte {
 
 // Encode is the encode export: TokenRequest -> {"request": HttpRequest} | {"error": Error}.
 func Encode(input []byte) []byte {
-	_, enc, _, err := prepare(input)
+	_, enc, _, err := Prepare(input)
 	if err != nil {
 		return errorJSON(err)
 	}

@@ -72,7 +72,7 @@ const (
 // to the provider, whose token is cached for no longer than its life. A 429 closes a gate in the cache
 // that every instance, process and node sharing the cache honours until it ends.
 func Token(input []byte, host Imports, now Clock) []byte {
-	r, enc, key, err := prepare(input)
+	r, enc, key, err := Prepare(input)
 	if err != nil {
 		return errorJSON(err)
 	}
@@ -132,7 +132,7 @@ func Token(input []byte, host Imports, now Clock) []byte {
 // Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it), or,
 // when the request names an access_token, only if the cached token is that one.
 func Invalidate(input []byte, host Imports) []byte {
-	r, _, key, err := prepare(input)
+	r, _, key, err := Prepare(input)
 	if err != nil {
 		return errorJSON(err)
 	}
@@ -148,8 +148,8 @@ func Invalidate(input []byte, host Imports) []byte {
 	return []byte("{}")
 }
 
-// prepare parses and encodes a request and names its cache entry.
-func prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
+// Prepare parses and encodes a request and names its cache entry.
+func Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
 	v, err := parseJSON(input, "input")
 	if err != nil {
 		return nil, nil, "", err
@@ -300,6 +300,9 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// ErrorJSON writes {"error": e}, the ABI's error answer.
+func ErrorJSON(e *abi.Error) []byte { return errorJSON(e) }
 
 func errorJSON(e *abi.Error) []byte {
 	o := newObject(nil)

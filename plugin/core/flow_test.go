@@ -299,7 +299,7 @@ func TestInvalidateOnlyTheBadToken(t *testing.T) {
 // releases only its own lock.
 func TestFleetSingleFlight(t *testing.T) {
 	h := newFakeHost(t, okToken(1200))
-	_, _, key, err := prepare([]byte(nikoReq))
+	_, _, key, err := Prepare([]byte(nikoReq))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -286,3 +286,25 @@ func TestRefreshOnTick(t *testing.T) {
 		t.Fatalf("token not refreshed: %d requests", fake.Requests())
 	}
 }
+
+// TestExpiredTokenRefetched: a token past its expiry skew is not used; the next request fetches a new
+// one (natively: the emulator's wasm engine runs on wazero's fake clock).
+func TestExpiredTokenRefetched(t *testing.T) {
+	cfg := providertest.DefaultConfig("nikohealth")
+	cfg.Lifetime = time.Second // skew 250 ms
+	fake := providertest.NewNikoHealth(cfg)
+	defer fake.Close()
+	h := newHarness(t, "native", fake, map[string]any{"refresh_ahead_ms": 1})
+	id, _ := h.request("/api/x")
+	h.answer(id)
+	first := bearer(h.host.GetCurrentRequestHeaders(id))
+	time.Sleep(800 * time.Millisecond)
+	id2, action := h.request("/api/y")
+	if action != types.ActionPause {
+		t.Fatal("an expired token was used")
+	}
+	h.answer(id2)
+	if got := bearer(h.host.GetCurrentRequestHeaders(id2)); got == first || got == "" || fake.Requests() != 2 {
+		t.Fatalf("expired token not replaced: %d requests", fake.Requests())
+	}
+}

@@ -73,6 +73,10 @@ type TokenRequest struct {
 	// left (token export only): hosts refreshing ahead of expiry ask for a token that is not itself
 	// about to be refreshed.
 	MinTTLMS int64 `json:"min_ttl_ms,omitempty"`
+	// FleetLock makes the token export take the identity's fetch lock in the cache (cache_set with nx)
+	// before fetching, so one host of a fleet sharing the cache fetches (token export only). Hosts whose
+	// cache is shared across processes set it; it costs three more cache round trips per fetch.
+	FleetLock bool `json:"fleet_lock,omitempty"`
 	// AccessToken makes invalidate drop the cached token only if it is this one, so many callers that
 	// saw the same 401 do not throw away the new token one of them already fetched.
 	AccessToken string `json:"access_token,omitempty"`

@@ -24,6 +24,14 @@ type AtomicCache interface {
 	DeleteIf(ctx context.Context, key string, value []byte) error
 }
 
+// SharedCache is implemented by caches shared across processes (such as rediscache): with one, the
+// plugin takes a fetch lock in the cache so one process of the fleet fetches each token. Within one
+// process the Client's own single-flight already does that, so in-process caches skip the lock.
+type SharedCache interface {
+	Cache
+	Shared() bool
+}
+
 // MemoryCache is the default Cache: in-process, with TTLs and a bound on the number of entries.
 type MemoryCache struct {
 	mu      sync.Mutex

@@ -159,6 +159,9 @@ func (s *source) fetchWithRetry(ctx context.Context, force bool, minTTL time.Dur
 	req := s.req
 	req.Force = force
 	req.MinTTLMS = minTTL.Milliseconds()
+	if sc, ok := s.c.cache.(SharedCache); ok && sc.Shared() {
+		req.FleetLock = true
+	}
 	input, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -231,7 +234,7 @@ type sourceMap struct {
 func (sm *sourceMap) init() { sm.m = make(map[[sha256.Size]byte]*source) }
 
 func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
-	req.Force, req.NowMS, req.MinTTLMS, req.AccessToken = false, 0, 0, ""
+	req.Force, req.NowMS, req.MinTTLMS, req.AccessToken, req.FleetLock = false, 0, 0, "", false
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, err

@@ -49,7 +49,10 @@ type Cache struct {
 	fallbacks atomic.Int64
 }
 
-var _ host.AtomicCache = (*Cache)(nil)
+var (
+	_ host.AtomicCache = (*Cache)(nil)
+	_ host.SharedCache = (*Cache)(nil)
+)
 
 // New returns a Cache on rdb.
 func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
@@ -85,6 +88,9 @@ func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	}
 	return c, nil
 }
+
+// Shared implements host.SharedCache: Redis is shared by the fleet, so fetches take its lock.
+func (c *Cache) Shared() bool { return true }
 
 // Fallbacks counts the operations served by the fallback because Redis failed.
 func (c *Cache) Fallbacks() int64 { return c.fallbacks.Load() }

@@ -30,39 +30,53 @@ type Response struct {
 	Transport string // set when the host could not get a response
 }
 
-// ParseResponse reads an HttpResponse.
+// ParseResponse reads an HttpResponse in one pass over its fields.
 func ParseResponse(v gjson.Result) (*Response, *abi.Error) {
 	if !v.IsObject() {
 		return nil, invalidRequest("response must be a JSON object")
 	}
 	r := &Response{}
-	if e := v.Get("error"); e.Exists() {
-		if e.Type != gjson.String {
-			return nil, invalidRequest("response.error must be a string")
+	var status gjson.Result
+	var err *abi.Error
+	transport := false
+	v.ForEach(func(k, val gjson.Result) bool {
+		switch k.Str {
+		case "error":
+			if val.Type != gjson.String {
+				err = invalidRequest("response.error must be a string")
+				return false
+			}
+			r.Transport, transport = val.Str, true
+		case "status":
+			status = val
+		case "headers":
+			if val.Type != gjson.Null && !val.IsObject() {
+				err = invalidRequest("response.headers must be an object")
+				return false
+			}
+			r.Headers = val
+		case "body":
+			if val.Type != gjson.Null && val.Type != gjson.String {
+				err = invalidRequest("response.body must be a string")
+				return false
+			}
+			r.Body = val.Str
 		}
-		r.Transport = e.Str
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if transport {
 		if r.Transport == "" {
 			r.Transport = "transport failed"
 		}
 		return r, nil
 	}
-	s := v.Get("status")
-	if s.Type != gjson.Number || s.Num < 100 || s.Num > 999 || s.Num != float64(int(s.Num)) {
+	if status.Type != gjson.Number || status.Num < 100 || status.Num > 999 || status.Num != float64(int(status.Num)) {
 		return nil, invalidRequest("response.status must be an HTTP status code")
 	}
-	r.Status = int(s.Num)
-	if h := v.Get("headers"); h.Exists() && h.Type != gjson.Null {
-		if !h.IsObject() {
-			return nil, invalidRequest("response.headers must be an object")
-		}
-		r.Headers = h
-	}
-	if b := v.Get("body"); b.Exists() && b.Type != gjson.Null {
-		if b.Type != gjson.String {
-			return nil, invalidRequest("response.body must be a string")
-		}
-		r.Body = b.Str
-	}
+	r.Status = int(status.Num)
 	return r, nil
 }
 
@@ -89,16 +103,17 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 	if resp.Transport != "" {
 		return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.scrub(resp.Transport)}
 	}
-	var doc gjson.Result
-	isJSON := false
-	if len(resp.Body) <= MaxBodyBytes && depth([]byte(resp.Body)) <= maxDepth && gjson.Valid(resp.Body) {
-		doc = gjson.Parse(resp.Body)
-		isJSON = doc.IsObject()
-	}
+	var f tokenFields
+	isJSON := len(resp.Body) <= MaxBodyBytes && depth([]byte(resp.Body)) <= maxDepth && gjson.Valid(resp.Body)
 	if isJSON {
-		if code := doc.Get("error"); code.Type == gjson.String && code.Str != "" {
-			return nil, r.oauthError(resp, code.Str, doc.Get("error_description").String(), nowMS)
+		doc := gjson.Parse(resp.Body)
+		isJSON = doc.IsObject()
+		if isJSON {
+			f.read(doc)
 		}
+	}
+	if isJSON && f.err.Type == gjson.String && f.err.Str != "" {
+		return nil, r.oauthError(resp, f.err.Str, f.description.String(), nowMS)
 	}
 	if resp.Status < 200 || resp.Status > 299 {
 		return nil, r.statusError(resp, nowMS)
@@ -109,21 +124,48 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 	case !isJSON:
 		return nil, malformed(resp.Status, "response body is not a JSON object")
 	}
-	at := doc.Get("access_token")
-	if at.Type != gjson.String || at.Str == "" {
+	if f.accessToken.Type != gjson.String || f.accessToken.Str == "" {
 		return nil, malformed(resp.Status, "response has no access_token string")
 	}
-	t := &abi.Token{AccessToken: at.Str, IssuedAtMS: nowMS}
-	t.TokenType = normalizeTokenType(doc.Get("token_type"))
-	t.ExpiresIn = r.expiresIn(doc.Get("expires_in"), at.Str, nowMS)
+	at := f.accessToken.Str
+	t := &abi.Token{AccessToken: at, IssuedAtMS: nowMS}
+	t.TokenType = normalizeTokenType(f.tokenType)
+	t.ExpiresIn = r.expiresIn(f.expiresIn, at, nowMS)
 	t.ExpiresAtMS = nowMS + t.ExpiresIn*1000
-	if rt := doc.Get("refresh_token"); rt.Type == gjson.String {
-		t.RefreshToken = rt.Str
+	if f.refreshToken.Type == gjson.String {
+		t.RefreshToken = f.refreshToken.Str
 	}
-	if sc := doc.Get("scope"); sc.Type == gjson.String {
-		t.Scope = sc.Str
+	if f.scope.Type == gjson.String {
+		t.Scope = f.scope.Str
 	}
 	return t, nil
+}
+
+// tokenFields are the fields of a token response the decoder reads, gathered in one pass.
+type tokenFields struct {
+	err, description, accessToken, tokenType, expiresIn, refreshToken, scope gjson.Result
+}
+
+func (f *tokenFields) read(doc gjson.Result) {
+	doc.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "error":
+			f.err = v
+		case "error_description":
+			f.description = v
+		case "access_token":
+			f.accessToken = v
+		case "token_type":
+			f.tokenType = v
+		case "expires_in":
+			f.expiresIn = v
+		case "refresh_token":
+			f.refreshToken = v
+		case "scope":
+			f.scope = v
+		}
+		return true
+	})
 }
 
 func normalizeTokenType(v gjson.Result) string {

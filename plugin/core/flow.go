@@ -99,14 +99,16 @@ func Token(input []byte, host Imports, now Clock) []byte {
 	}
 	// Fleet single-flight: one fetcher per identity across every host sharing the cache. A host whose
 	// cache cannot store-if-absent answers "stored" true (or nothing), and everyone fetches.
-	lock, owner := LockKey(key), newRequestID()
-	if !cacheSetNX(host, lock, owner, enc.TimeoutMS+lockMarginMS) {
-		return pendingJSON(pendingRetryMS)
-	}
-	defer cacheDeleteIf(host, lock, owner)
-	if !r.Force { // the previous lock holder may have stored the token since the first look
-		if out := cached(); out != nil {
-			return out
+	if r.FleetLock {
+		lock, owner := LockKey(key), newRequestID()
+		if !cacheSetNX(host, lock, owner, enc.TimeoutMS+lockMarginMS) {
+			return pendingJSON(pendingRetryMS)
+		}
+		defer cacheDeleteIf(host, lock, owner)
+		if !r.Force { // the previous lock holder may have stored the token since the first look
+			if out := cached(); out != nil {
+				return out
+			}
 		}
 	}
 	out := host.HTTPSend(enc.JSON(nil))

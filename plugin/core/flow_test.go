@@ -299,6 +299,7 @@ func TestInvalidateOnlyTheBadToken(t *testing.T) {
 // releases only its own lock.
 func TestFleetSingleFlight(t *testing.T) {
 	h := newFakeHost(t, okToken(1200))
+	nikoReq := strings.Replace(nikoReq, `{`, `{"fleet_lock":true,`, 1)
 	_, _, key, err := Prepare([]byte(nikoReq))
 	if err != nil {
 		t.Fatal(err)
@@ -315,6 +316,14 @@ func TestFleetSingleFlight(t *testing.T) {
 	}
 	if _, held := h.cache[lock]; held {
 		t.Fatal("the owner did not release its lock")
+	}
+	// Without fleet_lock, no lock is taken at all.
+	h.calls = nil
+	Token([]byte(strings.Replace(nikoReq, `"fleet_lock":true,`, `"force":true,`, 1)), h, h.clock)
+	for _, c := range h.calls {
+		if c == "cache_delete" {
+			t.Fatalf("a lock was taken without fleet_lock: %v", h.calls)
+		}
 	}
 	// A lock taken over by another host is not released by the old owner.
 	h.cache[lock] = abi.CacheSetInput{Key: lock, Value: "new-owner", TTLMS: h.nowMS + 12000}

@@ -30,6 +30,7 @@ type Request struct {
 	Params        []header // sorted by name
 	Headers       []header // sorted by name
 	Force         bool
+	FleetLock     bool
 	NowMS         int64
 	MinTTLMS      int64
 	AccessToken   string // invalidate: drop the cached token only if it is this one
@@ -132,12 +133,16 @@ func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 			}
 		case "profile":
 			profile = val
-		case "force":
+		case "force", "fleet_lock":
 			if val.Type != gjson.True && val.Type != gjson.False && val.Type != gjson.Null {
-				err = invalidRequest("force must be a boolean")
+				err = invalidRequest(name + " must be a boolean")
 				return false
 			}
-			r.Force = val.Type == gjson.True
+			if name == "force" {
+				r.Force = val.Type == gjson.True
+			} else {
+				r.FleetLock = val.Type == gjson.True
+			}
 		case "timeout_ms", "now_ms", "min_ttl_ms":
 			if val.Type == gjson.Null {
 				return true

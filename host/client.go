@@ -175,7 +175,11 @@ func (c *Client) call(ctx context.Context, export string, input []byte, out any)
 		locks.release(context.WithoutCancel(ctx), c.cache)
 	}
 	if err == nil {
-		err = json.Unmarshal(b, out)
+		if tr, ok := out.(*tokenResult); ok {
+			err = tr.parse(b)
+		} else {
+			err = json.Unmarshal(b, out)
+		}
 	}
 	c.pool.put(ctx, inst)
 	if err != nil {
@@ -234,7 +238,7 @@ func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Token, bool, err
 	var res abi.Result
 	for {
 		res = abi.Result{}
-		if err := c.call(ctx, abi.ExportToken, input, &res); err != nil {
+		if err := c.call(ctx, abi.ExportToken, input, (*tokenResult)(&res)); err != nil {
 			return nil, false, err
 		}
 		if res.Pending == nil {

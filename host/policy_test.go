@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,24 @@ func TestPluginFaultReplacesInstance(t *testing.T) {
 	}
 	if c.Metrics().Snapshot()["plugin_faults"] != 1 {
 		t.Fatalf("metrics = %v", c.Metrics().Snapshot())
+	}
+}
+
+// TestSourcesBounded: distinct credential sets beyond the bound do not grow the client's memory.
+func TestSourcesBounded(t *testing.T) {
+	c, err := New(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	for i := range maxSources + 100 {
+		c.TokenSource(abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantRefreshToken, ClientID: "c",
+			ClientSecret: "s", RefreshToken: "rt-" + strconv.Itoa(i)})
+	}
+	c.sources.mu.Lock()
+	n := len(c.sources.m)
+	c.sources.mu.Unlock()
+	if n > maxSources {
+		t.Fatalf("%d sources held, bound %d", n, maxSources)
 	}
 }

@@ -226,10 +226,15 @@ func (s *source) invalidate(ctx context.Context, bad string) error {
 }
 
 // sourceMap holds one source per credential set, keyed by a hash of the request (never the secret).
+// It is bounded: rotating credentials (each refresh_token grant is a new set) would otherwise grow it
+// for the life of the process.
 type sourceMap struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]*source
 }
+
+// maxSources bounds sourceMap; past it, sources without a valid token are dropped.
+const maxSources = 4096
 
 func (sm *sourceMap) init() { sm.m = make(map[[sha256.Size]byte]*source) }
 
@@ -244,10 +249,34 @@ func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
 	defer sm.mu.Unlock()
 	s, ok := sm.m[key]
 	if !ok {
+		if len(sm.m) >= maxSources {
+			sm.sweep()
+		}
 		s = &source{c: c, req: req}
 		sm.m[key] = s
 	}
 	return s, nil
+}
+
+// sweep drops the sources that hold no token or an expired one, or, if none does, the one whose
+// token expires first. Callers holding a dropped source keep using it; it just is not shared anymore.
+func (sm *sourceMap) sweep() {
+	now := time.Now().UnixMilli()
+	var soonest [sha256.Size]byte
+	soonestAt := int64(-1)
+	for k, s := range sm.m {
+		h := s.cur.Load()
+		if h == nil || h.tok.ExpiresAtMS <= now {
+			delete(sm.m, k)
+			continue
+		}
+		if soonestAt < 0 || h.tok.ExpiresAtMS < soonestAt {
+			soonest, soonestAt = k, h.tok.ExpiresAtMS
+		}
+	}
+	if len(sm.m) >= maxSources && soonestAt >= 0 {
+		delete(sm.m, soonest)
+	}
 }
 
 // TokenSource is an oauth2.TokenSource for one credential set. Token is a lock-free read while the

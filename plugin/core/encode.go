@@ -40,13 +40,8 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	if !p.allows(grant) {
 		return nil, &abi.Error{Kind: abi.KindUnsupportedGrantType, Message: p.Name + " does not offer grant_type " + grant}
 	}
-	for _, f := range p.required(grant) {
-		if f == "domain" && r.TokenURL != "" {
-			continue
-		}
-		if r.field(f) == "" {
-			return nil, invalidRequest(f + " is required for " + p.Name + " " + grant)
-		}
+	if f := r.missing(grant); f != "" {
+		return nil, invalidRequest(f + " is required for " + p.Name + " " + grant)
 	}
 	tokenURL, err := r.tokenURL()
 	if err != nil {
@@ -117,6 +112,30 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 		timeout = maxTimeoutMS
 	}
 	return &HTTPRequest{Method: "POST", URL: tokenURL, Headers: h, Body: body.String(), TimeoutMS: timeout, requestID: requestID}, nil
+}
+
+// missing returns the first field grant needs that r lacks (Profile.required, without building it).
+func (r *Request) missing(grant string) string {
+	p := r.profile
+	for _, f := range [...]string{"client_id", "client_secret"} {
+		if r.field(f) == "" {
+			return f
+		}
+	}
+	if hasDomain(p.TokenURL) && r.TokenURL == "" && r.Domain == "" {
+		return "domain"
+	}
+	for _, f := range grantFields(grant) {
+		if r.field(f) == "" {
+			return f
+		}
+	}
+	for _, fh := range p.FieldHeaders {
+		if contains(fh.RequiredFor, grant) && r.field(fh.Field) == "" {
+			return fh.Field
+		}
+	}
+	return ""
 }
 
 func (r *Request) tokenURL() (string, *abi.Error) {
@@ -199,7 +218,7 @@ type body struct {
 	b    []byte
 }
 
-func newBody(format string) *body { return &body{json: format == BodyJSON} }
+func newBody(format string) *body { return &body{json: format == BodyJSON, b: make([]byte, 0, 256)} }
 
 func (b *body) add(k, v string) {
 	if b.json {

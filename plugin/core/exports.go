@@ -55,12 +55,13 @@ func (p *Profile) describe(b []byte) []byte {
 
 // Encode is the encode export: TokenRequest -> {"request": HttpRequest} | {"error": Error}.
 func Encode(input []byte) []byte {
-	_, enc, _, err := Prepare(input)
+	_, enc, err := parseAndEncode(input)
 	if err != nil {
 		return errorJSON(err)
 	}
-	o := newObject(make([]byte, 0, 512))
-	o.raw("request", enc.JSON(nil))
+	o := newObject(make([]byte, 0, 64+len(enc.URL)+2*len(enc.Body)+64*len(enc.Headers)))
+	o.key("request")
+	o.b = enc.JSON(o.b)
 	return o.end()
 }
 

@@ -3,7 +3,6 @@ package core
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"strings"
 
 	"github.com/tidwall/gjson"
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -40,21 +39,30 @@ func skewMS(t *abi.Token) int64 {
 // covers the request as sent (method, URL, headers but the per-request id, body): whatever reaches
 // the provider defines the token, and a rotated secret gets a new key. No secret appears in clear.
 func CacheKey(provider string, h *HTTPRequest) string {
-	s := sha256.New()
-	write := func(parts ...string) {
-		for _, p := range parts {
-			s.Write([]byte(p))
-		}
+	n := len(h.Method) + len(h.URL) + len(h.Body) + 4
+	for _, kv := range h.Headers {
+		n += len(kv.name) + len(kv.value) + 2
 	}
-	write(h.Method, "\n", h.URL, "\n")
+	b := make([]byte, 0, n)
+	b = append(append(append(append(b, h.Method...), '\n'), h.URL...), '\n')
 	for i, kv := range h.Headers {
 		if i != h.requestID {
-			write(strings.ToLower(kv.name), ":", kv.value, "\n")
+			for j := 0; j < len(kv.name); j++ { // lower-case names: header names are case-insensitive
+				c := kv.name[j]
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				b = append(b, c)
+			}
+			b = append(append(append(b, ':'), kv.value...), '\n')
 		}
 	}
-	write("\n", h.Body)
-	var sum [sha256.Size]byte
-	return "tokenwasm/1/" + provider + "/" + hex.EncodeToString(s.Sum(sum[:0]))
+	b = append(append(b, '\n'), h.Body...)
+	sum := sha256.Sum256(b)
+	key := make([]byte, 0, len("tokenwasm/1/")+len(provider)+1+2*sha256.Size)
+	key = append(append(append(key, "tokenwasm/1/"...), provider...), '/')
+	key = hex.AppendEncode(key, sum[:])
+	return string(key)
 }
 
 // GateKey names the 429 gate of one identity.
@@ -152,19 +160,28 @@ func Invalidate(input []byte, host Imports) []byte {
 
 // Prepare parses and encodes a request and names its cache entry.
 func Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
-	v, err := parseJSON(input, "input")
-	if err != nil {
-		return nil, nil, "", err
-	}
-	r, err := ParseRequest(v)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	enc, err := r.Encode()
+	r, enc, err := parseAndEncode(input)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	return r, enc, CacheKey(r.profile.Name, enc), nil
+}
+
+// parseAndEncode parses and encodes a request; the encode export needs no cache key.
+func parseAndEncode(input []byte) (*Request, *HTTPRequest, *abi.Error) {
+	v, err := parseJSON(input, "input")
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := ParseRequest(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	enc, err := r.Encode()
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, enc, nil
 }
 
 func (r *Request) now(clock Clock) int64 {
@@ -187,7 +204,7 @@ func parseHostResponse(b []byte) (*Response, *abi.Error) {
 }
 
 func cacheGet(host Imports, key string) (string, bool) {
-	o := newObject(nil)
+	o := newObject(make([]byte, 0, len(key)+16))
 	o.str("key", key)
 	out := host.CacheGet(o.end())
 	if depth(out) > maxDepth || !gjson.ValidBytes(out) {
@@ -202,7 +219,7 @@ func cacheGet(host Imports, key string) (string, bool) {
 }
 
 func cacheSet(host Imports, key, value string, ttlMS int64) {
-	o := newObject(nil)
+	o := newObject(make([]byte, 0, len(key)+len(value)+48))
 	o.str("key", key)
 	o.str("value", value)
 	o.int("ttl_ms", ttlMS)

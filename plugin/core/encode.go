@@ -171,7 +171,11 @@ func validDomain(d string) bool {
 	return true
 }
 
-func basic(id, secret string) string { return "Basic " + basicCredentials(id, secret) }
+func basic(id, secret string) string {
+	cred := make([]byte, 0, len(id)+1+len(secret))
+	cred = append(append(append(cred, id...), ':'), secret...)
+	return string(base64.StdEncoding.AppendEncode([]byte("Basic "), cred))
+}
 
 func basicCredentials(id, secret string) string {
 	return base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
@@ -257,6 +261,15 @@ func (h *HTTPRequest) HeaderPairs() [][2]string {
 		out[i] = [2]string{kv.name, kv.value}
 	}
 	return out
+}
+
+// jsonSize estimates the length of JSON, so it is written into one allocation.
+func (h *HTTPRequest) jsonSize() int {
+	n := 96 + len(h.URL) + 2*len(h.Body)
+	for _, kv := range h.Headers {
+		n += len(kv.name) + len(kv.value) + 8
+	}
+	return n
 }
 
 // JSON renders the request as the ABI's HttpRequest.

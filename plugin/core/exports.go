@@ -59,7 +59,7 @@ func Encode(input []byte) []byte {
 	if err != nil {
 		return errorJSON(err)
 	}
-	o := newObject(make([]byte, 0, 64+len(enc.URL)+2*len(enc.Body)+64*len(enc.Headers)))
+	o := newObject(make([]byte, 0, 16+enc.jsonSize()))
 	o.key("request")
 	o.b = enc.JSON(o.b)
 	return o.end()

@@ -119,7 +119,7 @@ func Token(input []byte, host Imports, now Clock) []byte {
 			}
 		}
 	}
-	out := host.HTTPSend(enc.JSON(nil))
+	out := host.HTTPSend(enc.JSON(make([]byte, 0, enc.jsonSize())))
 	resp, err := parseHostResponse(out)
 	if err == nil {
 		var t *abi.Token
@@ -324,7 +324,7 @@ func b2i(b bool) int {
 func ErrorJSON(e *abi.Error) []byte { return errorJSON(e) }
 
 func errorJSON(e *abi.Error) []byte {
-	o := newObject(nil)
+	o := newObject(make([]byte, 0, 96+len(e.Message)+len(e.Description)))
 	o.key("error")
 	inner := newObject(o.b)
 	inner.str("kind", e.Kind)

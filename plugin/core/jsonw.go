@@ -46,12 +46,6 @@ func (o *object) bool(k string, v bool) {
 	o.b = strconv.AppendBool(o.b, v)
 }
 
-// raw writes v, which must already be valid JSON.
-func (o *object) raw(k string, v []byte) {
-	o.key(k)
-	o.b = append(o.b, v...)
-}
-
 func (o *object) strings(k string, vs []string) {
 	o.key(k)
 	o.b = append(o.b, '[')

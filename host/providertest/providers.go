@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,189 +23,245 @@ const (
 	NikoHealthPath = "/api/identity/connect/token"
 )
 
-// NewCandid fakes Candid Health: JSON or form body with client_id and client_secret (415 for any
-// other content type), no grant_type, and an RS256 JWT access token whose exp is 5 hours ahead while
-// expires_in says 86400, as the documentation and its example disagree.
+// Documented lifetimes, used when Config.Lifetime is zero.
+const (
+	// CandidLifetime: "The bearer token expires 5 hours after it has been created", although the
+	// example response says expires_in 86400. The JWT's exp carries the 5 hours, expires_in the
+	// 86400: clients must take the smaller.
+	CandidLifetime = 5 * time.Hour
+	// candidExpiresIn is what Candid's example response says, whatever the token's real life.
+	candidExpiresIn = 86400
+	// PatternLifetime: the example response's expires_in, 3600000 milliseconds.
+	PatternLifetime = time.Hour
+	// CandescentLifetime: Candescent's captured document gives no figure; 900 s (15 minutes) is a
+	// typical Apigee access token life for banking APIs and keeps tests honest about short lives.
+	CandescentLifetime = 900 * time.Second
+	// candescentRefreshLifetime is the refresh token's life, sent as refresh_token_expires_in.
+	candescentRefreshLifetime = time.Hour
+	// NikoHealthLifetime: the example response's expires_in, 1200 seconds.
+	NikoHealthLifetime = 1200 * time.Second
+)
+
+// NewCandid fakes Candid Health at CandidPath: a JSON or form body with client_id and client_secret
+// (415 for any other content type, 401 invalid_client for wrong or missing credentials), no
+// grant_type, and an RS256 JWT access token whose exp is CandidLifetime ahead while expires_in says
+// 86400, as the documentation and its example disagree.
 func NewCandid(cfg Config) *Fake {
-	return newFake("candid", CandidPath, cfg, func(f *Fake, w http.ResponseWriter, r *http.Request) {
-		var id, secret string
-		switch mediaType(r) {
-		case "application/json":
-			var body struct {
-				ClientID     string `json:"client_id"`
-				ClientSecret string `json:"client_secret"`
-			}
-			if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-				writeJSON(w, http.StatusBadRequest, map[string]string{"message": "malformed JSON body"})
-				return
-			}
-			id, secret = body.ClientID, body.ClientSecret
-		case formType:
-			if r.ParseForm() != nil {
-				writeJSON(w, http.StatusBadRequest, map[string]string{"message": "malformed form body"})
-				return
-			}
-			id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-		default:
-			writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"message": "Invalid Content Type"})
-			return
-		}
-		if id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
-			oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
-			return
-		}
-		life := f.lifetime(5 * time.Hour)
-		tok := signJWT(map[string]any{"sub": id, "iat": time.Now().Unix(), "exp": time.Now().Add(life).Unix(), "jti": randomHex(8)})
-		f.remember(tok, life)
-		writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": 86400, "token_type": "Bearer"})
-	})
+	f := newFake("candid", CandidPath, cfg, (*Fake).candid)
+	f.jwt = true
+	return f
 }
 
-// NewPattern fakes Pattern Health: HTTP Basic base64(id:secret), a form body
-// grant_type=client_credentials, Accept: application/json, and expires_in in milliseconds with a
-// lowercase "bearer".
-func NewPattern(cfg Config) *Fake {
-	return newFake("pattern", PatternPath, cfg, func(f *Fake, w http.ResponseWriter, r *http.Request) {
-		if mediaType(r) != formType {
-			writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"message": "form body required"})
-			return
-		}
-		if !strings.Contains(r.Header.Get("Accept"), "application/json") {
-			writeJSON(w, http.StatusNotAcceptable, map[string]string{"message": "Accept: application/json required"})
-			return
-		}
-		if id, secret, ok := basic(r, false); !ok || id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
-			oauthError(w, http.StatusUnauthorized, "invalid_client", "bad client credentials")
-			return
-		}
-		if r.ParseForm() != nil || r.PostForm.Get("grant_type") != "client_credentials" {
-			oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be client_credentials")
-			return
-		}
-		life := f.lifetime(time.Hour)
-		tok := "pat_" + randomHex(24)
-		f.remember(tok, life)
-		writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": life.Milliseconds(), "token_type": "bearer"})
-	})
-}
+// NewPattern fakes Pattern Health at PatternPath: a form body grant_type=client_credentials (415
+// for another content type, 400 unsupported_grant_type for another grant), Accept: application/json
+// (406 without it), HTTP Basic base64(id:secret) as given, not form-encoded (401 otherwise), and an
+// opaque token whose expires_in is in milliseconds with a lowercase "bearer".
+func NewPattern(cfg Config) *Fake { return newFake("pattern", PatternPath, cfg, (*Fake).pattern) }
 
-// NewCandescent fakes Candescent: form body, HTTP Basic, four grants, the institutionId header for
-// client_credentials, password and authorization_code, a transactionId echoed back, expires_in as a
-// string, and refresh tokens that rotate (a used one is invalid_grant). Default life: 900 s.
+// NewCandescent fakes Candescent at CandescentPath: a form body (415 otherwise), HTTP Basic
+// base64(id:secret) (401 invalid_client otherwise), the client_credentials, password,
+// authorization_code and refresh_token grants, the institutionId header for all but refresh_token
+// (400 invalid_request when missing or wrong), a transactionId header echoed back, expires_in and
+// refresh_token_expires_in as strings, and refresh tokens that work once (rotation: a used one is
+// invalid_grant).
 func NewCandescent(cfg Config) *Fake {
-	return newFake("candescent", CandescentPath, cfg, func(f *Fake, w http.ResponseWriter, r *http.Request) {
-		tx := r.Header.Get("transactionId")
-		f.mu.Lock()
-		if tx == "" {
-			f.missingTxID++
-		} else {
-			f.txIDs[tx] = true
+	return newFake("candescent", CandescentPath, cfg, (*Fake).candescent)
+}
+
+// NewNikoHealth fakes NikoHealth's IdentityServer endpoint at NikoHealthPath: a form body (415
+// otherwise), grant_type=client_credentials (400 unsupported_grant_type otherwise), client
+// credentials in HTTP Basic with id and secret each form-encoded first (RFC 6749 2.3.1) or as
+// client_id and client_secret form fields (401 invalid_client otherwise), an optional scope that must
+// be "external" (400 invalid_scope otherwise), and a 64-hex-digit token with scope "external".
+func NewNikoHealth(cfg Config) *Fake {
+	return newFake("nikohealth", NikoHealthPath, cfg, (*Fake).nikoHealth)
+}
+
+func (f *Fake) candid(w http.ResponseWriter, r *http.Request) {
+	var id, secret string
+	switch mediaType(r) {
+	case jsonType:
+		var body struct {
+			ClientID     string `json:"client_id"`
+			ClientSecret string `json:"client_secret"`
 		}
-		f.mu.Unlock()
-		if tx != "" {
-			w.Header().Set("transactionId", tx)
-		}
-		if mediaType(r) != formType {
-			writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"message": "Unsupported Media Type"})
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"message": "malformed JSON body"})
 			return
 		}
-		if id, secret, ok := basic(r, false); !ok || id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
-			oauthError(w, http.StatusUnauthorized, "invalid_client", "client authentication failed")
-			return
-		}
+		id, secret = body.ClientID, body.ClientSecret
+	case formType:
 		if r.ParseForm() != nil {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "malformed form body")
+			writeJSON(w, http.StatusBadRequest, map[string]string{"message": "malformed form body"})
 			return
 		}
-		form := r.PostForm
-		grant := form.Get("grant_type")
-		if grant != "refresh_token" && r.Header.Get("institutionId") != f.cfg.InstitutionID {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	default:
+		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"message": "Invalid Content Type: use application/json or application/x-www-form-urlencoded"})
+		return
+	}
+	if id == "" || secret == "" || id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
+		return
+	}
+	life := f.lifetime(CandidLifetime)
+	now := time.Now()
+	tok := signJWT(map[string]any{"sub": id, "iat": now.Unix(), "exp": now.Add(life).Unix(), "jti": randomHex(16)})
+	f.remember(tok, life)
+	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": candidExpiresIn, "token_type": "Bearer"})
+}
+
+func (f *Fake) pattern(w http.ResponseWriter, r *http.Request) {
+	if mediaType(r) != formType {
+		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"message": "Content-Type must be application/x-www-form-urlencoded"})
+		return
+	}
+	if !strings.Contains(r.Header.Get("Accept"), jsonType) {
+		writeJSON(w, http.StatusNotAcceptable, map[string]string{"message": "Accept: application/json required"})
+		return
+	}
+	if id, secret, ok := basic(r, false); !ok || id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "bad client credentials")
+		return
+	}
+	if r.ParseForm() != nil || r.PostForm.Get("grant_type") != "client_credentials" {
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be client_credentials")
+		return
+	}
+	life := f.lifetime(PatternLifetime)
+	tok := randomHex(24)
+	f.remember(tok, life)
+	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": life.Milliseconds(), "token_type": "bearer"})
+}
+
+func (f *Fake) candescent(w http.ResponseWriter, r *http.Request) {
+	// The transactionId is echoed on every answer, errors included, as support needs it most there.
+	if tx := r.Header.Get("transactionId"); tx == "" {
+		f.missingTx.Add(1)
+	} else {
+		w.Header().Set("transactionId", tx)
+		f.mu.Lock()
+		f.txIDs[tx] = struct{}{}
+		f.mu.Unlock()
+	}
+	if mediaType(r) != formType {
+		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"message": "Unsupported Media Type"})
+		return
+	}
+	if id, secret, ok := basic(r, false); !ok || id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return
+	}
+	if r.ParseForm() != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "malformed form body")
+		return
+	}
+	form := r.PostForm
+	grant := form.Get("grant_type")
+	switch grant {
+	case "":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type missing")
+		return
+	case "client_credentials", "password", "authorization_code":
+		if r.Header.Get("institutionId") == "" || r.Header.Get("institutionId") != f.cfg.InstitutionID {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "institutionId header missing or unknown")
 			return
 		}
-		withRefresh := false
-		switch grant {
-		case "client_credentials":
-		case "password":
-			if form.Get("username") != f.cfg.Username || form.Get("password") != f.cfg.Password {
-				oauthError(w, http.StatusBadRequest, "invalid_grant", "invalid user credentials")
-				return
-			}
-			withRefresh = true
-		case "authorization_code":
-			if form.Get("code") != f.cfg.Code || form.Get("redirect_uri") != f.cfg.RedirectURI ||
-				f.cfg.CodeVerifier != "" && s256(form.Get("code_verifier")) != s256(f.cfg.CodeVerifier) {
-				oauthError(w, http.StatusBadRequest, "invalid_grant", "invalid authorization code or verifier")
-				return
-			}
-			withRefresh = strings.Contains(form.Get("scope"), "offline_access")
-		case "refresh_token":
-			rt := form.Get("refresh_token")
-			f.mu.Lock()
-			live := f.refresh[rt]
-			delete(f.refresh, rt) // rotation: a refresh token works once
-			f.mu.Unlock()
-			if !live {
-				oauthError(w, http.StatusBadRequest, "invalid_grant", "refresh token invalid or already used")
-				return
-			}
-			withRefresh = true
-		default:
-			oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "unsupported grant_type")
+	case "refresh_token":
+	default:
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "unsupported grant_type")
+		return
+	}
+	scope := form.Get("scope")
+	withRefresh := false
+	switch grant {
+	case "password":
+		if form.Get("username") == "" || form.Get("password") == "" {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "username and password required")
 			return
 		}
-		life := f.lifetime(900 * time.Second)
-		tok := "cds_" + randomHex(24)
-		f.remember(tok, life)
-		resp := map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": strconv.Itoa(int(life / time.Second))}
-		if withRefresh {
-			rt := "cdsr_" + randomHex(24)
-			f.mu.Lock()
-			f.refresh[rt] = true
-			f.mu.Unlock()
-			resp["refresh_token"], resp["refresh_token_expires_in"] = rt, "3600"
+		if form.Get("username") != f.cfg.Username || form.Get("password") != f.cfg.Password {
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "invalid user credentials")
+			return
 		}
-		if s := form.Get("scope"); s != "" {
-			resp["scope"] = s
+		withRefresh = true
+	case "authorization_code":
+		if form.Get("code") == "" || form.Get("redirect_uri") == "" {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "code and redirect_uri required")
+			return
 		}
-		writeJSON(w, http.StatusOK, resp)
-	})
+		challenge := f.cfg.challenge()
+		if form.Get("code") != f.cfg.Code || form.Get("redirect_uri") != f.cfg.RedirectURI ||
+			challenge != "" && S256(form.Get("code_verifier")) != challenge {
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "invalid authorization code, redirect_uri or code_verifier")
+			return
+		}
+		withRefresh = slices.Contains(strings.Fields(scope), "offline_access")
+	case "refresh_token":
+		rt := form.Get("refresh_token")
+		if rt == "" {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "refresh_token required")
+			return
+		}
+		f.mu.Lock()
+		rec, live := f.refresh[rt]
+		delete(f.refresh, rt) // rotation: a refresh token works once
+		f.mu.Unlock()
+		if !live || !time.Now().Before(rec.expires) {
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "refresh token invalid, expired or already used")
+			return
+		}
+		if scope == "" {
+			scope = rec.scope
+		}
+		withRefresh = true
+	}
+	life := f.lifetime(CandescentLifetime)
+	tok := randomHex(24)
+	f.remember(tok, life)
+	resp := map[string]any{"access_token": tok, "token_type": "Bearer",
+		"expires_in": strconv.FormatInt(int64(life/time.Second), 10), "refresh_token_expires_in": "0", "scope": scope}
+	if withRefresh {
+		rt := randomHex(24)
+		f.mu.Lock()
+		f.refresh[rt] = refreshRecord{expires: time.Now().Add(candescentRefreshLifetime), scope: scope}
+		f.mu.Unlock()
+		resp["refresh_token"] = rt
+		resp["refresh_token_expires_in"] = strconv.FormatInt(int64(candescentRefreshLifetime/time.Second), 10)
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
-// NewNikoHealth fakes NikoHealth's IdentityServer endpoint: form body, grant_type=client_credentials,
-// client credentials in HTTP Basic (each form-encoded first, RFC 6749 2.3.1) or in the form, an
-// optional scope that must be "external".
-func NewNikoHealth(cfg Config) *Fake {
-	return newFake("nikohealth", NikoHealthPath, cfg, func(f *Fake, w http.ResponseWriter, r *http.Request) {
-		if mediaType(r) != formType {
-			writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"message": "Unsupported Media Type"})
-			return
-		}
-		if r.ParseForm() != nil {
-			oauthError(w, http.StatusBadRequest, "invalid_request", "malformed form body")
-			return
-		}
-		id, secret, ok := basic(r, true)
-		if !ok {
-			id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-		}
-		if id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
-			oauthError(w, http.StatusUnauthorized, "invalid_client", "")
-			return
-		}
-		if r.PostForm.Get("grant_type") != "client_credentials" {
-			oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
-			return
-		}
-		if s := r.PostForm.Get("scope"); s != "" && s != "external" {
-			oauthError(w, http.StatusBadRequest, "invalid_scope", "")
-			return
-		}
-		life := f.lifetime(1200 * time.Second)
-		tok := strings.ToUpper(randomHex(32))
-		f.remember(tok, life)
-		writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": int(life / time.Second), "token_type": "Bearer", "scope": "external"})
-	})
+func (f *Fake) nikoHealth(w http.ResponseWriter, r *http.Request) {
+	if mediaType(r) != formType {
+		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"message": "Unsupported Media Type"})
+		return
+	}
+	if r.ParseForm() != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "")
+		return
+	}
+	// IdentityServer tries the Basic header first and falls back to the form fields.
+	id, secret, ok := basic(r, true)
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if id == "" || id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "")
+		return
+	}
+	if r.PostForm.Get("grant_type") != "client_credentials" {
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
+		return
+	}
+	if s := r.PostForm.Get("scope"); s != "" && s != "external" {
+		oauthError(w, http.StatusBadRequest, "invalid_scope", "")
+		return
+	}
+	life := f.lifetime(NikoHealthLifetime)
+	tok := strings.ToUpper(randomHex(32))
+	f.remember(tok, life)
+	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": int64(life / time.Second), "token_type": "Bearer", "scope": "external"})
 }
 
 var (
@@ -212,20 +269,19 @@ var (
 	key     *rsa.PrivateKey
 )
 
-// signingKey is one RSA key per process: generating one per fake would make every test slow.
+// signingKey is one 2048-bit RSA key per process, made on first use: generating one per fake would
+// make every test that starts a Candid fake pay for it.
 func signingKey() *rsa.PrivateKey {
 	keyOnce.Do(func() {
 		var err error
 		if key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-			panic(err)
+			panic("providertest: generating the JWT key: " + err.Error())
 		}
 	})
 	return key
 }
 
-// PublicKey returns the key that verifies the fake Candid's JWTs.
-func PublicKey() *rsa.PublicKey { return &signingKey().PublicKey }
-
+// signJWT returns an RS256 JWT (RFC 7515 compact serialization) of claims.
 func signJWT(claims map[string]any) string {
 	enc := func(v any) string {
 		b, _ := json.Marshal(v)
@@ -233,9 +289,9 @@ func signJWT(claims map[string]any) string {
 	}
 	input := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(claims)
 	sum := sha256.Sum256([]byte(input))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, signingKey(), crypto.SHA256, sum[:])
+	sig, err := rsa.SignPKCS1v15(nil, signingKey(), crypto.SHA256, sum[:])
 	if err != nil {
-		panic(err)
+		panic("providertest: signing a JWT: " + err.Error())
 	}
 	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
 }

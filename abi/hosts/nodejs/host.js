@@ -1,128 +1,278 @@
-// A tokenwasm host for Node.js on the official Extism JavaScript SDK (@extism/extism): it loads the
-// plugin, supplies the four imports of abi/ABI.md (http_send with fetch, the cache in a Map with TTLs)
-// and exposes the exports. It is the worked example of "hosting it elsewhere" in abi/ABI.md.
+// A tokenwasm host for Node.js on the official Extism JavaScript SDK (@extism/extism 1.0.3), written
+// from abi/ABI.md: it loads the plugin with WASI, implements the four imports of `extism:host/user`
+// (http_send with fetch, a cache in a Map with TTLs) and exposes the exports.
+//
+//   const host = await createHost({ wasm: 'host/tokenwasm.wasm' });
+//   const res = await host.token({ provider: 'nikohealth', domain: 'acme', client_id, client_secret });
+//   // res is {token, cached} or {error}; host.close() when done.
 import createPlugin from '@extism/extism';
 import { readFile } from 'node:fs/promises';
 
-const MAX_RESPONSE_BYTES = (1 << 20) + 1; // one byte more than the plugin parses
+/** The response body cap: the plugin parses at most 1 MiB, so one byte more is enough to tell. */
+export const MAX_RESPONSE_BYTES = (1 << 20) + 1;
+const DEFAULT_TIMEOUT_MS = 10000; // the ABI's default and cap for TokenRequest.timeout_ms
+const MAX_TIMEOUT_MS = 120000;
 
-/** isLoopback reports whether a URL's host is a loopback address. */
-function isLoopback(hostname) {
-  return hostname === 'localhost' || hostname === '[::1]' || /^127\./.test(hostname);
-}
+/**
+ * MemoryCache is the default cache: string values with TTLs in a Map, with the two atomic operations
+ * the ABI asks for (store-if-absent for the fleet lock, compare-and-delete for its release). A
+ * replacement (Redis, ...) implements the same three methods; they may return promises.
+ */
+export class MemoryCache {
+  #entries = new Map(); // key -> {value, expiresAt}
+  #writes = 0;
 
-/** MapCache is the in-memory cache: values with TTLs, store-if-absent and compare-and-delete. */
-export class MapCache {
-  #entries = new Map();
+  /** get returns the live value of key, or undefined. An entry past its TTL is never returned. */
   get(key) {
     const e = this.#entries.get(key);
-    if (!e) return undefined;
-    if (Date.now() >= e.expires) { this.#entries.delete(key); return undefined; }
+    if (e === undefined) return undefined;
+    if (Date.now() >= e.expiresAt) {
+      this.#entries.delete(key);
+      return undefined;
+    }
     return e.value;
   }
+
+  /** set stores value for ttlMs; with nx only if key is absent (or expired). Returns whether it stored. */
   set(key, value, ttlMs, nx = false) {
     if (nx && this.get(key) !== undefined) return false;
-    this.#entries.set(key, { value, expires: Date.now() + ttlMs });
+    this.#entries.set(key, { value, expiresAt: Date.now() + ttlMs });
+    if (++this.#writes % 1024 === 0) this.#sweep(); // keys nobody reads again must not pile up
     return true;
   }
+
+  /** delete drops key; with ifValue only while key holds exactly that value. */
   delete(key, ifValue) {
     if (ifValue !== undefined && this.get(key) !== ifValue) return;
     this.#entries.delete(key);
   }
+
+  get size() {
+    return this.#entries.size;
+  }
+
+  #sweep() {
+    const now = Date.now();
+    for (const [k, e] of this.#entries) if (now >= e.expiresAt) this.#entries.delete(k);
+  }
+}
+
+/** isLoopback reports whether a URL hostname (as URL.hostname spells it) is a loopback address. */
+function isLoopback(hostname) {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
 }
 
 /**
- * createHost loads the plugin.
- * @param {{wasm?: string|Uint8Array, allowLoopback?: boolean, allowedHosts?: string[], cache?: MapCache}} opts
+ * checkURL applies the host's policy to a token URL and returns null when it may be called, else the
+ * reason (which names the host only: a URL's path or query may carry a secret). The policy: https
+ * only; plain http only to loopback and only with allowLoopback; loopback at all only with
+ * allowLoopback; no credentials in the URL; and, when allowedHosts is given, only those hosts
+ * ("*.example.com" matches any subdomain).
  */
-export async function createHost({ wasm, allowLoopback = false, allowedHosts = [], cache = new MapCache() } = {}) {
-  const bytes = typeof wasm === 'string' ? await readFile(wasm) : wasm;
-  const reply = (ctx, value) => ctx.store(JSON.stringify(value));
-  const input = (ctx, offset) => JSON.parse(ctx.read(offset).text());
+function checkURL(raw, { allowLoopback, allowedHosts }) {
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    return 'refused by host policy: the token URL is not a valid URL';
+  }
+  const host = url.hostname;
+  if (url.username || url.password) return `refused by host policy: credentials in the URL of ${host}`;
+  if (isLoopback(host)) {
+    if (!allowLoopback) return `refused by host policy: loopback host ${host} is not allowed`;
+    if (url.protocol === 'http:' || url.protocol === 'https:') return null;
+  }
+  if (url.protocol !== 'https:') return `refused by host policy: ${url.protocol} to ${host} (https only)`;
+  if (allowedHosts && !allowedHosts.some((h) => h === host || (h.startsWith('*.') && host.endsWith(h.slice(1))))) {
+    return `refused by host policy: ${host} is not an allowed token host`;
+  }
+  return null;
+}
 
-  // http_send: https to allowed hosts only, plain http only to loopback when allowed, no redirects
-  // followed, a timeout, and a capped body. Failures are {"error"} answers, never exceptions.
-  async function httpSend(req) {
-    let url;
-    try { url = new URL(req.url); } catch { return { error: 'invalid token URL' }; }
-    const loopback = isLoopback(url.hostname);
-    const allowed = (url.protocol === 'https:' && (allowedHosts.includes(url.hostname) || (loopback && allowLoopback))) ||
-      (url.protocol === 'http:' && loopback && allowLoopback);
-    if (!allowed) return { error: `refused by host policy: ${url.hostname} is not an allowed token host` };
-    try {
-      const resp = await fetch(url, {
-        method: req.method, headers: req.headers, body: req.body, redirect: 'manual',
-        signal: AbortSignal.timeout(req.timeout_ms || 10000),
-      });
-      const reader = resp.body?.getReader();
-      const chunks = [];
-      let size = 0;
-      while (reader && size < MAX_RESPONSE_BYTES) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-        size += value.length;
-      }
-      await reader?.cancel();
-      const body = Buffer.concat(chunks).subarray(0, MAX_RESPONSE_BYTES).toString('utf8');
-      return { status: resp.status, headers: Object.fromEntries(resp.headers), body };
-    } catch (err) {
-      return { error: err.name === 'TimeoutError' ? 'timeout waiting for the token endpoint' : String(err.cause?.code || err.message) };
+/** readCapped reads at most `limit` bytes of a fetch Response body and drops the rest. */
+async function readCapped(resp, limit) {
+  if (!resp.body) return Buffer.alloc(0);
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let size = 0;
+  try {
+    while (size < limit) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
     }
+  } finally {
+    await reader.cancel().catch(() => {}); // stop downloading past the cap
   }
+  return Buffer.concat(chunks).subarray(0, limit);
+}
 
-  const plugin = await createPlugin({ wasm: [{ data: bytes }] }, {
-    useWasi: true,
-    runInWorker: true, // http_send is async (fetch); the SDK runs async host functions this way only
-    functions: {
-      'extism:host/user': {
-        http_send: async (ctx, offset) => reply(ctx, await httpSend(input(ctx, offset))),
-        cache_get: (ctx, offset) => {
-          const value = cache.get(input(ctx, offset).key);
-          return reply(ctx, value === undefined ? { hit: false } : { hit: true, value });
-        },
-        cache_set: (ctx, offset) => {
-          const { key, value, ttl_ms: ttl, nx } = input(ctx, offset);
-          return reply(ctx, { stored: cache.set(key, value, ttl, nx === true) });
-        },
-        cache_delete: (ctx, offset) => {
-          const { key, if_value: ifValue } = input(ctx, offset);
-          cache.delete(key, ifValue);
-          return reply(ctx, {});
-        },
-      },
+/**
+ * httpSend performs one HttpRequest and answers an HttpResponse, or {"error"} when no response was
+ * had (bad URL, refused by policy, connection refused or reset, timeout). It never throws.
+ */
+async function httpSend(req, policy, fetchImpl) {
+  const refused = checkURL(req.url, policy);
+  if (refused) return { error: refused };
+  const timeout = Number.isInteger(req.timeout_ms) && req.timeout_ms > 0 ? Math.min(req.timeout_ms, MAX_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
+  try {
+    const resp = await fetchImpl(req.url, {
+      method: req.method || 'POST',
+      headers: req.headers || {},
+      body: req.body === undefined || req.body === '' ? undefined : req.body,
+      redirect: 'manual', // a redirect is answered as it is (a 3xx the plugin types), never followed
+      signal: AbortSignal.timeout(timeout), // covers the connection, the headers and the body
+    });
+    const body = await readCapped(resp, MAX_RESPONSE_BYTES);
+    // Names come lower-cased; a repeated header is joined with ", " by fetch (set-cookie aside).
+    return { status: resp.status, headers: Object.fromEntries(resp.headers), body: body.toString('utf8') };
+  } catch (err) {
+    if (err?.name === 'TimeoutError') return { error: `timeout after ${timeout} ms waiting for the token endpoint` };
+    // fetch says "fetch failed" and puts the network reason (ECONNREFUSED, ECONNRESET, ENOTFOUND,
+    // with an address) in err.cause. Other errors come from building the request, and their messages
+    // may quote a header value, so only their name is passed on. (The plugin prefixes the message
+    // with "token request failed: " and redacts the request's secrets anyway.)
+    const cause = err?.cause;
+    if (cause) return { error: `${cause.code ?? cause.name ?? 'Error'}: ${cause.message ?? ''}`.trim() };
+    return { error: `${err?.name ?? 'Error'}: the request could not be sent` };
+  }
+}
+
+/**
+ * createHost loads the plugin and returns a host around one plugin instance.
+ *
+ * @param {object} opts
+ * @param {string|URL|Uint8Array} opts.wasm the plugin: a path or the bytes.
+ * @param {boolean} [opts.allowLoopback] let http_send call loopback addresses, plain http included
+ *   (tests against local fakes only).
+ * @param {{get, set, delete}} [opts.cache] the token cache; a MemoryCache by default. Share one
+ *   between hosts (or back it with Redis) to share tokens and 429 gates.
+ * @param {string[]} [opts.allowedHosts] if given, the only https hosts http_send may call.
+ * @param {typeof fetch} [opts.fetch] the fetch to use (tests).
+ */
+export async function createHost({ wasm, allowLoopback = false, cache = new MemoryCache(), allowedHosts, fetch: fetchImpl = fetch } = {}) {
+  const bytes = typeof wasm === 'string' || wasm instanceof URL ? await readFile(wasm) : wasm;
+  if (!bytes) throw new TypeError('createHost: wasm (a path or the plugin bytes) is required');
+  const module = await WebAssembly.compile(bytes); // compiled once; a replacement instance reuses it
+  const policy = { allowLoopback, allowedHosts };
+
+  // Each import takes the handle of a kernel memory block holding JSON and returns the handle of a
+  // new block holding the JSON answer. With runInWorker, a host function that throws kills the
+  // worker, so every failure becomes an answer: `fallback` says which one.
+  const importFn = (handler, fallback) => async (ctx, handle) => {
+    let answer;
+    try {
+      const text = ctx.read(handle)?.text();
+      answer = await handler(JSON.parse(text ?? 'null') ?? {});
+    } catch (err) {
+      answer = fallback(err);
+    }
+    return ctx.store(JSON.stringify(answer));
+  };
+
+  const functions = {
+    'extism:host/user': {
+      // HttpRequest -> HttpResponse | {"error"}
+      http_send: importFn((req) => httpSend(req, policy, fetchImpl), (err) => ({ error: `host http_send: ${err.message}` })),
+      // {"key"} -> {"hit":true,"value"} | {"hit":false}; a broken cache is a miss
+      cache_get: importFn(async ({ key }) => {
+        const value = await cache.get(String(key));
+        return typeof value === 'string' ? { hit: true, value } : { hit: false };
+      }, () => ({ hit: false })),
+      // {"key","value","ttl_ms","nx"?} -> {"stored"} | {"error"}
+      cache_set: importFn(async ({ key, value, ttl_ms: ttl, nx }) => {
+        if (typeof key !== 'string' || typeof value !== 'string' || !(ttl > 0)) return { error: 'cache_set: key, value and a positive ttl_ms are required' };
+        return { stored: Boolean(await cache.set(key, value, ttl, nx === true)) };
+      }, (err) => ({ error: `cache_set: ${err.message}` })),
+      // {"key","if_value"?} -> {}
+      cache_delete: importFn(async ({ key, if_value: ifValue }) => {
+        await cache.delete(String(key), typeof ifValue === 'string' ? ifValue : undefined);
+        return {};
+      }, () => ({})),
     },
-  });
+  };
 
-  let calls = Promise.resolve();
-  /** call runs one export with a JSON input; calls are serialized (an instance is single-threaded). */
-  async function call(name, value) {
-    const run = async () => {
-      const out = await plugin.call(name, value === undefined ? '' : typeof value === 'string' ? value : JSON.stringify(value));
-      // @extism/extism 1.0.3 never frees memory blocks between calls; without a reset every call
-      // fails after some thousands (TOOLCHAIN.md). Reset after each call.
+  // useWasi: the plugin is a WASI reactor that reads the wall clock (expiry) and random_get
+  // (Candescent's transactionId); Node's WASI gives the real ones. runInWorker: http_send is async
+  // (fetch), and @extism/extism runs async host functions only with the plugin in a worker thread,
+  // which blocks on each host call while the main thread answers it (about 120 us per call).
+  const newPlugin = () => createPlugin({ wasm: [{ module }] }, { useWasi: true, runInWorker: true, functions });
+
+  let plugin = await newPlugin();
+  let queue = Promise.resolve(); // an instance is single-threaded: one call at a time
+  let closed = false;
+
+  /** run executes one export on the instance; `input` is a JSON string (or '' for none). */
+  async function run(name, input) {
+    if (closed) throw new Error('tokenwasm host: closed');
+    plugin ??= await newPlugin();
+    let text;
+    try {
+      const out = await plugin.call(name, input);
+      text = out === null ? '' : out.text(); // a copy: the block goes with the reset below
+      // @extism/extism 1.0.3 never frees kernel memory blocks between calls: every call adds at
+      // least two (input and output) and after 16,384 calls the block index overflows and every call
+      // fails ("cannot assign to this block"). reset() drops them all. It answers false only while a
+      // call is active, which the queue rules out.
       await plugin.reset();
-      return out === null ? null : JSON.parse(out.text());
-    };
-    const result = calls.then(run, run);
-    calls = result.catch(() => {});
-    return result;
+    } catch (err) {
+      // A trap, an error_set or a dead worker is a plugin bug (ABI.md): throw the instance away;
+      // the next call gets a fresh one. An answer already read out is still good.
+      const broken = plugin;
+      plugin = null;
+      await broken.close().catch(() => {});
+      if (text === undefined) throw new Error(`tokenwasm plugin failed in ${name}: ${err?.message ?? err}`);
+    }
+    return text;
   }
 
-  /** token runs the token export, waiting while another host fetches (the "pending" answer). */
+  /**
+   * call runs an export with an input object (or a JSON string, passed as is) and returns the parsed
+   * JSON answer. Calls are queued: the instance runs one at a time.
+   */
+  function call(name, input) {
+    const raw = input === undefined ? '' : typeof input === 'string' ? input : JSON.stringify(input);
+    const result = queue.then(() => run(name, raw));
+    queue = result.catch(() => {});
+    return result.then((text) => {
+      try {
+        return JSON.parse(text);
+      } catch {
+        throw new Error(`tokenwasm plugin answered ${name} with no JSON: ${JSON.stringify(text.slice(0, 200))}`);
+      }
+    });
+  }
+
+  /**
+   * token returns {token, cached} or {error}. A {"pending"} answer (another host sharing the cache is
+   * fetching this token: only with fleet_lock and a shared cache) is waited out and asked again,
+   * for at most the fetch lock's life plus a second.
+   */
   async function token(req) {
+    const deadline = Date.now() + (req?.timeout_ms ?? DEFAULT_TIMEOUT_MS) + 3000;
     for (;;) {
       const res = await call('token', req);
-      if (!res.pending) return res;
-      await new Promise((r) => setTimeout(r, res.pending.retry_after_ms));
+      if (!res.pending || Date.now() >= deadline) return res;
+      await new Promise((resolve) => setTimeout(resolve, res.pending.retry_after_ms ?? 50));
     }
   }
 
   return {
     call,
     token,
+    /** invalidate drops the cached token of req (the API answered 401 with it); answers {} or {error}. */
     invalidate: (req) => call('invalidate', req),
     describe: () => call('describe'),
-    close: () => plugin.close(),
+    encode: (req) => call('encode', req),
+    decode: (request, response, nowMs) => call('decode', { request, response, ...(nowMs ? { now_ms: nowMs } : {}) }),
+    cache,
+    /** close ends the worker thread; the host cannot be used afterwards. */
+    async close() {
+      closed = true;
+      await queue;
+      await plugin?.close();
+      plugin = null;
+    },
   };
 }

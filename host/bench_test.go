@@ -145,10 +145,11 @@ func BenchmarkCodec(b *testing.B) {
 	})
 	b.Run("native", func(b *testing.B) {
 		now := func() int64 { return time.Now().UnixMilli() }
+		m := new(core.Memo) // as in the plugin, which keeps one per instance
 		b.ReportAllocs()
 		for b.Loop() {
-			core.Encode(req)
-			core.Decode(dec, now)
+			core.Encode(m, req)
+			core.Decode(m, dec, now)
 		}
 	})
 }

@@ -14,21 +14,26 @@ import (
 // now reads the WASI wall clock; hosts must give the plugin the real one (abi/ABI.md, "Time").
 func now() int64 { return time.Now().UnixMilli() }
 
+// memo remembers the last request prepared: hosts send the same one again and again.
+var memo core.Memo
+
 //go:wasmexport describe
 func describe() int32 { return output(core.Describe()) }
 
 //go:wasmexport encode
-func encode() int32 { return run(core.Encode) }
+func encode() int32 { return run(func(in []byte) []byte { return core.Encode(&memo, in) }) }
 
 //go:wasmexport decode
-func decode() int32 { return run(func(in []byte) []byte { return core.Decode(in, now) }) }
+func decode() int32 { return run(func(in []byte) []byte { return core.Decode(&memo, in, now) }) }
 
 //go:wasmexport token
-func token() int32 { return run(func(in []byte) []byte { return core.Token(in, hostImports{}, now) }) }
+func token() int32 {
+	return run(func(in []byte) []byte { return core.Token(&memo, in, hostImports{}, now) })
+}
 
 //go:wasmexport invalidate
 func invalidate() int32 {
-	return run(func(in []byte) []byte { return core.Invalidate(in, hostImports{}) })
+	return run(func(in []byte) []byte { return core.Invalidate(&memo, in, hostImports{}) })
 }
 
 // run reads the input, unless it is too large to copy in, and sets what f answers.

@@ -54,8 +54,8 @@ func (p *Profile) describe(b []byte) []byte {
 }
 
 // Encode is the encode export: TokenRequest -> {"request": HttpRequest} | {"error": Error}.
-func Encode(input []byte) []byte {
-	_, enc, err := parseAndEncode(input)
+func Encode(m *Memo, input []byte) []byte {
+	_, enc, err := m.prepare(input)
 	if err != nil {
 		return errorJSON(err)
 	}
@@ -66,7 +66,7 @@ func Encode(input []byte) []byte {
 }
 
 // Decode is the decode export: {"request","response","now_ms"?} -> {"token"} | {"error"}.
-func Decode(input []byte, now Clock) []byte {
+func Decode(m *Memo, input []byte, now Clock) []byte {
 	v, err := parseJSON(input, "input")
 	if err != nil {
 		return errorJSON(err)
@@ -75,18 +75,23 @@ func Decode(input []byte, now Clock) []byte {
 	if !reqV.IsObject() || !respV.IsObject() {
 		return errorJSON(invalidRequest("decode needs request and response objects"))
 	}
-	r, err := ParseRequest(reqV)
-	if err != nil {
-		return errorJSON(err)
+	r := m.request(reqV.Raw)
+	if r == nil {
+		if r, err = ParseRequest(reqV); err != nil {
+			return errorJSON(err)
+		}
 	}
 	resp, err := ParseResponse(respV)
 	if err != nil {
 		return errorJSON(err)
 	}
+	var nowMS int64 // decode's own now_ms, else the request's, else the clock
 	if n := v.Get("now_ms"); n.Type == gjson.Number && n.Num > 0 {
-		r.NowMS = int64(n.Num)
+		nowMS = int64(n.Num)
+	} else {
+		nowMS = r.now(now)
 	}
-	t, err := r.Decode(resp, r.now(now))
+	t, err := r.Decode(resp, nowMS)
 	if err != nil {
 		return errorJSON(err)
 	}

@@ -79,8 +79,8 @@ const (
 // Token is the token export: the cached token unless it is inside its expiry skew, else one request
 // to the provider, whose token is cached for no longer than its life. A 429 closes a gate in the cache
 // that every instance, process and node sharing the cache honours until it ends.
-func Token(input []byte, host Imports, now Clock) []byte {
-	r, enc, key, err := Prepare(input)
+func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
+	r, enc, key, err := m.Prepare(input)
 	if err != nil {
 		return errorJSON(err)
 	}
@@ -141,8 +141,8 @@ func Token(input []byte, host Imports, now Clock) []byte {
 
 // Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it), or,
 // when the request names an access_token, only if the cached token is that one.
-func Invalidate(input []byte, host Imports) []byte {
-	r, _, key, err := Prepare(input)
+func Invalidate(m *Memo, input []byte, host Imports) []byte {
+	r, _, key, err := m.Prepare(input)
 	if err != nil {
 		return errorJSON(err)
 	}
@@ -158,13 +158,9 @@ func Invalidate(input []byte, host Imports) []byte {
 	return []byte("{}")
 }
 
-// Prepare parses and encodes a request and names its cache entry.
+// Prepare parses and encodes a request and names its cache entry, remembering nothing.
 func Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
-	r, enc, err := parseAndEncode(input)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	return r, enc, CacheKey(r.profile.Name, enc), nil
+	return (*Memo)(nil).Prepare(input)
 }
 
 // parseAndEncode parses and encodes a request; the encode export needs no cache key.

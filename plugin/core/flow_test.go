@@ -17,6 +17,7 @@ type fakeHost struct {
 	respond func(req abi.HTTPRequest) abi.HTTPResponse
 	sends   int
 	calls   []string
+	memo    Memo // one per host, as the plugin keeps one per instance
 }
 
 func newFakeHost(t *testing.T, respond func(abi.HTTPRequest) abi.HTTPResponse) *fakeHost {
@@ -92,7 +93,7 @@ func (h *fakeHost) token(t *testing.T, req string) abi.Result {
 	t.Helper()
 	h.calls = nil
 	var res abi.Result
-	out := Token([]byte(req), h, h.clock)
+	out := Token(&h.memo, []byte(req), h, h.clock)
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("token answered invalid JSON %q", out)
 	}
@@ -143,7 +144,7 @@ func TestTokenForceAndInvalidate(t *testing.T) {
 	if forced.Cached || h.sends != 2 {
 		t.Fatalf("force did not fetch: %+v sends %d", forced, h.sends)
 	}
-	if out := string(Invalidate([]byte(nikoReq), h)); out != "{}" {
+	if out := string(Invalidate(&h.memo, []byte(nikoReq), h)); out != "{}" {
 		t.Fatalf("invalidate = %s", out)
 	}
 	if again := h.token(t, nikoReq); again.Cached || h.sends != 3 {
@@ -249,7 +250,7 @@ func TestTokenHostGarbage(t *testing.T) {
 	for _, out := range []string{"", "not json", `{"status":"x"}`, `[1]`, strings.Repeat("[", 100000)} {
 		raw := &rawHost{fakeHost: h, out: out}
 		var res abi.Result
-		if err := json.Unmarshal(Token([]byte(nikoReq), raw, h.clock), &res); err != nil || res.Error == nil || res.Error.Kind != abi.KindTransport {
+		if err := json.Unmarshal(Token(nil, []byte(nikoReq), raw, h.clock), &res); err != nil || res.Error == nil || res.Error.Kind != abi.KindTransport {
 			t.Fatalf("http_send %q: %+v %v", out, res.Error, err)
 		}
 	}
@@ -283,12 +284,12 @@ func TestInvalidateOnlyTheBadToken(t *testing.T) {
 	h := newFakeHost(t, okToken(1200))
 	h.token(t, nikoReq) // tok-1 cached
 	stale := strings.Replace(nikoReq, `{`, `{"access_token":"tok-0",`, 1)
-	Invalidate([]byte(stale), h)
+	Invalidate(&h.memo, []byte(stale), h)
 	if r := h.token(t, nikoReq); !r.Cached {
 		t.Fatal("invalidate with another access_token must keep the cached token")
 	}
 	bad := strings.Replace(nikoReq, `{`, `{"access_token":"tok-1",`, 1)
-	Invalidate([]byte(bad), h)
+	Invalidate(&h.memo, []byte(bad), h)
 	if r := h.token(t, nikoReq); r.Cached || r.Token.AccessToken != "tok-2" {
 		t.Fatalf("invalidate of the cached token must drop it: %+v", r)
 	}
@@ -306,7 +307,7 @@ func TestFleetSingleFlight(t *testing.T) {
 	}
 	lock := LockKey(key)
 	h.cache[lock] = abi.CacheSetInput{Key: lock, Value: "other-host", TTLMS: h.nowMS + 12000}
-	out := Token([]byte(nikoReq), h, h.clock)
+	out := Token(&h.memo, []byte(nikoReq), h, h.clock)
 	if string(out) != `{"pending":{"retry_after_ms":50}}` || h.sends != 0 {
 		t.Fatalf("while locked: %s, sends %d", out, h.sends)
 	}
@@ -319,7 +320,7 @@ func TestFleetSingleFlight(t *testing.T) {
 	}
 	// Without fleet_lock, no lock is taken at all.
 	h.calls = nil
-	Token([]byte(strings.Replace(nikoReq, `"fleet_lock":true,`, `"force":true,`, 1)), h, h.clock)
+	Token(&h.memo, []byte(strings.Replace(nikoReq, `"fleet_lock":true,`, `"force":true,`, 1)), h, h.clock)
 	for _, c := range h.calls {
 		if c == "cache_delete" {
 			t.Fatalf("a lock was taken without fleet_lock: %v", h.calls)

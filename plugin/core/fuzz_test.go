@@ -54,19 +54,19 @@ const canary = "CANARY-secret-7f3a"
 func FuzzDecode(f *testing.F) {
 	seed(f, "decode")
 	f.Fuzz(func(t *testing.T, in []byte) {
-		checkAnswer(t, in, Decode(in, func() int64 { return 1767225600000 }))
+		checkAnswer(t, in, Decode(nil, in, func() int64 { return 1767225600000 }))
 		// The same bytes as a provider's body, with a canary secret in the request.
 		var body []byte
 		body, _ = json.Marshal(string(in))
 		wrapped := `{"request":{"provider":"candescent","client_id":"c","client_secret":"` + canary +
 			`","institution_id":"1"},"response":{"status":400,"body":` + string(body) + `},"now_ms":1}`
-		checkAnswer(t, in, Decode([]byte(wrapped), nil))
+		checkAnswer(t, in, Decode(nil, []byte(wrapped), nil))
 	})
 }
 
 func FuzzEncode(f *testing.F) {
 	seed(f, "encode")
 	f.Fuzz(func(t *testing.T, in []byte) {
-		checkAnswer(t, in, Encode(in))
+		checkAnswer(t, in, Encode(nil, in))
 	})
 }

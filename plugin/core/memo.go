@@ -1,0 +1,76 @@
+package core
+
+import "github.com/tokenwasm/tokenwasm/abi"
+
+// Memo remembers the last request an instance parsed and encoded, by its exact input bytes. Hosts
+// send the same request again and again (a token source at every refresh, a host that calls encode
+// and then decode), and parsing, encoding and hashing it is a large part of a call's cost in wasm.
+// A hit renews the per-request id, so no two requests ever share one.
+//
+// A Memo is not safe for concurrent use: the plugin keeps one per instance, which runs one call at a
+// time. A nil *Memo remembers nothing.
+type Memo struct {
+	input string
+	r     *Request
+	enc   *HTTPRequest
+	key   string // computed on first use: encode and decode need no cache key
+}
+
+// memoMaxInput bounds what a memo holds: a request is a few hundred bytes, and an instance should not
+// keep megabytes alive between calls for a pathological one.
+const memoMaxInput = 64 << 10
+
+// prepare returns the request in input parsed and encoded.
+func (m *Memo) prepare(input []byte) (*Request, *HTTPRequest, *abi.Error) {
+	if m != nil && m.r != nil && equal(m.input, input) {
+		if m.enc.requestID >= 0 {
+			m.enc.Headers[m.enc.requestID].value = newRequestID()
+		}
+		return m.r, m.enc, nil
+	}
+	r, enc, err := parseAndEncode(input)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m != nil && len(input) <= memoMaxInput {
+		*m = Memo{input: string(input), r: r, enc: enc}
+	}
+	return r, enc, nil
+}
+
+// Prepare parses and encodes a request and names its cache entry.
+func (m *Memo) Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
+	r, enc, err := m.prepare(input)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if m == nil {
+		return r, enc, CacheKey(r.profile.Name, enc), nil
+	}
+	if m.key == "" {
+		m.key = CacheKey(r.profile.Name, enc)
+	}
+	return r, enc, m.key, nil
+}
+
+// request returns the request whose JSON is raw, if it is the one remembered.
+func (m *Memo) request(raw string) *Request {
+	if m != nil && m.r != nil && raw == m.input {
+		return m.r
+	}
+	return nil
+}
+
+// equal reports whether s and b hold the same bytes. TinyGo copies b to compare it as a string, and
+// the input can be megabytes.
+func equal(s string, b []byte) bool {
+	if len(s) != len(b) {
+		return false
+	}
+	for i := range len(b) {
+		if s[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

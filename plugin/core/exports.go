@@ -59,10 +59,7 @@ func Encode(m *Memo, input []byte) []byte {
 	if err != nil {
 		return errorJSON(err)
 	}
-	o := newObject(make([]byte, 0, 16+enc.jsonSize()))
-	o.key("request")
-	o.b = enc.JSON(o.b)
-	return o.end()
+	return m.encodeAnswer(enc)
 }
 
 // Decode is the decode export: {"request","response","now_ms"?} -> {"token"} | {"error"}.

@@ -119,7 +119,7 @@ func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
 			}
 		}
 	}
-	out := host.HTTPSend(enc.JSON(make([]byte, 0, enc.jsonSize())))
+	out := host.HTTPSend(m.requestJSON(enc))
 	resp, err := parseHostResponse(out)
 	if err == nil {
 		var t *abi.Token

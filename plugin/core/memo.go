@@ -14,6 +14,8 @@ type Memo struct {
 	r     *Request
 	enc   *HTTPRequest
 	key   string // computed on first use: encode and decode need no cache key
+	// answer is encode's answer for enc, kept when the request has no per-request id.
+	answer []byte
 }
 
 // memoMaxInput bounds what a memo holds: a request is a few hundred bytes, and an instance should not
@@ -51,6 +53,28 @@ func (m *Memo) Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error
 		m.key = CacheKey(r.profile.Name, enc)
 	}
 	return r, enc, m.key, nil
+}
+
+// encodeAnswer returns encode's answer for enc: {"request": HttpRequest}.
+func (m *Memo) encodeAnswer(enc *HTTPRequest) []byte {
+	remembered := m != nil && m.enc == enc
+	if remembered && m.answer != nil {
+		return m.answer
+	}
+	o := newObject(make([]byte, 0, 16+enc.jsonSize()))
+	o.key("request")
+	o.b = enc.JSON(o.b)
+	answer := o.end()
+	if remembered && enc.requestID < 0 {
+		m.answer = answer
+	}
+	return answer
+}
+
+// requestJSON returns enc as the HttpRequest JSON that http_send takes: the inside of encode's answer.
+func (m *Memo) requestJSON(enc *HTTPRequest) []byte {
+	answer := m.encodeAnswer(enc)
+	return answer[len(`{"request":`) : len(answer)-1]
 }
 
 // request returns the request whose JSON is raw, if it is the one remembered.

@@ -35,49 +35,59 @@ func ParseResponse(v gjson.Result) (*Response, *abi.Error) {
 	if !v.IsObject() {
 		return nil, invalidRequest("response must be a JSON object")
 	}
-	r := &Response{}
-	var status gjson.Result
-	var err *abi.Error
-	transport := false
-	v.ForEach(func(k, val gjson.Result) bool {
-		switch k.Str {
-		case "error":
-			if val.Type != gjson.String {
-				err = invalidRequest("response.error must be a string")
-				return false
-			}
-			r.Transport, transport = val.Str, true
-		case "status":
-			status = val
-		case "headers":
-			if val.Type != gjson.Null && !val.IsObject() {
-				err = invalidRequest("response.headers must be an object")
-				return false
-			}
-			r.Headers = val
-		case "body":
-			if val.Type != gjson.Null && val.Type != gjson.String {
-				err = invalidRequest("response.body must be a string")
-				return false
-			}
-			r.Body = val.Str
-		}
-		return true
-	})
-	if err != nil {
-		return nil, err
+	p := &responseParser{}
+	v.ForEach(p.field)
+	r := &p.r
+	if p.err != nil {
+		return nil, p.err
 	}
-	if transport {
+	if p.transport {
 		if r.Transport == "" {
 			r.Transport = "transport failed"
 		}
 		return r, nil
 	}
+	status := p.status
 	if status.Type != gjson.Number || status.Num < 100 || status.Num > 999 || status.Num != float64(int(status.Num)) {
 		return nil, invalidRequest("response.status must be an HTTP status code")
 	}
 	r.Status = int(status.Num)
 	return r, nil
+}
+
+// responseParser is ParseResponse's state: one allocation, where a closure over locals makes TinyGo
+// allocate each of them.
+type responseParser struct {
+	r         Response
+	status    gjson.Result
+	err       *abi.Error
+	transport bool
+}
+
+func (p *responseParser) field(k, val gjson.Result) bool {
+	switch k.Str {
+	case "error":
+		if val.Type != gjson.String {
+			p.err = invalidRequest("response.error must be a string")
+			return false
+		}
+		p.r.Transport, p.transport = val.Str, true
+	case "status":
+		p.status = val
+	case "headers":
+		if val.Type != gjson.Null && !val.IsObject() {
+			p.err = invalidRequest("response.headers must be an object")
+			return false
+		}
+		p.r.Headers = val
+	case "body":
+		if val.Type != gjson.Null && val.Type != gjson.String {
+			p.err = invalidRequest("response.body must be a string")
+			return false
+		}
+		p.r.Body = val.Str
+	}
+	return true
 }
 
 // header returns the first response header named name, compared without case.
@@ -146,26 +156,26 @@ type tokenFields struct {
 	err, description, accessToken, tokenType, expiresIn, refreshToken, scope gjson.Result
 }
 
-func (f *tokenFields) read(doc gjson.Result) {
-	doc.ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "error":
-			f.err = v
-		case "error_description":
-			f.description = v
-		case "access_token":
-			f.accessToken = v
-		case "token_type":
-			f.tokenType = v
-		case "expires_in":
-			f.expiresIn = v
-		case "refresh_token":
-			f.refreshToken = v
-		case "scope":
-			f.scope = v
-		}
-		return true
-	})
+func (f *tokenFields) read(doc gjson.Result) { doc.ForEach(f.field) }
+
+func (f *tokenFields) field(k, v gjson.Result) bool {
+	switch k.Str {
+	case "error":
+		f.err = v
+	case "error_description":
+		f.description = v
+	case "access_token":
+		f.accessToken = v
+	case "token_type":
+		f.tokenType = v
+	case "expires_in":
+		f.expiresIn = v
+	case "refresh_token":
+		f.refreshToken = v
+	case "scope":
+		f.scope = v
+	}
+	return true
 }
 
 func normalizeTokenType(v gjson.Result) string {

@@ -62,13 +62,36 @@ func Encode(m *Memo, input []byte) []byte {
 	return m.encodeAnswer(enc)
 }
 
+// decodeInput holds decode's fields, read in one pass; the first of a repeated key wins.
+type decodeInput struct{ request, response, nowMS gjson.Result }
+
+func (in *decodeInput) field(k, v gjson.Result) bool {
+	var dst *gjson.Result
+	switch k.Str {
+	case "request":
+		dst = &in.request
+	case "response":
+		dst = &in.response
+	case "now_ms":
+		dst = &in.nowMS
+	default:
+		return true
+	}
+	if !dst.Exists() {
+		*dst = v
+	}
+	return true
+}
+
 // Decode is the decode export: {"request","response","now_ms"?} -> {"token"} | {"error"}.
 func Decode(m *Memo, input []byte, now Clock) []byte {
 	v, err := parseJSON(input, "input")
 	if err != nil {
 		return errorJSON(err)
 	}
-	reqV, respV := v.Get("request"), v.Get("response")
+	var in decodeInput
+	v.ForEach(in.field)
+	reqV, respV := in.request, in.response
 	if !reqV.IsObject() || !respV.IsObject() {
 		return errorJSON(invalidRequest("decode needs request and response objects"))
 	}
@@ -83,7 +106,7 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 		return errorJSON(err)
 	}
 	var nowMS int64 // decode's own now_ms, else the request's, else the clock
-	if n := v.Get("now_ms"); n.Type == gjson.Number && n.Num > 0 {
+	if n := in.nowMS; n.Type == gjson.Number && n.Num > 0 {
 		nowMS = int64(n.Num)
 	} else {
 		nowMS = r.now(now)

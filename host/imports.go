@@ -20,10 +20,11 @@ func (c *Client) httpSend(ctx context.Context, in []byte) []byte {
 	if !gjson.ValidBytes(in) {
 		return []byte(`{"error":"host: malformed http_send request"}`)
 	}
-	v := gjson.ParseBytes(in)
-	req := abi.HTTPRequest{Method: v.Get("method").Str, URL: v.Get("url").Str, Body: v.Get("body").Str,
-		TimeoutMS: v.Get("timeout_ms").Int(), Headers: map[string]string{}}
-	v.Get("headers").ForEach(func(k, val gjson.Result) bool {
+	var f [5]gjson.Result
+	members(gjson.ParseBytes(in), f[:], "method", "url", "body", "timeout_ms", "headers")
+	req := abi.HTTPRequest{Method: f[0].Str, URL: f[1].Str, Body: f[2].Str, TimeoutMS: f[3].Int(),
+		Headers: map[string]string{}}
+	f[4].ForEach(func(k, val gjson.Result) bool {
 		req.Headers[k.Str] = val.Str
 		return true
 	})
@@ -53,7 +54,8 @@ func (c *Client) cacheGet(ctx context.Context, in []byte) []byte {
 }
 
 func (c *Client) cacheSet(ctx context.Context, in []byte) []byte {
-	f := gjson.GetManyBytes(in, "key", "value", "ttl_ms", "nx")
+	var f [4]gjson.Result
+	members(gjson.ParseBytes(in), f[:], "key", "value", "ttl_ms", "nx")
 	if f[0].Type != gjson.String || f[1].Type != gjson.String {
 		return []byte(`{"error":"host: malformed cache_set request"}`)
 	}
@@ -81,7 +83,8 @@ func (c *Client) cacheSet(ctx context.Context, in []byte) []byte {
 }
 
 func (c *Client) cacheDelete(ctx context.Context, in []byte) []byte {
-	f := gjson.GetManyBytes(in, "key", "if_value")
+	var f [2]gjson.Result
+	members(gjson.ParseBytes(in), f[:], "key", "if_value")
 	if f[0].Type != gjson.String {
 		return []byte(`{"error":"host: malformed cache_delete request"}`)
 	}

@@ -34,19 +34,24 @@ func (m *Memo) prepare(input []byte) (*Request, *HTTPRequest, *abi.Error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if m != nil && len(input) <= memoMaxInput {
-		*m = Memo{input: string(input), r: r, enc: enc}
+	if m != nil {
+		// Whatever the memo held describes another request now: keep this one, or nothing.
+		*m = Memo{}
+		if len(input) <= memoMaxInput {
+			*m = Memo{input: string(input), r: r, enc: enc}
+		}
 	}
 	return r, enc, nil
 }
 
-// Prepare parses and encodes a request and names its cache entry.
+// Prepare parses and encodes a request and names its cache entry. The key is always that of the
+// request in input: it comes from the memo only when the memo holds this very request.
 func (m *Memo) Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
 	r, enc, err := m.prepare(input)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if m == nil {
+	if m == nil || m.r != r {
 		return r, enc, CacheKey(r.profile.Name, enc), nil
 	}
 	if m.key == "" {

@@ -44,3 +44,41 @@ func TestMemo(t *testing.T) {
 		t.Fatalf("decode from the memo: %s, want %s", got, want)
 	}
 }
+
+// TestMemoKeyIsAlwaysTheRequestsOwn: whatever the memo held before, the cache key Prepare names is
+// the one of the request it was given, at every size around the memo's limit and with credential sets
+// alternating on one memo (a request too large to remember once got the previous request's key).
+func TestMemoKeyIsAlwaysTheRequestsOwn(t *testing.T) {
+	padded := func(secret string, size int) []byte {
+		base := strings.Replace(nikoReq, "niko-secret-1", secret, 1)
+		if size < len(base) {
+			t.Fatalf("size %d is below the request's own %d bytes", size, len(base))
+		}
+		// JSON whitespace before the closing brace: the request's meaning does not change.
+		return []byte(base[:len(base)-1] + strings.Repeat(" ", size-len(base)) + "}")
+	}
+	sizes := []int{len(nikoReq) + 10, memoMaxInput - 1, memoMaxInput, memoMaxInput + 1, 4 * memoMaxInput, MaxInputBytes / 2}
+	m := new(Memo)
+	for _, size := range sizes {
+		for i, secret := range []string{"tenant-a", "tenant-b", "tenant-a", "tenant-c", "tenant-c"} {
+			in := padded(secret, size)
+			_, _, want, err := Prepare(in)
+			if err != nil {
+				t.Fatalf("size %d: %v", size, err)
+			}
+			_, _, got, err := m.Prepare(in)
+			if err != nil {
+				t.Fatalf("size %d: %v", size, err)
+			}
+			if got != want {
+				t.Fatalf("size %d, call %d (%s): memo named key %s, the request's own is %s", size, i, secret, got, want)
+			}
+		}
+	}
+	// Keys of different secrets differ, whatever the padding.
+	_, _, a, _ := Prepare(padded("tenant-a", memoMaxInput+1))
+	_, _, b, _ := Prepare(padded("tenant-b", memoMaxInput+1))
+	if a == b {
+		t.Fatal("two secrets share a cache key")
+	}
+}

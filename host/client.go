@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -38,10 +39,18 @@ type Client struct {
 	log     *slog.Logger
 	metrics *Metrics
 	sources sourceMap
-	ctx     context.Context // canceled by Close: ends background refreshes
+	ctx     context.Context // canceled by Close: ends fetches and background refreshes
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup // background fetches
+
+	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
+
+	mu       sync.Mutex // guards the transition to closed against inflight.Add
+	closed   atomic.Bool
+	inflight sync.WaitGroup // calls and fetches in progress: Close waits for them
 }
+
+// ErrClosed is returned by every call on a Client after Close.
+var ErrClosed = errors.New("tokenwasm: client is closed")
 
 // Option configures a Client.
 type Option func(*config)
@@ -57,6 +66,7 @@ type config struct {
 	warm          int
 	memoryPages   uint32
 	compileCache  wazero.CompilationCache
+	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 }
 
 // WithPlugin runs another build of the plugin (for example the standard Go build) instead of Plugin.
@@ -99,6 +109,15 @@ func WithCompilationCache(cc wazero.CompilationCache) Option {
 	return func(c *config) { c.compileCache = cc }
 }
 
+// WithRefreshTokenHook sets a function called with each new refresh token a provider returns, so it
+// can be persisted: req is the credential set as it was before (the refresh token it replaces, or the
+// authorization code it follows), refreshToken the new value, which the Client uses from then on.
+// The hook runs before the token is handed to callers, on the fetch's goroutine: keep it short. The
+// Client never logs either value.
+func WithRefreshTokenHook(hook func(ctx context.Context, req abi.TokenRequest, refreshToken string)) Option {
+	return func(c *config) { c.onRefresh = hook }
+}
+
 // sharedCompilationCache is the default compilation cache of every Client in the process.
 var sharedCompilationCache = wazero.NewCompilationCache()
 
@@ -119,6 +138,8 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		sender:  newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback),
 		log:     cfg.logger,
 		metrics: newMetrics(),
+
+		onRefreshToken: cfg.onRefresh,
 	}
 	imports := map[string]extism.HostFunc{
 		abi.ImportHTTPSend:    c.httpSend,
@@ -145,13 +166,48 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// Close stops every background refresh and releases the plugin.
+// Close refuses new calls, waits for the calls and fetches in progress until ctx ends (as
+// http.Server.Shutdown does), then stops whatever still runs and releases the plugin. It returns
+// ctx's error if ctx ended first. Calls after Close fail with ErrClosed.
 func (c *Client) Close(ctx context.Context) error {
-	c.cancel()
-	c.wg.Wait()
-	c.pool.close(ctx)
-	return c.module.Close(ctx)
+	c.mu.Lock()
+	already := c.closed.Swap(true)
+	c.mu.Unlock()
+	if already {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		c.inflight.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.cancel() // ends what still runs: background refreshes, fetches nobody waits for
+	<-done     // each stops at its next host call or HTTP read
+	c.pool.close(context.WithoutCancel(ctx))
+	if cerr := c.module.Close(context.WithoutCancel(ctx)); err == nil {
+		err = cerr
+	}
+	return err
 }
+
+// enter holds the Client open for one call; leave releases it.
+func (c *Client) enter() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	c.inflight.Add(1)
+	return nil
+}
+
+func (c *Client) leave() { c.inflight.Done() }
 
 // Metrics returns the client's counters.
 func (c *Client) Metrics() *Metrics { return c.metrics }
@@ -160,6 +216,9 @@ func (c *Client) Metrics() *Metrics { return c.metrics }
 // fails inside the plugin (trap, deadline) releases the fetch locks it took, so the other callers do
 // not wait for the lock's TTL.
 func (c *Client) call(ctx context.Context, export string, input []byte, out any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	inst, err := c.pool.get(ctx)
 	if err != nil {
 		return err
@@ -192,6 +251,10 @@ func (c *Client) call(ctx context.Context, export string, input []byte, out any)
 
 // Describe returns the plugin's ABI version and providers.
 func (c *Client) Describe(ctx context.Context) (json.RawMessage, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.leave()
 	var out json.RawMessage
 	if err := c.call(ctx, abi.ExportDescribe, nil, &out); err != nil {
 		return nil, err
@@ -223,7 +286,12 @@ func (c *Client) Decode(ctx context.Context, req abi.TokenRequest, resp abi.HTTP
 	return res.Token, nil
 }
 
+// callJSON runs one export outside a fetch, holding the Client open for it.
 func (c *Client) callJSON(ctx context.Context, export string, in, out any) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.leave()
 	b, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("tokenwasm: %w", err)
@@ -245,8 +313,13 @@ func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Token, bool, err
 			break
 		}
 		c.metrics.pendingWaits.Add(1)
+		wait := time.Duration(res.Pending.RetryAfterMS) * time.Millisecond
+		if d, ok := fetchDeadline(ctx); ok && now().Add(wait).After(d) {
+			return nil, false, &abi.Error{Kind: abi.KindTransport, Retryable: true,
+				Message: "timed out waiting for another process's fetch of this token"}
+		}
 		select {
-		case <-time.After(time.Duration(res.Pending.RetryAfterMS) * time.Millisecond):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
 		}
@@ -268,6 +341,9 @@ func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Token, bool, err
 // then the provider). Concurrent calls for the same credentials share one fetch. A typed failure is
 // an *abi.Error (use errors.As).
 func (c *Client) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
 	s, err := c.sources.get(c, req)
 	if err != nil {
 		return nil, err

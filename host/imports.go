@@ -28,6 +28,14 @@ func (c *Client) httpSend(ctx context.Context, in []byte) []byte {
 		req.Headers[k.Str] = val.Str
 		return true
 	})
+	if d, ok := fetchDeadline(ctx); ok {
+		if !time.Now().Before(d) {
+			return []byte(`{"error":"timeout waiting for the token endpoint"}`)
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
 	c.metrics.fetches.Add(1)
 	start := time.Now()
 	resp := c.sender.send(ctx, &req)

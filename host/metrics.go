@@ -19,6 +19,8 @@ type Metrics struct {
 	pluginFaults    atomic.Int64 // plugin calls that trapped, timed out or answered garbage
 	cacheErrors     atomic.Int64 // Cache operations that failed (treated as misses)
 	pendingWaits    atomic.Int64 // waits while another process fetched the same token
+	invalidations   atomic.Int64 // tokens dropped because an API answered 401
+	rotations       atomic.Int64 // new refresh tokens the provider returned (and the source now uses)
 	errors          map[string]*atomic.Int64
 }
 
@@ -54,6 +56,8 @@ func (m *Metrics) Snapshot() map[string]int64 {
 		"plugin_faults":    m.pluginFaults.Load(),
 		"cache_errors":     m.cacheErrors.Load(),
 		"pending_waits":    m.pendingWaits.Load(),
+		"invalidations":    m.invalidations.Load(),
+		"rotations":        m.rotations.Load(),
 	}
 	for k, c := range m.errors {
 		s["errors."+k] = c.Load()

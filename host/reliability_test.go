@@ -1,9 +1,11 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -102,7 +104,8 @@ func TestTransientFaults(t *testing.T) {
 		{"503 then ok", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }, 2, "", 3},
 		{"500 always", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(500) }, 99, abi.KindServerError, 3},
 		{"reset", resetConn, 1, "", 2},
-		{"timeout", func(w http.ResponseWriter, r *http.Request) { stall(r, 2*time.Second) }, 1, "", 2},
+		// timeout_ms bounds the whole fetch: a try that stalls past it leaves no time for another.
+		{"timeout", func(w http.ResponseWriter, r *http.Request) { stall(r, 2*time.Second) }, 1, abi.KindTransport, 1},
 		{"400 not retried", func(w http.ResponseWriter, _ *http.Request) {
 			w.WriteHeader(400)
 			_, _ = w.Write([]byte(`{"error":"invalid_request"}`))
@@ -264,7 +267,11 @@ func resetConn(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
+// stall holds a request for d or until its client goes away. The body is read first (and put back
+// for the fake): the server notices a client that went away only once the body has been read.
 func stall(r *http.Request, d time.Duration) {
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	select {
 	case <-r.Context().Done():
 	case <-time.After(d):

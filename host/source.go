@@ -20,11 +20,17 @@ import (
 const (
 	maxSkew        = 60 * time.Second // as the plugin's cache skew (abi/ABI.md)
 	maxAhead       = 5 * time.Minute
-	fetchTimeout   = 30 * time.Second // a shared fetch outlives any one caller's context
-	refreshBackoff = time.Second      // first wait after a failed background refresh; doubles to maxBackoff
+	refreshBackoff = time.Second // first wait after a failed background refresh; doubles to maxBackoff
 	maxBackoff     = 30 * time.Second
 	retryAttempts  = 3 // tries of one fetch on a transient failure
 	retryBase      = 100 * time.Millisecond
+	// defaultTimeout and maxTimeout bound one fetch, retries included, as the plugin bounds timeout_ms
+	// (abi/ABI.md, TokenRequest).
+	defaultTimeout = 10 * time.Second
+	maxTimeout     = 120 * time.Second
+	// reinvalidateAfter: after a 401 made a source drop its token, further 401s within this time are
+	// the API's answer, not a stale token's, and are returned without another fetch.
+	reinvalidateAfter = 30 * time.Second
 )
 
 // held is a token with its precomputed refresh points, swapped atomically so a cache hit is one
@@ -56,22 +62,37 @@ func newHeld(t *abi.Token) *held {
 
 // source serves the tokens of one credential set: lock-free hits, one fetch at a time, refresh ahead.
 type source struct {
-	c   *Client
-	req abi.TokenRequest
+	c *Client
 
-	cur        atomic.Pointer[held]
-	mu         sync.Mutex // guards flight
-	flight     *flight
-	refreshing atomic.Bool
-	retryAt    atomic.Int64 // Unix ns before which no background refresh starts
-	backoff    atomic.Int64 // current background backoff, ns
+	mu     sync.Mutex       // guards req and flight
+	req    abi.TokenRequest // its refresh token follows the provider's rotation
+	flight *flight
+
+	cur           atomic.Pointer[held]
+	refreshing    atomic.Bool
+	retryAt       atomic.Int64 // Unix ns before which no background refresh starts
+	backoff       atomic.Int64 // current background backoff, ns
+	lastUsed      atomic.Int64 // Unix ns; the source map evicts the least recently used idle source
+	active        atomic.Int32 // callers waiting on a fetch plus fetches running: never evicted while > 0
+	invalidatedAt atomic.Int64 // Unix ns of the last 401 that dropped the token
 }
 
-// flight is one fetch in progress; every caller that needs it waits on done.
+// flight is one fetch in progress; every caller that needs it waits on done. It runs on its own
+// goroutine under the Client's context, so no caller's deadline ends it for the others, and it is
+// canceled when the last caller waiting for it gives up.
 type flight struct {
-	done chan struct{}
-	h    *held
-	err  error
+	done    chan struct{}
+	h       *held
+	err     error
+	waiters int // guarded by source.mu
+	cancel  context.CancelFunc
+}
+
+// request returns the credential set as it is now (the refresh token may have rotated).
+func (s *source) request() abi.TokenRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.req
 }
 
 // token returns a valid token, fetching only when none is held or the held one is past its skew.
@@ -84,6 +105,9 @@ func (s *source) token(ctx context.Context) (*abi.Token, error) {
 }
 
 func (s *source) get(ctx context.Context) (*held, error) {
+	if s.c.closed.Load() {
+		return nil, ErrClosed
+	}
 	h := s.cur.Load()
 	if h != nil {
 		n := now().UnixNano()
@@ -96,7 +120,7 @@ func (s *source) get(ctx context.Context) (*held, error) {
 		}
 	}
 	fresh, err := s.fetchShared(ctx, false, 0)
-	if err != nil && h != nil && time.Now().UnixMilli() < h.tok.ExpiresAtMS {
+	if err != nil && h != nil && time.Now().UnixMilli() < h.tok.ExpiresAtMS && !errors.Is(err, ErrClosed) {
 		// The provider failed, but the held token has not expired yet: serve it rather than fail.
 		s.c.log.Warn("tokenwasm: fetch failed inside the expiry skew; serving the current token",
 			"provider", s.req.Provider, "err", err)
@@ -114,34 +138,66 @@ func (s *source) refresh(ctx context.Context, force bool) (*abi.Token, error) {
 	return h.tok, nil
 }
 
-// fetchShared joins the fetch in progress or runs one. The caller that starts it runs it on its own
-// goroutine (a new goroutine per fetch costs more than the fetch on a loaded machine), under a
-// context that its own cancellation does not end (bounded by fetchTimeout), so one caller giving up
-// does not fail the others; each follower waits on its own ctx.
+// fetchShared joins the fetch in progress (a forced one always starts its own) and waits for it
+// until ctx ends. A context already done sends nothing.
 func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Duration) (*held, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.c.enter(); err != nil {
+		return nil, err
+	}
+	defer s.c.leave()
+	s.active.Add(1)
+	defer s.active.Add(-1)
+
 	s.mu.Lock()
 	f := s.flight
-	if f != nil && !force {
-		s.mu.Unlock()
-		select {
-		case <-f.done:
-			return f.h, f.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if f == nil || force {
+		f = s.start(force, minTTL)
 	}
-	f = &flight{done: make(chan struct{})}
+	f.waiters++
+	s.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.h, f.err
+	case <-ctx.Done():
+		s.mu.Lock()
+		if f.waiters--; f.waiters == 0 {
+			// Nobody waits any more: stop retrying, and let the next caller start afresh.
+			f.cancel()
+			if s.flight == f {
+				s.flight = nil
+			}
+		}
+		s.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// start runs a new flight; s.mu is held. The caller holds the Client open (enter), so the flight's
+// own hold on it cannot race with Close.
+func (s *source) start(force bool, minTTL time.Duration) *flight {
+	fctx, cancel := context.WithCancel(s.c.ctx)
+	f := &flight{done: make(chan struct{}), cancel: cancel}
 	if !force {
 		s.flight = f
 	}
-	s.mu.Unlock()
+	req := s.req
+	s.c.inflight.Add(1)
+	s.active.Add(1)
+	go s.run(fctx, f, req, force, minTTL)
+	return f
+}
 
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
-	tok, err := s.fetchWithRetry(fctx, force, minTTL)
-	cancel()
+func (s *source) run(ctx context.Context, f *flight, req abi.TokenRequest, force bool, minTTL time.Duration) {
+	defer s.c.inflight.Done()
+	defer s.active.Add(-1)
+	tok, err := s.fetchWithRetry(ctx, req, force, minTTL)
 	if err == nil {
 		f.h = newHeld(tok)
 		s.cur.Store(f.h)
+		s.rotated(ctx, req, tok)
 	}
 	f.err = err
 	s.mu.Lock()
@@ -149,14 +205,22 @@ func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Durati
 		s.flight = nil
 	}
 	s.mu.Unlock()
+	f.cancel()
 	close(f.done)
-	return f.h, f.err
 }
 
 // fetchWithRetry calls the plugin's token export, retrying transient failures (transport, 5xx) with
-// exponential backoff and full jitter. Never 4xx, never a 429: the gate handles those.
-func (s *source) fetchWithRetry(ctx context.Context, force bool, minTTL time.Duration) (*abi.Token, error) {
-	req := s.req
+// exponential backoff and full jitter. Never 4xx, never a 429 (the gate handles those), never a
+// policy refusal. The request's timeout_ms bounds the whole fetch, retries included.
+func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force bool, minTTL time.Duration) (*abi.Token, error) {
+	timeout := defaultTimeout
+	if req.TimeoutMS > 0 {
+		timeout = min(time.Duration(req.TimeoutMS)*time.Millisecond, maxTimeout)
+	}
+	deadline := now().Add(timeout)
+	// The deadline bounds the HTTP exchanges and the waits, not the plugin's execution: a call stopped
+	// inside wasm costs its instance, and the plugin answers a timed-out http_send with a typed error.
+	ctx = context.WithValue(ctx, fetchDeadlineKey{}, deadline)
 	req.Force = force
 	req.MinTTLMS = minTTL.Milliseconds()
 	if sc, ok := s.c.cache.(SharedCache); ok && sc.Shared() {
@@ -172,13 +236,58 @@ func (s *source) fetchWithRetry(ctx context.Context, force bool, minTTL time.Dur
 		if err == nil || attempt == retryAttempts || !errors.As(err, &ae) || !ae.Retryable || ae.Kind == abi.KindRateLimited {
 			return tok, err
 		}
-		s.c.metrics.retries.Add(1)
 		wait := time.Duration(rand.Int64N(int64(retryBase << (attempt - 1))))
+		if now().Add(wait).After(deadline) {
+			return nil, err // no time left for another try
+		}
+		s.c.metrics.retries.Add(1)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
 			return nil, err
 		}
+	}
+}
+
+// fetchDeadlineKey carries a fetch's deadline (timeout_ms, retries included) to http_send and to
+// the waits for another process's fetch.
+type fetchDeadlineKey struct{}
+
+// fetchDeadline returns ctx's fetch deadline, if it has one.
+func fetchDeadline(ctx context.Context) (time.Time, bool) {
+	d, ok := ctx.Value(fetchDeadlineKey{}).(time.Time)
+	return d, ok
+}
+
+// rotated follows a refresh token the provider returned: later fetches send the newest one (reusing
+// a rotated refresh token is a replay that providers answer by revoking the grant, RFC 9700 4.14),
+// an authorization code (single use) gives way to the refresh_token grant, and the Client's hook
+// gets the new value to persist it.
+func (s *source) rotated(ctx context.Context, used abi.TokenRequest, tok *abi.Token) {
+	rt := tok.RefreshToken
+	if rt == "" || rt == used.RefreshToken {
+		return
+	}
+	s.mu.Lock()
+	if s.req.RefreshToken != used.RefreshToken || s.req.GrantType != used.GrantType {
+		s.mu.Unlock() // a newer flight already moved on
+		return
+	}
+	orig, follow := s.req, false
+	if s.req.GrantType == abi.GrantAuthorizationCode {
+		s.req.GrantType, s.req.Code, s.req.CodeVerifier, s.req.RedirectURI = abi.GrantRefreshToken, "", "", ""
+	}
+	if s.req.GrantType == abi.GrantRefreshToken {
+		s.req.RefreshToken, follow = rt, true
+	}
+	next := s.req
+	s.mu.Unlock()
+	s.c.metrics.rotations.Add(1)
+	if follow {
+		s.c.sources.alias(next, s)
+	}
+	if hook := s.c.onRefreshToken; hook != nil {
+		hook(ctx, orig, rt)
 	}
 }
 
@@ -189,11 +298,14 @@ func (s *source) refreshAhead(h *held) {
 	if now().UnixNano() < s.retryAt.Load() || !s.refreshing.CompareAndSwap(false, true) {
 		return
 	}
+	if s.c.enter() != nil {
+		s.refreshing.Store(false)
+		return
+	}
 	s.c.metrics.refreshes.Add(1)
 	window := time.UnixMilli(h.tok.ExpiresAtMS).Sub(time.Unix(0, h.freshUntil)) + time.Millisecond
-	s.c.wg.Add(1)
 	go func() {
-		defer s.c.wg.Done()
+		defer s.c.leave()
 		defer s.refreshing.Store(false)
 		if _, err := s.fetchShared(s.c.ctx, false, window); err != nil {
 			s.c.metrics.refreshFailures.Add(1)
@@ -213,7 +325,7 @@ func (s *source) invalidate(ctx context.Context, bad string) error {
 	if h := s.cur.Load(); h != nil && (bad == "" || h.tok.AccessToken == bad) {
 		s.cur.CompareAndSwap(h, nil)
 	}
-	req := s.req
+	req := s.request()
 	req.AccessToken = bad
 	var res abi.Result
 	if err := s.c.callJSON(ctx, abi.ExportInvalidate, req, &res); err != nil {
@@ -225,6 +337,21 @@ func (s *source) invalidate(ctx context.Context, bad string) error {
 	return nil
 }
 
+// unauthorized handles an API's 401 to a request sent with h and reports whether a new token is worth
+// trying. Each token is dropped at most once, and a source drops one at most once per
+// reinvalidateAfter: an API that refuses every token would otherwise cost a fetch per request.
+func (s *source) unauthorized(ctx context.Context, h *held) (bool, error) {
+	if s.cur.Load() != h {
+		return true, nil // already replaced: retry with the new one
+	}
+	n, last := now().UnixNano(), s.invalidatedAt.Load()
+	if last != 0 && n-last < int64(reinvalidateAfter) || !s.invalidatedAt.CompareAndSwap(last, n) {
+		return false, nil
+	}
+	s.c.metrics.invalidations.Add(1)
+	return true, s.invalidate(ctx, h.tok.AccessToken)
+}
+
 // sourceMap holds one source per credential set, keyed by a hash of the request (never the secret).
 // It is bounded: rotating credentials (each refresh_token grant is a new set) would otherwise grow it
 // for the life of the process.
@@ -233,49 +360,80 @@ type sourceMap struct {
 	m  map[[sha256.Size]byte]*source
 }
 
-// maxSources bounds sourceMap; past it, sources without a valid token are dropped.
+// maxSources bounds sourceMap; past it, idle sources are dropped, least recently used first.
 const maxSources = 4096
 
 func (sm *sourceMap) init() { sm.m = make(map[[sha256.Size]byte]*source) }
 
-func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
+// sourceKey names req's credential set: the per-call fields are not part of it.
+func sourceKey(req abi.TokenRequest) ([sha256.Size]byte, abi.TokenRequest, error) {
 	req.Force, req.NowMS, req.MinTTLMS, req.AccessToken, req.FleetLock = false, 0, 0, "", false
 	b, err := json.Marshal(req)
 	if err != nil {
+		return [sha256.Size]byte{}, req, err
+	}
+	return sha256.Sum256(b), req, nil
+}
+
+func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
+	key, req, err := sourceKey(req)
+	if err != nil {
 		return nil, err
 	}
-	key := sha256.Sum256(b)
+	n := now().UnixNano()
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	s, ok := sm.m[key]
 	if !ok {
 		if len(sm.m) >= maxSources {
-			sm.sweep()
+			sm.evict(n)
 		}
 		s = &source{c: c, req: req}
 		sm.m[key] = s
 	}
+	s.lastUsed.Store(n)
 	return s, nil
 }
 
-// sweep drops the sources that hold no token or an expired one, or, if none does, the one whose
-// token expires first. Callers holding a dropped source keep using it; it just is not shared anymore.
-func (sm *sourceMap) sweep() {
-	now := time.Now().UnixMilli()
-	var soonest [sha256.Size]byte
-	soonestAt := int64(-1)
+// alias makes req (a credential set after a refresh token rotated) name the source s too, so a
+// caller that persisted the new refresh token and asks with it shares s's token.
+func (sm *sourceMap) alias(req abi.TokenRequest, s *source) {
+	key, _, err := sourceKey(req)
+	if err != nil {
+		return
+	}
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	if _, ok := sm.m[key]; !ok && len(sm.m) >= maxSources {
+		sm.evict(now().UnixNano())
+	}
+	sm.m[key] = s
+}
+
+// evict drops every idle source whose token has expired or that holds none, or, if that frees
+// nothing, the least recently used idle source. A source with a caller waiting or a fetch running is
+// never dropped: its callers would stop sharing one fetch. Callers holding a dropped source keep
+// using it; it just is not shared anymore.
+func (sm *sourceMap) evict(n int64) {
+	nowMS := n / int64(time.Millisecond)
+	var lru [sha256.Size]byte
+	lruAt := int64(-1)
+	freed := false
 	for k, s := range sm.m {
-		h := s.cur.Load()
-		if h == nil || h.tok.ExpiresAtMS <= now {
-			delete(sm.m, k)
+		if s.active.Load() > 0 || s.refreshing.Load() {
 			continue
 		}
-		if soonestAt < 0 || h.tok.ExpiresAtMS < soonestAt {
-			soonest, soonestAt = k, h.tok.ExpiresAtMS
+		if h := s.cur.Load(); h == nil || h.tok.ExpiresAtMS <= nowMS {
+			delete(sm.m, k)
+			freed = true
+			continue
+		}
+		if u := s.lastUsed.Load(); lruAt < 0 || u < lruAt {
+			lru, lruAt = k, u
 		}
 	}
-	if len(sm.m) >= maxSources && soonestAt >= 0 {
-		delete(sm.m, soonest)
+	if !freed && lruAt >= 0 {
+		delete(sm.m, lru)
 	}
 }
 
@@ -298,7 +456,8 @@ func (ts *TokenSource) Token() (*oauth2.Token, error) {
 	return ts.TokenContext(context.Background())
 }
 
-// TokenContext is Token bounded by ctx.
+// TokenContext is Token bounded by ctx: it returns by ctx's deadline, with an error that
+// errors.Is(err, ctx.Err()) when it ended first.
 func (ts *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	if ts.err != nil {
 		return nil, ts.err

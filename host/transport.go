@@ -9,7 +9,9 @@ import (
 
 // Transport returns an http.RoundTripper that sets "Authorization: Bearer <token>" for req's
 // credentials on every request through base (http.DefaultTransport when nil). When the API answers 401
-// it invalidates that token, gets a new one and retries once, if the request body can be replayed.
+// it invalidates that token, gets a new one and retries once, if the request body can be replayed;
+// a source drops a token for a 401 at most once every 30 s, so an API that refuses every token costs
+// no fetch per request: its 401 is returned.
 func (c *Client) Transport(base http.RoundTripper, req abi.TokenRequest) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -37,12 +39,14 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable(r) {
 		return resp, err
 	}
-	// The token was refused: drop it (only if nobody replaced it yet) and try once more with a new one.
+	// The token was refused: drop it (once per token, and once per source in a while: an API that
+	// refuses every token gets its 401 back instead of a fetch per request) and try once more.
+	again, err := t.src.unauthorized(r.Context(), h)
+	if err != nil || !again {
+		return resp, nil
+	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if err := t.src.invalidate(r.Context(), h.tok.AccessToken); err != nil {
-		return nil, err
-	}
 	if h, err = t.src.get(r.Context()); err != nil {
 		return nil, err
 	}

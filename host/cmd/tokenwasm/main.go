@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -47,6 +48,10 @@ func main() {
 	case "fakes":
 		err = runFakes(ctx, os.Stdout)
 	case "fleet-child": // the second process of `demo -redis`
+		if len(os.Args) != 3 {
+			fmt.Fprintln(os.Stderr, "usage: tokenwasm fleet-child REDIS_URL (started by demo -redis)")
+			os.Exit(2)
+		}
 		err = runFleetChild(ctx, os.Stdout, os.Args[2])
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
@@ -54,6 +59,9 @@ func main() {
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h printed the flags; asking for help is no failure
 	}
 	if err != nil {
 		var ae *abi.Error

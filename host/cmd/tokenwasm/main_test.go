@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenwasm/tokenwasm/abi"
 	"github.com/tokenwasm/tokenwasm/host/providertest"
@@ -58,5 +62,114 @@ func TestDemoRuns(t *testing.T) {
 	}
 	if cached["yes"] != 7 || cached["no"] != 8 || !strings.Contains(out.String(), "refresh_token") {
 		t.Fatalf("cached column %v; demo output:\n%s", cached, out.String())
+	}
+}
+
+// TestMain lets a test run the command itself as a child process (exit codes, signals).
+func TestMain(m *testing.M) {
+	if os.Getenv("TOKENWASM_TEST_MAIN") == "1" {
+		os.Args = append([]string{"tokenwasm"}, strings.Fields(os.Getenv("TOKENWASM_TEST_ARGS"))...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// command runs tokenwasm with args in a child process.
+func command(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "TOKENWASM_TEST_MAIN=1", "TOKENWASM_TEST_ARGS="+strings.Join(args, " "))
+	return cmd
+}
+
+// TestExitCodes: help is no failure, a missing argument is a usage error, never a panic.
+func TestExitCodes(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"token", "-h"}, 0},
+		{[]string{"help"}, 0},
+		{[]string{"fleet-child"}, 2},
+		{[]string{"nonsense"}, 2},
+		{nil, 2},
+		{[]string{"token", "-code", "abc"}, 1}, // no secret as a flag value: -code is not a flag
+	} {
+		out, err := command(t, tt.args...).CombinedOutput()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		if code != tt.code || bytes.Contains(out, []byte("panic")) {
+			t.Errorf("tokenwasm %v: exit %d, want %d; output:\n%s", tt.args, code, tt.code, out)
+		}
+	}
+}
+
+// TestInterruptStopsToken: Ctrl-C ends a token request waiting on a stalled provider at once.
+func TestInterruptStopsToken(t *testing.T) {
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	defer fake.Close()
+	release := make(chan struct{})
+	defer close(release)
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		_, _ = io.Copy(io.Discard, r.Body) // so the server sees the client go away
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+		return true
+	})
+	cfg := fake.Config()
+	cmd := command(t, "token", "-provider", "nikohealth", "-client-id", cfg.ClientID, "-token-url", fake.TokenURL(), "-allow-loopback")
+	cmd.Env = append(cmd.Env, "TOKENWASM_CLIENT_SECRET="+cfg.ClientSecret)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for fake.Requests() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	_ = cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || time.Since(start) > 2*time.Second {
+			t.Fatalf("after Ctrl-C: %v after %v; output:\n%s", err, time.Since(start), out.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("Ctrl-C did not stop tokenwasm token within 10 s")
+	}
+	if !strings.Contains(out.String(), "context canceled") || strings.Contains(out.String(), cfg.ClientSecret) {
+		t.Fatalf("output after Ctrl-C:\n%s", out.String())
+	}
+}
+
+// TestCodeFromFile: the authorization code is a secret, read from a file or the environment.
+func TestCodeFromFile(t *testing.T) {
+	fake := providertest.NewCandescent(providertest.DefaultConfig("candescent"))
+	defer fake.Close()
+	cfg := fake.Config()
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var out bytes.Buffer
+	err := runToken(context.Background(), &out, []string{"-provider", "candescent", "-grant", "authorization_code",
+		"-client-id", cfg.ClientID, "-client-secret-file", write("secret", cfg.ClientSecret), "-institution-id", cfg.InstitutionID,
+		"-code-file", write("code", cfg.Code), "-code-verifier-file", write("verifier", cfg.CodeVerifier),
+		"-redirect-uri", cfg.RedirectURI, "-token-url", fake.TokenURL(), "-allow-loopback"})
+	if err != nil || !strings.Contains(out.String(), "access_token") {
+		t.Fatalf("authorization_code with -code-file: %v\n%s", err, out.String())
 	}
 }

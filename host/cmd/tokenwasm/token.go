@@ -26,13 +26,13 @@ func runToken(ctx context.Context, w io.Writer, args []string) error {
 	fs.StringVar(&req.Scope, "scope", "", "scope, where the provider takes one")
 	fs.StringVar(&req.InstitutionID, "institution-id", "", "Candescent institutionId")
 	fs.StringVar(&req.Username, "username", "", "password grant: user name")
-	fs.StringVar(&req.Code, "code", "", "authorization_code grant: the code")
 	fs.StringVar(&req.RedirectURI, "redirect-uri", "", "authorization_code grant: redirect URI")
 	fs.StringVar(&req.Body, "body", "", "json or form, where the provider accepts both")
 	secretFile := fs.String("client-secret-file", "", "file holding the client secret (default $TOKENWASM_CLIENT_SECRET)")
 	passwordFile := fs.String("password-file", "", "password grant: file holding the password (default $TOKENWASM_PASSWORD)")
 	refreshFile := fs.String("refresh-token-file", "", "refresh_token grant: file holding it (default $TOKENWASM_REFRESH_TOKEN)")
 	verifierFile := fs.String("code-verifier-file", "", "PKCE verifier file (default $TOKENWASM_CODE_VERIFIER)")
+	codeFile := fs.String("code-file", "", "authorization_code grant: file holding the code (default $TOKENWASM_CODE)")
 	var allow hostList
 	fs.Var(&allow, "allow-host", "extra allowed token host (repeatable; Pattern's host goes here)")
 	loopback := fs.Bool("allow-loopback", false, "allow loopback token URLs over plain http (testing only)")
@@ -48,6 +48,7 @@ func runToken(ctx context.Context, w io.Writer, args []string) error {
 		{&req.Password, *passwordFile, "TOKENWASM_PASSWORD"},
 		{&req.RefreshToken, *refreshFile, "TOKENWASM_REFRESH_TOKEN"},
 		{&req.CodeVerifier, *verifierFile, "TOKENWASM_CODE_VERIFIER"},
+		{&req.Code, *codeFile, "TOKENWASM_CODE"},
 	} {
 		if *s.dst, err = secret(s.file, s.env); err != nil {
 			return err

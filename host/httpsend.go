@@ -66,7 +66,9 @@ func (s *sender) check(u *url.URL) error {
 	host := u.Hostname()
 	loopback := isLoopback(host)
 	switch {
-	case u.Scheme == "https" && (s.allowedHost(host) || loopback && s.allowLoopback):
+	case u.User != nil:
+		return fmt.Errorf("%w: credentials in the token URL", errPolicy)
+	case u.Scheme == "https" && (s.allowedHost(host, u.Port()) || loopback && s.allowLoopback):
 		return nil
 	case u.Scheme == "http" && loopback && s.allowLoopback:
 		return nil
@@ -74,14 +76,28 @@ func (s *sender) check(u *url.URL) error {
 		return fmt.Errorf("%w: loopback token hosts are not allowed", errPolicy)
 	case u.Scheme != "https":
 		return fmt.Errorf("%w: token URL must be https", errPolicy)
+	case u.Port() != "" && s.allowedHost(host, ""):
+		return fmt.Errorf("%w: port %s of %q is not an allowed token port", errPolicy, u.Port(), host)
 	}
 	return fmt.Errorf("%w: host %q is not an allowed token host", errPolicy, host)
 }
 
-func (s *sender) allowedHost(host string) bool {
+// allowedHost reports whether host and port match an allow-list entry: "host" or "*.domain" (its
+// subdomains, not the domain itself) allow port 443 only; "host:port" allows that port only.
+func (s *sender) allowedHost(host, port string) bool {
 	host = strings.ToLower(host)
+	if port == "" {
+		port = "443"
+	}
 	for _, a := range s.allowed {
 		a = strings.ToLower(a)
+		ap := "443"
+		if h, p, err := net.SplitHostPort(a); err == nil {
+			a, ap = h, p
+		}
+		if ap != port {
+			continue
+		}
 		if a == host || strings.HasPrefix(a, "*.") && strings.HasSuffix(host, a[1:]) && len(host) > len(a)-1 {
 			return true
 		}

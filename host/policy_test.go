@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,6 +38,9 @@ func TestAllowList(t *testing.T) {
 		{"plain http elsewhere", "http://api.candescent.com/token", nil, "https"},
 		{"host not allowed", "https://evil.example/token", []Option{WithLoopback()}, "not an allowed token host"},
 		{"redirect to another host", redirect.TokenURL(), []Option{WithLoopback()}, "redirect to another host"},
+		{"ssh port of an allowed host", "https://acme.nikohealth.com:22/api/identity/connect/token", nil, "not an allowed token port"},
+		{"redis port of an allowed host", "https://acme.nikohealth.com:6379/api/identity/connect/token", nil, "not an allowed token port"},
+		{"credentials in the URL", "https://user:pw@acme.nikohealth.com/api/identity/connect/token", nil, "credentials"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,5 +161,40 @@ func TestSourcesBounded(t *testing.T) {
 	c.sources.mu.Unlock()
 	if n > maxSources {
 		t.Fatalf("%d sources held, bound %d", n, maxSources)
+	}
+}
+
+// TestAllowListPorts: an entry without a port allows 443 only, "host:port" that port only, and a
+// wildcard its subdomains only.
+func TestAllowListPorts(t *testing.T) {
+	s := newSender(nil, append(append([]string(nil), DefaultAllowedHosts...), "tokens.example:8443", "*.corp.example"), false)
+	for _, tt := range []struct {
+		url string
+		ok  bool
+	}{
+		{"https://api.candescent.com/t", true},
+		{"https://api.candescent.com:443/t", true},
+		{"https://API.Candescent.com/t", true},
+		{"https://api.candescent.com:22/t", false},
+		{"https://api.candescent.com:6379/t", false},
+		{"https://acme.nikohealth.com/t", true},
+		{"https://nikohealth.com/t", false},
+		{"https://acme.nikohealth.com.evil.example/t", false},
+		{"https://tokens.example:8443/t", true},
+		{"https://tokens.example/t", false},
+		{"https://tokens.example:9443/t", false},
+		{"https://a.corp.example/t", true},
+		{"https://a.corp.example:8443/t", false},
+		{"https://corp.example/t", false},
+		{"http://api.candescent.com/t", false},
+		{"https://127.0.0.1:6379/t", false},
+	} {
+		u, err := url.Parse(tt.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.check(u); (err == nil) != tt.ok {
+			t.Errorf("%s: %v, want allowed %v", tt.url, err, tt.ok)
+		}
 	}
 }

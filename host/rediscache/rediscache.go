@@ -74,8 +74,8 @@ type Cache struct {
 	down      atomic.Bool
 	fallbacks atomic.Int64
 
-	decryptFailures, keyErrors atomic.Int64
-	decryptLog, keyErrorLog    throttle
+	decryptFailures, keyErrors           atomic.Int64
+	decryptLog, keyErrorLog, takeoverLog throttle
 }
 
 var (
@@ -335,7 +335,7 @@ func (c *Cache) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	case keyFailed:
 		return true, nil
 	}
-	if res == 2 {
+	if res == 2 && c.takeoverLog.allow(c.now()) { // at most once a minute: mixed timeouts repeat it
 		c.opts.Logger.Warn("rediscache: took over a key without a TTL or with a longer TTL than asked for "+
 			"(set by hand, or by a process with a longer timeout)", "key", rk, "ttl", ttl)
 	}

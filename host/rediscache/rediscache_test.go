@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -51,10 +52,15 @@ var testKey = bytes.Repeat([]byte{7}, 32)
 
 func newCache(t *testing.T, rdb redis.UniversalClient, keys ...[]byte) *Cache {
 	t.Helper()
-	if len(keys) == 0 {
-		keys = [][]byte{testKey}
+	return newCacheOpts(t, rdb, Options{Keys: keys})
+}
+
+func newCacheOpts(t *testing.T, rdb redis.UniversalClient, opts Options) *Cache {
+	t.Helper()
+	if len(opts.Keys) == 0 {
+		opts.Keys = [][]byte{testKey}
 	}
-	c, err := New(rdb, Options{Keys: keys})
+	c, err := New(rdb, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,27 +77,30 @@ func TestEncryptedAtRestAndRotation(t *testing.T) {
 	rdb := client(t, redisURL(t))
 	ctx := context.Background()
 	oldKey, newKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	hashKey := bytes.Repeat([]byte{3}, 32) // set, so the Redis keys stay the same across rotation
+	withKeys := func(keys ...[]byte) *Cache { return newCacheOpts(t, rdb, Options{Keys: keys, HashKey: hashKey}) }
 	key, value := uniqueKey(t), []byte(`{"access_token":"AT-plaintext-canary","expires_at_ms":1}`)
-	if err := newCache(t, rdb, oldKey).Set(ctx, key, value, time.Minute); err != nil {
+	old := withKeys(oldKey)
+	if err := old.Set(ctx, key, value, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := rdb.Get(ctx, key).Bytes()
+	raw, err := rdb.Get(ctx, old.redisKey(key)).Bytes()
 	if err != nil || bytes.Contains(raw, []byte("AT-plaintext-canary")) || bytes.Contains(raw, []byte("access_token")) {
 		t.Fatalf("raw value in Redis holds the token in clear (%v)", err)
 	}
-	if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > time.Minute {
+	if ttl := rdb.PTTL(ctx, old.redisKey(key)).Val(); ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("TTL %v", ttl)
 	}
-	rotated := newCache(t, rdb, newKey, oldKey)
+	rotated := withKeys(newKey, oldKey)
 	if v, ok, _ := rotated.Get(ctx, key); !ok || !bytes.Equal(v, value) {
 		t.Fatalf("a rotated key list must still read old values: %q %v", v, ok)
 	}
-	if _, ok, err := newCache(t, rdb, newKey).Get(ctx, key); ok || err != nil {
+	if _, ok, err := withKeys(newKey).Get(ctx, key); ok || err != nil {
 		t.Fatalf("a value under an unknown key must be a miss, not an error: %v %v", ok, err)
 	}
 	// A value copied under another key does not open: the key is bound as associated data.
 	other := uniqueKey(t)
-	rdb.Set(ctx, other, raw, time.Minute)
+	rdb.Set(ctx, rotated.redisKey(other), raw, time.Minute)
 	if _, ok, _ := rotated.Get(ctx, other); ok {
 		t.Fatal("a sealed value moved to another key opened")
 	}
@@ -105,15 +114,18 @@ func TestSetNXAndDeleteIf(t *testing.T) {
 	if ok, err := c.SetNX(ctx, key, []byte("owner-1"), time.Minute); !ok || err != nil {
 		t.Fatalf("first SetNX: %v %v", ok, err)
 	}
+	if ttl := rdb.PTTL(ctx, c.redisKey(key)).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("lock TTL %v, want (0, 1m]", ttl)
+	}
 	if ok, _ := c.SetNX(ctx, key, []byte("owner-2"), time.Minute); ok {
 		t.Fatal("second SetNX stored")
 	}
 	_ = c.DeleteIf(ctx, key, []byte("owner-2"))
-	if rdb.Exists(ctx, key).Val() != 1 {
+	if rdb.Exists(ctx, c.redisKey(key)).Val() != 1 {
 		t.Fatal("a non-owner deleted the lock")
 	}
 	_ = c.DeleteIf(ctx, key, []byte("owner-1"))
-	if rdb.Exists(ctx, key).Val() != 0 {
+	if rdb.Exists(ctx, c.redisKey(key)).Val() != 0 {
 		t.Fatal("the owner could not delete its lock")
 	}
 }
@@ -358,5 +370,350 @@ func TestRedisDownAndBack(t *testing.T) {
 	}
 	if first.AccessToken == "" || back.AccessToken == "" {
 		t.Fatal("no token")
+	}
+}
+
+// recorder is a Cache that notes every plugin cache key it is asked about, so a test can find the
+// Redis keys of a credential set.
+type recorder struct {
+	*Cache
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+func record(c *Cache) *recorder { return &recorder{Cache: c, keys: map[string]bool{}} }
+
+func (r *recorder) note(key string) {
+	r.mu.Lock()
+	r.keys[key] = true
+	r.mu.Unlock()
+}
+
+func (r *recorder) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	r.note(key)
+	return r.Cache.Get(ctx, key)
+}
+
+func (r *recorder) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	r.note(key)
+	return r.Cache.Set(ctx, key, value, ttl)
+}
+
+func (r *recorder) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	r.note(key)
+	return r.Cache.SetNX(ctx, key, value, ttl)
+}
+
+// tokenKey is the plugin's cache key of the token among the keys recorded.
+func (r *recorder) tokenKey(t *testing.T) string {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.keys {
+		if !strings.HasSuffix(k, "/gate") && !strings.HasSuffix(k, "/lock") {
+			return k
+		}
+	}
+	t.Fatal("no token key recorded")
+	return ""
+}
+
+// fetchWith asks a new Client (nothing held in memory) on cache for the token of fake's client.
+func fetchWith(t *testing.T, cache host.Cache, fake *providertest.Fake, clientID string) (*abi.Token, error) {
+	t.Helper()
+	c, err := host.New(context.Background(), host.WithCache(cache), host.WithLoopback())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	cfg := fake.Config()
+	if clientID == "" {
+		clientID = cfg.ClientID
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.Token(ctx, abi.TokenRequest{Provider: "nikohealth", ClientID: clientID,
+		ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL(), TimeoutMS: 1000})
+}
+
+func randomKey() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// TestRedisKeysAreKeyedHashes: no Redis key holds the plugin's plain SHA-256 of a request (which
+// anyone knowing a client id could test secret guesses against), the Redis keys change with
+// HashKey, and the token, its gate and its lock each have their own.
+func TestRedisKeysAreKeyedHashes(t *testing.T) {
+	rdb := client(t, redisURL(t))
+	ctx := context.Background()
+	fake := freshFake(t)
+	hashKey := randomKey()
+	cache := record(newCacheOpts(t, rdb, Options{HashKey: hashKey}))
+	if _, err := fetchWith(t, cache, fake, ""); err != nil {
+		t.Fatal(err)
+	}
+	k := cache.tokenKey(t)
+	pluginHash := k[strings.LastIndexByte(k, '/')+1:]
+	if len(pluginHash) != 64 {
+		t.Fatalf("unexpected plugin key %q", k)
+	}
+	all := rdb.Keys(ctx, "*").Val()
+	for _, rk := range all {
+		if strings.Contains(rk, pluginHash) {
+			t.Fatalf("Redis key %q holds the plugin's plain request hash", rk)
+		}
+	}
+	if rdb.Exists(ctx, cache.redisKey(k)).Val() != 1 {
+		t.Fatalf("the token is not stored under its keyed hash %q", cache.redisKey(k))
+	}
+	if !strings.HasPrefix(cache.redisKey(k), "tokenwasm/1/nikohealth/") {
+		t.Fatalf("the provider is not readable in %q", cache.redisKey(k))
+	}
+	names := map[string]bool{cache.redisKey(k): true, cache.redisKey(k + "/gate"): true, cache.redisKey(k + "/lock"): true}
+	if len(names) != 3 || names[k] || names[k+"/gate"] || names[k+"/lock"] {
+		t.Fatalf("token, gate and lock must map to three keyed Redis keys: %v", names)
+	}
+	if other := newCacheOpts(t, rdb, Options{HashKey: randomKey()}); other.redisKey(k) == cache.redisKey(k) {
+		t.Fatal("the Redis key does not change with HashKey")
+	}
+	// A second process with the same HashKey gets the token from Redis; one with another does not.
+	if _, err := fetchWith(t, newCacheOpts(t, rdb, Options{HashKey: hashKey}), fake, ""); err != nil || fake.Requests() != 1 {
+		t.Fatalf("same HashKey: %v, %d requests, want 1", err, fake.Requests())
+	}
+	if _, err := fetchWith(t, newCacheOpts(t, rdb, Options{HashKey: randomKey()}), fake, ""); err != nil || fake.Requests() != 2 {
+		t.Fatalf("another HashKey: %v, %d requests, want 2", err, fake.Requests())
+	}
+}
+
+// TestHashKeySharing: caches share tokens, gates and locks exactly when their hash keys agree,
+// whether set or derived from the first encryption key; a set HashKey survives key rotation.
+func TestHashKeySharing(t *testing.T) {
+	rdb := client(t, redisURL(t))
+	ctx := context.Background()
+	k1, k2, h1, h2 := randomKey(), randomKey(), randomKey(), randomKey()
+	for _, tc := range []struct {
+		name          string
+		first, second Options
+		share         bool
+	}{
+		{"same HashKey", Options{Keys: [][]byte{k1}, HashKey: h1}, Options{Keys: [][]byte{k1}, HashKey: h1}, true},
+		{"different HashKey", Options{Keys: [][]byte{k1}, HashKey: h1}, Options{Keys: [][]byte{k1}, HashKey: h2}, false},
+		{"same HashKey, rotated Keys", Options{Keys: [][]byte{k1}, HashKey: h1}, Options{Keys: [][]byte{k2, k1}, HashKey: h1}, true},
+		{"derived, same first key", Options{Keys: [][]byte{k1}}, Options{Keys: [][]byte{k1, k2}}, true},
+		{"derived, different first key", Options{Keys: [][]byte{k1}}, Options{Keys: [][]byte{k2, k1}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newCacheOpts(t, rdb, tc.first), newCacheOpts(t, rdb, tc.second)
+			k := uniqueKey(t)
+			_ = a.Set(ctx, k, []byte("token"), time.Minute)
+			_ = a.Set(ctx, k+"/gate", []byte(`{"until_ms":1}`), time.Minute)
+			if ok, err := a.SetNX(ctx, k+"/lock", []byte("owner-a"), time.Minute); !ok || err != nil {
+				t.Fatalf("lock: %v %v", ok, err)
+			}
+			_, tokenHit, _ := b.Get(ctx, k)
+			_, gateHit, _ := b.Get(ctx, k+"/gate")
+			locked, _ := b.SetNX(ctx, k+"/lock", []byte("owner-b"), time.Minute)
+			if tokenHit != tc.share || gateHit != tc.share || locked == tc.share {
+				t.Fatalf("token hit %v, gate hit %v, lock taken %v; want sharing %v", tokenHit, gateHit, locked, tc.share)
+			}
+		})
+	}
+}
+
+// TestSetNXTakesOverStaleLocks: a lock key without a TTL (set by hand) or with a longer TTL than asked
+// for is taken over at once, with the TTL asked for; a live lock is not.
+func TestSetNXTakesOverStaleLocks(t *testing.T) {
+	rdb := client(t, redisURL(t))
+	ctx := context.Background()
+	c := newCache(t, rdb)
+	const ttl = 5 * time.Second
+	for _, tc := range []struct {
+		name   string
+		ttl    time.Duration // of the planted key; 0 for none
+		stored bool
+	}{
+		{"no TTL", 0, true},
+		{"1 day TTL", 24 * time.Hour, true},
+		{"live lock", 2 * time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := uniqueKey(t) + "/lock"
+			rk := c.redisKey(k)
+			rdb.Set(ctx, rk, "x", tc.ttl)
+			stored, err := c.SetNX(ctx, k, []byte("owner-1"), ttl)
+			if err != nil || stored != tc.stored {
+				t.Fatalf("SetNX over a planted lock (%v): stored %v, %v; want %v", tc.ttl, stored, err, tc.stored)
+			}
+			got := rdb.PTTL(ctx, rk).Val()
+			if !tc.stored {
+				if rdb.Get(ctx, rk).Val() != "x" || got <= 0 || got > tc.ttl {
+					t.Fatalf("a live lock was changed (TTL %v)", got)
+				}
+				return
+			}
+			if got <= 0 || got > ttl {
+				t.Fatalf("taken-over lock TTL %v, want (0, %v]", got, ttl)
+			}
+			if again, _ := c.SetNX(ctx, k, []byte("owner-2"), ttl); again {
+				t.Fatal("the taken-over lock was taken again while live")
+			}
+			if _ = c.DeleteIf(ctx, k, []byte("owner-1")); rdb.Exists(ctx, rk).Val() != 0 {
+				t.Fatal("the new owner could not release its lock")
+			}
+		})
+	}
+}
+
+// TestStaleFleetLockDoesNotStall: with a TTL-less lock planted on a credential set's fetch lock, a
+// Token call fetches at once instead of waiting for the lock until its deadline.
+func TestStaleFleetLockDoesNotStall(t *testing.T) {
+	rdb := client(t, redisURL(t))
+	ctx := context.Background()
+	fake := freshFake(t)
+	cache := record(newCache(t, rdb))
+	if _, err := fetchWith(t, cache, fake, ""); err != nil {
+		t.Fatal(err)
+	}
+	k := cache.tokenKey(t)
+	rdb.Del(ctx, cache.redisKey(k))
+	rdb.Set(ctx, cache.redisKey(k+"/lock"), "planted by hand", 0)
+	start := time.Now()
+	_, err := fetchWith(t, newCache(t, rdb), fake, "")
+	if took := time.Since(start); err != nil || took > 2*time.Second || fake.Requests() != 2 {
+		t.Fatalf("with a TTL-less lock: %v after %v, %d requests; want a token at once, 2 requests", err, took, fake.Requests())
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestKeyErrorAffectsThatKeyOnly: a Redis list under one credential set's token key is a miss for
+// that key, is overwritten by the next Set, and leaves every other key on Redis (no fallback).
+func TestKeyErrorAffectsThatKeyOnly(t *testing.T) {
+	rdb := client(t, redisURL(t))
+	ctx := context.Background()
+	var logs syncBuffer
+	c := newCacheOpts(t, rdb, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	a, b := uniqueKey(t), uniqueKey(t)
+	rdb.RPush(ctx, c.redisKey(a), "not", "a", "token")
+	for range 10 {
+		if _, ok, err := c.Get(ctx, a); ok || err != nil {
+			t.Fatalf("Get of a wrong-typed key: %v %v, want a miss", ok, err)
+		}
+	}
+	if err := c.DeleteIf(ctx, a, []byte("owner")); err != nil || rdb.Type(ctx, c.redisKey(a)).Val() != "list" {
+		t.Fatalf("DeleteIf on a wrong-typed key: %v; it must leave the key alone", err)
+	}
+	if err := c.Set(ctx, b, []byte("token-b"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, _ := c.Get(ctx, b); !ok || string(v) != "token-b" || rdb.Exists(ctx, c.redisKey(b)).Val() != 1 {
+		t.Fatalf("another key is not served from Redis: %q %v", v, ok)
+	}
+	if err := c.Set(ctx, a, []byte("token-a"), time.Minute); err != nil || rdb.Type(ctx, c.redisKey(a)).Val() != "string" {
+		t.Fatalf("Set did not replace the wrong-typed key: %v", err)
+	}
+	if v, ok, _ := c.Get(ctx, a); !ok || string(v) != "token-a" {
+		t.Fatalf("after Set: %q %v", v, ok)
+	}
+	if c.Fallbacks() != 0 || c.KeyErrors() != 11 {
+		t.Fatalf("fallbacks %d, key errors %d; want 0 and 11", c.Fallbacks(), c.KeyErrors())
+	}
+	if n := strings.Count(logs.String(), "refused an operation on one key"); n != 1 {
+		t.Fatalf("%d key-error warnings for 11 errors within a minute, want 1:\n%s", n, logs.String())
+	}
+}
+
+// TestWrongTypeTokenKeyThroughHost: the same through a Client: the credential set with a wrong-typed
+// key gets a token (one fetch, stored over the bad key), and another credential set is shared
+// through Redis.
+func TestWrongTypeTokenKeyThroughHost(t *testing.T) {
+	rdb := client(t, redisURL(t))
+	ctx := context.Background()
+	fake := freshFake(t)
+	cache := record(newCache(t, rdb))
+	if _, err := fetchWith(t, cache, fake, ""); err != nil {
+		t.Fatal(err)
+	}
+	rk := cache.redisKey(cache.tokenKey(t))
+	rdb.Del(ctx, rk)
+	rdb.RPush(ctx, rk, "wrong", "type")
+	if _, err := fetchWith(t, cache, fake, ""); err != nil || fake.Requests() != 2 || rdb.Type(ctx, rk).Val() != "string" {
+		t.Fatalf("with a wrong-typed token key: %v, %d requests, key type %s; want a token, 2, string",
+			err, fake.Requests(), rdb.Type(ctx, rk).Val())
+	}
+	if _, err := fetchWith(t, cache, fake, ""); err != nil || fake.Requests() != 2 {
+		t.Fatalf("the replaced key is not served from Redis: %v, %d requests", err, fake.Requests())
+	}
+	if cache.Fallbacks() != 0 {
+		t.Fatalf("one wrong-typed key switched the cache to its fallback (%d)", cache.Fallbacks())
+	}
+}
+
+// TestDecryptFailuresCountedAndLogged: two caches sharing a HashKey but not an encryption key count
+// every value they cannot open and warn at most once a minute, naming the cause and no value.
+func TestDecryptFailuresCountedAndLogged(t *testing.T) {
+	rdb := client(t, redisURL(t))
+	ctx := context.Background()
+	hashKey := randomKey()
+	writer := newCacheOpts(t, rdb, Options{Keys: [][]byte{randomKey()}, HashKey: hashKey})
+	var logs syncBuffer
+	reader := newCacheOpts(t, rdb, Options{Keys: [][]byte{randomKey()}, HashKey: hashKey,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	now := time.Unix(1_800_000_000, 0)
+	reader.now = func() time.Time { return now }
+	k := uniqueKey(t)
+	value := []byte(`{"access_token":"AT-decrypt-canary"}`)
+	_ = writer.Set(ctx, k, value, time.Minute)
+	_ = writer.Set(ctx, k+"/gate", []byte(`{"until_ms":1}`), time.Minute)
+	raw := rdb.Get(ctx, writer.redisKey(k)).Val()
+	warnings := func() int { return strings.Count(logs.String(), "does not decrypt") }
+	for i := range 50 {
+		now = now.Add(time.Second / 2) // 25 s in all
+		if _, ok, _ := reader.Get(ctx, k); ok {
+			t.Fatal("a value under another encryption key opened")
+		}
+		if _, ok, _ := reader.Get(ctx, k+"/gate"); ok {
+			t.Fatal("a gate under another encryption key opened")
+		}
+		if w := warnings(); w != 1 {
+			t.Fatalf("after %d calls: %d warnings, want 1", 2*(i+1), w)
+		}
+	}
+	if n := reader.DecryptFailures(); n != 100 {
+		t.Fatalf("DecryptFailures %d, want 100", n)
+	}
+	now = now.Add(time.Minute)
+	_, _, _ = reader.Get(ctx, k)
+	if w := warnings(); w != 2 {
+		t.Fatalf("a minute later: %d warnings, want 2", w)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "different encryption keys") || strings.Contains(out, "AT-decrypt-canary") ||
+		strings.Contains(out, raw) || strings.Contains(out, hex.EncodeToString([]byte(raw))) || strings.Contains(out, k) {
+		t.Fatalf("the warning must name the likely cause and neither the key nor the value:\n%s", out)
+	}
+	if _, ok, _ := writer.Get(ctx, k); !ok || writer.DecryptFailures() != 0 {
+		t.Fatal("the writer cannot read its own value, or counted a failure")
+	}
+	if reader.Fallbacks() != 0 {
+		t.Fatal("decrypt failures switched the reader to its fallback")
 	}
 }

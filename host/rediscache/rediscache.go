@@ -307,13 +307,14 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 }
 
 // setNXScript is SET NX PX that also takes over a stale key: one without a TTL (set by hand, or by
-// a client that forgot PX) or with a TTL longer than asked for. Without this, such a fetch lock
-// would never expire and every caller of its credential set would wait for it until its deadline.
+// a client that forgot PX) or with a TTL longer than any fetch lock can have (ARGV[3]). Without
+// this, such a fetch lock would never expire and every caller of its credential set would wait for
+// it until its deadline. A live lock of a process with a longer timeout_ms is left alone.
 // Answers 1 when stored, 2 when a stale key was taken over, 0 when the key is held.
 var setNXScript = redis.NewScript(`
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return 1 end
 local ttl = redis.call("PTTL", KEYS[1])
-if ttl == -1 or ttl > tonumber(ARGV[2]) then
+if ttl == -1 or ttl > tonumber(ARGV[3]) then
   redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
   return 2
 end
@@ -327,7 +328,7 @@ func (c *Cache) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	var res int64
 	switch c.redis(ctx, rk, func(ctx context.Context) error {
 		var err error
-		res, err = setNXScript.Run(ctx, c.rdb, []string{rk}, sealed, ms).Int64()
+		res, err = setNXScript.Run(ctx, c.rdb, []string{rk}, sealed, ms, max(ms, maxLockTTL.Milliseconds())).Int64()
 		return err
 	}) {
 	case unavailable:
@@ -335,12 +336,16 @@ func (c *Cache) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	case keyFailed:
 		return true, nil
 	}
-	if res == 2 && c.takeoverLog.allow(c.now()) { // at most once a minute: mixed timeouts repeat it
-		c.opts.Logger.Warn("rediscache: took over a key without a TTL or with a longer TTL than asked for "+
-			"(set by hand, or by a process with a longer timeout)", "key", rk, "ttl", ttl)
+	if res == 2 && c.takeoverLog.allow(c.now()) { // at most once a minute
+		c.opts.Logger.Warn("rediscache: took over a lock without a TTL or with a longer TTL than any fetch "+
+			"lock has (set by hand?)", "key", rk, "ttl", ttl)
 	}
 	return res != 0, nil
 }
+
+// maxLockTTL is the longest TTL a fetch lock is given: the plugin's longest timeout_ms (120 s) and
+// its 2 s margin (abi/ABI.md, "Fleet single-flight"). A lock with a longer one is stale.
+const maxLockTTL = 122 * time.Second
 
 // deleteIfScript deletes KEYS[1] only while it holds ARGV[1], atomically.
 var deleteIfScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)

@@ -522,8 +522,8 @@ func TestHashKeySharing(t *testing.T) {
 	}
 }
 
-// TestSetNXTakesOverStaleLocks: a lock key without a TTL (set by hand) or with a longer TTL than asked
-// for is taken over at once, with the TTL asked for; a live lock is not.
+// TestSetNXTakesOverStaleLocks: a lock key without a TTL (set by hand) or with a TTL longer than any
+// fetch lock has is taken over at once, with the TTL asked for; a live lock is not.
 func TestSetNXTakesOverStaleLocks(t *testing.T) {
 	rdb := client(t, redisURL(t))
 	ctx := context.Background()
@@ -537,6 +537,7 @@ func TestSetNXTakesOverStaleLocks(t *testing.T) {
 		{"no TTL", 0, true},
 		{"1 day TTL", 24 * time.Hour, true},
 		{"live lock", 2 * time.Second, false},
+		{"live lock of a longer timeout_ms", 100 * time.Second, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := uniqueKey(t) + "/lock"

@@ -18,6 +18,13 @@ import (
 // parses, so an oversized body is reported as such instead of being cut into valid-looking JSON.
 const MaxResponseBytes = 1<<20 + 1
 
+// MaxResponseHeaderBytes caps the response headers of a token request, as MaxResponseBytes caps its
+// body: the default transport reads no more (net/http's own default is 10 MB), and http_send passes
+// the plugin at most this many bytes of header names and values whatever the transport, so a
+// provider (or a proxy in front of it) cannot make the plugin's instance parse megabytes of headers.
+// More is a transport error.
+const MaxResponseHeaderBytes = 64 << 10
+
 // DefaultAllowedHosts are the token hosts of the built-in providers. Pattern's host is per customer:
 // add it with WithAllowedHosts.
 var DefaultAllowedHosts = []string{"api.joincandidhealth.com", "api.candescent.com", "*.nikohealth.com"}
@@ -36,13 +43,14 @@ type sender struct {
 func newSender(base http.RoundTripper, allowed []string, allowLoopback bool) *sender {
 	if base == nil {
 		base = &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   5 * time.Second,
-			ResponseHeaderTimeout: 30 * time.Second,
-			MaxIdleConnsPerHost:   16,
-			IdleConnTimeout:       90 * time.Second,
-			ForceAttemptHTTP2:     true,
+			Proxy:                  http.ProxyFromEnvironment,
+			DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:    5 * time.Second,
+			ResponseHeaderTimeout:  30 * time.Second,
+			MaxResponseHeaderBytes: MaxResponseHeaderBytes,
+			MaxIdleConnsPerHost:    16,
+			IdleConnTimeout:        90 * time.Second,
+			ForceAttemptHTTP2:      true,
 		}
 	}
 	s := &sender{allowed: allowed, allowLoopback: allowLoopback}
@@ -148,10 +156,15 @@ func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPRespons
 		return abi.HTTPResponse{Error: transportMessage(err)}
 	}
 	headers := make(map[string]string, len(resp.Header))
+	n := 0
 	for k, vs := range resp.Header {
 		if len(vs) > 0 {
 			headers[k] = vs[0]
+			n += len(k) + len(vs[0])
 		}
+	}
+	if n > MaxResponseHeaderBytes {
+		return abi.HTTPResponse{Error: fmt.Sprintf("token endpoint's response headers exceed %d bytes", MaxResponseHeaderBytes)}
 	}
 	return abi.HTTPResponse{Status: resp.StatusCode, Headers: headers, Body: string(body)}
 }

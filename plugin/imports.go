@@ -2,15 +2,32 @@
 
 package main
 
-import "github.com/extism/go-pdk"
+import (
+	"encoding/binary"
+
+	"github.com/extism/go-pdk"
+)
 
 // The host functions of ABI v1 (abi/ABI.md, "Imports"). Each takes the handle of an Extism memory block
 // holding JSON and returns the handle of a block holding the JSON answer. This file is the only place
 // that declares them, and the only place beside go-pdk that imports a kernel function (input_length,
-// to refuse an oversized input before copying it in).
+// to refuse an oversized input before copying it in, and the load functions, to read the input and
+// http_send's answer into buffers that are reused).
 
 //go:wasmimport extism:host/env input_length
 func inputLength() uint64
+
+//go:wasmimport extism:host/env input_load_u64
+func inputLoadU64(uint64) uint64
+
+//go:wasmimport extism:host/env input_load_u8
+func inputLoadU8(uint64) uint32
+
+//go:wasmimport extism:host/env load_u64
+func loadU64(uint64) uint64
+
+//go:wasmimport extism:host/env load_u8
+func loadU8(uint64) uint32
 
 //go:wasmimport extism:host/user http_send
 func hostHTTPSend(uint64) uint64
@@ -28,9 +45,22 @@ func hostCacheDelete(uint64) uint64
 // function as a value, hence one line per import rather than a table.)
 type hostImports struct{}
 
+// sendBuf holds http_send's answer, reused by every call: a token response can be megabytes once
+// JSON-escaped, and TinyGo's collector does not reliably free buffers that large (see inputBuf). The
+// flow reads it before it calls http_send again, and keeps nothing from it past the call.
+var sendBuf []byte
+
 func (hostImports) HTTPSend(in []byte) []byte {
 	m := pdk.AllocateBytes(in)
-	return answer(hostHTTPSend(m.Offset()), m)
+	off := hostHTTPSend(m.Offset())
+	m.Free()
+	if off == 0 {
+		return nil
+	}
+	out := pdk.FindMemory(off)
+	sendBuf = readBlock(sendBuf[:0], off, int(out.Length()))
+	out.Free()
+	return sendBuf
 }
 
 func (hostImports) CacheGet(in []byte) []byte {
@@ -46,6 +76,22 @@ func (hostImports) CacheSet(in []byte) []byte {
 func (hostImports) CacheDelete(in []byte) []byte {
 	m := pdk.AllocateBytes(in)
 	return answer(hostCacheDelete(m.Offset()), m)
+}
+
+// readBlock appends the n bytes of the kernel block at off to buf, 8 at a time as go-pdk does.
+func readBlock(buf []byte, off uint64, n int) []byte {
+	if cap(buf) < n {
+		buf = make([]byte, 0, n)
+	}
+	buf = buf[:n]
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(buf[i:], loadU64(off+uint64(i)))
+	}
+	for ; i < n; i++ {
+		buf[i] = byte(loadU8(off + uint64(i)))
+	}
+	return buf
 }
 
 // answer frees the block sent and reads (and frees) the host's answer at off; nil when off is 0.

@@ -31,12 +31,16 @@ type Response struct {
 }
 
 // ParseResponse reads an HttpResponse in one pass over its fields.
-func ParseResponse(v gjson.Result) (*Response, *abi.Error) {
+func ParseResponse(v gjson.Result) (*Response, *abi.Error) { return parseResponse(v, nil) }
+
+// parseResponse is ParseResponse with a body buffer to reuse (nil: none). It unescapes the body
+// only, and only up to MaxBodyBytes + 1 bytes: past that its length alone decides (rawjson.go).
+func parseResponse(v gjson.Result, scratch *[]byte) (*Response, *abi.Error) {
 	if !v.IsObject() {
 		return nil, invalidRequest("response must be a JSON object")
 	}
-	p := &responseParser{}
-	v.ForEach(p.field)
+	p := &responseParser{scratch: scratch}
+	eachMember(v.Raw, p)
 	r := &p.r
 	if p.err != nil {
 		return nil, p.err
@@ -62,30 +66,37 @@ type responseParser struct {
 	status    gjson.Result
 	err       *abi.Error
 	transport bool
+	scratch   *[]byte
 }
 
-func (p *responseParser) field(k, val gjson.Result) bool {
-	switch k.Str {
+func (p *responseParser) member(k, raw string) bool {
+	switch k {
 	case "error":
+		val := gjson.Parse(raw)
 		if val.Type != gjson.String {
 			p.err = invalidRequest("response.error must be a string")
 			return false
 		}
 		p.r.Transport, p.transport = val.Str, true
 	case "status":
-		p.status = val
+		p.status = gjson.Parse(raw)
 	case "headers":
+		val := gjson.Parse(raw)
 		if val.Type != gjson.Null && !val.IsObject() {
 			p.err = invalidRequest("response.headers must be an object")
 			return false
 		}
 		p.r.Headers = val
 	case "body":
-		if val.Type != gjson.Null && val.Type != gjson.String {
+		switch {
+		case raw == "null":
+			p.r.Body = ""
+		case raw[0] != '"':
 			p.err = invalidRequest("response.body must be a string")
 			return false
+		default:
+			p.r.Body = unescapeString(raw, p.scratch, MaxBodyBytes)
 		}
-		p.r.Body = val.Str
 	}
 	return true
 }
@@ -114,7 +125,7 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 		return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.scrub(resp.Transport)}
 	}
 	var f tokenFields
-	isJSON := len(resp.Body) <= MaxBodyBytes && depth([]byte(resp.Body)) <= maxDepth && gjson.Valid(resp.Body)
+	isJSON := len(resp.Body) <= MaxBodyBytes && depthString(resp.Body) <= maxDepth && gjson.Valid(resp.Body)
 	if isJSON {
 		doc := gjson.Parse(resp.Body)
 		isJSON = doc.IsObject()
@@ -156,10 +167,19 @@ type tokenFields struct {
 	err, description, accessToken, tokenType, expiresIn, refreshToken, scope gjson.Result
 }
 
-func (f *tokenFields) read(doc gjson.Result) { doc.ForEach(f.field) }
+// read gathers the fields from doc, parsing no other member: an extra field of a megabyte costs
+// no allocation (rawjson.go).
+func (f *tokenFields) read(doc gjson.Result) { eachMember(doc.Raw, f) }
 
-func (f *tokenFields) field(k, v gjson.Result) bool {
-	switch k.Str {
+func (f *tokenFields) member(k, raw string) bool {
+	var v gjson.Result
+	switch k {
+	case "error", "error_description", "access_token", "token_type", "expires_in", "refresh_token", "scope":
+		v = gjson.Parse(raw)
+	default:
+		return true
+	}
+	switch k {
 	case "error":
 		f.err = v
 	case "error_description":

@@ -85,7 +85,7 @@ func (in *decodeInput) field(k, v gjson.Result) bool {
 
 // Decode is the decode export: {"request","response","now_ms"?} -> {"token"} | {"error"}.
 func Decode(m *Memo, input []byte, now Clock) []byte {
-	v, err := parseJSON(input, "input")
+	v, err := parseJSONView(input, "input") // nothing read from it outlives the call
 	if err != nil {
 		return errorJSON(err)
 	}
@@ -101,7 +101,7 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 			return errorJSON(err)
 		}
 	}
-	resp, err := ParseResponse(respV)
+	resp, err := parseResponse(respV, m.scratchBuf())
 	if err != nil {
 		return errorJSON(err)
 	}

@@ -120,7 +120,7 @@ func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
 		}
 	}
 	out := host.HTTPSend(m.requestJSON(enc))
-	resp, err := parseHostResponse(out)
+	resp, err := parseHostResponse(out, m.scratchBuf())
 	if err == nil {
 		var t *abi.Token
 		if t, err = r.Decode(resp, nowMS); err == nil {
@@ -188,11 +188,12 @@ func (r *Request) now(clock Clock) int64 {
 }
 
 // parseHostResponse reads what http_send returned; a host that answers garbage is a transport error.
-func parseHostResponse(b []byte) (*Response, *abi.Error) {
-	v, err := parseJSON(b, "http_send result")
+// The response aliases b and scratch (rawjson.go): it must not outlive the call.
+func parseHostResponse(b []byte, scratch *[]byte) (*Response, *abi.Error) {
+	v, err := parseJSONView(b, "http_send result")
 	if err == nil {
 		var resp *Response
-		if resp, err = ParseResponse(v); err == nil {
+		if resp, err = parseResponse(v, scratch); err == nil {
 			return resp, nil
 		}
 	}

@@ -16,6 +16,10 @@ type Memo struct {
 	key   string // computed on first use: encode and decode need no cache key
 	// answer is encode's answer for enc, kept when the request has no per-request id.
 	answer []byte
+	// scratch holds the response body being decoded when it had to be unescaped: one buffer reused
+	// by every call of the instance rather than a new one per call (see rawjson.go). It is about the
+	// request being served only during that call, never after.
+	scratch []byte
 }
 
 // memoMaxInput bounds what a memo holds: a request is a few hundred bytes, and an instance should not
@@ -36,9 +40,9 @@ func (m *Memo) prepare(input []byte) (*Request, *HTTPRequest, *abi.Error) {
 	}
 	if m != nil {
 		// Whatever the memo held describes another request now: keep this one, or nothing.
-		*m = Memo{}
+		*m = Memo{scratch: m.scratch}
 		if len(input) <= memoMaxInput {
-			*m = Memo{input: string(input), r: r, enc: enc}
+			*m = Memo{input: string(input), r: r, enc: enc, scratch: m.scratch}
 		}
 	}
 	return r, enc, nil
@@ -102,4 +106,12 @@ func equal(s string, b []byte) bool {
 		}
 	}
 	return true
+}
+
+// scratchBuf returns the memo's body buffer, or nil for a nil memo (then bodies get their own).
+func (m *Memo) scratchBuf() *[]byte {
+	if m == nil {
+		return nil
+	}
+	return &m.scratch
 }

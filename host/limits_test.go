@@ -1,0 +1,135 @@
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/providertest"
+	"github.com/tokenwasm/tokenwasm/plugin/core"
+)
+
+// limitCalls is how many forced fetches each limit case makes on one instance: traps from heap
+// growth showed up after a handful of calls, never on the first.
+const limitCalls = 40
+
+// tokenBody returns a 200 token response of exactly size bytes: a token and an extra field "pad"
+// filled with c.
+func tokenBody(size int, c byte) string {
+	head := `{"access_token":"big-token","token_type":"Bearer","expires_in":3600,"pad":"`
+	tail := `"}`
+	return head + strings.Repeat(string(c), size-len(head)-len(tail)) + tail
+}
+
+// headerBlock returns n bytes of response header lines ("X-Pad-i: aaa...\r\n") split into headers of
+// at most 4 KiB each, as a provider behind a chatty proxy might send.
+func headerBlock(n int) [][2]string {
+	var hs [][2]string
+	for i := 0; n > 0; i++ {
+		name := fmt.Sprintf("X-Pad-%d", i)
+		line := min(n, 4096)
+		v := max(line-len(name)-4, 1) // "name: value\r\n"
+		hs = append(hs, [2]string{name, strings.Repeat("a", v)})
+		n -= len(name) + 4 + v
+	}
+	return hs
+}
+
+// TestResponseLimits: every token response within the documented limits (body up to
+// MaxResponseBytes - 1, headers up to MaxResponseHeaderBytes) decodes on every call of one long-lived
+// instance, and every response over a limit is a typed error: never a trap. Before the fix, 1,000 KiB
+// of ASCII in an extra field and 512 KiB of '<' (6 bytes each once the host JSON-escapes the body)
+// trapped the plugin after a few calls, and 8 MiB of headers grew the heap until it trapped.
+func TestResponseLimits(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name     string
+		body     string
+		headers  [][2]string
+		wantKind string // "" for a token
+	}{
+		{"extra field 1000 KiB ascii", tokenBody(1000<<10, 'x'), nil, ""},
+		{"512 KiB of <", tokenBody(512<<10, '<'), nil, ""},
+		{"body 1 MiB exactly", tokenBody(core.MaxBodyBytes, 'x'), nil, ""},
+		{"body 1 MiB exactly of <", tokenBody(core.MaxBodyBytes, '<'), nil, ""},
+		{"body 1 MiB + 1", tokenBody(core.MaxBodyBytes+1, 'x'), nil, abi.KindMalformedResponse},
+		{"body 1 MiB + 1 of <", tokenBody(core.MaxBodyBytes+1, '<'), nil, abi.KindMalformedResponse},
+		{"headers at the cap", tokenBody(128, 'x'), headerBlock(MaxResponseHeaderBytes - 200), ""},
+		{"headers over the cap", tokenBody(128, 'x'), headerBlock(MaxResponseHeaderBytes + 1), abi.KindTransport},
+		{"headers 8 MiB", tokenBody(128, 'x'), headerBlock(8 * mib), abi.KindTransport},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
+			fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+				for _, h := range tt.headers {
+					w.Header()[h[0]] = []string{h[1]}
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(tt.body))
+				return true
+			})
+			c := newClient(t, append([]Option{WithMaxInstances(1)}, limitPlugin(t)...)...)
+			req.Force = true // every call reaches the provider
+			req.TimeoutMS = 5000
+			in, err := json.Marshal(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tokens, typed := 0, map[string]int{}
+			for i := range limitCalls {
+				// One token export per call, on the client's one instance: no retries, no source.
+				tok, _, err := c.fetch(context.Background(), in)
+				var ae *abi.Error
+				switch {
+				case err == nil && tok.AccessToken == "big-token":
+					tokens++
+				case errors.As(err, &ae):
+					typed[ae.Kind]++
+				default:
+					t.Fatalf("call %d: %v (%d tokens before)", i+1, err, tokens)
+				}
+			}
+			m := c.Metrics().Snapshot()
+			pages := instancePages(t, c)
+			t.Logf("%d calls: %d tokens, typed errors %v, %d provider requests, %d plugin faults, instance memory %d pages",
+				limitCalls, tokens, typed, fake.Requests(), m["plugin_faults"], pages)
+			if m["plugin_faults"] != 0 {
+				t.Fatalf("%d plugin faults in %d calls", m["plugin_faults"], limitCalls)
+			}
+			if tt.wantKind == "" && tokens != limitCalls || tt.wantKind != "" && typed[tt.wantKind] != limitCalls {
+				t.Fatalf("want %d x %q, got %d tokens, errors %v", limitCalls, tt.wantKind, tokens, typed)
+			}
+		})
+	}
+}
+
+// instancePages returns the linear memory, in 64 KiB pages, of the client's one instance.
+func instancePages(t *testing.T, c *Client) uint32 {
+	t.Helper()
+	inst, err := c.pool.get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.pool.put(context.Background(), inst)
+	return inst.MemorySize() / 65536
+}
+
+// limitPlugin runs the build named by TOKENWASM_WASM_TINYGO when set (a fresh build), else the
+// embedded one.
+func limitPlugin(t *testing.T) []Option {
+	if p := os.Getenv("TOKENWASM_WASM_TINYGO"); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []Option{WithPlugin(b)}
+	}
+	return nil
+}

@@ -76,6 +76,7 @@ func TestResponseLimits(t *testing.T) {
 				return true
 			})
 			c := newClient(t, append([]Option{WithMaxInstances(1)}, limitPlugin(t)...)...)
+			c.pool.recycleAbove = 1 << 62 // the plugin itself must hold up on one instance
 			req.Force = true // every call reaches the provider
 			req.TimeoutMS = 5000
 			in, err := json.Marshal(req)
@@ -103,7 +104,8 @@ func TestResponseLimits(t *testing.T) {
 			if m["plugin_faults"] != 0 {
 				t.Fatalf("%d plugin faults in %d calls", m["plugin_faults"], limitCalls)
 			}
-			if tt.wantKind == "" && tokens != limitCalls || tt.wantKind != "" && typed[tt.wantKind] != limitCalls {
+			wantToken := tt.wantKind == ""
+			if wantToken && tokens != limitCalls || !wantToken && typed[tt.wantKind] != limitCalls {
 				t.Fatalf("want %d x %q, got %d tokens, errors %v", limitCalls, tt.wantKind, tokens, typed)
 			}
 		})
@@ -132,4 +134,33 @@ func limitPlugin(t *testing.T) []Option {
 		return []Option{WithPlugin(b)}
 	}
 	return nil
+}
+
+// TestPoolRecyclesAfterLargeCalls: an instance that moved more than recycleAbove bytes in one call is
+// replaced, not reused, so even an input the plugin keeps garbage of (a 1 MiB client secret) cannot
+// accumulate: 40 encodes of one in a row on a pool of one instance, 0 faults.
+func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
+	c := newClient(t, WithMaxInstances(1))
+	req := abi.TokenRequest{Provider: "nikohealth", Domain: "acme", ClientID: "id", ClientSecret: strings.Repeat("s", 1<<20)}
+	first, err := c.pool.get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.pool.put(context.Background(), first)
+	for i := range limitCalls {
+		if _, err := c.Encode(context.Background(), req); err != nil {
+			t.Fatalf("encode %d: %v", i+1, err)
+		}
+	}
+	if n := c.Metrics().Snapshot()["plugin_faults"]; n != 0 {
+		t.Fatalf("%d plugin faults", n)
+	}
+	again, err := c.pool.get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.pool.put(context.Background(), again)
+	if again == first {
+		t.Fatal("the instance that encoded a 1 MiB request was reused")
+	}
 }

@@ -13,13 +13,15 @@ type pool struct {
 	module *extism.Module
 	idle   chan *extism.Instance
 	slots  chan struct{} // one token per live instance
+	// recycleAbove is recycleAbove; tests raise it to keep one instance for a whole run.
+	recycleAbove int
 }
 
 func newPool(m *extism.Module, max int) *pool {
 	if max <= 0 {
 		max = 1
 	}
-	return &pool{module: m, idle: make(chan *extism.Instance, max), slots: make(chan struct{}, max)}
+	return &pool{module: m, idle: make(chan *extism.Instance, max), slots: make(chan struct{}, max), recycleAbove: recycleAbove}
 }
 
 func (p *pool) get(ctx context.Context) (*extism.Instance, error) {
@@ -43,8 +45,15 @@ func (p *pool) get(ctx context.Context) (*extism.Instance, error) {
 	}
 }
 
+// recycleAbove is the kernel memory a call may move before its instance is replaced rather than
+// reused. TinyGo's collector is conservative: a word in the plugin's data that happens to point into
+// a large buffer keeps it alive, and a few megabyte-sized calls in a row once grew an instance past
+// its memory cap. A token call moves a few KiB; only pathological inputs and responses pay the
+// 80 us of a new instance.
+const recycleAbove = 1 << 20
+
 func (p *pool) put(ctx context.Context, inst *extism.Instance) {
-	if inst.Broken() {
+	if inst.Broken() || inst.CallBytes() > p.recycleAbove {
 		_ = inst.Close(ctx)
 		<-p.slots
 		return

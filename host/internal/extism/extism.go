@@ -237,6 +237,11 @@ func trapReason(err error) string {
 	return s
 }
 
+// CallBytes returns how many bytes of kernel memory the last call used: its input, the blocks the
+// plugin and the host functions allocated, and its output. A host may recycle an instance after a
+// call that moved megabytes, so a pathological call's garbage never burdens the next one.
+func (i *Instance) CallBytes() int { return len(i.arena) - arenaBase }
+
 // MemorySize returns the size of the instance's linear memory in bytes (for measuring per-instance
 // cost).
 func (i *Instance) MemorySize() uint32 { return i.mod.Memory().Size() }

@@ -77,7 +77,7 @@ func TestResponseLimits(t *testing.T) {
 			})
 			c := newClient(t, append([]Option{WithMaxInstances(1)}, limitPlugin(t)...)...)
 			c.pool.recycleAbove = 1 << 62 // the plugin itself must hold up on one instance
-			req.Force = true // every call reaches the provider
+			req.Force = true              // every call reaches the provider
 			req.TimeoutMS = 5000
 			in, err := json.Marshal(req)
 			if err != nil {

@@ -19,6 +19,7 @@ const (
 	MinRetryAfterMS     = 1000                            // bounds of the 429 gate
 	MaxRetryAfterMS     = 24 * 3600 * 1000                //
 	maxDescription      = 512                             // bytes of a provider's error_description kept
+	maxMessage          = 512                             // bytes of a host's transport message kept
 	httpDate            = "Mon, 02 Jan 2006 15:04:05 GMT" // RFC 9110 IMF-fixdate
 )
 
@@ -111,7 +112,7 @@ func (r *Response) header(name string) string {
 // the order is normative (abi/ABI.md, "Decoding").
 func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 	if resp.Transport != "" {
-		return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.scrub(resp.Transport)}
+		return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.redact(resp.Transport, maxMessage)}
 	}
 	var f tokenFields
 	isJSON := len(resp.Body) <= MaxBodyBytes && depth([]byte(resp.Body)) <= maxDepth && gjson.Valid(resp.Body)
@@ -262,8 +263,8 @@ func (r *Request) oauthError(resp *Response, code, description string, nowMS int
 		}
 	}
 	e.Status = resp.Status
-	e.OAuthError = truncate(r.scrub(code), 64)
-	e.Description = truncate(r.scrub(description), maxDescription)
+	e.OAuthError = r.redact(code, 64)
+	e.Description = r.redact(description, maxDescription)
 	return e
 }
 
@@ -314,21 +315,6 @@ func malformed(status int, msg string) *abi.Error {
 
 func invalidRequest(msg string) *abi.Error {
 	return &abi.Error{Kind: abi.KindInvalidRequest, Message: msg}
-}
-
-// scrub removes every secret of the request from s: providers sometimes echo what they were sent.
-// A secret too short to replace without mangling the text withholds the whole text instead.
-func (r *Request) scrub(s string) string {
-	for _, secret := range r.secrets() {
-		if secret == "" || !strings.Contains(s, secret) {
-			continue
-		}
-		if len(secret) < 4 {
-			return "[redacted]"
-		}
-		s = strings.ReplaceAll(s, secret, "[redacted]")
-	}
-	return s
 }
 
 func truncate(s string, n int) string {

@@ -177,10 +177,6 @@ func basic(id, secret string) string {
 	return string(base64.StdEncoding.AppendEncode([]byte("Basic "), cred))
 }
 
-func basicCredentials(id, secret string) string {
-	return base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
-}
-
 // setHeader replaces the header named name (case-insensitively) or appends it.
 func setHeader(h []header, name, value string) []header {
 	if i := headerIndex(h, name); i >= 0 {

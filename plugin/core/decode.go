@@ -17,7 +17,7 @@ const (
 	MaxExpiresIn        = 365 * 24 * 3600                 // seconds: longer lives are clamped
 	DefaultRetryAfterMS = 30000                           // a 429 without a usable Retry-After
 	MinRetryAfterMS     = 1000                            // bounds of the 429 gate
-	MaxRetryAfterMS     = 24 * 3600 * 1000                //
+	MaxRetryAfterMS     = 3600 * 1000                     // one hour: a 429 with 86400 must not gate a fleet for a day
 	maxDescription      = 512                             // bytes of a provider's error_description kept
 	maxMessage          = 512                             // bytes of a host's transport message kept
 	httpDate            = "Mon, 02 Jan 2006 15:04:05 GMT" // RFC 9110 IMF-fixdate
@@ -29,6 +29,8 @@ type Response struct {
 	Headers   gjson.Result
 	Body      string
 	Transport string // set when the host could not get a response
+	// Policy, with Transport, says the host refused to send the request by its own policy.
+	Policy bool
 }
 
 // ParseResponse reads an HttpResponse in one pass over its fields.
@@ -73,6 +75,12 @@ func (p *responseParser) field(k, val gjson.Result) bool {
 			return false
 		}
 		p.r.Transport, p.transport = val.Str, true
+	case "policy":
+		if val.Type != gjson.True && val.Type != gjson.False && val.Type != gjson.Null {
+			p.err = invalidRequest("response.policy must be a boolean")
+			return false
+		}
+		p.r.Policy = val.Type == gjson.True
 	case "status":
 		p.status = val
 	case "headers":
@@ -112,6 +120,9 @@ func (r *Response) header(name string) string {
 // the order is normative (abi/ABI.md, "Decoding").
 func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 	if resp.Transport != "" {
+		if resp.Policy { // sending it again is refused again: not retryable
+			return nil, &abi.Error{Kind: abi.KindPolicy, Message: "token request refused by the host's policy: " + r.redact(resp.Transport, maxMessage)}
+		}
 		return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.redact(resp.Transport, maxMessage)}
 	}
 	var f tokenFields

@@ -47,6 +47,9 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := r.checkTokenHost(tokenURL); err != nil {
+		return nil, err
+	}
 	format := p.Body
 	if r.Body != "" && r.Body != format {
 		if !p.BodySelectable || (r.Body != BodyJSON && r.Body != BodyForm) {

@@ -111,6 +111,10 @@ type HTTPResponse struct {
 	Headers map[string]string `json:"headers,omitempty"`
 	Body    string            `json:"body,omitempty"`
 	Error   string            `json:"error,omitempty"`
+	// Policy, with Error, says the host refused to send the request by its own policy (a host outside
+	// its allow-list, plain http, loopback without opt-in): the plugin answers KindPolicy, not
+	// retryable, since sending the same request again will be refused again.
+	Policy bool `json:"policy,omitempty"`
 }
 
 // DecodeInput is the input of the decode export.
@@ -187,6 +191,10 @@ const (
 	KindServerError          = "server_error"
 	KindMalformedResponse    = "malformed_response"
 	KindTransport            = "transport"
+	// KindPolicy is a request refused before it was sent, by the host's policy or by the plugin's
+	// binding of a provider's credentials to that provider's hosts. Never retryable: the same request
+	// is refused again, so a caller that retries on Retryable does not loop on a typo.
+	KindPolicy = "policy"
 )
 
 // CacheGetInput, CacheSetInput and CacheDeleteInput are the inputs of the cache imports;

@@ -126,10 +126,10 @@ func isLoopback(host string) bool {
 func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPResponse {
 	u, err := url.Parse(req.URL)
 	if err != nil || u.Host == "" {
-		return abi.HTTPResponse{Error: "invalid token URL"}
+		return abi.HTTPResponse{Error: "refused by host policy: invalid token URL", Policy: true}
 	}
 	if err := s.check(u); err != nil {
-		return abi.HTTPResponse{Error: err.Error()}
+		return abi.HTTPResponse{Error: err.Error(), Policy: true}
 	}
 	if req.TimeoutMS > 0 {
 		var cancel context.CancelFunc
@@ -138,7 +138,7 @@ func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPRespons
 	}
 	hr, err := http.NewRequestWithContext(ctx, req.Method, u.String(), strings.NewReader(req.Body))
 	if err != nil {
-		return abi.HTTPResponse{Error: "invalid token request"}
+		return abi.HTTPResponse{Error: "refused by host policy: invalid token request", Policy: true}
 	}
 	for k, v := range req.Headers {
 		hr.Header.Set(k, v)
@@ -148,7 +148,8 @@ func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPRespons
 	}
 	resp, err := s.client.Do(hr)
 	if err != nil {
-		return abi.HTTPResponse{Error: transportMessage(err)}
+		// A redirect the policy refused is as final as a refused URL: not worth a retry.
+		return abi.HTTPResponse{Error: transportMessage(err), Policy: errors.Is(err, errPolicy)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))

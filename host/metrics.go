@@ -27,7 +27,7 @@ type Metrics struct {
 var errorKinds = []string{
 	abi.KindInvalidRequest, abi.KindInvalidClient, abi.KindInvalidGrant, abi.KindUnauthorizedClient,
 	abi.KindUnsupportedGrantType, abi.KindInvalidScope, abi.KindAccessDenied, abi.KindRateLimited,
-	abi.KindUnsupportedMediaType, abi.KindServerError, abi.KindMalformedResponse, abi.KindTransport,
+	abi.KindUnsupportedMediaType, abi.KindServerError, abi.KindMalformedResponse, abi.KindTransport, abi.KindPolicy,
 }
 
 func newMetrics() *Metrics {

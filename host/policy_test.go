@@ -1,6 +1,7 @@
 package host
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,14 +34,18 @@ func TestAllowList(t *testing.T) {
 		url  string
 		opts []Option
 		want string
+		// provider is nikohealth unless set: Pattern's hosts are per customer, so only its requests
+		// reach the host's allow-list with a host outside it (the plugin binds the others' hosts).
+		provider string
 	}{
-		{"loopback not enabled", fake.TokenURL(), nil, "loopback"},
-		{"plain http elsewhere", "http://api.candescent.com/token", nil, "https"},
-		{"host not allowed", "https://evil.example/token", []Option{WithLoopback()}, "not an allowed token host"},
-		{"redirect to another host", redirect.TokenURL(), []Option{WithLoopback()}, "redirect to another host"},
-		{"ssh port of an allowed host", "https://acme.nikohealth.com:22/api/identity/connect/token", nil, "not an allowed token port"},
-		{"redis port of an allowed host", "https://acme.nikohealth.com:6379/api/identity/connect/token", nil, "not an allowed token port"},
-		{"credentials in the URL", "https://user:pw@acme.nikohealth.com/api/identity/connect/token", nil, "credentials"},
+		{"loopback not enabled", fake.TokenURL(), nil, "loopback", ""},
+		{"plain http elsewhere", "http://acme.nikohealth.com/token", nil, "https", ""},
+		{"host not allowed", "https://evil.example/token", []Option{WithLoopback()}, "not an allowed token host", "pattern"},
+		{"redirect to another host", redirect.TokenURL(), []Option{WithLoopback()}, "redirect to another host", ""},
+		{"ssh port of an allowed host", "https://acme.nikohealth.com:22/api/identity/connect/token", nil, "not an allowed token port", ""},
+		{"redis port of an allowed host", "https://acme.nikohealth.com:6379/api/identity/connect/token", nil, "not an allowed token port", ""},
+		{"credentials in the URL", "https://user:pw@acme.nikohealth.com/api/identity/connect/token", nil, "", ""},
+		{"credentials in a Pattern URL", "https://user:pw@api.pattern.example/api/auth/token", []Option{WithAllowedHosts("api.pattern.example")}, "", "pattern"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -49,10 +54,14 @@ func TestAllowList(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close(context.Background())
-			_, err = c.Token(context.Background(), abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: tt.url})
+			provider := cmp.Or(tt.provider, "nikohealth")
+			_, err = c.Token(context.Background(), abi.TokenRequest{Provider: provider, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: tt.url})
 			var ae *abi.Error
-			if !errors.As(err, &ae) || ae.Kind != abi.KindTransport || !strings.Contains(ae.Message, tt.want) {
-				t.Fatalf("err = %v, want a transport error mentioning %q", err, tt.want)
+			if !errors.As(err, &ae) || ae.Kind != abi.KindPolicy || ae.Retryable || !strings.Contains(ae.Message, tt.want) {
+				t.Fatalf("err = %v, want a policy error (not retryable) mentioning %q", err, tt.want)
+			}
+			if n := c.Metrics().Snapshot()["retries"]; n != 0 {
+				t.Fatalf("a policy refusal was retried %d times", n)
 			}
 			if strings.Contains(err.Error(), cfg.ClientSecret) {
 				t.Fatal("error leaks the secret")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -54,16 +55,16 @@ func (r *recordingCache) Delete(ctx context.Context, key string) error {
 // secrets, and fails if a canary shows up in a log, an error, the metrics or the cache (keys, and
 // values but for access tokens, the only credential a cache may hold).
 func TestSecretsNeverLeak(t *testing.T) {
-	canaries := []string{"CANARY-candid-secret", "CANARY-pattern-secret", "CANARY-candescent-secret",
-		"CANARY:niko secret+", "CANARY-password", "CANARY-pkce-verifier-0123456789-0123456789", "CANARY-auth-code"}
+	// Every canary holds the characters an encoding changes: + / = & " \ < > % and spaces.
+	const special = ` +/=&"\<>% `
+	secretOf := func(p string) string { return "CANARY-" + p + special + "secret" }
+	password, verifier, code := "CANARY-password"+special+"x", "CANARY-pkce-verifier-0123456789"+special+"0123456789", "CANARY-auth-code"+special+"x"
+	canaries := []string{secretOf("candid"), secretOf("pattern"), secretOf("candescent"), secretOf("nikohealth"), password, verifier, code}
 	cfg := func(p string) providertest.Config {
 		c := providertest.DefaultConfig(p)
-		c.ClientSecret = "CANARY-" + p + "-secret"
-		if p == "nikohealth" {
-			c.ClientSecret = "CANARY:niko secret+"
-		}
+		c.ClientSecret = secretOf(p)
 		if p == "candescent" {
-			c.Password, c.CodeVerifier, c.Code = "CANARY-password", "CANARY-pkce-verifier-0123456789-0123456789", "CANARY-auth-code"
+			c.Password, c.CodeVerifier, c.Code = password, verifier, code
 		}
 		return c
 	}
@@ -113,16 +114,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// Error paths: wrong secrets, a provider that echoes what it got, faults.
 	for _, req := range cases(set) {
 		wrong := req
-		wrong.ClientSecret = "CANARY-wrong-secret"
+		wrong.ClientSecret = secretOf("wrong")
 		_, err := c.Token(ctx, wrong)
 		noteErr(err)
 	}
-	canaries = append(canaries, "CANARY-wrong-secret")
+	canaries = append(canaries, secretOf("wrong"))
 	echo := func(w http.ResponseWriter, r *http.Request) bool {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
-		desc, _ := json.Marshal(string(body) + " " + r.Header.Get("Authorization"))
+		desc, _ := json.Marshal(echoed(string(body), r.Header.Get("Authorization")))
 		_, _ = w.Write([]byte(`{"error":"invalid_request","error_description":` + string(desc) + `}`))
 		return true
 	}
@@ -150,11 +151,39 @@ func TestSecretsNeverLeak(t *testing.T) {
 			noteErr(err)
 		}
 	}
+	// A transport whose error message echoes the request: the plugin redacts host messages too.
+	echoing := newClient(t, WithCache(cache), WithLogger(logger), WithHTTPTransport(echoTransport{}))
+	for _, req := range cases(set) {
+		req.Force = true
+		_, err := echoing.Token(ctx, req)
+		if err == nil {
+			t.Fatal("the echoing transport gave a token")
+		}
+		noteErr(err)
+	}
 	if errs.Len() == 0 {
 		t.Fatal("the error paths produced no errors: the test is not testing")
 	}
+	if !strings.Contains(errs.String(), "[redacted]") {
+		t.Fatal("nothing was redacted: the echoes did not reach an error")
+	}
 
 	cacheText := cache.all.String()
+	metrics := c.Metrics().String() + echoing.Metrics().String()
+	for _, req := range cases(set) {
+		for _, secret := range []string{req.ClientSecret, req.Password, req.Code, req.CodeVerifier} {
+			if secret == "" {
+				continue
+			}
+			for name, sp := range spellings(req.ClientID, secret) {
+				for where, text := range map[string]string{"logs": logs.String(), "errors": errs.String(), "metrics": metrics, "cache": cacheText} {
+					if strings.Contains(text, sp) {
+						t.Errorf("%s of the %s canary appears in %s", name, req.Provider, where)
+					}
+				}
+			}
+		}
+	}
 	for _, secret := range canaries {
 		if b64 := base64.StdEncoding.EncodeToString([]byte(secret)); strings.Contains(logs.String()+errs.String()+cacheText, b64[:len(b64)-4]) {
 			t.Errorf("%q appears base64-encoded", secret)
@@ -169,7 +198,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	for _, secret := range append(canaries, refreshTokens...) {
 		for where, text := range map[string]string{"logs": logs.String(), "errors": errs.String(),
-			"metrics": c.Metrics().String(), "cache": cacheText} {
+			"metrics": metrics, "cache": cacheText} {
 			if strings.Contains(text, secret) {
 				t.Errorf("%q appears in %s", secret, where)
 			}
@@ -193,4 +222,39 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// echoed is what a provider (or a transport) that echoes everything writes back: the body and the
+// Authorization header as sent, the body with %20 for spaces, and JSON-escaped copies (as Go and as
+// JavaScript escape it).
+func echoed(body, auth string) string {
+	goJSON, _ := json.Marshal(body)
+	js := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(body)
+	return strings.Join([]string{body, auth, strings.ReplaceAll(body, "+", "%20"), string(goJSON), js}, " | ")
+}
+
+// echoTransport fails every request with an error that echoes it.
+type echoTransport struct{}
+
+func (echoTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, _ := io.ReadAll(r.Body)
+	return nil, errors.New("connection reset; sent: " + echoed(string(body), r.Header.Get("Authorization")))
+}
+
+// spellings lists the encodings a secret travels or is echoed in: raw, form-encoded with + and with
+// %20, JSON-escaped (Go's HTML-safe and the minimal form), and base64 of it and of the Basic
+// credentials (as given and form-encoded first, standard and URL-safe alphabets).
+func spellings(id, secret string) map[string]string {
+	goJSON, _ := json.Marshal(secret)
+	form := url.QueryEscape(secret)
+	out := map[string]string{
+		"raw": secret, "form +": form, "form %20": strings.ReplaceAll(form, "+", "%20"),
+		"json (Go)": strings.Trim(string(goJSON), `"`), "json (minimal)": strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(secret),
+		"base64": base64.RawStdEncoding.EncodeToString([]byte(secret)), "base64url": base64.RawURLEncoding.EncodeToString([]byte(secret)),
+	}
+	for name, cred := range map[string]string{"id:secret": id + ":" + secret, "rfc6749 id:secret": url.QueryEscape(id) + ":" + url.QueryEscape(secret)} {
+		out["base64 "+name] = base64.RawStdEncoding.EncodeToString([]byte(cred))
+		out["base64url "+name] = base64.RawURLEncoding.EncodeToString([]byte(cred))
+	}
+	return out
 }

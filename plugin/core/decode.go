@@ -17,8 +17,9 @@ const (
 	MaxExpiresIn        = 365 * 24 * 3600                 // seconds: longer lives are clamped
 	DefaultRetryAfterMS = 30000                           // a 429 without a usable Retry-After
 	MinRetryAfterMS     = 1000                            // bounds of the 429 gate
-	MaxRetryAfterMS     = 24 * 3600 * 1000                //
+	MaxRetryAfterMS     = 3600 * 1000                     // one hour: a 429 with 86400 must not gate a fleet for a day
 	maxDescription      = 512                             // bytes of a provider's error_description kept
+	maxMessage          = 512                             // bytes of a host's transport message kept
 	httpDate            = "Mon, 02 Jan 2006 15:04:05 GMT" // RFC 9110 IMF-fixdate
 )
 
@@ -28,6 +29,8 @@ type Response struct {
 	Headers   gjson.Result
 	Body      string
 	Transport string // set when the host could not get a response
+	// Policy, with Transport, says the host refused to send the request by its own policy.
+	Policy bool
 }
 
 // ParseResponse reads an HttpResponse in one pass over its fields.
@@ -78,6 +81,13 @@ func (p *responseParser) member(k, raw string) bool {
 			return false
 		}
 		p.r.Transport, p.transport = val.Str, true
+	case "policy":
+		val := gjson.Parse(raw)
+		if val.Type != gjson.True && val.Type != gjson.False && val.Type != gjson.Null {
+			p.err = invalidRequest("response.policy must be a boolean")
+			return false
+		}
+		p.r.Policy = val.Type == gjson.True
 	case "status":
 		p.status = gjson.Parse(raw)
 	case "headers":
@@ -122,7 +132,10 @@ func (r *Response) header(name string) string {
 // the order is normative (abi/ABI.md, "Decoding").
 func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 	if resp.Transport != "" {
-		return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.scrub(resp.Transport)}
+		if resp.Policy { // sending it again is refused again: not retryable
+			return nil, &abi.Error{Kind: abi.KindPolicy, Message: "token request refused by the host's policy: " + r.redact(resp.Transport, maxMessage)}
+		}
+		return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.redact(resp.Transport, maxMessage)}
 	}
 	var f tokenFields
 	isJSON := len(resp.Body) <= MaxBodyBytes && depthString(resp.Body) <= maxDepth && gjson.Valid(resp.Body)
@@ -282,8 +295,8 @@ func (r *Request) oauthError(resp *Response, code, description string, nowMS int
 		}
 	}
 	e.Status = resp.Status
-	e.OAuthError = truncate(r.scrub(code), 64)
-	e.Description = truncate(r.scrub(description), maxDescription)
+	e.OAuthError = r.redact(code, 64)
+	e.Description = r.redact(description, maxDescription)
 	return e
 }
 
@@ -334,21 +347,6 @@ func malformed(status int, msg string) *abi.Error {
 
 func invalidRequest(msg string) *abi.Error {
 	return &abi.Error{Kind: abi.KindInvalidRequest, Message: msg}
-}
-
-// scrub removes every secret of the request from s: providers sometimes echo what they were sent.
-// A secret too short to replace without mangling the text withholds the whole text instead.
-func (r *Request) scrub(s string) string {
-	for _, secret := range r.secrets() {
-		if secret == "" || !strings.Contains(s, secret) {
-			continue
-		}
-		if len(secret) < 4 {
-			return "[redacted]"
-		}
-		s = strings.ReplaceAll(s, secret, "[redacted]")
-	}
-	return s
 }
 
 func truncate(s string, n int) string {

@@ -47,6 +47,9 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := r.checkTokenHost(tokenURL); err != nil {
+		return nil, err
+	}
 	format := p.Body
 	if r.Body != "" && r.Body != format {
 		if !p.BodySelectable || (r.Body != BodyJSON && r.Body != BodyForm) {
@@ -175,10 +178,6 @@ func basic(id, secret string) string {
 	cred := make([]byte, 0, len(id)+1+len(secret))
 	cred = append(append(append(cred, id...), ':'), secret...)
 	return string(base64.StdEncoding.AppendEncode([]byte("Basic "), cred))
-}
-
-func basicCredentials(id, secret string) string {
-	return base64.StdEncoding.EncodeToString([]byte(id + ":" + secret))
 }
 
 // setHeader replaces the header named name (case-insensitively) or appends it.

@@ -50,6 +50,7 @@ func (p *Profile) describe(b []byte) []byte {
 	}
 	o.headers("field_headers", fh)
 	o.strOmit("request_id_header", p.RequestIDHeader)
+	o.strings("token_hosts", p.TokenHosts)
 	return o.end()
 }
 

@@ -11,7 +11,7 @@ import (
 // id, and any change to the input (a rotated secret) misses.
 func TestMemo(t *testing.T) {
 	const candescent = `{"provider":"candescent","client_id":"cid","client_secret":"s1","institution_id":"01234",` +
-		`"token_url":"https://api.example.com/oauth/token"}`
+		`"token_url":"https://api.candescent.com/oauth/token"}`
 	m := new(Memo)
 	first, second := Encode(m, []byte(candescent)), Encode(m, []byte(candescent))
 	id := func(out []byte) string { return gjson.GetBytes(out, "request.headers.transactionId").String() }

@@ -41,6 +41,11 @@ type Profile struct {
 	// RequestIDHeader gets a fresh random id per request (Candescent's transactionId). It is left out
 	// of the cache identity.
 	RequestIDHeader string
+	// TokenHosts are the hosts this provider's credentials may be sent to ("*.example.com": any
+	// subdomain; AnyTokenHost: any host but another built-in provider's). A token URL elsewhere is
+	// refused at encode with kind policy; loopback hosts stay allowed for local fakes. Empty: not
+	// bound (the custom provider, whose token_url is its own).
+	TokenHosts []string
 }
 
 // FieldHeader sends the request field Field in the header Header; the field is required for the
@@ -62,6 +67,7 @@ var Providers = []*Profile{
 		ClientAuth:     AuthBody,
 		ExpiresInUnit:  UnitSeconds,
 		Grants:         []string{abi.GrantClientCredentials},
+		TokenHosts:     []string{"api.joincandidhealth.com"},
 	},
 	{
 		Name:          "pattern",
@@ -72,6 +78,7 @@ var Providers = []*Profile{
 		SendGrantType: true,
 		ExpiresInUnit: UnitMilliseconds,
 		Grants:        []string{abi.GrantClientCredentials},
+		TokenHosts:    []string{AnyTokenHost}, // per customer
 	},
 	{
 		Name:          "candescent",
@@ -89,6 +96,7 @@ var Providers = []*Profile{
 			RequiredFor: []string{abi.GrantClientCredentials, abi.GrantPassword, abi.GrantAuthorizationCode},
 		}},
 		RequestIDHeader: "transactionId",
+		TokenHosts:      []string{"api.candescent.com"},
 	},
 	{
 		Name:          "nikohealth",
@@ -100,6 +108,7 @@ var Providers = []*Profile{
 		SendScope:     true,
 		ExpiresInUnit: UnitSeconds,
 		Grants:        []string{abi.GrantClientCredentials},
+		TokenHosts:    []string{"*.nikohealth.com"},
 	},
 }
 

@@ -1,7 +1,6 @@
 package core
 
 import (
-	"net/url"
 	"sort"
 	"strings"
 
@@ -36,6 +35,9 @@ type Request struct {
 	AccessToken   string // invalidate: drop the cached token only if it is this one
 
 	profile *Profile
+	// secretList is what redact looks for, built on first use (error paths only).
+	secretList  []string
+	secretsDone bool
 }
 
 type header struct{ name, value string }
@@ -216,16 +218,6 @@ func (r *Request) field(name string) string {
 		return *p
 	}
 	return ""
-}
-
-// secrets lists the request's values that must never leave the plugin except toward the provider,
-// with the Basic credentials built from them (a provider may echo its Authorization header).
-func (r *Request) secrets() []string {
-	s := []string{r.ClientSecret, r.Password, r.RefreshToken, r.Code, r.CodeVerifier, r.AccessToken}
-	if r.ClientSecret != "" {
-		s = append(s, basicCredentials(r.ClientID, r.ClientSecret), basicCredentials(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret)))
-	}
-	return s
 }
 
 func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {

@@ -193,8 +193,19 @@ func (p *pluginContext) startFetch(now int64) {
 	headers := append([][2]string{{":method", p.enc.Method}, {":path", u.RequestURI()}, {":authority", u.Host}, {":scheme", u.Scheme}}, p.enc.HeaderPairs()...)
 	_, err = proxywasm.DispatchHttpCall(p.cfg.Cluster, headers, []byte(p.enc.Body), nil, uint32(p.enc.TimeoutMS), p.onTokenResponse)
 	if err != nil {
-		p.fetchFailed(&abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "cannot reach the token cluster"}, now)
+		p.fetchFailed(dispatchError(err), now)
 	}
+}
+
+// dispatchError types a failed proxy_http_call. Envoy answers BadArgument when it will not send the
+// call at all (the cluster is not configured, a required header is missing): the same call is
+// refused again, so it is kind policy, not retryable, like a host's policy refusal. Anything else
+// (InternalFailure) may pass.
+func dispatchError(err error) *abi.Error {
+	if errors.Is(err, types.ErrorStatusBadArgument) || errors.Is(err, types.ErrorStatusNotFound) {
+		return &abi.Error{Kind: abi.KindPolicy, Message: "the proxy refused to call the token cluster (is it configured?)"}
+	}
+	return &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "cannot reach the token cluster"}
 }
 
 // onTokenResponse decodes the provider's answer with the core, shares the token (or the 429 gate,

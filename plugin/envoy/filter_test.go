@@ -308,3 +308,52 @@ func TestExpiredTokenRefetched(t *testing.T) {
 		t.Fatalf("expired token not replaced: %d requests", fake.Requests())
 	}
 }
+
+// TestDispatchRefusalIsPolicy: a proxy_http_call the proxy will not send (unknown cluster: Envoy's
+// BadArgument) is a policy error, not retried; other failures stay retryable transport errors.
+func TestDispatchRefusalIsPolicy(t *testing.T) {
+	tests := []struct {
+		err       error
+		kind      string
+		retryable bool
+	}{
+		{types.ErrorStatusBadArgument, "policy", false},
+		{types.ErrorStatusNotFound, "policy", false},
+		{types.ErrorInternalFailure, "transport", true},
+	}
+	for _, tt := range tests {
+		if e := dispatchError(tt.err); e.Kind != tt.kind || e.Retryable != tt.retryable {
+			t.Errorf("%v: got %+v, want kind %s retryable %v", tt.err, e, tt.kind, tt.retryable)
+		}
+	}
+}
+
+// TestForeignTokenHostRefusedAtStart: a configuration whose token_url sends one provider's
+// credentials to another provider's host does not start (the core refuses it with kind policy), so
+// no request is ever sent.
+func TestForeignTokenHostRefusedAtStart(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		conf, _ := json.Marshal(map[string]any{
+			"request": map[string]any{"provider": "pattern", "client_id": "c", "client_secret": "pattern-secret-1",
+				"token_url": "https://api.joincandidhealth.com/api/auth/v2/token"},
+			"cluster": "pattern_token",
+		})
+		var vm types.VMContext = &vmContext{}
+		if runner == "wasm" {
+			w, err := proxytest.NewWasmVMContext(filterWasm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vm = w
+		}
+		host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration(conf))
+		defer reset()
+		if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {
+			t.Fatalf("plugin start: %v, want failed", st)
+		}
+		logs := strings.Join(host.GetCriticalLogs(), "\n")
+		if !strings.Contains(logs, "policy") || strings.Contains(logs, "pattern-secret-1") {
+			t.Fatalf("critical logs: %q", logs)
+		}
+	})
+}

@@ -109,13 +109,37 @@ async function readCapped(resp, limit) {
 }
 
 /**
- * httpSend performs one HttpRequest and answers an HttpResponse, or {"error"} when no response was
- * had (bad URL, refused by policy, connection refused or reset, timeout). It never throws.
+ * @typedef {{debug?: (msg: string, attrs: object) => void, warn?: (msg: string, attrs: object) => void}} Logger
+ *   what the host logs through: a policy refusal at warn (its reason), every other http_send at
+ *   debug (host and port, status or transport error, milliseconds). Never a path, query, header or
+ *   body: those may carry secrets.
  */
-async function httpSend(req, policy, fetchImpl) {
+
+/**
+ * httpSend performs one HttpRequest and answers an HttpResponse, or {"error"} when no response was
+ * had. A request the policy refuses (a bad URL, credentials in it, a host or scheme not allowed) is
+ * answered {"error", "policy": true} and nothing is sent: the plugin makes it a `policy` error, not
+ * retryable, since the same request would be refused again. A connection refused or reset, or a
+ * timeout, is a plain {"error"}: a transient transport failure. It never throws.
+ */
+async function httpSend(req, policy, fetchImpl, log) {
   const refused = checkURL(req.url, policy);
-  if (refused) return { error: refused };
+  if (refused) {
+    log.warn('tokenwasm: http_send refused', { reason: refused });
+    return { error: refused, policy: true };
+  }
+  const host = new URL(req.url).host; // what a log may name: never the path or query
   const timeout = Number.isInteger(req.timeout_ms) && req.timeout_ms > 0 ? Math.min(req.timeout_ms, MAX_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
+  const started = performance.now();
+  const answer = await exchange(req, timeout, fetchImpl);
+  const ms = Math.round(performance.now() - started);
+  if (answer.error) log.debug('tokenwasm: http_send failed', { host, error: answer.error, ms });
+  else log.debug('tokenwasm: http_send', { host, status: answer.status, ms });
+  return answer;
+}
+
+/** exchange sends req with fetch and answers an HttpResponse, or {"error"} when none was had. */
+async function exchange(req, timeout, fetchImpl) {
   try {
     const resp = await fetchImpl(req.url, {
       method: req.method || 'POST',
@@ -140,6 +164,26 @@ async function httpSend(req, policy, fetchImpl) {
 }
 
 /**
+ * httpSender returns the host's http_send: HttpRequest (an object) -> HttpResponse | {"error"} |
+ * {"error", "policy": true}, with the policy of createHost's options of the same names. It never
+ * throws. createHost uses it; it is exported so the policy can be checked without a plugin.
+ *
+ * @param {{allowLoopback?: boolean, allowedHosts?: string[], fetch?: typeof fetch, logger?: Logger}} [opts]
+ * @returns {(req: object) => Promise<object>}
+ */
+export function httpSender({ allowLoopback = false, allowedHosts, fetch: fetchImpl = fetch, logger } = {}) {
+  const policy = { allowLoopback, allowedHosts };
+  // A logger that throws must not change the answer.
+  const level = (name) => (msg, attrs) => {
+    try {
+      logger?.[name]?.(msg, attrs);
+    } catch {}
+  };
+  const log = { debug: level('debug'), warn: level('warn') };
+  return (req) => httpSend(req ?? {}, policy, fetchImpl, log);
+}
+
+/**
  * createHost loads the plugin and returns a host around one plugin instance.
  *
  * @param {object} opts
@@ -150,12 +194,13 @@ async function httpSend(req, policy, fetchImpl) {
  *   between hosts (or back it with Redis) to share tokens and 429 gates.
  * @param {string[]} [opts.allowedHosts] if given, the only https hosts http_send may call.
  * @param {typeof fetch} [opts.fetch] the fetch to use (tests).
+ * @param {Logger} [opts.logger] where to log each http_send (`console` will do); nothing by default.
  */
-export async function createHost({ wasm, allowLoopback = false, cache = new MemoryCache(), allowedHosts, fetch: fetchImpl = fetch } = {}) {
+export async function createHost({ wasm, allowLoopback = false, cache = new MemoryCache(), allowedHosts, fetch: fetchImpl = fetch, logger } = {}) {
   const bytes = typeof wasm === 'string' || wasm instanceof URL ? await readFile(wasm) : wasm;
   if (!bytes) throw new TypeError('createHost: wasm (a path or the plugin bytes) is required');
   const module = await WebAssembly.compile(bytes); // compiled once; a replacement instance reuses it
-  const policy = { allowLoopback, allowedHosts };
+  const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger });
 
   // Each import takes the handle of a kernel memory block holding JSON and returns the handle of a
   // new block holding the JSON answer. With runInWorker, a host function that throws kills the
@@ -174,7 +219,7 @@ export async function createHost({ wasm, allowLoopback = false, cache = new Memo
   const functions = {
     'extism:host/user': {
       // HttpRequest -> HttpResponse | {"error"}
-      http_send: importFn((req) => httpSend(req, policy, fetchImpl), (err) => ({ error: `host http_send: ${err.message}` })),
+      http_send: importFn(send, (err) => ({ error: `host http_send: ${err?.name ?? 'Error'}` })), // a JSON.parse message quotes its input
       // {"key"} -> {"hit":true,"value"} | {"hit":false}; a broken cache is a miss
       cache_get: importFn(async ({ key }) => {
         const value = await cache.get(String(key));

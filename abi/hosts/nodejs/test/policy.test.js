@@ -4,8 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { createHost, httpSender } from '../host.js';
-import { WASM } from '../support.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createHost, httpSender, DEFAULT_ALLOWED_HOSTS } from '../host.js';
+import { WASM, ROOT } from '../support.js';
 
 /** countingFetch is a fetch that answers a token and counts its calls: a refusal must not call it. */
 function countingFetch() {
@@ -39,6 +41,107 @@ test('every policy refusal answers policy: true and sends nothing', async (t) =>
       assert.equal(Object.keys(got).sort().join(','), 'error,policy', 'nothing but the error and the flag');
       assert.equal(fetch.calls, 0, 'nothing was sent');
     });
+  }
+});
+
+test('DEFAULT_ALLOWED_HOSTS is the Go host\'s DefaultAllowedHosts', () => {
+  const src = readFileSync(join(ROOT, 'host/httpsend.go'), 'utf8');
+  const m = /var DefaultAllowedHosts = \[\]string\{([^}]*)\}/.exec(src);
+  assert.ok(m, 'DefaultAllowedHosts in host/httpsend.go');
+  assert.deepEqual([...DEFAULT_ALLOWED_HOSTS], JSON.parse(`[${m[1]}]`));
+  assert.ok(Object.isFrozen(DEFAULT_ALLOWED_HOSTS));
+});
+
+/**
+ * verdicts runs each URL through an httpSender with opts and a counting fetch, and returns for each
+ * 'sent' (fetch called once, a response answered) or 'policy' (refused, nothing sent).
+ */
+async function verdicts(opts, urls) {
+  const out = {};
+  for (const url of urls) {
+    const fetch = countingFetch();
+    const got = await httpSender({ ...opts, fetch })(post(url));
+    if (got.policy === true && fetch.calls === 0) out[url] = 'policy';
+    else if (got.status === 200 && fetch.calls === 1) out[url] = 'sent';
+    else out[url] = `unexpected: ${JSON.stringify(got)} after ${fetch.calls} fetches`;
+  }
+  return out;
+}
+
+test('the default policy: https to the providers\' hosts on port 443 only', async () => {
+  const want = {
+    'https://api.joincandidhealth.com/api/auth/v2/token': 'sent',
+    'https://api.candescent.com/digitalbanking/oauth2/v1/token': 'sent',
+    'https://API.Candescent.com:443/token': 'sent', // case and the explicit default port
+    'https://acme.nikohealth.com/api/identity/connect/token': 'sent',
+    'https://a.b.nikohealth.com/token': 'sent',
+    'https://idp.example.com/token': 'policy', // a caller's token_url to any other host
+    'https://nikohealth.com/token': 'policy', // "*.domain" matches subdomains only
+    'https://evilnikohealth.com/token': 'policy',
+    'https://api.candescent.com.evil.example/token': 'policy',
+    'https://api.candescent.com:22/token': 'policy',
+    'https://api.candescent.com:6379/token': 'policy',
+    'https://acme.nikohealth.com:8443/token': 'policy',
+    'http://api.candescent.com/token': 'policy',
+    'http://api.candescent.com:443/token': 'policy',
+    'http://127.0.0.1:6379/': 'policy',
+    'https://localhost/token': 'policy',
+  };
+  assert.deepEqual(await verdicts({}, Object.keys(want)), want);
+});
+
+test('allowedHosts adds to the defaults; "host:port" allows that port only', async () => {
+  const want = {
+    'https://api.candescent.com/token': 'sent', // the defaults stay
+    'https://pattern.example.com/token': 'sent',
+    'https://pattern.example.com:8443/token': 'policy',
+    'https://pattern.example.com:22/token': 'policy',
+    'https://idp.example.org:8443/token': 'sent',
+    'https://idp.example.org/token': 'policy', // its entry names 8443: not 443
+    'https://idp.example.org:8444/token': 'policy',
+    'https://x.tenants.example:9443/token': 'sent',
+    'https://tenants.example:9443/token': 'policy',
+    'https://x.tenants.example/token': 'policy',
+    'https://other.example.com/token': 'policy',
+  };
+  assert.deepEqual(await verdicts({ allowedHosts: ['pattern.example.com', 'idp.example.org:8443', '*.tenants.example:9443'] }, Object.keys(want)), want);
+});
+
+test('loopback with allowLoopback: any port, http or https; nothing else changes', async () => {
+  const want = {
+    'http://127.0.0.1:6379/': 'sent',
+    'https://127.0.0.1:22/': 'sent',
+    'http://localhost:8080/token': 'sent',
+    'http://[::1]:9/token': 'sent',
+    'https://idp.example.com/token': 'policy',
+    'http://idp.example.com/token': 'policy',
+    'https://api.candescent.com:22/token': 'policy',
+  };
+  assert.deepEqual(await verdicts({ allowLoopback: true }, Object.keys(want)), want);
+});
+
+test('a malformed allowedHosts entry is refused when the host is made', async () => {
+  for (const bad of ['', 'https://idp.example.com', 'idp.example.com/token', 'user@idp.example.com', 'idp.example.com:99999', '*', '*.', 7]) {
+    assert.throws(() => httpSender({ allowedHosts: [bad] }), TypeError, JSON.stringify(bad));
+    await assert.rejects(createHost({ wasm: WASM, allowedHosts: [bad] }), TypeError, JSON.stringify(bad));
+  }
+  assert.throws(() => httpSender({ allowedHosts: 'idp.example.com' }), TypeError, 'a string, not an array');
+});
+
+test('token without allowedHosts: a caller\'s token_url to another https host is refused, nothing sent', async () => {
+  const fetch = countingFetch();
+  const host = await createHost({ wasm: WASM, fetch });
+  try {
+    for (const url of ['https://attacker.example/token', 'https://api.candescent.com:6379/token']) {
+      const res = await host.token({ provider: 'custom', client_id: 'c', client_secret: 'custom-secret-1', token_url: url, profile: { client_auth: 'basic' } });
+      assert.match(res.error?.message ?? '', /refused by host policy: .* is not an allowed token host/, JSON.stringify(res));
+    }
+    assert.equal(fetch.calls, 0, 'the credentials went nowhere');
+    const ok = await host.token({ provider: 'candid', client_id: 'c', client_secret: 'candid-secret-1' });
+    assert.equal(ok.token?.access_token, 't', JSON.stringify(ok));
+    assert.equal(fetch.calls, 1, 'the provider\'s own host is allowed');
+  } finally {
+    await host.close();
   }
 });
 

@@ -57,34 +57,81 @@ export class MemoryCache {
   }
 }
 
+/**
+ * The token hosts of the built-in providers, the same list as the Go host's DefaultAllowedHosts.
+ * createHost's allowedHosts are added to it (Pattern's per-customer host goes there).
+ */
+export const DEFAULT_ALLOWED_HOSTS = Object.freeze(['api.joincandidhealth.com', 'api.candescent.com', '*.nikohealth.com']);
+
+/** The prefix of every policy refusal's message. */
+const REFUSED = 'refused by host policy';
+
 /** isLoopback reports whether a URL hostname (as URL.hostname spells it) is a loopback address. */
 function isLoopback(hostname) {
   return hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
 }
 
 /**
- * checkURL applies the host's policy to a token URL and returns null when it may be called, else the
- * reason (which names the host only: a URL's path or query may carry a secret). The policy: https
- * only; plain http only to loopback and only with allowLoopback; loopback at all only with
- * allowLoopback; no credentials in the URL; and, when allowedHosts is given, only those hosts
- * ("*.example.com" matches any subdomain).
+ * @typedef {{host: string, port: number, wildcard: boolean}} AllowedHost
+ *   host as URL.hostname spells it (lower case, punycode); port 443 unless the entry names one;
+ *   wildcard: "*.domain", which matches the subdomains of domain, not domain itself.
  */
-function checkURL(raw, { allowLoopback, allowedHosts }) {
+
+/**
+ * parseAllowedHosts reads allow-list entries: "host" (https on port 443 only), "host:port" (that port
+ * only) or "*.domain" / "*.domain:port" (any subdomain of domain, not domain itself). An entry that is
+ * none of these (a URL, a path, credentials, an empty string) throws a TypeError: a typo must not
+ * silently allow nothing or everything.
+ *
+ * @param {readonly string[]} entries
+ * @returns {AllowedHost[]}
+ */
+export function parseAllowedHosts(entries) {
+  if (!Array.isArray(entries)) throw new TypeError('tokenwasm: allowedHosts must be an array of strings');
+  return entries.map((entry) => {
+    const bad = () => new TypeError(`tokenwasm: allowedHosts entry ${JSON.stringify(entry)} is not "host", "host:port" or "*.domain"`);
+    if (typeof entry !== 'string') throw bad();
+    const wildcard = entry.startsWith('*.');
+    const rest = wildcard ? entry.slice(2) : entry;
+    if (rest === '' || /[/?#@\\\s*]/.test(rest)) throw bad();
+    let url;
+    try {
+      url = new URL(`https://${rest}/`);
+    } catch {
+      throw bad();
+    }
+    if (url.pathname !== '/' || url.hostname === '') throw bad();
+    return { host: url.hostname, port: url.port ? Number(url.port) : 443, wildcard };
+  });
+}
+
+/**
+ * checkURL applies the host's policy to a token URL and returns null when it may be called, else the
+ * reason (which names the host and port only: a URL's path or query may carry a secret). The policy,
+ * the Go host's: https only, to an allowed host on an allowed port (see parseAllowedHosts); loopback
+ * only with allowLoopback, and then on any port, over http or https; no credentials in the URL.
+ *
+ * @param {string} raw
+ * @param {{allowLoopback: boolean, allowed: AllowedHost[]}} policy
+ * @returns {string|null}
+ */
+function checkURL(raw, { allowLoopback, allowed }) {
   let url;
   try {
     url = new URL(raw);
   } catch {
-    return 'refused by host policy: the token URL is not a valid URL';
+    return `${REFUSED}: the token URL is not a valid URL`;
   }
   const host = url.hostname;
-  if (url.username || url.password) return `refused by host policy: credentials in the URL of ${host}`;
+  if (url.username || url.password) return `${REFUSED}: credentials in the URL of ${host}`;
   if (isLoopback(host)) {
-    if (!allowLoopback) return `refused by host policy: loopback host ${host} is not allowed`;
+    if (!allowLoopback) return `${REFUSED}: loopback host ${host} is not allowed`;
     if (url.protocol === 'http:' || url.protocol === 'https:') return null;
   }
-  if (url.protocol !== 'https:') return `refused by host policy: ${url.protocol} to ${host} (https only)`;
-  if (allowedHosts && !allowedHosts.some((h) => h === host || (h.startsWith('*.') && host.endsWith(h.slice(1))))) {
-    return `refused by host policy: ${host} is not an allowed token host`;
+  if (url.protocol !== 'https:') return `${REFUSED}: ${url.protocol} to ${host} (https only)`;
+  const port = url.port ? Number(url.port) : 443;
+  if (!allowed.some((a) => a.port === port && (a.wildcard ? host.endsWith(`.${a.host}`) : host === a.host))) {
+    return `${REFUSED}: ${port === 443 ? host : `${host}:${port}`} is not an allowed token host`;
   }
   return null;
 }
@@ -109,13 +156,37 @@ async function readCapped(resp, limit) {
 }
 
 /**
- * httpSend performs one HttpRequest and answers an HttpResponse, or {"error"} when no response was
- * had (bad URL, refused by policy, connection refused or reset, timeout). It never throws.
+ * @typedef {{debug?: (msg: string, attrs: object) => void, warn?: (msg: string, attrs: object) => void}} Logger
+ *   what the host logs through: a policy refusal at warn (its reason), every other http_send at
+ *   debug (host and port, status or transport error, milliseconds). Never a path, query, header or
+ *   body: those may carry secrets.
  */
-async function httpSend(req, policy, fetchImpl) {
+
+/**
+ * httpSend performs one HttpRequest and answers an HttpResponse, or {"error"} when no response was
+ * had. A request the policy refuses (a bad URL, credentials in it, a host or scheme not allowed) is
+ * answered {"error", "policy": true} and nothing is sent: the plugin makes it a `policy` error, not
+ * retryable, since the same request would be refused again. A connection refused or reset, or a
+ * timeout, is a plain {"error"}: a transient transport failure. It never throws.
+ */
+async function httpSend(req, policy, fetchImpl, log) {
   const refused = checkURL(req.url, policy);
-  if (refused) return { error: refused };
+  if (refused) {
+    log.warn('tokenwasm: http_send refused', { reason: refused });
+    return { error: refused, policy: true };
+  }
+  const host = new URL(req.url).host; // what a log may name: never the path or query
   const timeout = Number.isInteger(req.timeout_ms) && req.timeout_ms > 0 ? Math.min(req.timeout_ms, MAX_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
+  const started = performance.now();
+  const answer = await exchange(req, timeout, fetchImpl);
+  const ms = Math.round(performance.now() - started);
+  if (answer.error) log.debug('tokenwasm: http_send failed', { host, error: answer.error, ms });
+  else log.debug('tokenwasm: http_send', { host, status: answer.status, ms });
+  return answer;
+}
+
+/** exchange sends req with fetch and answers an HttpResponse, or {"error"} when none was had. */
+async function exchange(req, timeout, fetchImpl) {
   try {
     const resp = await fetchImpl(req.url, {
       method: req.method || 'POST',
@@ -140,6 +211,27 @@ async function httpSend(req, policy, fetchImpl) {
 }
 
 /**
+ * httpSender returns the host's http_send: HttpRequest (an object) -> HttpResponse | {"error"} |
+ * {"error", "policy": true}, with the policy of createHost's options of the same names. It never
+ * throws. createHost uses it; it is exported so the policy can be checked without a plugin.
+ *
+ * @param {{allowLoopback?: boolean, allowedHosts?: string[], fetch?: typeof fetch, logger?: Logger}} [opts]
+ * @returns {(req: object) => Promise<object>}
+ */
+export function httpSender({ allowLoopback = false, allowedHosts = [], fetch: fetchImpl = fetch, logger } = {}) {
+  if (!Array.isArray(allowedHosts)) throw new TypeError('tokenwasm: allowedHosts must be an array of strings');
+  const policy = { allowLoopback, allowed: parseAllowedHosts([...DEFAULT_ALLOWED_HOSTS, ...allowedHosts]) };
+  // A logger that throws must not change the answer.
+  const level = (name) => (msg, attrs) => {
+    try {
+      logger?.[name]?.(msg, attrs);
+    } catch {}
+  };
+  const log = { debug: level('debug'), warn: level('warn') };
+  return (req) => httpSend(req ?? {}, policy, fetchImpl, log);
+}
+
+/**
  * createHost loads the plugin and returns a host around one plugin instance.
  *
  * @param {object} opts
@@ -148,14 +240,17 @@ async function httpSend(req, policy, fetchImpl) {
  *   (tests against local fakes only).
  * @param {{get, set, delete}} [opts.cache] the token cache; a MemoryCache by default. Share one
  *   between hosts (or back it with Redis) to share tokens and 429 gates.
- * @param {string[]} [opts.allowedHosts] if given, the only https hosts http_send may call.
+ * @param {string[]} [opts.allowedHosts] https hosts http_send may call besides DEFAULT_ALLOWED_HOSTS:
+ *   "host" (port 443 only), "host:port" (that port only), "*.domain" (its subdomains only). A
+ *   malformed entry throws a TypeError.
  * @param {typeof fetch} [opts.fetch] the fetch to use (tests).
+ * @param {Logger} [opts.logger] where to log each http_send (`console` will do); nothing by default.
  */
-export async function createHost({ wasm, allowLoopback = false, cache = new MemoryCache(), allowedHosts, fetch: fetchImpl = fetch } = {}) {
+export async function createHost({ wasm, allowLoopback = false, cache = new MemoryCache(), allowedHosts, fetch: fetchImpl = fetch, logger } = {}) {
+  const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger }); // throws on a malformed allowedHosts entry
   const bytes = typeof wasm === 'string' || wasm instanceof URL ? await readFile(wasm) : wasm;
   if (!bytes) throw new TypeError('createHost: wasm (a path or the plugin bytes) is required');
   const module = await WebAssembly.compile(bytes); // compiled once; a replacement instance reuses it
-  const policy = { allowLoopback, allowedHosts };
 
   // Each import takes the handle of a kernel memory block holding JSON and returns the handle of a
   // new block holding the JSON answer. With runInWorker, a host function that throws kills the
@@ -174,7 +269,7 @@ export async function createHost({ wasm, allowLoopback = false, cache = new Memo
   const functions = {
     'extism:host/user': {
       // HttpRequest -> HttpResponse | {"error"}
-      http_send: importFn((req) => httpSend(req, policy, fetchImpl), (err) => ({ error: `host http_send: ${err.message}` })),
+      http_send: importFn(send, (err) => ({ error: `host http_send: ${err?.name ?? 'Error'}` })), // a JSON.parse message quotes its input
       // {"key"} -> {"hit":true,"value"} | {"hit":false}; a broken cache is a miss
       cache_get: importFn(async ({ key }) => {
         const value = await cache.get(String(key));

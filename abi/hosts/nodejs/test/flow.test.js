@@ -99,13 +99,14 @@ test('a token URL outside the policy is refused and reaches nothing', async () =
   } finally {
     await strict.close();
   }
-  // allowedHosts adds to the providers' hosts; a fetch that must never be called stands in for the
-  // network, so a policy gap cannot reach a real host from this test.
+  // allowedHosts adds to the providers' hosts (Pattern's are per customer, so the host's allow-list
+  // decides for it); a fetch that must never be called stands in for the network, so a policy gap
+  // cannot reach a real host from this test.
   const listed = await createHost({ wasm: WASM, allowedHosts: ['idp.example.com'], fetch: async () => assert.fail('fetch called') });
   try {
-    const res = await listed.token({ provider: 'nikohealth', client_id: 'c', client_secret: 'secret-1', token_url: 'https://idp.example.net/token' });
+    const res = await listed.token({ provider: 'pattern', client_id: 'c', client_secret: 'secret-1', token_url: 'https://idp.example.net/token' });
     assert.match(res.error?.message ?? '', /idp\.example\.net is not an allowed token host/, JSON.stringify(res));
-    const port = await listed.token({ provider: 'nikohealth', client_id: 'c', client_secret: 'secret-1', token_url: 'https://idp.example.com:6379/token' });
+    const port = await listed.token({ provider: 'pattern', client_id: 'c', client_secret: 'secret-1', token_url: 'https://idp.example.com:6379/token' });
     assert.match(port.error?.message ?? '', /idp\.example\.com:6379 is not an allowed token host/, JSON.stringify(port));
   } finally {
     await listed.close();

@@ -56,6 +56,7 @@ func TestResponseLimits(t *testing.T) {
 	}{
 		{"extra field 1000 KiB ascii", tokenBody(1000<<10, 'x'), nil, ""},
 		{"512 KiB of <", tokenBody(512<<10, '<'), nil, ""},
+		{"access_token 900 KiB", `{"access_token":"` + strings.Repeat("t", 900<<10) + `","expires_in":3600}`, nil, abi.KindMalformedResponse},
 		{"body 1 MiB exactly", tokenBody(core.MaxBodyBytes, 'x'), nil, ""},
 		{"body 1 MiB exactly of <", tokenBody(core.MaxBodyBytes, '<'), nil, ""},
 		{"body 1 MiB + 1", tokenBody(core.MaxBodyBytes+1, 'x'), nil, abi.KindMalformedResponse},

@@ -439,3 +439,25 @@ func TestCloseWaitsForCallsInFlight(t *testing.T) {
 		t.Fatal("a call stopped by Close succeeded")
 	}
 }
+
+// TestTokenHeaderInjectionRefused: a token endpoint answering an access token with CR/LF gets
+// malformed_response through the wasm; nothing reaches an API through Transport.
+func TestTokenHeaderInjectionRefused(t *testing.T) {
+	fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"abc\r\nX-Injected: yes\r\n\r\nGET /admin HTTP/1.1","expires_in":600}`))
+		return true
+	})
+	c := newClient(t)
+	if _, err := c.Token(context.Background(), req); kindOf(err) != abi.KindMalformedResponse {
+		t.Fatalf("err = %v, want malformed_response", err)
+	}
+	r, _ := http.NewRequest(http.MethodGet, fake.APIURL(), nil)
+	if resp, err := c.Transport(nil, req).RoundTrip(r); err == nil || fake.APICalls() != 0 {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("Transport sent the API %d calls (err %v)", fake.APICalls(), err)
+	}
+}

@@ -162,6 +162,19 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 		return nil, malformed(resp.Status, "response has no access_token string")
 	}
 	at := f.accessToken.Str
+	if msg := checkToken("access_token", at); msg != "" {
+		return nil, malformed(resp.Status, msg)
+	}
+	if f.tokenType.Type == gjson.String && f.tokenType.Str != "" {
+		if msg := checkToken("token_type", f.tokenType.Str); msg != "" {
+			return nil, malformed(resp.Status, msg)
+		}
+	}
+	if f.refreshToken.Type == gjson.String && f.refreshToken.Str != "" {
+		if msg := checkToken("refresh_token", f.refreshToken.Str); msg != "" {
+			return nil, malformed(resp.Status, msg)
+		}
+	}
 	t := &abi.Token{AccessToken: at, IssuedAtMS: nowMS}
 	t.TokenType = normalizeTokenType(f.tokenType)
 	t.ExpiresIn = r.expiresIn(f.expiresIn, at, nowMS)
@@ -173,6 +186,25 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 		t.Scope = f.scope.Str
 	}
 	return t, nil
+}
+
+// MaxTokenBytes bounds an access or refresh token: a token travels in an HTTP header, which servers
+// and proxies cap at 8 to 64 KiB, and a megabyte token is an attack on the host, not a credential.
+const MaxTokenBytes = 32 << 10
+
+// checkToken returns why v is not a usable token field, or "". A token goes into an Authorization
+// header as is: anything but visible ASCII (RFC 6750's b64token is a subset) could inject header
+// lines (CR, LF) or confuse the upstream, so it is refused, never cached, in every host.
+func checkToken(name, v string) string {
+	if len(v) > MaxTokenBytes {
+		return name + " exceeds 32 KiB"
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x21 || c > 0x7e {
+			return name + " holds a character outside visible ASCII"
+		}
+	}
+	return ""
 }
 
 // tokenFields are the fields of a token response the decoder reads, gathered in one pass.

@@ -257,8 +257,8 @@ func pendingJSON(retryMS int64) []byte {
 func parseToken(v gjson.Result) (*abi.Token, bool) {
 	at := v.Get("access_token")
 	exp := v.Get("expires_at_ms")
-	if at.Type != gjson.String || at.Str == "" || exp.Type != gjson.Number {
-		return nil, false
+	if at.Type != gjson.String || at.Str == "" || exp.Type != gjson.Number || checkToken("access_token", at.Str) != "" {
+		return nil, false // a cache entry no decode could have written (a poisoned shared cache) is a miss
 	}
 	t := &abi.Token{
 		AccessToken: at.Str,
@@ -270,6 +270,8 @@ func parseToken(v gjson.Result) (*abi.Token, bool) {
 	}
 	if t.TokenType == "" {
 		t.TokenType = "Bearer"
+	} else if checkToken("token_type", t.TokenType) != "" {
+		return nil, false
 	}
 	return t, true
 }

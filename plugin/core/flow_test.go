@@ -333,3 +333,59 @@ func TestFleetSingleFlight(t *testing.T) {
 		t.Fatal("a non-owner released the lock")
 	}
 }
+
+// TestTokenCharactersRefused: a token endpoint answering a token with CR/LF (header injection), other
+// characters outside visible ASCII, or over MaxTokenBytes gets malformed_response and nothing is
+// cached; a poisoned cache entry with such a token is a miss, never served.
+func TestTokenCharactersRefused(t *testing.T) {
+	long := strings.Repeat("a", MaxTokenBytes+1)
+	for _, tt := range []struct {
+		name, field, value string
+		ok                 bool
+	}{
+		{"CRLF header injection", "access_token", "abc\r\nX-Injected: yes\r\n\r\nGET /admin HTTP/1.1", false},
+		{"LF", "access_token", "abc\ndef", false},
+		{"space", "access_token", "abc def", false},
+		{"NUL", "access_token", "abc\u0000", false},
+		{"DEL", "access_token", "abc\u007f", false},
+		{"non-ASCII", "access_token", "abc\u00e9", false},
+		{"over 32 KiB", "access_token", long, false},
+		{"at 32 KiB", "access_token", long[1:], true},
+		{"visible ASCII", "access_token", "a-Z_0.9~+/=!#$%&'*", true},
+		{"token_type CRLF", "token_type", "Bearer\r\nX: y", false},
+		{"refresh_token CRLF", "refresh_token", "r\r\nX: y", false},
+		{"refresh_token visible", "refresh_token", "r.1", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := map[string]any{"access_token": "good", "expires_in": 600}
+			body[tt.field] = tt.value
+			b, _ := json.Marshal(body)
+			h := newFakeHost(t, func(abi.HTTPRequest) abi.HTTPResponse {
+				return abi.HTTPResponse{Status: 200, Headers: map[string]string{"Content-Type": "application/json"}, Body: string(b)}
+			})
+			r := h.token(t, nikoReq)
+			if tt.ok {
+				if r.Token == nil {
+					t.Fatalf("a legal %s was refused: %+v", tt.field, r.Error)
+				}
+				return
+			}
+			if r.Error == nil || r.Error.Kind != abi.KindMalformedResponse || strings.Contains(r.Error.Message, tt.value) {
+				t.Fatalf("got %+v, want malformed_response without the value", r)
+			}
+			if len(h.cache) != 0 {
+				t.Fatalf("cached %v", h.cache)
+			}
+		})
+	}
+	t.Run("poisoned cache", func(t *testing.T) {
+		h := newFakeHost(t, okToken(600))
+		_, _, key, _ := Prepare([]byte(nikoReq))
+		h.cache[key] = abi.CacheSetInput{Key: key, TTLMS: 600000,
+			Value: `{"access_token":"x\r\nX-Injected: yes","token_type":"Bearer","expires_in":600,"expires_at_ms":1767226200000,"issued_at_ms":1767225600000}`}
+		r := h.token(t, nikoReq)
+		if r.Token == nil || r.Cached || strings.ContainsAny(r.Token.AccessToken, "\r\n") || h.sends != 1 {
+			t.Fatalf("poisoned cache entry served: %+v, sends %d", r, h.sends)
+		}
+	})
+}

@@ -165,12 +165,7 @@ func TestSourcesBounded(t *testing.T) {
 		c.TokenSource(abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantRefreshToken, ClientID: "c",
 			ClientSecret: "s", RefreshToken: "rt-" + strconv.Itoa(i)})
 	}
-	c.sources.mu.Lock()
-	n := len(c.sources.m)
-	c.sources.mu.Unlock()
-	if n > maxSources {
-		t.Fatalf("%d sources held, bound %d", n, maxSources)
-	}
+	checkSourcesBounded(t, c)
 }
 
 // TestAllowListPorts: an entry without a port allows 443 only, "host:port" that port only, and a
@@ -205,5 +200,16 @@ func TestAllowListPorts(t *testing.T) {
 		if err := s.check(u); (err == nil) != tt.ok {
 			t.Errorf("%s: %v, want allowed %v", tt.url, err, tt.ok)
 		}
+	}
+}
+
+// checkSourcesBounded fails t if c holds more sources than its bound.
+func checkSourcesBounded(t *testing.T, c *Client) {
+	t.Helper()
+	c.sources.mu.Lock()
+	n := len(c.sources.m)
+	c.sources.mu.Unlock()
+	if n > maxSources {
+		t.Fatalf("%d sources held, bound %d", n, maxSources)
 	}
 }

@@ -334,12 +334,7 @@ func TestSingleFlightWithFullSourceMap(t *testing.T) {
 	if n := fake.Requests(); n != 1 || failed.Load() != 0 {
 		t.Fatalf("%d requests (want 1), %d callers failed", n, failed.Load())
 	}
-	c.sources.mu.Lock()
-	n := len(c.sources.m)
-	c.sources.mu.Unlock()
-	if n > maxSources {
-		t.Fatalf("%d sources held, bound %d", n, maxSources)
-	}
+	checkSourcesBounded(t, c)
 }
 
 // TestNo401Storm: an API that answers 401 to every token costs a handful of token requests over 100

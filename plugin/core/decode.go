@@ -171,7 +171,7 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 		}
 	}
 	if f.refreshToken.Type == gjson.String && f.refreshToken.Str != "" {
-		if msg := checkToken("refresh_token", f.refreshToken.Str); msg != "" {
+		if msg := checkRefreshToken(f.refreshToken.Str); msg != "" {
 			return nil, malformed(resp.Status, msg)
 		}
 	}
@@ -192,15 +192,22 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 // and proxies cap at 8 to 64 KiB, and a megabyte token is an attack on the host, not a credential.
 const MaxTokenBytes = 32 << 10
 
-// checkToken returns why v is not a usable token field, or "". A token goes into an Authorization
-// header as is: anything but visible ASCII (RFC 6750's b64token is a subset) could inject header
-// lines (CR, LF) or confuse the upstream, so it is refused, never cached, in every host.
-func checkToken(name, v string) string {
+// checkToken returns why v is not a usable access token or token type, or "". Both go into an
+// Authorization header as they are: anything but visible ASCII (RFC 6750's b64token is a subset)
+// could inject header lines (CR, LF) or confuse the upstream, so it is refused, never cached, in
+// every host.
+func checkToken(name, v string) string { return checkChars(name, v, 0x21) }
+
+// checkRefreshToken is checkToken for a refresh token, which RFC 6749 (A.17) lets hold spaces: it
+// travels form-encoded in a body, never in a header. Control characters are still refused.
+func checkRefreshToken(v string) string { return checkChars("refresh_token", v, 0x20) }
+
+func checkChars(name, v string, lowest byte) string {
 	if len(v) > MaxTokenBytes {
 		return name + " exceeds 32 KiB"
 	}
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x21 || c > 0x7e {
+		if c := v[i]; c < lowest || c > 0x7e {
 			return name + " holds a character outside visible ASCII"
 		}
 	}

@@ -355,6 +355,8 @@ func TestTokenCharactersRefused(t *testing.T) {
 		{"token_type CRLF", "token_type", "Bearer\r\nX: y", false},
 		{"refresh_token CRLF", "refresh_token", "r\r\nX: y", false},
 		{"refresh_token visible", "refresh_token", "r.1", true},
+		{"refresh_token with a space (RFC 6749 VSCHAR)", "refresh_token", "r 1", true},
+		{"refresh_token TAB", "refresh_token", "r\t1", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			body := map[string]any{"access_token": "good", "expires_in": 600}

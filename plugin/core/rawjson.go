@@ -38,20 +38,10 @@ func view(b []byte) string {
 
 // parseJSONView is parseJSON without the copy: the Result aliases b (see view).
 func parseJSONView(b []byte, what string) (gjson.Result, *abi.Error) {
-	if len(b) > MaxInputBytes {
-		return gjson.Result{}, invalidRequest(what + " exceeds 8 MiB")
+	if err := checkJSON(b, what); err != nil {
+		return gjson.Result{}, err
 	}
-	if depth(b) > maxDepth {
-		return gjson.Result{}, invalidRequest(what + " is nested too deeply")
-	}
-	if !gjson.ValidBytes(b) {
-		return gjson.Result{}, invalidRequest(what + " is not valid JSON")
-	}
-	v := gjson.Parse(view(b))
-	if !v.IsObject() {
-		return gjson.Result{}, invalidRequest(what + " must be a JSON object")
-	}
-	return v, nil
+	return asObject(gjson.Parse(view(b)), what)
 }
 
 // memberVisitor receives the members of a JSON object: the key (unescaped) and the raw text of the

@@ -54,18 +54,29 @@ const MaxInputBytes = 8 << 20
 // the input into memory.
 func InputTooLarge() []byte { return errorJSON(invalidRequest("input exceeds 8 MiB")) }
 
-// parseJSON checks that b is one JSON object of bounded size and depth.
+// parseJSON checks that b is one JSON object of bounded size and depth. The Result owns a copy of b:
+// what is parsed from it may outlive b (the memo keeps the request).
 func parseJSON(b []byte, what string) (gjson.Result, *abi.Error) {
-	if len(b) > MaxInputBytes {
-		return gjson.Result{}, invalidRequest(what + " exceeds 8 MiB")
+	if err := checkJSON(b, what); err != nil {
+		return gjson.Result{}, err
 	}
-	if depth(b) > maxDepth {
-		return gjson.Result{}, invalidRequest(what + " is nested too deeply")
+	return asObject(gjson.ParseBytes(b), what)
+}
+
+// checkJSON checks that b is valid JSON of bounded size and depth.
+func checkJSON(b []byte, what string) *abi.Error {
+	switch {
+	case len(b) > MaxInputBytes:
+		return invalidRequest(what + " exceeds 8 MiB")
+	case depth(b) > maxDepth:
+		return invalidRequest(what + " is nested too deeply")
+	case !gjson.ValidBytes(b):
+		return invalidRequest(what + " is not valid JSON")
 	}
-	if !gjson.ValidBytes(b) {
-		return gjson.Result{}, invalidRequest(what + " is not valid JSON")
-	}
-	v := gjson.ParseBytes(b)
+	return nil
+}
+
+func asObject(v gjson.Result, what string) (gjson.Result, *abi.Error) {
 	if !v.IsObject() {
 		return gjson.Result{}, invalidRequest(what + " must be a JSON object")
 	}

@@ -55,15 +55,7 @@ func newHarness(t *testing.T, runner string, fake *providertest.Fake, extra map[
 		conf[k] = v
 	}
 	b, _ := json.Marshal(conf)
-	var vm types.VMContext = &vmContext{}
-	if runner == "wasm" {
-		w, err := proxytest.NewWasmVMContext(filterWasm)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vm = w
-	}
-	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration(b))
+	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vmFor(t, runner)).WithPluginConfiguration(b))
 	t.Cleanup(reset)
 	if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
 		t.Fatalf("plugin start: %v", st)
@@ -131,6 +123,19 @@ func (h *harness) answerCallout(c proxytest.HttpCalloutAttribute) {
 		headers = append(headers, [2]string{strings.ToLower(k), vs[0]})
 	}
 	h.host.CallOnHttpCallResponse(c.CalloutID, headers, nil, body)
+}
+
+// vmFor returns the filter's VM context: the Go code itself ("native"), or the compiled .wasm.
+func vmFor(t *testing.T, runner string) types.VMContext {
+	t.Helper()
+	if runner != "wasm" {
+		return &vmContext{}
+	}
+	w, err := proxytest.NewWasmVMContext(filterWasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
@@ -338,15 +343,7 @@ func TestForeignTokenHostRefusedAtStart(t *testing.T) {
 				"token_url": "https://api.joincandidhealth.com/api/auth/v2/token"},
 			"cluster": "pattern_token",
 		})
-		var vm types.VMContext = &vmContext{}
-		if runner == "wasm" {
-			w, err := proxytest.NewWasmVMContext(filterWasm)
-			if err != nil {
-				t.Fatal(err)
-			}
-			vm = w
-		}
-		host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration(conf))
+		host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vmFor(t, runner)).WithPluginConfiguration(conf))
 		defer reset()
 		if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {
 			t.Fatalf("plugin start: %v, want failed", st)

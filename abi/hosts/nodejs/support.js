@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { createServer } from 'node:http';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, '../../..');
@@ -144,4 +145,27 @@ export async function startFakes() {
       child.kill('SIGINT'); // the command stops on an interrupt
     }).finally(cleanup);
   return { fakes: JSON.parse(line), stop };
+}
+
+/**
+ * serve starts a loopback HTTP server for one test; handler(req, res, n) answers each request once its
+ * body is read, n counting requests from 1. close() also ends connections still open (a stalled case).
+ */
+export async function serve(handler) {
+  let n = 0;
+  const server = createServer((req, res) => {
+    const seq = ++n;
+    req.resume();
+    req.on('end', () => handler(req, res, seq));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/token`,
+    count: () => n,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(resolve);
+        server.closeAllConnections();
+      }),
+  };
 }

@@ -4,9 +4,8 @@
 // policy, the timeout, the body cap and redirects.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { createHost, MemoryCache } from '../host.js';
-import { WASM, startFakes } from '../support.js';
+import { WASM, startFakes, serve } from '../support.js';
 
 let fakes; // {provider: {token_url, api_url, stats_url, config}}
 let stopFakes;
@@ -113,24 +112,6 @@ test('a token URL outside the policy is refused and reaches nothing', async () =
   }
 });
 
-/** serve starts a loopback HTTP server; handler(req, res, n) gets the request count n (from 1). */
-async function serve(handler) {
-  let n = 0;
-  const server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => handler(req, res, ++n));
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}/token`,
-    count: () => n,
-    close: () =>
-      new Promise((resolve) => {
-        server.close(resolve);
-        server.closeAllConnections(); // the slow case's request is still open
-      }),
-  };
-}
 
 const niko = (url, extra = {}) => ({ provider: 'nikohealth', client_id: 'niko-client', client_secret: 'niko-secret-1', token_url: url, ...extra });
 const issue = (res, token) => {

@@ -3,11 +3,10 @@
 // httpSender directly (no plugin), then end to end through the plugin's `token`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHost, httpSender, DEFAULT_ALLOWED_HOSTS } from '../host.js';
-import { WASM, ROOT } from '../support.js';
+import { WASM, ROOT, serve } from '../support.js';
 
 /** countingFetch is a fetch that answers a token and counts its calls: a refusal must not call it. */
 function countingFetch() {
@@ -145,25 +144,6 @@ test('token without allowedHosts: a caller\'s token_url to another https host is
   }
 });
 
-/** serve starts a loopback server; handler(req, res) decides what each request gets. */
-async function serve(handler) {
-  let n = 0;
-  const server = createServer((req, res) => {
-    n++;
-    req.resume();
-    req.on('end', () => handler(req, res));
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}/token`,
-    count: () => n,
-    close: () =>
-      new Promise((resolve) => {
-        server.close(resolve);
-        server.closeAllConnections();
-      }),
-  };
-}
 
 test('transport failures and oversized bodies are not policy refusals', async (t) => {
   const send = httpSender({ allowLoopback: true });

@@ -246,6 +246,10 @@ func (m *matcher) units(j, layers int) units {
 // hex reads digits more hex digits at j (each read layers deep) onto acc and adds the value.
 func (m *matcher) hex(out *units, j, digits, layers int, acc int32, isRune bool) {
 	if digits == 0 {
+		if isRune && 0xd800 <= acc && acc < 0xdc00 {
+			m.lowSurrogate(out, j, layers, acc) // JSON spells a code point past U+FFFF as a pair
+			return
+		}
 		out.add(unit{val: acc, end: j, rune: isRune})
 		return
 	}
@@ -256,6 +260,30 @@ func (m *matcher) hex(out *units, j, digits, layers int, acc int32, isRune bool)
 	for _, d := range ds.u[:ds.n] {
 		if v, ok := hexDigit(d.val); ok {
 			m.hex(out, d.end, digits-1, layers, acc<<4|v, isRune)
+		}
+	}
+}
+
+// lowSurrogate reads the "\uDC00"-"\uDFFF" that completes the high surrogate hi at j and adds the
+// code point they spell.
+func (m *matcher) lowSurrogate(out *units, j, layers int, hi int32) {
+	bs := m.units(j, layers)
+	for _, b := range bs.u[:bs.n] {
+		if b.val != '\\' {
+			continue
+		}
+		next := m.units(b.end, layers)
+		for _, u := range next.u[:next.n] {
+			if u.val != 'u' {
+				continue
+			}
+			var lows units
+			m.hex(&lows, u.end, 4, layers, 0, false)
+			for _, lo := range lows.u[:lows.n] {
+				if 0xdc00 <= lo.val && lo.val < 0xe000 {
+					out.add(unit{val: 0x10000 + (hi-0xd800)<<10 + (lo.val - 0xdc00), end: lo.end, rune: true})
+				}
+			}
 		}
 	}
 }

@@ -193,6 +193,8 @@ func TestRedactRules(t *testing.T) {
 		{"json in form", `a"bc`, `got a%5C%22bc here`, "got [redacted] here"},
 		{"html", `a"b<c`, `got a&quot;b&lt;c here`, "got [redacted] here"},
 		{"non-ascii as \\u", "s3crét-x", `got s3cr\u00e9t-x here`, "got [redacted] here"},
+		{"past U+FFFF as a \\u surrogate pair", "s3cr\U0001F511-x", `got s3cr\ud83d\udd11-x here`, "got [redacted] here"},
+		{"surrogate pair, upper hex", "s3cr\U0001F511-x", `got s3cr\uD83D\uDD11-x here`, "got [redacted] here"},
 		{"raw backslashes", `a\\b\c`, `got a\\b\c here`, "got [redacted] here"},
 		{"escaped backslashes", `a\\b\c`, `got a\\\\b\\c here`, "got [redacted] here"},
 		{"short secret withholds all", "abc", "code abc was wrong", "[redacted]"},

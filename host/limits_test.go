@@ -56,6 +56,8 @@ func TestResponseLimits(t *testing.T) {
 	}{
 		{"extra field 1000 KiB ascii", tokenBody(1000<<10, 'x'), nil, ""},
 		{"512 KiB of <", tokenBody(512<<10, '<'), nil, ""},
+		{"scope 1000 KiB", `{"access_token":"big-token","expires_in":3600,"scope":"` + strings.Repeat("s", 1000<<10) + `"}`, nil, abi.KindMalformedResponse},
+		{"scope of 500 KiB of quotes", `{"access_token":"big-token","expires_in":3600,"scope":"` + strings.Repeat(`\"`, 500<<10) + `"}`, nil, abi.KindMalformedResponse},
 		{"access_token 900 KiB", `{"access_token":"` + strings.Repeat("t", 900<<10) + `","expires_in":3600}`, nil, abi.KindMalformedResponse},
 		{"body 1 MiB exactly", tokenBody(core.MaxBodyBytes, 'x'), nil, ""},
 		{"body 1 MiB exactly of <", tokenBody(core.MaxBodyBytes, '<'), nil, ""},

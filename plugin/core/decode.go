@@ -183,6 +183,9 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 		t.RefreshToken = f.refreshToken.Str
 	}
 	if f.scope.Type == gjson.String {
+		if len(f.scope.Str) > MaxTokenBytes { // it is copied into every answer and cache entry
+			return nil, malformed(resp.Status, "scope exceeds 32 KiB")
+		}
 		t.Scope = f.scope.Str
 	}
 	return t, nil

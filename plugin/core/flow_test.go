@@ -357,6 +357,8 @@ func TestTokenCharactersRefused(t *testing.T) {
 		{"refresh_token visible", "refresh_token", "r.1", true},
 		{"refresh_token with a space (RFC 6749 VSCHAR)", "refresh_token", "r 1", true},
 		{"refresh_token TAB", "refresh_token", "r\t1", false},
+		{"scope over 32 KiB", "scope", long, false},
+		{"scope at 32 KiB", "scope", long[1:], true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			body := map[string]any{"access_token": "good", "expires_in": 600}

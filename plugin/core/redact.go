@@ -30,6 +30,8 @@ const (
 	// shortSecret: a secret shorter than this cannot be replaced without mangling ordinary text, so a
 	// text holding one is withheld whole.
 	shortSecret = 4
+	// extraSecretMin: the shortest params or headers value treated as a secret.
+	extraSecretMin = 8
 )
 
 // secretTexts lists the request's secrets and the base64 forms of its client credentials, computed
@@ -53,6 +55,15 @@ func (r *Request) secretTexts() []string {
 	}
 	for _, s := range [...]string{r.ClientSecret, r.Password, r.RefreshToken, r.Code, r.CodeVerifier, r.AccessToken} {
 		add(s)
+	}
+	// A caller's extra params and headers may carry credentials (client_assertion, an API key). Their
+	// values are secrets too, unless too short to be one: a short value would withhold whole texts.
+	for _, hs := range [...][]header{r.Params, r.Headers} {
+		for _, h := range hs {
+			if len(h.value) >= extraSecretMin {
+				add(h.value)
+			}
+		}
 	}
 	if r.ClientSecret != "" {
 		creds := [...]string{r.ClientID + ":" + r.ClientSecret, url.QueryEscape(r.ClientID) + ":" + url.QueryEscape(r.ClientSecret), r.ClientSecret}

@@ -211,6 +211,23 @@ func TestRedactRules(t *testing.T) {
 	}
 }
 
+// TestRedactExtraParamsAndHeaders: values of a caller's params and headers of 8 bytes or more (a
+// client_assertion, an API key) are secrets too; shorter ones are not, so they withhold nothing.
+func TestRedactExtraParamsAndHeaders(t *testing.T) {
+	r := &Request{ClientID: "id", ClientSecret: "s3cret-value",
+		Params:  []header{{"client_assertion", "eyJhbGciOi.assertion+/="}, {"audience", "api"}},
+		Headers: []header{{"X-Api-Key", "key 0123456789"}}}
+	for _, tt := range []struct{ text, want string }{
+		{"bad assertion eyJhbGciOi.assertion%2B%2F%3D", "bad assertion [redacted]"},
+		{`key "key 0123456789" refused`, `key "[redacted]" refused`},
+		{"unknown api audience", "unknown api audience"},
+	} {
+		if got := r.redact(tt.text, 512); got != tt.want {
+			t.Fatalf("redact(%q) = %q, want %q", tt.text, got, tt.want)
+		}
+	}
+}
+
 // TestRedactBounded: a hostile text built to make the matcher slow is withheld, not scanned forever.
 func TestRedactBounded(t *testing.T) {
 	secret := strings.Repeat("a", 4000) + "b"

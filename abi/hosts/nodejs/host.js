@@ -10,6 +10,8 @@ import { readFile } from 'node:fs/promises';
 
 /** The response body cap: the plugin parses at most 1 MiB, so one byte more is enough to tell. */
 export const MAX_RESPONSE_BYTES = (1 << 20) + 1;
+/** The response header cap, as the Go host's: names and values together, more is a transport error. */
+export const MAX_RESPONSE_HEADER_BYTES = 64 << 10;
 const DEFAULT_TIMEOUT_MS = 10000; // the ABI's default and cap for TokenRequest.timeout_ms
 const MAX_TIMEOUT_MS = 120000;
 
@@ -195,9 +197,16 @@ async function exchange(req, timeout, fetchImpl) {
       redirect: 'manual', // a redirect is answered as it is (a 3xx the plugin types), never followed
       signal: AbortSignal.timeout(timeout), // covers the connection, the headers and the body
     });
-    const body = await readCapped(resp, MAX_RESPONSE_BYTES);
     // Names come lower-cased; a repeated header is joined with ", " by fetch (set-cookie aside).
-    return { status: resp.status, headers: Object.fromEntries(resp.headers), body: body.toString('utf8') };
+    const headers = Object.fromEntries(resp.headers);
+    let headerBytes = 0;
+    for (const [k, v] of Object.entries(headers)) headerBytes += k.length + v.length;
+    if (headerBytes > MAX_RESPONSE_HEADER_BYTES) {
+      await resp.body?.cancel();
+      return { error: `token endpoint's response headers exceed ${MAX_RESPONSE_HEADER_BYTES} bytes` };
+    }
+    const body = await readCapped(resp, MAX_RESPONSE_BYTES);
+    return { status: resp.status, headers, body: body.toString('utf8') };
   } catch (err) {
     if (err?.name === 'TimeoutError') return { error: `timeout after ${timeout} ms waiting for the token endpoint` };
     // fetch says "fetch failed" and puts the network reason (ECONNREFUSED, ECONNRESET, ENOTFOUND,

@@ -174,6 +174,16 @@ test('transport failures and oversized bodies are not policy refusals', async (t
   } finally {
     await srv.close();
   }
+  await t.test('response headers over 64 KiB are a transport error, at the cap a response', async () => {
+    // A caller's fetch may lift undici's own header limit: the host caps headers itself.
+    const withHeaders = (n) => httpSender({ fetch: async () => new Response('{}', { headers: { 'x-pad': 'a'.repeat(n) } }) });
+    const url = 'https://api.candescent.com/token';
+    const over = await withHeaders((64 << 10) - 'x-pad'.length + 1)({ url, method: 'POST' });
+    assert.match(over.error ?? '', /headers exceed 65536 bytes/, JSON.stringify(over).slice(0, 200));
+    assert.equal(over.policy, undefined);
+    const at = await withHeaders((64 << 10) - 'x-pad'.length - 'content-type'.length - 'text/plain;charset=UTF-8'.length)({ url, method: 'POST' });
+    assert.equal(at.status, 200, JSON.stringify(at).slice(0, 200));
+  });
   await t.test('connection refused', async () => {
     const gone = await serve(() => {});
     await gone.close();

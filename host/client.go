@@ -167,8 +167,10 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 }
 
 // Close refuses new calls, waits for the calls and fetches in progress until ctx ends (as
-// http.Server.Shutdown does), then stops whatever still runs and releases the plugin. It returns
-// ctx's error if ctx ended first. Calls after Close fail with ErrClosed.
+// http.Server.Shutdown does), then releases the plugin. If ctx ends first, Close returns its error at
+// once, stops what still runs and releases the plugin in the background when that has stopped (an
+// exchange of a refresh token or an authorization code is let finish, within its timeout_ms, so the
+// new refresh token reaches the hook). Calls after Close fail with ErrClosed.
 func (c *Client) Close(ctx context.Context) error {
 	c.mu.Lock()
 	already := c.closed.Swap(true)
@@ -181,19 +183,25 @@ func (c *Client) Close(ctx context.Context) error {
 		c.inflight.Wait()
 		close(done)
 	}()
-	var err error
+	release := func() {
+		c.pool.close(context.WithoutCancel(ctx))
+		_ = c.module.Close(context.WithoutCancel(ctx))
+	}
 	select {
 	case <-done:
+		c.cancel()
+		c.pool.close(ctx)
+		return c.module.Close(ctx)
 	case <-ctx.Done():
-		err = ctx.Err()
+		// Stop what still runs (a one-time grant's exchange excepted: canceled, its new refresh
+		// token would be lost) and release the plugin once it has.
+		c.cancel()
+		go func() {
+			<-done
+			release()
+		}()
+		return ctx.Err()
 	}
-	c.cancel() // ends what still runs: background refreshes, fetches nobody waits for
-	<-done     // each stops at its next host call or HTTP read
-	c.pool.close(context.WithoutCancel(ctx))
-	if cerr := c.module.Close(context.WithoutCancel(ctx)); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // enter holds the Client open for one call; leave releases it.
@@ -219,7 +227,13 @@ func (c *Client) call(ctx context.Context, export string, input []byte, out any)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	inst, err := c.pool.get(ctx)
+	pctx := ctx // a fetch's timeout_ms bounds its wait for an instance too
+	if d, ok := fetchDeadline(ctx); ok {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
+	inst, err := c.pool.get(pctx)
 	if err != nil {
 		return err
 	}

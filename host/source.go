@@ -75,6 +75,9 @@ type source struct {
 	lastUsed      atomic.Int64 // Unix ns; the source map evicts the least recently used idle source
 	active        atomic.Int32 // callers waiting on a fetch plus fetches running: never evicted while > 0
 	invalidatedAt atomic.Int64 // Unix ns of the last 401 that dropped the token
+
+	alias   [sha256.Size]byte // guarded by sourceMap.mu: the key of its newest refresh token
+	aliased bool
 }
 
 // flight is one fetch in progress; every caller that needs it waits on done. It runs on its own
@@ -86,6 +89,13 @@ type flight struct {
 	err     error
 	waiters int // guarded by source.mu
 	cancel  context.CancelFunc
+	oneTime bool // its grant uses up a credential: it runs to its end (see oneTime)
+}
+
+// oneTime reports whether req's grant uses up a credential when sent: a refresh token the provider
+// may rotate, or an authorization code, which works once.
+func oneTime(req abi.TokenRequest) bool {
+	return req.GrantType == abi.GrantRefreshToken || req.GrantType == abi.GrantAuthorizationCode
 }
 
 // request returns the credential set as it is now (the refresh token may have rotated).
@@ -153,7 +163,9 @@ func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Durati
 
 	s.mu.Lock()
 	f := s.flight
-	if f == nil || force {
+	// A grant that uses up its credential (a refresh token that rotates, an authorization code) is
+	// never sent twice at once: a forced fetch joins the one in flight, whose token is new anyway.
+	if f == nil || force && !oneTime(s.req) {
 		f = s.start(force, minTTL)
 	}
 	f.waiters++
@@ -163,8 +175,10 @@ func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Durati
 		return f.h, f.err
 	case <-ctx.Done():
 		s.mu.Lock()
-		if f.waiters--; f.waiters == 0 {
-			// Nobody waits any more: stop retrying, and let the next caller start afresh.
+		if f.waiters--; f.waiters == 0 && !f.oneTime {
+			// Nobody waits any more: stop retrying, and let the next caller start afresh. A one-time
+			// grant's exchange is left to finish (within timeout_ms): canceled mid-way, the provider
+			// has used up the credential and the new one would be lost.
 			f.cancel()
 			if s.flight == f {
 				s.flight = nil
@@ -178,9 +192,14 @@ func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Durati
 // start runs a new flight; s.mu is held. The caller holds the Client open (enter), so the flight's
 // own hold on it cannot race with Close.
 func (s *source) start(force bool, minTTL time.Duration) *flight {
-	fctx, cancel := context.WithCancel(s.c.ctx)
-	f := &flight{done: make(chan struct{}), cancel: cancel}
-	if !force {
+	f := &flight{done: make(chan struct{}), oneTime: oneTime(s.req)}
+	parent := s.c.ctx
+	if f.oneTime {
+		parent = context.WithoutCancel(parent) // not even Close cuts it off: timeout_ms bounds it
+	}
+	fctx, cancel := context.WithCancel(parent)
+	f.cancel = cancel
+	if !force || f.oneTime {
 		s.flight = f
 	}
 	req := s.req
@@ -397,6 +416,7 @@ func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
 
 // alias makes req (a credential set after a refresh token rotated) name the source s too, so a
 // caller that persisted the new refresh token and asks with it shares s's token.
+// The previous alias goes: one source holds at most two keys, its first and its newest.
 func (sm *sourceMap) alias(req abi.TokenRequest, s *source) {
 	key, _, err := sourceKey(req)
 	if err != nil {
@@ -404,23 +424,35 @@ func (sm *sourceMap) alias(req abi.TokenRequest, s *source) {
 	}
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
+	if s.aliased && sm.m[s.alias] == s {
+		delete(sm.m, s.alias)
+	}
 	if _, ok := sm.m[key]; !ok && len(sm.m) >= maxSources {
 		sm.evict(now().UnixNano())
 	}
 	sm.m[key] = s
+	s.alias, s.aliased = key, true
 }
 
 // evict drops every idle source whose token has expired or that holds none, or, if that frees
 // nothing, the least recently used idle source. A source with a caller waiting or a fetch running is
-// never dropped: its callers would stop sharing one fetch. Callers holding a dropped source keep
-// using it; it just is not shared anymore.
+// never dropped: its callers would stop sharing one fetch. A source whose refresh token rotated goes
+// last: dropped, the request it was made with would send a used-up refresh token again. Callers
+// holding a dropped source keep using it; it just is not shared anymore.
 func (sm *sourceMap) evict(n int64) {
 	nowMS := n / int64(time.Millisecond)
-	var lru [sha256.Size]byte
-	lruAt := int64(-1)
+	var lru, lruRotated [sha256.Size]byte
+	lruAt, lruRotatedAt := int64(-1), int64(-1)
 	freed := false
 	for k, s := range sm.m {
 		if s.active.Load() > 0 || s.refreshing.Load() {
+			continue
+		}
+		u := s.lastUsed.Load()
+		if s.aliased {
+			if lruRotatedAt < 0 || u < lruRotatedAt {
+				lruRotated, lruRotatedAt = k, u
+			}
 			continue
 		}
 		if h := s.cur.Load(); h == nil || h.tok.ExpiresAtMS <= nowMS {
@@ -428,12 +460,16 @@ func (sm *sourceMap) evict(n int64) {
 			freed = true
 			continue
 		}
-		if u := s.lastUsed.Load(); lruAt < 0 || u < lruAt {
+		if lruAt < 0 || u < lruAt {
 			lru, lruAt = k, u
 		}
 	}
-	if !freed && lruAt >= 0 {
+	switch {
+	case freed:
+	case lruAt >= 0:
 		delete(sm.m, lru)
+	case lruRotatedAt >= 0:
+		delete(sm.m, lruRotated)
 	}
 }
 

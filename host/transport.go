@@ -36,8 +36,13 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := t.base.RoundTrip(authorized(r, h))
-	if err != nil || resp.StatusCode != http.StatusUnauthorized || !replayable(r) {
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
+	}
+	if !replayable(r) {
+		// No retry without the body, but the refused token still goes, for the next request.
+		_, _ = t.src.unauthorized(r.Context(), h)
+		return resp, nil
 	}
 	// The token was refused: drop it (once per token, and once per source in a while: an API that
 	// refuses every token gets its 401 back instead of a fetch per request) and try once more.

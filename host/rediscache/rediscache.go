@@ -309,12 +309,13 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 // setNXScript is SET NX PX that also takes over a stale key: one without a TTL (set by hand, or by
 // a client that forgot PX) or with a TTL longer than any fetch lock can have (ARGV[3]). Without
 // this, such a fetch lock would never expire and every caller of its credential set would wait for
-// it until its deadline. A live lock of a process with a longer timeout_ms is left alone.
+// it until its deadline. A key of another type is no lock either. A live lock of a process with a
+// longer timeout_ms is left alone.
 // Answers 1 when stored, 2 when a stale key was taken over, 0 when the key is held.
 var setNXScript = redis.NewScript(`
 if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then return 1 end
 local ttl = redis.call("PTTL", KEYS[1])
-if ttl == -1 or ttl > tonumber(ARGV[3]) then
+if ttl == -1 or ttl > tonumber(ARGV[3]) or redis.call("TYPE", KEYS[1]).ok ~= "string" then
   redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
   return 2
 end
@@ -336,11 +337,37 @@ func (c *Cache) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	case keyFailed:
 		return true, nil
 	}
+	if res == 0 && c.strayLock(ctx, key, rk, sealed, ms) {
+		res = 2
+	}
 	if res == 2 && c.takeoverLog.allow(c.now()) { // at most once a minute
 		c.opts.Logger.Warn("rediscache: took over a lock without a TTL or with a longer TTL than any fetch "+
 			"lock has (set by hand?)", "key", rk, "ttl", ttl)
 	}
 	return res != 0, nil
+}
+
+// replaceIfScript sets KEYS[1] to ARGV[2] with PX ARGV[3] only while it still holds ARGV[1].
+var replaceIfScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then
+  redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3]) return 1 end return 0`)
+
+// strayLock takes over a held lock whose value does not open with any key (planted, or written by
+// a process with other keys, which is counted as such): it guards no fetch this process can see.
+func (c *Cache) strayLock(ctx context.Context, key, rk string, sealed []byte, ms int64) bool {
+	var took bool
+	c.redis(ctx, rk, func(ctx context.Context) error {
+		raw, err := c.rdb.Get(ctx, rk).Bytes()
+		if err != nil {
+			return err
+		}
+		if _, ok := c.open(key, raw); ok {
+			return nil
+		}
+		n, err := replaceIfScript.Run(ctx, c.rdb, []string{rk}, raw, sealed, ms).Int64()
+		took = n == 1
+		return err
+	})
+	return took
 }
 
 // maxLockTTL is the longest TTL a fetch lock is given: the plugin's longest timeout_ms (120 s) and

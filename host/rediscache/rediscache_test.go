@@ -542,14 +542,15 @@ func TestSetNXTakesOverStaleLocks(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			k := uniqueKey(t) + "/lock"
 			rk := c.redisKey(k)
-			rdb.Set(ctx, rk, "x", tc.ttl)
+			planted := c.seal(k, []byte("owner-0")) // a lock another process of the fleet sealed
+			rdb.Set(ctx, rk, planted, tc.ttl)
 			stored, err := c.SetNX(ctx, k, []byte("owner-1"), ttl)
 			if err != nil || stored != tc.stored {
 				t.Fatalf("SetNX over a planted lock (%v): stored %v, %v; want %v", tc.ttl, stored, err, tc.stored)
 			}
 			got := rdb.PTTL(ctx, rk).Val()
 			if !tc.stored {
-				if rdb.Get(ctx, rk).Val() != "x" || got <= 0 || got > tc.ttl {
+				if rdb.Get(ctx, rk).Val() != string(planted) || got <= 0 || got > tc.ttl {
 					t.Fatalf("a live lock was changed (TTL %v)", got)
 				}
 				return

@@ -372,27 +372,16 @@ func TestACSwitch(t *testing.T) {
 	defer fake.Close()
 	ac := abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantAuthorizationCode, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
 		InstitutionID: cfg.InstitutionID, Code: cfg.Code, CodeVerifier: cfg.CodeVerifier, RedirectURI: cfg.RedirectURI, Scope: "offline_access", TokenURL: fake.TokenURL()}
-	var wg sync.WaitGroup
-	var fails atomic.Int64
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := c.Token(context.Background(), ac); err != nil {
-				fails.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	fails := concurrently(20, func() error { _, err := c.Token(context.Background(), ac); return err })
 	for i := range 3 {
 		time.Sleep(1100 * time.Millisecond)
 		if _, err := c.Token(context.Background(), ac); err != nil {
 			t.Fatalf("after expiry %d: %v", i, err)
 		}
 	}
-	t.Logf("fails %d, requests %d, hooks %d", fails.Load(), fake.Requests(), hooks.Load())
-	if fails.Load() != 0 || hooks.Load() != 4 {
-		t.Errorf("fails %d hooks %d", fails.Load(), hooks.Load())
+	t.Logf("fails %d, requests %d, hooks %d", fails, fake.Requests(), hooks.Load())
+	if fails != 0 || hooks.Load() != 4 {
+		t.Errorf("fails %d hooks %d", fails, hooks.Load())
 	}
 }
 

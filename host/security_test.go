@@ -307,8 +307,6 @@ func TestSingleFlightWithFullSourceMap(t *testing.T) {
 	for i := range maxSources {
 		c.TokenSource(other(i))
 	}
-	var wg sync.WaitGroup
-	var failed atomic.Int64
 	stop := make(chan struct{})
 	go func() { // credential sets keep arriving, each one evicting
 		for i := maxSources; ; i++ {
@@ -320,19 +318,10 @@ func TestSingleFlightWithFullSourceMap(t *testing.T) {
 			}
 		}
 	}()
-	for range 200 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := c.Token(context.Background(), req); err != nil {
-				failed.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+	failed := concurrently(200, func() error { _, err := c.Token(context.Background(), req); return err })
 	close(stop)
-	if n := fake.Requests(); n != 1 || failed.Load() != 0 {
-		t.Fatalf("%d requests (want 1), %d callers failed", n, failed.Load())
+	if n := fake.Requests(); n != 1 || failed != 0 {
+		t.Fatalf("%d requests (want 1), %d callers failed", n, failed)
 	}
 	checkSourcesBounded(t, c)
 }
@@ -455,4 +444,21 @@ func TestTokenHeaderInjectionRefused(t *testing.T) {
 		}
 		t.Fatalf("Transport sent the API %d calls (err %v)", fake.APICalls(), err)
 	}
+}
+
+// concurrently runs f on n goroutines at once and returns how many failed.
+func concurrently(n int, f func() error) int64 {
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if f() != nil {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return failed.Load()
 }

@@ -382,6 +382,9 @@ type sourceMap struct {
 // maxSources bounds sourceMap; past it, idle sources are dropped, least recently used first.
 const maxSources = 4096
 
+// evictGrace protects a source asked for this recently from being dropped for holding no token.
+const evictGrace = time.Second
+
 func (sm *sourceMap) init() { sm.m = make(map[[sha256.Size]byte]*source) }
 
 // sourceKey names req's credential set: the per-call fields are not part of it.
@@ -455,7 +458,9 @@ func (sm *sourceMap) evict(n int64) {
 			}
 			continue
 		}
-		if h := s.cur.Load(); h == nil || h.tok.ExpiresAtMS <= nowMS {
+		// A source without a live token goes, unless it was asked for just now: its first caller may
+		// be between finding it and starting its fetch.
+		if h := s.cur.Load(); (h == nil || h.tok.ExpiresAtMS <= nowMS) && n-u > int64(evictGrace) {
 			delete(sm.m, k)
 			freed = true
 			continue

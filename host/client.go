@@ -183,22 +183,21 @@ func (c *Client) Close(ctx context.Context) error {
 		c.inflight.Wait()
 		close(done)
 	}()
-	release := func() {
+	release := func() error {
 		c.pool.close(context.WithoutCancel(ctx))
-		_ = c.module.Close(context.WithoutCancel(ctx))
+		return c.module.Close(context.WithoutCancel(ctx))
 	}
 	select {
 	case <-done:
 		c.cancel()
-		c.pool.close(ctx)
-		return c.module.Close(ctx)
+		return release()
 	case <-ctx.Done():
 		// Stop what still runs (a one-time grant's exchange excepted: canceled, its new refresh
 		// token would be lost) and release the plugin once it has.
 		c.cancel()
 		go func() {
 			<-done
-			release()
+			_ = release()
 		}()
 		return ctx.Err()
 	}

@@ -13,7 +13,7 @@ type pool struct {
 	module *extism.Module
 	idle   chan *extism.Instance
 	slots  chan struct{} // one token per live instance
-	// recycleAbove is recycleAbove; tests raise it to keep one instance for a whole run.
+	// recycleAbove is the const of that name; tests raise it to keep one instance for a whole run.
 	recycleAbove int
 }
 

@@ -148,8 +148,8 @@ func (s *source) refresh(ctx context.Context, force bool) (*abi.Token, error) {
 	return h.tok, nil
 }
 
-// fetchShared joins the fetch in progress (a forced one always starts its own) and waits for it
-// until ctx ends. A context already done sends nothing.
+// fetchShared joins the fetch in progress (a forced one starts its own, unless its grant is one-time)
+// and waits for it until ctx ends. A context already done sends nothing.
 func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Duration) (*held, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -165,7 +165,7 @@ func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Durati
 	f := s.flight
 	// A grant that uses up its credential (a refresh token that rotates, an authorization code) is
 	// never sent twice at once: a forced fetch joins the one in flight, whose token is new anyway.
-	if f == nil || force && !oneTime(s.req) {
+	if f == nil || force && !f.oneTime {
 		f = s.start(force, minTTL)
 	}
 	f.waiters++

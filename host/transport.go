@@ -39,15 +39,11 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
-	if !replayable(r) {
-		// No retry without the body, but the refused token still goes, for the next request.
-		_, _ = t.src.unauthorized(r.Context(), h)
-		return resp, nil
-	}
 	// The token was refused: drop it (once per token, and once per source in a while: an API that
-	// refuses every token gets its 401 back instead of a fetch per request) and try once more.
+	// refuses every token gets its 401 back instead of a fetch per request) and try once more, if
+	// the body can be sent again; if not, the dropped token still spares the next request.
 	again, err := t.src.unauthorized(r.Context(), h)
-	if err != nil || !again {
+	if err != nil || !again || !replayable(r) {
 		return resp, nil
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

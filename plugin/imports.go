@@ -58,7 +58,7 @@ func (hostImports) HTTPSend(in []byte) []byte {
 		return nil
 	}
 	out := pdk.FindMemory(off)
-	sendBuf = readBlock(sendBuf[:0], off, int(out.Length()))
+	sendBuf = readInto(sendBuf, int(out.Length()), blockSource(off))
 	out.Free()
 	return sendBuf
 }
@@ -78,18 +78,37 @@ func (hostImports) CacheDelete(in []byte) []byte {
 	return answer(hostCacheDelete(m.Offset()), m)
 }
 
-// readBlock appends the n bytes of the kernel block at off to buf, 8 at a time as go-pdk does.
-func readBlock(buf []byte, off uint64, n int) []byte {
+// source is kernel memory to read: the call's input, or a block.
+type source interface {
+	u64(i uint64) uint64 // the 8 bytes at i
+	u8(i uint64) uint32  // the byte at i
+}
+
+// inputSource is the call's input; blockSource the block at an offset. (TinyGo cannot take an
+// imported function as a value, hence two small types.)
+type (
+	inputSource struct{}
+	blockSource uint64
+)
+
+func (inputSource) u64(i uint64) uint64   { return inputLoadU64(i) }
+func (inputSource) u8(i uint64) uint32    { return inputLoadU8(i) }
+func (b blockSource) u64(i uint64) uint64 { return loadU64(uint64(b) + i) }
+func (b blockSource) u8(i uint64) uint32  { return loadU8(uint64(b) + i) }
+
+// readInto reads n bytes of src into buf, reusing its array when large enough, 8 at a time as
+// go-pdk does.
+func readInto(buf []byte, n int, src source) []byte {
 	if cap(buf) < n {
 		buf = make([]byte, 0, n)
 	}
 	buf = buf[:n]
 	i := 0
 	for ; i+8 <= n; i += 8 {
-		binary.LittleEndian.PutUint64(buf[i:], loadU64(off+uint64(i)))
+		binary.LittleEndian.PutUint64(buf[i:], src.u64(uint64(i)))
 	}
 	for ; i < n; i++ {
-		buf[i] = byte(loadU8(off + uint64(i)))
+		buf[i] = byte(src.u8(uint64(i)))
 	}
 	return buf
 }

@@ -5,7 +5,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"time"
 
 	"github.com/extism/go-pdk"
@@ -48,24 +47,8 @@ func run(f func(input []byte) []byte) int32 {
 	if n > core.MaxInputBytes {
 		return output(core.InputTooLarge())
 	}
-	inputBuf = readInput(inputBuf[:0], int(n))
+	inputBuf = readInto(inputBuf, int(n), inputSource{})
 	return output(f(inputBuf))
-}
-
-// readInput appends the call's n input bytes to buf, 8 at a time as go-pdk's Input does.
-func readInput(buf []byte, n int) []byte {
-	if cap(buf) < n {
-		buf = make([]byte, 0, n)
-	}
-	buf = buf[:n]
-	i := 0
-	for ; i+8 <= n; i += 8 {
-		binary.LittleEndian.PutUint64(buf[i:], inputLoadU64(uint64(i)))
-	}
-	for ; i < n; i++ {
-		buf[i] = byte(inputLoadU8(uint64(i)))
-	}
-	return buf
 }
 
 // output sets the export's JSON result. Every export returns 0: failures are JSON errors.

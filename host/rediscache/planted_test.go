@@ -21,13 +21,7 @@ func TestRedteamPlantedLocks(t *testing.T) {
 		{"gate of wrong type", func(rk string) { rdb.RPush(ctx, rk[:len(rk)-len("/lock")]+"/gate", "x") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fake := freshFake(t)
-			cache := record(newCache(t, rdb))
-			if _, err := fetchWith(t, cache, fake, ""); err != nil {
-				t.Fatal(err)
-			}
-			k := cache.tokenKey(t)
-			rdb.Del(ctx, cache.redisKey(k))
+			fake, cache, k := coldKnownKey(t, rdb)
 			tc.plant(cache.redisKey(k + "/lock"))
 			start := time.Now()
 			_, err := fetchWith(t, newCache(t, rdb), fake, "")

@@ -573,13 +573,7 @@ func TestSetNXTakesOverStaleLocks(t *testing.T) {
 func TestStaleFleetLockDoesNotStall(t *testing.T) {
 	rdb := client(t, redisURL(t))
 	ctx := context.Background()
-	fake := freshFake(t)
-	cache := record(newCache(t, rdb))
-	if _, err := fetchWith(t, cache, fake, ""); err != nil {
-		t.Fatal(err)
-	}
-	k := cache.tokenKey(t)
-	rdb.Del(ctx, cache.redisKey(k))
+	fake, cache, k := coldKnownKey(t, rdb)
 	rdb.Set(ctx, cache.redisKey(k+"/lock"), "planted by hand", 0)
 	start := time.Now()
 	_, err := fetchWith(t, newCache(t, rdb), fake, "")
@@ -649,13 +643,8 @@ func TestKeyErrorAffectsThatKeyOnly(t *testing.T) {
 func TestWrongTypeTokenKeyThroughHost(t *testing.T) {
 	rdb := client(t, redisURL(t))
 	ctx := context.Background()
-	fake := freshFake(t)
-	cache := record(newCache(t, rdb))
-	if _, err := fetchWith(t, cache, fake, ""); err != nil {
-		t.Fatal(err)
-	}
-	rk := cache.redisKey(cache.tokenKey(t))
-	rdb.Del(ctx, rk)
+	fake, cache, k := coldKnownKey(t, rdb)
+	rk := cache.redisKey(k)
 	rdb.RPush(ctx, rk, "wrong", "type")
 	if _, err := fetchWith(t, cache, fake, ""); err != nil || fake.Requests() != 2 || rdb.Type(ctx, rk).Val() != "string" {
 		t.Fatalf("with a wrong-typed token key: %v, %d requests, key type %s; want a token, 2, string",
@@ -718,4 +707,18 @@ func TestDecryptFailuresCountedAndLogged(t *testing.T) {
 	if reader.Fallbacks() != 0 {
 		t.Fatal("decrypt failures switched the reader to its fallback")
 	}
+}
+
+// coldKnownKey fetches one token through a fresh fake so its credential set's cache key is known,
+// then deletes that token from Redis: the set is cold again, with its key in hand for planting.
+func coldKnownKey(t *testing.T, rdb *redis.Client) (*providertest.Fake, *recorder, string) {
+	t.Helper()
+	fake := freshFake(t)
+	cache := record(newCache(t, rdb))
+	if _, err := fetchWith(t, cache, fake, ""); err != nil {
+		t.Fatal(err)
+	}
+	k := cache.tokenKey(t)
+	rdb.Del(context.Background(), cache.redisKey(k))
+	return fake, cache, k
 }

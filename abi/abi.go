@@ -20,6 +20,9 @@ const (
 	ExportDecode     = "decode"
 	ExportToken      = "token"
 	ExportInvalidate = "invalidate"
+	// ExportTokenStep runs the token (or invalidate) flow one step per call, for hosts that cannot
+	// block inside an import: each answer is the next import to call, or the final answer.
+	ExportTokenStep = "token_step"
 )
 
 // ImportModule is the Wasm import module of the host functions below. Each takes one Extism memory

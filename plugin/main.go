@@ -31,6 +31,11 @@ func token() int32 {
 	return run(func(in []byte) []byte { return core.Token(&memo, in, hostImports{}, now) })
 }
 
+//go:wasmexport token_step
+func tokenStep() int32 {
+	return run(func(in []byte) []byte { return core.TokenStep(&memo, in, now) })
+}
+
 //go:wasmexport invalidate
 func invalidate() int32 {
 	return run(func(in []byte) []byte { return core.Invalidate(&memo, in, hostImports{}) })

@@ -19,13 +19,15 @@ import (
 	"strings"
 )
 
-// Vector is one conformance case.
+// Vector is one conformance case. Run it with Check.
 type Vector struct {
 	Name   string          `json:"name"`
 	Doc    string          `json:"doc"`
 	Export string          `json:"export"`
 	Input  json.RawMessage `json:"input"`
 	Want   json.RawMessage `json:"want"`
+	// Steps make a token_step flow of the vector (see Check).
+	Steps []Step `json:"steps,omitempty"`
 
 	Path string `json:"-"`
 }
@@ -128,6 +130,9 @@ func match(path string, want, got any) error {
 // a reviewed change of behaviour. Per-request ids are replaced by "<uuid>".
 func Update(v Vector, got []byte) error {
 	v.Want = uuid4InJSON.ReplaceAll(got, []byte(`"<uuid>"`))
+	for i := range v.Steps {
+		v.Steps[i].Want = uuid4InJSON.ReplaceAll(v.Steps[i].Want, []byte(`"<uuid>"`))
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false) // keep "<uuid>" readable

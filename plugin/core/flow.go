@@ -78,84 +78,24 @@ const (
 
 // Token is the token export: the cached token unless it is inside its expiry skew, else one request
 // to the provider, whose token is cached for no longer than its life. A 429 closes a gate in the cache
-// that every instance, process and node sharing the cache honours until it ends.
+// that every instance, process and node sharing the cache honours until it ends. It runs the flow of
+// step.go, calling the imports inline.
 func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
-	r, enc, key, err := m.Prepare(input)
-	if err != nil {
-		return errorJSON(err)
+	f, out := NewFlow(m, input, opToken, now)
+	if f == nil {
+		return out
 	}
-	nowMS := r.now(now)
-	cached := func() []byte {
-		if v, ok := cacheGet(host, key); ok {
-			if t, ok := parseToken(gjson.Parse(v)); ok && t.ExpiresAtMS-nowMS > max(skewMS(t), r.MinTTLMS) {
-				return tokenJSON(t, true)
-			}
-		}
-		return nil
-	}
-	if !r.Force {
-		if out := cached(); out != nil {
-			return out
-		}
-	}
-	gate := GateKey(key)
-	if v, ok := cacheGet(host, gate); ok {
-		if until := int64(gjson.Get(v, "until_ms").Num); until > nowMS {
-			return errorJSON(&abi.Error{Kind: abi.KindRateLimited, Retryable: true, RetryAfterMS: until - nowMS,
-				Message: "provider rate-limited token requests; waiting for its Retry-After"})
-		}
-	}
-	// Fleet single-flight: one fetcher per identity across every host sharing the cache. A host whose
-	// cache cannot store-if-absent answers "stored" true (or nothing), and everyone fetches.
-	if r.FleetLock {
-		lock, owner := LockKey(key), newRequestID()
-		if !cacheSetNX(host, lock, owner, enc.TimeoutMS+lockMarginMS) {
-			return pendingJSON(pendingRetryMS)
-		}
-		defer cacheDeleteIf(host, lock, owner)
-		if !r.Force { // the previous lock holder may have stored the token since the first look
-			if out := cached(); out != nil {
-				return out
-			}
-		}
-	}
-	out := host.HTTPSend(m.requestJSON(enc))
-	resp, err := parseHostResponse(out, m.scratchBuf())
-	if err == nil {
-		var t *abi.Token
-		if t, err = r.Decode(resp, nowMS); err == nil {
-			ttl := t.ExpiresAtMS - nowMS - skewMS(t)
-			if ttl > 0 {
-				cacheSet(host, key, string(tokenJSONCached(t)), ttl)
-			}
-			return tokenJSON(t, false)
-		}
-	}
-	if err.Kind == abi.KindRateLimited && err.RetryAfterMS > 0 {
-		o := newObject(nil)
-		o.int("until_ms", nowMS+err.RetryAfterMS)
-		cacheSet(host, gate, string(o.end()), err.RetryAfterMS)
-	}
-	return errorJSON(err)
+	return f.Run(host)
 }
 
 // Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it), or,
 // when the request names an access_token, only if the cached token is that one.
 func Invalidate(m *Memo, input []byte, host Imports) []byte {
-	r, _, key, err := m.Prepare(input)
-	if err != nil {
-		return errorJSON(err)
+	f, out := NewFlow(m, input, opInvalidate, nil)
+	if f == nil {
+		return out
 	}
-	if r.AccessToken != "" {
-		v, ok := cacheGet(host, key)
-		if !ok || gjson.Get(v, "access_token").String() != r.AccessToken {
-			return []byte("{}")
-		}
-	}
-	o := newObject(nil)
-	o.str("key", key)
-	host.CacheDelete(o.end())
-	return []byte("{}")
+	return f.Run(host)
 }
 
 // Prepare parses and encodes a request and names its cache entry, remembering nothing.
@@ -181,7 +121,7 @@ func parseAndEncode(input []byte) (*Request, *HTTPRequest, *abi.Error) {
 }
 
 func (r *Request) now(clock Clock) int64 {
-	if r.NowMS > 0 {
+	if r.NowMS > 0 || clock == nil { // invalidate reads no clock
 		return r.NowMS
 	}
 	return clock()
@@ -198,49 +138,6 @@ func parseHostResponse(b []byte, scratch *[]byte) (*Response, *abi.Error) {
 		}
 	}
 	return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "host http_send: " + err.Message}
-}
-
-func cacheGet(host Imports, key string) (string, bool) {
-	o := newObject(make([]byte, 0, len(key)+16))
-	o.str("key", key)
-	out := host.CacheGet(o.end())
-	if depth(out) > maxDepth || !gjson.ValidBytes(out) {
-		return "", false // a broken cache is a miss, never a failure
-	}
-	v := gjson.ParseBytes(out)
-	val := v.Get("value")
-	if v.Get("hit").Type != gjson.True || val.Type != gjson.String {
-		return "", false
-	}
-	return val.Str, true
-}
-
-func cacheSet(host Imports, key, value string, ttlMS int64) {
-	o := newObject(make([]byte, 0, len(key)+len(value)+48))
-	o.str("key", key)
-	o.str("value", value)
-	o.int("ttl_ms", ttlMS)
-	host.CacheSet(o.end())
-}
-
-// cacheSetNX stores value only if key is absent and reports whether it did. A host that ignores "nx"
-// answers {} and the caller proceeds as if it had stored: correct, without fleet single-flight.
-func cacheSetNX(host Imports, key, value string, ttlMS int64) bool {
-	o := newObject(nil)
-	o.str("key", key)
-	o.str("value", value)
-	o.int("ttl_ms", ttlMS)
-	o.bool("nx", true)
-	out := host.CacheSet(o.end())
-	return !gjson.ValidBytes(out) || gjson.GetBytes(out, "stored").Type != gjson.False
-}
-
-// cacheDeleteIf deletes key only while it still holds value (the lock's owner releases its own lock).
-func cacheDeleteIf(host Imports, key, value string) {
-	o := newObject(nil)
-	o.str("key", key)
-	o.str("if_value", value)
-	host.CacheDelete(o.end())
 }
 
 // pendingJSON answers a token call while another host fetches the same identity's token: ask again.

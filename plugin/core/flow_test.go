@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/internal/conformance"
 )
 
 // fakeHost implements Imports with the same JSON a real host speaks, a cache with TTLs on a fake
@@ -17,11 +18,36 @@ type fakeHost struct {
 	respond func(req abi.HTTPRequest) abi.HTTPResponse
 	sends   int
 	calls   []string
-	memo    Memo // one per host, as the plugin keeps one per instance
+	memo    Memo     // one per host, as the plugin keeps one per instance
+	steps   bool     // drive the flow through token_step
+	log     []string // every import called, with its input
 }
 
 func newFakeHost(t *testing.T, respond func(abi.HTTPRequest) abi.HTTPResponse) *fakeHost {
-	return &fakeHost{t: t, nowMS: 1767225600000, cache: map[string]abi.CacheSetInput{}, respond: respond}
+	return &fakeHost{t: t, nowMS: 1767225600000, cache: map[string]abi.CacheSetInput{}, respond: respond, steps: stepDriver}
+}
+
+// stepDriver makes every fakeHost run the flow through the token_step export instead of the token
+// and invalidate exports (TestFlowThroughSteps): the flow tests hold for both drivers.
+var stepDriver bool
+
+// run runs the token flow (op "") or the invalidate flow (op "invalidate") for req with the driver
+// the host was made with, and returns the export's answer.
+func (h *fakeHost) run(req []byte, op string) []byte {
+	h.t.Helper()
+	if h.steps {
+		call := func(_ string, in []byte) ([]byte, error) { return TokenStep(&h.memo, in, h.clock), nil }
+		do := func(a conformance.Action) []byte { return perform(h, Action{Import: a.Import, Input: a.Input}) }
+		out, err := conformance.Drive(call, do, req, op)
+		if err != nil {
+			h.t.Fatalf("token_step: %v", err)
+		}
+		return out
+	}
+	if op == "invalidate" {
+		return Invalidate(&h.memo, req, h)
+	}
+	return Token(&h.memo, req, h, h.clock)
 }
 
 func (h *fakeHost) clock() int64 { return h.nowMS }
@@ -40,6 +66,7 @@ func (h *fakeHost) encode(v any) []byte {
 
 func (h *fakeHost) HTTPSend(in []byte) []byte {
 	h.calls = append(h.calls, "http_send")
+	h.log = append(h.log, "http_send "+string(in))
 	h.sends++
 	var req abi.HTTPRequest
 	h.decode(in, &req)
@@ -48,6 +75,7 @@ func (h *fakeHost) HTTPSend(in []byte) []byte {
 
 func (h *fakeHost) CacheGet(in []byte) []byte {
 	h.calls = append(h.calls, "cache_get")
+	h.log = append(h.log, "cache_get "+string(in))
 	var k abi.CacheGetInput
 	h.decode(in, &k)
 	e, ok := h.cache[k.Key]
@@ -59,6 +87,7 @@ func (h *fakeHost) CacheGet(in []byte) []byte {
 
 func (h *fakeHost) CacheSet(in []byte) []byte {
 	h.calls = append(h.calls, "cache_set")
+	h.log = append(h.log, "cache_set "+string(in))
 	var e abi.CacheSetInput
 	h.decode(in, &e)
 	if old, ok := h.cache[e.Key]; ok && e.NX && old.TTLMS > h.nowMS {
@@ -71,6 +100,7 @@ func (h *fakeHost) CacheSet(in []byte) []byte {
 
 func (h *fakeHost) CacheDelete(in []byte) []byte {
 	h.calls = append(h.calls, "cache_delete")
+	h.log = append(h.log, "cache_delete "+string(in))
 	var k abi.CacheDeleteInput
 	h.decode(in, &k)
 	if e, ok := h.cache[k.Key]; ok && (k.IfValue == "" || e.Value == k.IfValue) {
@@ -93,7 +123,7 @@ func (h *fakeHost) token(t *testing.T, req string) abi.Result {
 	t.Helper()
 	h.calls = nil
 	var res abi.Result
-	out := Token(&h.memo, []byte(req), h, h.clock)
+	out := h.run([]byte(req), "")
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("token answered invalid JSON %q", out)
 	}
@@ -144,7 +174,7 @@ func TestTokenForceAndInvalidate(t *testing.T) {
 	if forced.Cached || h.sends != 2 {
 		t.Fatalf("force did not fetch: %+v sends %d", forced, h.sends)
 	}
-	if out := string(Invalidate(&h.memo, []byte(nikoReq), h)); out != "{}" {
+	if out := string(h.run([]byte(nikoReq), "invalidate")); out != "{}" {
 		t.Fatalf("invalidate = %s", out)
 	}
 	if again := h.token(t, nikoReq); again.Cached || h.sends != 3 {
@@ -284,12 +314,12 @@ func TestInvalidateOnlyTheBadToken(t *testing.T) {
 	h := newFakeHost(t, okToken(1200))
 	h.token(t, nikoReq) // tok-1 cached
 	stale := strings.Replace(nikoReq, `{`, `{"access_token":"tok-0",`, 1)
-	Invalidate(&h.memo, []byte(stale), h)
+	h.run([]byte(stale), "invalidate")
 	if r := h.token(t, nikoReq); !r.Cached {
 		t.Fatal("invalidate with another access_token must keep the cached token")
 	}
 	bad := strings.Replace(nikoReq, `{`, `{"access_token":"tok-1",`, 1)
-	Invalidate(&h.memo, []byte(bad), h)
+	h.run([]byte(bad), "invalidate")
 	if r := h.token(t, nikoReq); r.Cached || r.Token.AccessToken != "tok-2" {
 		t.Fatalf("invalidate of the cached token must drop it: %+v", r)
 	}
@@ -307,7 +337,7 @@ func TestFleetSingleFlight(t *testing.T) {
 	}
 	lock := LockKey(key)
 	h.cache[lock] = abi.CacheSetInput{Key: lock, Value: "other-host", TTLMS: h.nowMS + 12000}
-	out := Token(&h.memo, []byte(nikoReq), h, h.clock)
+	out := h.run([]byte(nikoReq), "")
 	if string(out) != `{"pending":{"retry_after_ms":50}}` || h.sends != 0 {
 		t.Fatalf("while locked: %s, sends %d", out, h.sends)
 	}
@@ -320,7 +350,7 @@ func TestFleetSingleFlight(t *testing.T) {
 	}
 	// Without fleet_lock, no lock is taken at all.
 	h.calls = nil
-	Token(&h.memo, []byte(strings.Replace(nikoReq, `"fleet_lock":true,`, `"force":true,`, 1)), h, h.clock)
+	h.run([]byte(strings.Replace(nikoReq, `"fleet_lock":true,`, `"force":true,`, 1)), "")
 	for _, c := range h.calls {
 		if c == "cache_delete" {
 			t.Fatalf("a lock was taken without fleet_lock: %v", h.calls)
@@ -328,7 +358,7 @@ func TestFleetSingleFlight(t *testing.T) {
 	}
 	// A lock taken over by another host is not released by the old owner.
 	h.cache[lock] = abi.CacheSetInput{Key: lock, Value: "new-owner", TTLMS: h.nowMS + 12000}
-	cacheDeleteIf(h, lock, "old-owner")
+	perform(h, deleteAction(lock, "old-owner"))
 	if _, held := h.cache[lock]; !held {
 		t.Fatal("a non-owner released the lock")
 	}

@@ -20,6 +20,15 @@ func TestVectors(t *testing.T) {
 	memo := new(Memo) // shared by every vector, as one plugin instance would be
 	for _, v := range vs {
 		t.Run(v.Name, func(t *testing.T) {
+			if v.Export == "token_step" { // written by TestWriteFlowVectors
+				for i, m := range []*Memo{nil, memo, memo} {
+					call := func(_ string, in []byte) ([]byte, error) { return TokenStep(m, in, clock), nil }
+					if err := v.Check(call); err != nil {
+						t.Errorf("%s\nrun %d: %v", v.Doc, i, err)
+					}
+				}
+				return
+			}
 			answer := func(m *Memo) []byte {
 				switch v.Export {
 				case "encode":
@@ -45,5 +54,30 @@ func TestVectors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestVectorsThroughSteps runs every encode and decode vector through the token_step flow: what
+// encode answers is what the flow sends, and what decode answers is what the flow ends with.
+func TestVectorsThroughSteps(t *testing.T) {
+	vs, err := conformance.Load("../../testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := func() int64 { return 1767225600000 } // encode vectors give no now_ms
+	memo := new(Memo)
+	call := func(_ string, in []byte) ([]byte, error) { return TokenStep(memo, in, clock), nil }
+	n := 0
+	for _, v := range vs {
+		ran, err := v.ThroughSteps(call)
+		if err != nil {
+			t.Errorf("%s: %v", v.Name, err)
+		}
+		if ran {
+			n++
+		}
+	}
+	if n < 50 {
+		t.Fatalf("only %d vectors ran through token_step", n)
 	}
 }

@@ -23,7 +23,18 @@ test('the vectors are there', () => {
 for (const v of vectors) {
   test(v.name, async () => {
     // The input's own bytes, as the Go suites pass them.
-    const got = await host.call(v.export, v.rawInput);
+    let got = await host.call(v.export, v.rawInput);
+    // A token_step flow: each answer names an action; the next call carries the request, the state
+    // and the action's scripted answer (internal/conformance, Vector.Check).
+    for (const [i, s] of (v.steps ?? []).entries()) {
+      const { state, ...rest } = got;
+      assert.equal(typeof state, 'string', `step ${i}: no state in ${JSON.stringify(got)}`);
+      assert.equal(match(s.want, rest), null, `step ${i}: ${match(s.want, rest)}`);
+      const next = { request: s.request ?? v.input.request, state: s.state ?? state };
+      if (s.answer !== undefined) next.answer = s.answer;
+      if (v.input.op) next.op = v.input.op;
+      got = await host.call(v.export, JSON.stringify(next));
+    }
     const err = match(v.want, got);
     assert.equal(err, null, `${v.doc}\n${v.path}\ngot ${JSON.stringify(got)}`);
   });

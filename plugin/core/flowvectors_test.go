@@ -1,0 +1,106 @@
+package core
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tokenwasm/tokenwasm/internal/conformance"
+)
+
+// The token_step vectors of testdata/flow are written from these scripts by
+// `go test ./plugin/core -run TestWriteFlowVectors -update`, then reviewed: each script is a request
+// and the answers its imports give, in order. TestVectors holds every host to the files.
+func TestWriteFlowVectors(t *testing.T) {
+	if !*update {
+		t.Skip("writes testdata/flow with -update")
+	}
+	const now = `"now_ms":1767225600000`
+	niko := `{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme",` + now
+	req := niko + `}`
+	fleet := niko + `,"fleet_lock":true}`
+	cachedTok := `{"hit":true,"value":"{\"access_token\":\"cached-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"expires_at_ms\":1767229200000,\"issued_at_ms\":1767225600000}"}`
+	nearExpiry := `{"hit":true,"value":"{\"access_token\":\"old-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"expires_at_ms\":1767225630000,\"issued_at_ms\":1767222030000}"}`
+	miss := `{"hit":false}`
+	ok := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"bearer\",\"expires_in\":3600,\"refresh_token\":\"rt-1\"}"}`
+	scripts := []struct {
+		name, doc, request, op string
+		answers                []string
+		state                  string // forged state for the second call
+		other                  string // another request for the second call
+	}{
+		{"cold_fetch", "a miss, an open gate, one request: the token, then cache_set of it without its refresh token", req, "", []string{miss, miss, ok}, "", ""},
+		{"cached_hit", "a cached token with more than the skew left is the answer; nothing else is asked", req, "", []string{cachedTok}, "", ""},
+		{"inside_skew", "a cached token within 60 s of expiry is refetched", req, "", []string{nearExpiry, miss, ok}, "", ""},
+		{"min_ttl", "min_ttl_ms asks for more life than the cached token has: fetch", niko + `,"min_ttl_ms":3600000}`, "", []string{cachedTok, miss, ok}, "", ""},
+		{"gate_closed", "a closed 429 gate answers rate_limited with the time left; nothing is sent", req, "", []string{miss, `{"hit":true,"value":"{\"until_ms\":1767225630000}"}`}, "", ""},
+		{"rate_limited", "a 429 closes the gate for Retry-After", req, "", []string{miss, miss, `{"status":429,"headers":{"Retry-After":"120"},"body":""}`}, "", ""},
+		{"server_error", "a 503 is a retryable server_error; nothing is cached", req, "", []string{miss, miss, `{"status":503,"headers":{},"body":"unavailable"}`}, "", ""},
+		{"transport_error", "no response: a retryable transport error", req, "", []string{miss, miss, `{"error":"connection refused"}`}, "", ""},
+		{"policy_refusal", "the host refused by its policy: policy, not retryable", req, "", []string{miss, miss, `{"error":"host not allowed","policy":true}`}, "", ""},
+		{"force", "force skips the cached token but not the gate", niko + `,"force":true}`, "", []string{miss, ok}, "", ""},
+		{"fleet_pending", "another host holds the fleet lock: pending, nothing sent", fleet, "", []string{miss, miss, `{"stored":false}`}, "", ""},
+		{"fleet_fetch", "with the lock: a second look, the request, the token stored, the lock released last", fleet, "", []string{miss, miss, `{"stored":true}`, miss, ok}, "", ""},
+		{"fleet_recheck_hit", "the previous lock holder stored the token: it is served and the lock released", fleet, "", []string{miss, miss, `{"stored":true}`, cachedTok}, "", ""},
+		{"fleet_host_ignores_nx", "a host that answers nothing to nx fetches without the fleet guarantee", fleet, "", []string{miss, miss, ``, miss, ok}, "", ""},
+		{"invalidate", "invalidate without access_token deletes the cached token", req, "invalidate", nil, "", ""},
+		{"invalidate_same_token", "invalidate with the cached access_token deletes it", niko + `,"access_token":"cached-tok"}`, "invalidate", []string{cachedTok}, "", ""},
+		{"invalidate_other_token", "invalidate with another access_token keeps the cached (fresher) token", niko + `,"access_token":"stale-tok"}`, "invalidate", []string{cachedTok}, "", ""},
+		{"encode_error", "an invalid request ends at once", `{"provider":"nikohealth","client_id":"c",` + now + `}`, "", nil, "", ""},
+		{"state_of_another_request", "a state resumes only with the request it began with", req, "", []string{miss}, "", strings.Replace(req, "niko-secret-1", "niko-secret-2", 1)},
+		{"forged_state", "a state the plugin did not give is refused", req, "", []string{miss}, "tw1.t5.1767225600000.00000000000000000000000000000000.", ""},
+	}
+	for _, s := range scripts {
+		input := `{"request":` + s.request
+		if s.op != "" {
+			input += `,"op":"` + s.op + `"`
+		}
+		input += "}"
+		v := conformance.Vector{Name: "flow/" + s.name, Doc: s.doc, Export: "token_step", Input: json.RawMessage(input)}
+		m := new(Memo)
+		out := TokenStep(m, []byte(input), nil)
+		for i := 0; ; i++ {
+			var a struct {
+				Next  json.RawMessage `json:"next"`
+				State string          `json:"state"`
+			}
+			json.Unmarshal(out, &a)
+			if a.Next == nil {
+				break
+			}
+			if i >= len(s.answers) && !(i == 0 && (s.state != "" || s.other != "")) {
+				t.Fatalf("%s: unscripted step %d: %s", s.name, i, a.Next)
+			}
+			step := conformance.Step{Want: json.RawMessage(`{"next":` + string(a.Next) + `}`)}
+			next := map[string]json.RawMessage{"request": json.RawMessage(s.request), "state": json.RawMessage(mustJSON(a.State))}
+			if i < len(s.answers) && s.answers[i] != "" {
+				step.Answer = json.RawMessage(s.answers[i])
+				next["answer"] = step.Answer
+			}
+			if s.op != "" {
+				next["op"] = json.RawMessage(mustJSON(s.op))
+			}
+			if s.state != "" {
+				step.State = &s.state
+				next["state"] = json.RawMessage(mustJSON(s.state))
+			}
+			if s.other != "" {
+				step.Request = json.RawMessage(s.other)
+				next["request"] = step.Request
+			}
+			v.Steps = append(v.Steps, step)
+			b, _ := json.Marshal(next)
+			out = TokenStep(m, b, nil)
+			if s.state != "" || s.other != "" {
+				break
+			}
+		}
+		v.Path = filepath.Join("../../testdata/flow", s.name+".json")
+		os.MkdirAll(filepath.Dir(v.Path), 0o755)
+		if err := conformance.Update(v, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,277 @@
+package core
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/internal/conformance"
+)
+
+// TestFlowThroughSteps runs the flow tests again with every host driving the flow through the
+// token_step export: one flow, and both drivers hold to the same tests.
+func TestFlowThroughSteps(t *testing.T) {
+	stepDriver = true
+	defer func() { stepDriver = false }()
+	for name, test := range map[string]func(*testing.T){
+		"CachesUntilSkew":      TestTokenCachesUntilSkew,
+		"ForceAndInvalidate":   TestTokenForceAndInvalidate,
+		"KeySeparates":         TestTokenKeySeparatesIdentities,
+		"CandescentRequestID":  TestCandescentRequestIDIsNotIdentity,
+		"Gate":                 TestTokenGate,
+		"ErrorsAreNotCached":   TestTokenErrorsAreNotCached,
+		"MinTTL":               TestTokenMinTTL,
+		"InvalidateOnlyTheBad": TestInvalidateOnlyTheBadToken,
+		"FleetSingleFlight":    TestFleetSingleFlight,
+		"CharactersRefused":    TestTokenCharactersRefused,
+	} {
+		t.Run(name, test)
+	}
+}
+
+var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}`)
+
+// TestStepDriversSendTheSameBytes plays the same sequence of calls through the token export and
+// through token_step on two identical hosts: every import gets the same input in the same order,
+// and every answer is the same (per-request ids and lock owners aside, which are random).
+func TestStepDriversSendTheSameBytes(t *testing.T) {
+	fleet := strings.Replace(nikoReq, `{`, `{"fleet_lock":true,`, 1)
+	forced := strings.Replace(nikoReq, `{`, `{"force":true,`, 1)
+	candescent := `{"provider":"candescent","client_id":"c","client_secret":"candescent-secret","institution_id":"1","fleet_lock":true}`
+	type call struct {
+		req, op   string
+		advanceMS int64
+	}
+	scenarios := []struct {
+		name    string
+		respond func() func(abi.HTTPRequest) abi.HTTPResponse
+		calls   []call
+	}{
+		{"fetch, hit, skew, force, invalidate", func() func(abi.HTTPRequest) abi.HTTPResponse { return okToken(1200) }, []call{
+			{nikoReq, "", 0}, {nikoReq, "", 1000}, {nikoReq, "", 1150 * 1000}, {forced, "", 0},
+			{strings.Replace(nikoReq, `{`, `{"access_token":"tok-0",`, 1), "invalidate", 0},
+			{strings.Replace(nikoReq, `{`, `{"access_token":"tok-3",`, 1), "invalidate", 0},
+			{nikoReq, "invalidate", 0}, {nikoReq, "", 0},
+		}},
+		{"fleet lock, candescent", func() func(abi.HTTPRequest) abi.HTTPResponse { return okToken(900) }, []call{
+			{candescent, "", 0}, {candescent, "", 0}, {fleet, "", 0}, {fleet, "", 0},
+		}},
+		{"429 gate, then 503, then transport", func() func(abi.HTTPRequest) abi.HTTPResponse {
+			n := 0
+			return func(abi.HTTPRequest) abi.HTTPResponse {
+				n++
+				switch n {
+				case 1:
+					return abi.HTTPResponse{Status: 429, Headers: map[string]string{"Retry-After": "5"}}
+				case 2:
+					return abi.HTTPResponse{Status: 503, Body: "down"}
+				}
+				return abi.HTTPResponse{Error: "connection refused"}
+			}
+		}, []call{{fleet, "", 0}, {fleet, "", 1000}, {forced, "", 5000}, {nikoReq, "", 0}, {nikoReq, "", 0}}},
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			imports, steps := newFakeHost(t, sc.respond()), newFakeHost(t, sc.respond())
+			steps.steps = true
+			for i, c := range sc.calls {
+				var answers [2]string
+				for j, h := range []*fakeHost{imports, steps} {
+					h.advance(c.advanceMS)
+					answers[j] = uuidRE.ReplaceAllString(string(h.run([]byte(c.req), c.op)), "<uuid>")
+				}
+				if answers[0] != answers[1] {
+					t.Fatalf("call %d answers differ:\ntoken      %s\ntoken_step %s", i, answers[0], answers[1])
+				}
+			}
+			a, b := strings.Join(imports.log, "\n"), strings.Join(steps.log, "\n")
+			if a, b = uuidRE.ReplaceAllString(a, "<uuid>"), uuidRE.ReplaceAllString(b, "<uuid>"); a != b {
+				t.Fatalf("imports differ:\ntoken:\n%s\n\ntoken_step:\n%s", a, b)
+			}
+			if len(imports.log) < len(sc.calls) {
+				t.Fatalf("only %d imports called", len(imports.log))
+			}
+		})
+	}
+}
+
+// stepOnce calls token_step natively and decodes its answer.
+func stepOnce(t *testing.T, m *Memo, in string) map[string]json.RawMessage {
+	t.Helper()
+	out := TokenStep(m, []byte(in), func() int64 { return 1767225600000 })
+	var got map[string]json.RawMessage
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("token_step answered %q", out)
+	}
+	return got
+}
+
+// TestStepStateIsBoundToItsRequest: a state resumes only with the request it began with; forged,
+// truncated or foreign states are invalid_request, and no state holds a secret.
+func TestStepStateIsBoundToItsRequest(t *testing.T) {
+	fleet := strings.Replace(nikoReq, `{`, `{"fleet_lock":true,`, 1)
+	other := strings.Replace(fleet, "niko-secret-1", "niko-secret-2", 1)
+	m := new(Memo)
+	first := stepOnce(t, m, `{"request":`+fleet+`}`)
+	var state string
+	if err := json.Unmarshal(first["state"], &state); err != nil || first["next"] == nil {
+		t.Fatalf("first step = %v", first)
+	}
+	if strings.Contains(state, "niko-secret") || strings.Contains(state, "niko-client") {
+		t.Fatalf("state %q holds the request's credentials", state)
+	}
+	// Walk to the lock step, whose state names a lock owner.
+	gate := stepOnce(t, m, `{"request":`+fleet+`,"state":"`+state+`","answer":{"hit":false}}`)
+	json.Unmarshal(gate["state"], &state)
+	lock := stepOnce(t, m, `{"request":`+fleet+`,"state":"`+state+`","answer":{"hit":false}}`)
+	json.Unmarshal(lock["state"], &state)
+	if !strings.Contains(string(lock["next"]), `"nx":true`) {
+		t.Fatalf("third step = %s", lock["next"])
+	}
+	owner := state[strings.LastIndexByte(state, '.')+1:]
+	kind := func(got map[string]json.RawMessage) string {
+		var e struct{ Kind, Message string }
+		json.Unmarshal(got["error"], &e)
+		return e.Kind + ": " + e.Message
+	}
+	cases := []struct{ name, in, want string }{
+		{"another request", `{"request":` + other + `,"state":"` + state + `","answer":{"stored":true}}`, "invalid_request: token_step: state belongs to another request"},
+		{"not ours", `{"request":` + fleet + `,"state":"x","answer":{}}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
+		{"phase out of range", `{"request":` + fleet + `,"state":"` + strings.Replace(state, "tw1.t3", "tw1.t9", 1) + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
+		{"invalidate phase for token", `{"request":` + fleet + `,"state":"` + strings.Replace(state, "tw1.t3", "tw1.i6", 1) + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
+		{"owner before the lock", `{"request":` + fleet + `,"state":"` + strings.Replace(state, "tw1.t3", "tw1.t1", 1) + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
+		{"state a number", `{"request":` + fleet + `,"state":7}`, "invalid_request: token_step: state must be a string"},
+		{"no request", `{"state":"` + state + `"}`, "invalid_request: token_step needs a request object"},
+		{"bad op", `{"request":` + fleet + `,"op":"revoke"}`, `invalid_request: token_step: op must be "token" or "invalidate"`},
+		{"not JSON", `{"request":`, "invalid_request: input is not valid JSON"},
+	}
+	for _, c := range cases {
+		if got := kind(stepOnce(t, m, c.in)); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+	// The right request resumes: the lock is held, so the flow rechecks the cache and then releases
+	// the lock it names, whatever instance (memo) runs the step.
+	recheck := stepOnce(t, new(Memo), `{"request":`+fleet+`,"state":"`+state+`","answer":{"stored":true}}`)
+	json.Unmarshal(recheck["state"], &state)
+	send := stepOnce(t, new(Memo), `{"request":`+fleet+`,"state":"`+state+`","answer":{"hit":false}}`)
+	json.Unmarshal(send["state"], &state)
+	final := stepOnce(t, nil, `{"request":`+fleet+`,"state":"`+state+`","answer":{"status":503,"headers":{},"body":"down"}}`)
+	if kind(final) != "server_error: provider failed with HTTP 503" || !strings.Contains(string(final["then"]), `"if_value":"`+owner+`"`) {
+		t.Fatalf("final = %s then %s", final["error"], final["then"])
+	}
+}
+
+// TestStepHostGarbage: whatever a host sends back as an answer, the flow goes on or ends with a
+// typed error; a missing answer is what a missing import result means (a miss, a transport error).
+func TestStepHostGarbage(t *testing.T) {
+	m := new(Memo)
+	first := stepOnce(t, m, `{"request":`+nikoReq+`}`)
+	var state string
+	json.Unmarshal(first["state"], &state)
+	for _, answer := range []string{``, `,"answer":null`, `,"answer":"x"`, `,"answer":[1]`, `,"answer":{"hit":true,"value":7}`,
+		`,"answer":{"hit":true,"value":"{\"access_token\":\"a\\r\\nb\",\"expires_at_ms\":9e15}"}`} {
+		got := stepOnce(t, m, `{"request":`+nikoReq+`,"state":"`+state+`"`+answer+`}`)
+		if !strings.Contains(string(got["next"]), `"import":"cache_get"`) || !strings.Contains(string(got["next"]), `/gate"`) {
+			t.Errorf("cache answer %s: %v, want the gate's cache_get", answer, got)
+		}
+	}
+	gate := stepOnce(t, m, `{"request":`+nikoReq+`,"state":"`+state+`"}`)
+	json.Unmarshal(gate["state"], &state)
+	send := stepOnce(t, m, `{"request":`+nikoReq+`,"state":"`+state+`"}`)
+	json.Unmarshal(send["state"], &state)
+	for _, answer := range []string{``, `,"answer":"x"`, `,"answer":{"status":"x"}`, `,"answer":[1]`, `,"answer":{}`} {
+		got := stepOnce(t, m, `{"request":`+nikoReq+`,"state":"`+state+`"`+answer+`}`)
+		if !strings.Contains(string(got["error"]), `"kind":"transport"`) || got["then"] != nil {
+			t.Errorf("http_send answer %s: %s", answer, got)
+		}
+	}
+}
+
+// TestFlowVectorsSendWhatTokenSends runs each token_step vector of testdata/flow through the token
+// and invalidate exports with imports scripted from the vector: they ask for the same imports with
+// the same inputs, in the same order, and answer what token_step answers last (less "then").
+func TestFlowVectorsSendWhatTokenSends(t *testing.T) {
+	vs, err := conformance.Load("../../testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, v := range vs {
+		if v.Export != abi.ExportTokenStep || len(v.Steps) == 0 || v.Steps[len(v.Steps)-1].Request != nil || v.Steps[len(v.Steps)-1].State != nil {
+			continue
+		}
+		n++
+		t.Run(v.Name, func(t *testing.T) {
+			var in struct {
+				Request json.RawMessage `json:"request"`
+				Op      string          `json:"op"`
+			}
+			json.Unmarshal(v.Input, &in)
+			var want struct {
+				Then []json.RawMessage `json:"then"`
+			}
+			json.Unmarshal(v.Want, &want)
+			var script []json.RawMessage // the actions expected, in order
+			var answers []json.RawMessage
+			for _, s := range v.Steps {
+				var w struct{ Next json.RawMessage }
+				json.Unmarshal(s.Want, &w)
+				script, answers = append(script, w.Next), append(answers, s.Answer)
+			}
+			script = append(script, want.Then...)
+			host := &scriptHost{t: t, script: script, answers: answers}
+			var out []byte
+			if in.Op == "invalidate" {
+				out = Invalidate(new(Memo), in.Request, host)
+			} else {
+				out = Token(new(Memo), in.Request, host, func() int64 { t.Fatal("vectors must give now_ms"); return 0 })
+			}
+			if host.i != len(script) {
+				t.Fatalf("token called %d imports, token_step asked for %d", host.i, len(script))
+			}
+			var final map[string]json.RawMessage
+			json.Unmarshal(v.Want, &final)
+			delete(final, "then")
+			w, _ := json.Marshal(final)
+			if err := conformance.Match(w, out); err != nil {
+				t.Fatalf("%v\ngot %s", err, out)
+			}
+		})
+	}
+	if n < 10 {
+		t.Fatalf("only %d flow vectors", n)
+	}
+}
+
+// scriptHost checks each import call against the next scripted action and answers from the script.
+type scriptHost struct {
+	t       *testing.T
+	script  []json.RawMessage
+	answers []json.RawMessage
+	i       int
+}
+
+func (h *scriptHost) call(name string, in []byte) []byte {
+	h.t.Helper()
+	if h.i >= len(h.script) {
+		h.t.Fatalf("unscripted %s %s", name, in)
+	}
+	got, _ := json.Marshal(conformance.Action{Import: name, Input: in})
+	if err := conformance.Match(h.script[h.i], got); err != nil {
+		h.t.Fatalf("import %d: %v", h.i, err)
+	}
+	var answer []byte
+	if h.i < len(h.answers) {
+		answer = h.answers[h.i]
+	}
+	h.i++
+	return answer
+}
+
+func (h *scriptHost) HTTPSend(in []byte) []byte    { return h.call(abi.ImportHTTPSend, in) }
+func (h *scriptHost) CacheGet(in []byte) []byte    { return h.call(abi.ImportCacheGet, in) }
+func (h *scriptHost) CacheSet(in []byte) []byte    { return h.call(abi.ImportCacheSet, in) }
+func (h *scriptHost) CacheDelete(in []byte) []byte { return h.call(abi.ImportCacheDelete, in) }

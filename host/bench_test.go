@@ -307,3 +307,35 @@ func BenchmarkStampede(b *testing.B) {
 	b.ReportMetric(p50/n, "p50-us")
 	b.ReportMetric(p99/n, "p99-us")
 }
+
+// BenchmarkFlowDriver is one forced fetch against the loopback fake through each driver of the
+// plugin's flow: the token export (imports called inline) and token_step (one plugin call per step,
+// the I/O between calls). The step form's goal is at most 10% more per fetch.
+func BenchmarkFlowDriver(b *testing.B) {
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	b.Cleanup(fake.Close)
+	cfg := fake.Config()
+	for _, driver := range []struct {
+		name  string
+		steps bool
+	}{{"token", false}, {"token_step", true}} {
+		b.Run(driver.name, func(b *testing.B) {
+			c, err := New(context.Background(), WithLoopback(), withStepFlow(driver.steps))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+				TokenURL: fake.TokenURL(), Force: true}
+			ctx := context.Background()
+			before := fake.Requests()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Token(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(fake.Requests()-before)/float64(b.N), "requests/op")
+		})
+	}
+}

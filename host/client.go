@@ -43,6 +43,7 @@ type Client struct {
 	cancel  context.CancelFunc
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
+	stepFlow       bool // run the flow through token_step (step.go) instead of the token export
 
 	mu       sync.Mutex // guards the transition to closed against inflight.Add
 	closed   atomic.Bool
@@ -66,6 +67,7 @@ type config struct {
 	warm          int
 	memoryPages   uint32
 	compileCache  wazero.CompilationCache
+	stepFlow      bool
 	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 }
 
@@ -123,7 +125,7 @@ var sharedCompilationCache = wazero.NewCompilationCache()
 
 // New compiles the plugin and returns a Client. Instances are created on demand and reused.
 func New(ctx context.Context, opts ...Option) (*Client, error) {
-	cfg := config{wasm: Plugin, maxInstances: 32, warm: 1, memoryPages: 512, compileCache: sharedCompilationCache}
+	cfg := config{wasm: Plugin, maxInstances: 32, warm: 1, memoryPages: 512, compileCache: sharedCompilationCache, stepFlow: true}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -140,6 +142,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		metrics: newMetrics(),
 
 		onRefreshToken: cfg.onRefresh,
+		stepFlow:       cfg.stepFlow,
 	}
 	imports := map[string]extism.HostFunc{
 		abi.ImportHTTPSend:    c.httpSend,
@@ -226,13 +229,7 @@ func (c *Client) call(ctx context.Context, export string, input []byte, out any)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	pctx := ctx // a fetch's timeout_ms bounds its wait for an instance too
-	if d, ok := fetchDeadline(ctx); ok {
-		var cancel context.CancelFunc
-		pctx, cancel = context.WithDeadline(ctx, d)
-		defer cancel()
-	}
-	inst, err := c.pool.get(pctx)
+	inst, err := c.instance(ctx)
 	if err != nil {
 		return err
 	}
@@ -247,8 +244,8 @@ func (c *Client) call(ctx context.Context, export string, input []byte, out any)
 		locks.release(context.WithoutCancel(ctx), c.cache)
 	}
 	if err == nil {
-		if tr, ok := out.(*tokenResult); ok {
-			err = tr.parse(b)
+		if p, ok := out.(interface{ parse([]byte) error }); ok {
+			err = p.parse(b)
 		} else {
 			err = json.Unmarshal(b, out)
 		}
@@ -260,6 +257,20 @@ func (c *Client) call(ctx context.Context, export string, input []byte, out any)
 		return fmt.Errorf("tokenwasm: %s: %w", export, err)
 	}
 	return nil
+}
+
+// instance takes an instance from the pool: an idle one at once, else waiting until ctx ends or, in
+// a fetch, until its timeout_ms does.
+func (c *Client) instance(ctx context.Context) (*extism.Instance, error) {
+	if inst, ok := c.pool.tryGet(); ok {
+		return inst, nil
+	}
+	if d, ok := fetchDeadline(ctx); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
+	return c.pool.get(ctx)
 }
 
 // Describe returns the plugin's ABI version and providers.
@@ -319,7 +330,7 @@ func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Token, bool, err
 	var res abi.Result
 	for {
 		res = abi.Result{}
-		if err := c.call(ctx, abi.ExportToken, input, (*tokenResult)(&res)); err != nil {
+		if err := c.runToken(ctx, input, &res); err != nil {
 			return nil, false, err
 		}
 		if res.Pending == nil {

@@ -24,11 +24,19 @@ func newPool(m *extism.Module, max int) *pool {
 	return &pool{module: m, idle: make(chan *extism.Instance, max), slots: make(chan struct{}, max), recycleAbove: recycleAbove}
 }
 
-func (p *pool) get(ctx context.Context) (*extism.Instance, error) {
+// tryGet returns an idle instance if one is free now.
+func (p *pool) tryGet() (*extism.Instance, bool) {
 	select {
 	case inst := <-p.idle:
-		return inst, nil
+		return inst, true
 	default:
+		return nil, false
+	}
+}
+
+func (p *pool) get(ctx context.Context) (*extism.Instance, error) {
+	if inst, ok := p.tryGet(); ok {
+		return inst, nil
 	}
 	select {
 	case inst := <-p.idle:

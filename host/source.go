@@ -346,14 +346,7 @@ func (s *source) invalidate(ctx context.Context, bad string) error {
 	}
 	req := s.request()
 	req.AccessToken = bad
-	var res abi.Result
-	if err := s.c.callJSON(ctx, abi.ExportInvalidate, req, &res); err != nil {
-		return err
-	}
-	if res.Error != nil {
-		return res.Error
-	}
-	return nil
+	return s.c.runInvalidate(ctx, req)
 }
 
 // unauthorized handles an API's 401 to a request sent with h and reports whether a new token is worth

@@ -65,11 +65,17 @@ func CacheKey(provider string, h *HTTPRequest) string {
 	return string(key)
 }
 
+// The suffixes of an identity's 429 gate and fetch lock keys.
+const (
+	gateSuffix = "/gate"
+	lockSuffix = "/lock"
+)
+
 // GateKey names the 429 gate of one identity.
-func GateKey(tokenKey string) string { return tokenKey + "/gate" }
+func GateKey(tokenKey string) string { return tokenKey + gateSuffix }
 
 // LockKey names the fetch lock of one identity: held by the one host fetching its token.
-func LockKey(tokenKey string) string { return tokenKey + "/lock" }
+func LockKey(tokenKey string) string { return tokenKey + lockSuffix }
 
 const (
 	lockMarginMS   = 2000 // a lock outlives its fetch's timeout by this much; a crashed owner costs no more
@@ -81,7 +87,7 @@ const (
 // that every instance, process and node sharing the cache honours until it ends. It runs the flow of
 // step.go, calling the imports inline.
 func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
-	f, out := NewFlow(m, input, opToken, now)
+	f, out := m.stepFlow(input, opToken, now, false)
 	if f == nil {
 		return out
 	}
@@ -91,7 +97,7 @@ func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
 // Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it), or,
 // when the request names an access_token, only if the cached token is that one.
 func Invalidate(m *Memo, input []byte, host Imports) []byte {
-	f, out := NewFlow(m, input, opInvalidate, nil)
+	f, out := m.stepFlow(input, opInvalidate, nil, false)
 	if f == nil {
 		return out
 	}

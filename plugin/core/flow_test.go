@@ -358,7 +358,7 @@ func TestFleetSingleFlight(t *testing.T) {
 	}
 	// A lock taken over by another host is not released by the old owner.
 	h.cache[lock] = abi.CacheSetInput{Key: lock, Value: "new-owner", TTLMS: h.nowMS + 12000}
-	perform(h, deleteAction(lock, "old-owner"))
+	perform(h, new(Flow).deleteAction(lock, "", "old-owner"))
 	if _, held := h.cache[lock]; !held {
 		t.Fatal("a non-owner released the lock")
 	}

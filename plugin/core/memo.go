@@ -20,6 +20,9 @@ type Memo struct {
 	// by every call of the instance rather than a new one per call (see rawjson.go). It is about the
 	// request being served only during that call, never after.
 	scratch []byte
+	// step is what token_step reuses from call to call (step.go): its flow and its answer's buffer.
+	// Every call overwrites them whole before it answers; nothing in them outlives the call.
+	step *stepScratch
 }
 
 // memoMaxInput bounds what a memo holds: a request is a few hundred bytes, and an instance should not
@@ -40,9 +43,9 @@ func (m *Memo) prepare(input []byte) (*Request, *HTTPRequest, *abi.Error) {
 	}
 	if m != nil {
 		// Whatever the memo held describes another request now: keep this one, or nothing.
-		*m = Memo{scratch: m.scratch}
+		*m = Memo{scratch: m.scratch, step: m.step}
 		if len(input) <= memoMaxInput {
-			*m = Memo{input: string(input), r: r, enc: enc, scratch: m.scratch}
+			*m = Memo{input: string(input), r: r, enc: enc, scratch: m.scratch, step: m.step}
 		}
 	}
 	return r, enc, nil

@@ -53,7 +53,12 @@ type Flow struct {
 	op    byte
 	phase phase
 	nowMS int64
-	owner string // the fleet lock's value while this flow holds the lock
+	owner string    // the fleet lock's value while this flow holds the lock
+	bufs  [4][]byte // the actions' inputs of one step (at most one next, or three then)
+	nbuf  int
+	// checked: the answers come inside an input already checked as JSON (token_step), so they are
+	// not checked again.
+	checked bool
 	// Then holds the actions of a final answer that are still to be done, in order: storing the
 	// token or the gate, releasing the lock. Their answers are not needed.
 	Then []Action
@@ -74,25 +79,26 @@ func NewFlow(m *Memo, input []byte, op byte, now Clock) (*Flow, []byte) {
 // the actions still to be done in f.Then.
 func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	r := f.r
+	f.nbuf = 0
 	switch f.phase {
 	case phaseStart:
 		if f.op == opInvalidate {
 			if r.AccessToken == "" {
-				return f.finish([]byte("{}"), deleteAction(f.key, ""))
+				return f.finish([]byte("{}"), f.deleteAction(f.key, "", ""))
 			}
-			return f.ask(phaseInvalidate, getAction(f.key))
+			return f.ask(phaseInvalidate, f.getAction(f.key, ""))
 		}
 		if !r.Force {
-			return f.ask(phaseCached, getAction(f.key))
+			return f.ask(phaseCached, f.getAction(f.key, ""))
 		}
-		return f.ask(phaseGate, getAction(GateKey(f.key)))
+		return f.ask(phaseGate, f.getAction(f.key, gateSuffix))
 	case phaseCached:
 		if out := f.cached(answer); out != nil {
 			return f.finish(out)
 		}
-		return f.ask(phaseGate, getAction(GateKey(f.key)))
+		return f.ask(phaseGate, f.getAction(f.key, gateSuffix))
 	case phaseGate:
-		if v, ok := cacheValue(answer); ok {
+		if v, ok := f.cacheValue(answer); ok {
 			if until := int64(gjson.Get(v, "until_ms").Num); until > f.nowMS {
 				return f.finish(errorJSON(&abi.Error{Kind: abi.KindRateLimited, Retryable: true, RetryAfterMS: until - f.nowMS,
 					Message: "provider rate-limited token requests; waiting for its Retry-After"}))
@@ -101,17 +107,17 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		// Fleet single-flight: one fetcher per identity across every host sharing the cache.
 		if r.FleetLock {
 			f.owner = newRequestID()
-			return f.ask(phaseLock, setAction(LockKey(f.key), f.owner, f.enc.TimeoutMS+lockMarginMS, true))
+			return f.ask(phaseLock, f.setAction(f.key, lockSuffix, f.owner, f.enc.TimeoutMS+lockMarginMS, true))
 		}
 		return f.ask(phaseSend, f.sendAction())
 	case phaseLock:
 		// A host whose cache cannot store-if-absent answers "stored" true, or nothing: everyone fetches.
-		if gjson.ValidBytes(answer) && gjson.GetBytes(answer, "stored").Type == gjson.False {
+		if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False {
 			f.owner = ""
 			return f.finish(pendingJSON(pendingRetryMS))
 		}
 		if !r.Force { // the previous lock holder may have stored the token since the first look
-			return f.ask(phaseRecheck, getAction(f.key))
+			return f.ask(phaseRecheck, f.getAction(f.key, ""))
 		}
 		return f.ask(phaseSend, f.sendAction())
 	case phaseRecheck:
@@ -122,8 +128,8 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	case phaseSend:
 		return f.received(answer)
 	case phaseInvalidate:
-		if v, ok := cacheValue(answer); ok && gjson.Get(v, "access_token").String() == r.AccessToken {
-			return f.finish([]byte("{}"), deleteAction(f.key, ""))
+		if v, ok := f.cacheValue(answer); ok && gjson.Get(v, "access_token").String() == r.AccessToken {
+			return f.finish([]byte("{}"), f.deleteAction(f.key, "", ""))
 		}
 		return f.finish([]byte("{}"))
 	}
@@ -139,7 +145,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 		if t, err = f.r.Decode(resp, f.nowMS); err == nil {
 			out := tokenJSON(t, false)
 			if ttl := t.ExpiresAtMS - f.nowMS - skewMS(t); ttl > 0 {
-				return f.finish(out, setAction(f.key, view(tokenJSONCached(t)), ttl, false))
+				return f.finish(out, f.setAction(f.key, "", view(tokenJSONCached(t)), ttl, false))
 			}
 			return f.finish(out)
 		}
@@ -147,7 +153,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 	if err.Kind == abi.KindRateLimited && err.RetryAfterMS > 0 {
 		o := newObject(nil)
 		o.int("until_ms", f.nowMS+err.RetryAfterMS)
-		return f.finish(errorJSON(err), setAction(GateKey(f.key), view(o.end()), err.RetryAfterMS, false))
+		return f.finish(errorJSON(err), f.setAction(f.key, gateSuffix, view(o.end()), err.RetryAfterMS, false))
 	}
 	return f.finish(errorJSON(err))
 }
@@ -155,7 +161,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 // cached returns the token answer for a cache_get answer holding a token that is still valid (past
 // the skew and min_ttl_ms), else nil.
 func (f *Flow) cached(answer []byte) []byte {
-	if v, ok := cacheValue(answer); ok {
+	if v, ok := f.cacheValue(answer); ok {
 		if t, ok := parseToken(gjson.Parse(v)); ok && t.ExpiresAtMS-f.nowMS > max(skewMS(t), f.r.MinTTLMS) {
 			return tokenJSON(t, true)
 		}
@@ -174,7 +180,7 @@ func (f *Flow) finish(answer []byte, then ...Action) (Action, []byte) {
 	f.phase = phaseEnd
 	f.Then = append(f.Then[:0], then...)
 	if f.owner != "" {
-		f.Then = append(f.Then, deleteAction(LockKey(f.key), f.owner))
+		f.Then = append(f.Then, f.deleteAction(f.key, lockSuffix, f.owner))
 		f.owner = ""
 	}
 	return Action{}, answer
@@ -184,38 +190,63 @@ func (f *Flow) sendAction() Action {
 	return Action{Import: abi.ImportHTTPSend, Input: f.m.requestJSON(f.enc)}
 }
 
-func getAction(key string) Action {
-	o := newObject(make([]byte, 0, len(key)+16))
-	o.str("key", key)
-	return Action{Import: abi.ImportCacheGet, Input: o.end()}
+// The actions' inputs are written into buffers the flow reuses from step to step (an action lives
+// until the next step): the plugin allocates nothing per step once they have grown.
+
+func (f *Flow) getAction(key, suffix string) Action {
+	o := f.input()
+	o.key("key")
+	o.b = appendKey(o.b, key, suffix)
+	return f.action(abi.ImportCacheGet, o)
 }
 
-func setAction(key, value string, ttlMS int64, nx bool) Action {
-	o := newObject(make([]byte, 0, len(key)+len(value)+64))
-	o.str("key", key)
+func (f *Flow) setAction(key, suffix, value string, ttlMS int64, nx bool) Action {
+	o := f.input()
+	o.key("key")
+	o.b = appendKey(o.b, key, suffix)
 	o.str("value", value)
 	o.int("ttl_ms", ttlMS)
 	if nx {
 		o.bool("nx", true)
 	}
-	return Action{Import: abi.ImportCacheSet, Input: o.end()}
+	return f.action(abi.ImportCacheSet, o)
 }
 
 // deleteAction deletes key, or, with ifValue, only while key holds it (a lock's owner releases its
 // own lock).
-func deleteAction(key, ifValue string) Action {
-	o := newObject(make([]byte, 0, len(key)+len(ifValue)+32))
-	o.str("key", key)
+func (f *Flow) deleteAction(key, suffix, ifValue string) Action {
+	o := f.input()
+	o.key("key")
+	o.b = appendKey(o.b, key, suffix)
 	o.strOmit("if_value", ifValue)
-	return Action{Import: abi.ImportCacheDelete, Input: o.end()}
+	return f.action(abi.ImportCacheDelete, o)
+}
+
+// input starts an action's input in the next of the step's buffers.
+func (f *Flow) input() object {
+	return newObject(f.bufs[f.nbuf][:0])
+}
+
+func (f *Flow) action(name string, o object) Action {
+	b := o.end()
+	f.bufs[f.nbuf] = b
+	f.nbuf++
+	return Action{Import: name, Input: b}
+}
+
+// appendKey appends key+suffix as a JSON string without building it: cache keys and their
+// suffixes ("/gate", "/lock") are ASCII that needs no escaping, but key is escaped anyway.
+func appendKey(b []byte, key, suffix string) []byte {
+	b = appendString(b, key)
+	return append(append(b[:len(b)-1], suffix...), '"')
 }
 
 // cacheValue reads a cache_get answer: the value of a hit. A broken cache is a miss, never a failure.
-func cacheValue(out []byte) (string, bool) {
-	if depth(out) > maxDepth || !gjson.ValidBytes(out) {
+func (f *Flow) cacheValue(out []byte) (string, bool) {
+	if !f.checked && (depth(out) > maxDepth || !gjson.ValidBytes(out)) {
 		return "", false
 	}
-	v := gjson.ParseBytes(out)
+	v := gjson.Parse(view(out)) // the value is read before out changes
 	val := v.Get("value")
 	if v.Get("hit").Type != gjson.True || val.Type != gjson.String {
 		return "", false
@@ -263,44 +294,51 @@ const (
 	bindingChars = 32
 )
 
-func (f *Flow) state() string {
-	b := make([]byte, 0, 96)
+// appendState appends the state, as a JSON string (it needs no escaping).
+func (f *Flow) appendState(b []byte) []byte {
+	b = append(b, '"')
 	b = append(b, statePrefix...)
 	b = append(b, f.op, '0'+byte(f.phase), '.')
 	b = strconv.AppendInt(b, f.nowMS, 10)
 	b = append(append(b, '.'), f.binding()...)
 	b = append(append(b, '.'), f.owner...)
-	return string(b)
+	return append(b, '"')
 }
 
 func (f *Flow) binding() string { return f.key[len(f.key)-bindingChars:] }
 
 // resume restores the state s into f, a flow just started for the request sent with it.
 func (f *Flow) resume(s string) *abi.Error {
-	bad := invalidRequest("token_step: state is not one this plugin gave for this request")
 	rest, ok := strings.CutPrefix(s, statePrefix)
-	if !ok || len(s) > 160 {
-		return bad
+	if !ok || len(s) > 160 || len(rest) < 3 || rest[2] != '.' {
+		return badState()
 	}
-	parts := strings.SplitN(rest, ".", 4)
-	if len(parts) != 4 || len(parts[0]) != 2 {
-		return bad
+	op, p := rest[0], phase(rest[1]-'0')
+	rest = rest[3:]
+	i := strings.IndexByte(rest, '.')
+	if i < 0 {
+		return badState()
 	}
-	op, p := parts[0][0], phase(parts[0][1]-'0')
-	now, err := strconv.ParseInt(parts[1], 10, 64)
+	now, err := strconv.ParseInt(rest[:i], 10, 64)
+	rest = rest[i+1:]
+	binding, owner, ok := strings.Cut(rest, ".")
 	switch {
-	case err != nil || now < 0:
-		return bad
+	case !ok || err != nil || now < 0:
+		return badState()
 	case op == opToken && (p < phaseCached || p > phaseSend), op == opInvalidate && p != phaseInvalidate,
 		op != opToken && op != opInvalidate:
-		return bad
-	case parts[2] != f.binding():
+		return badState()
+	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
-	case parts[3] != "" && (len(parts[3]) != 36 || p < phaseLock || p == phaseInvalidate):
-		return bad
+	case owner != "" && (len(owner) != 36 || p < phaseLock || p == phaseInvalidate):
+		return badState()
 	}
-	f.op, f.phase, f.nowMS, f.owner = op, p, now, parts[3]
+	f.op, f.phase, f.nowMS, f.owner = op, p, now, owner
 	return nil
+}
+
+func badState() *abi.Error {
+	return invalidRequest("token_step: state is not one this plugin gave for this request")
 }
 
 // stepInput holds token_step's fields, read in one pass; the first of a repeated key wins.
@@ -334,8 +372,14 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 	if err != nil {
 		return errorJSON(err)
 	}
-	var in stepInput
-	eachMember(v.Raw, &in)
+	var in *stepInput
+	if m != nil {
+		in = &m.scratchStep().in
+		*in = stepInput{}
+	} else {
+		in = new(stepInput)
+	}
+	eachMember(v.Raw, in)
 	if in.request == "" || in.request[0] != '{' {
 		return errorJSON(invalidRequest("token_step needs a request object"))
 	}
@@ -347,7 +391,7 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 	default:
 		return errorJSON(invalidRequest(`token_step: op must be "token" or "invalidate"`))
 	}
-	f, out := NewFlow(m, within(input, in.request), op, now)
+	f, out := m.stepFlow(within(input, in.request), op, now, true)
 	if f == nil {
 		return out
 	}
@@ -368,15 +412,60 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 	if next.Import == "" {
 		return appendThen(final, f.Then)
 	}
-	o := newObject(make([]byte, 0, len(next.Input)+160))
-	o.key("next")
-	a := newObject(o.b)
-	a.str("import", next.Import)
-	a.key("input")
-	a.b = append(a.b, next.Input...)
-	o.b = a.end()
-	o.str("state", f.state())
-	return o.end()
+	b := m.answerBuf(len(next.Input) + 192)
+	b = append(b, `{"next":{"import":`...)
+	b = appendString(b, next.Import)
+	b = append(append(b, `,"input":`...), next.Input...)
+	b = append(b, `},"state":`...)
+	b = f.appendState(b)
+	b = append(b, '}')
+	if m != nil {
+		m.step.out = b
+	}
+	return b
+}
+
+// stepScratch is what a Memo keeps for token_step: a flow, and the buffer of its answers.
+type stepScratch struct {
+	flow Flow
+	in   stepInput
+	out  []byte
+}
+
+// stepFlow starts a flow in the memo's reusable Flow (a new one for a nil memo): for a flow that
+// ends within the call (token_step's one step, the token export's loop). checked: the answers come
+// inside an input already checked as JSON.
+func (m *Memo) stepFlow(request []byte, op byte, now Clock, checked bool) (*Flow, []byte) {
+	r, enc, key, err := m.Prepare(request)
+	if err != nil {
+		return nil, errorJSON(err)
+	}
+	var f *Flow
+	if m != nil {
+		f = &m.scratchStep().flow
+	} else {
+		f = new(Flow)
+	}
+	*f = Flow{m: m, r: r, enc: enc, key: key, op: op, nowMS: r.now(now), checked: checked, Then: f.Then[:0], bufs: f.bufs}
+	return f, nil
+}
+
+func (m *Memo) scratchStep() *stepScratch {
+	if m.step == nil {
+		m.step = new(stepScratch)
+	}
+	return m.step
+}
+
+// answerBuf returns the memo's answer buffer emptied, with room for n bytes.
+func (m *Memo) answerBuf(n int) []byte {
+	if m == nil || m.step == nil {
+		return make([]byte, 0, n)
+	}
+	if cap(m.step.out) < n {
+		m.step.out = make([]byte, 0, n)
+	}
+	return m.step.out[:0]
 }
 
 // appendThen adds "then": [actions] to a final answer (a JSON object) when actions remain.

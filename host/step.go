@@ -1,0 +1,162 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// The token flow through the token_step export (abi/ABI.md, "token_step"): one short plugin call per
+// step, with the I/O done here between calls. The plugin's flow is the same one the token export
+// runs; what changes is that no instance is held while a provider takes its time to answer, so a
+// slow provider cannot starve the pool for every other credential set.
+
+// maxSteps bounds a flow: the longest one has six calls (lock, second look, send).
+const maxSteps = 16
+
+// step runs one flow (token, or invalidate with op "invalidate") to its final answer and does the
+// actions the answer leaves in "then". The answer is the plugin's, less nothing: "then" is ignored by
+// the result readers.
+func (c *Client) step(ctx context.Context, request []byte, op string) ([]byte, error) {
+	locks := &heldLocks{}
+	ctx = context.WithValue(ctx, heldLocksKey{}, locks)
+	in := make([]byte, 0, len(request)+160)
+	var state, answer []byte
+	for range maxSteps {
+		in = append(append(in[:0], `{"request":`...), request...)
+		if op != "" {
+			in = append(append(append(in, `,"op":"`...), op...), '"')
+		}
+		if state != nil {
+			in = append(append(in, `,"state":`...), state...)
+		}
+		if answer != nil {
+			in = append(append(in, `,"answer":`...), answer...)
+		}
+		in = append(in, '}')
+		out, err := c.callRaw(ctx, abi.ExportTokenStep, in)
+		if err != nil {
+			locks.release(context.WithoutCancel(ctx), c.cache)
+			return nil, err
+		}
+		var f [3]gjson.Result
+		members(gjson.Parse(unsafeString(out)), f[:], "next", "state", "then")
+		next, st := f[0], f[1]
+		if !next.Exists() {
+			f[2].ForEach(func(_, a gjson.Result) bool {
+				var g [2]gjson.Result
+				members(a, g[:], "import", "input")
+				c.perform(ctx, g[0].Str, []byte(g[1].Raw))
+				return true
+			})
+			return out, nil
+		}
+		if st.Type != gjson.String {
+			locks.release(context.WithoutCancel(ctx), c.cache)
+			return nil, fmt.Errorf("tokenwasm: %s: an action without a state", abi.ExportTokenStep)
+		}
+		state = []byte(st.Raw)
+		var g [2]gjson.Result
+		members(next, g[:], "import", "input")
+		answer = c.perform(ctx, g[0].Str, []byte(g[1].Raw))
+		if err := ctx.Err(); err != nil {
+			locks.release(context.WithoutCancel(ctx), c.cache)
+			return nil, err
+		}
+	}
+	locks.release(context.WithoutCancel(ctx), c.cache)
+	return nil, errors.New("tokenwasm: token_step did not end")
+}
+
+// perform does one action of the flow with the same functions the plugin's imports call.
+func (c *Client) perform(ctx context.Context, name string, in []byte) []byte {
+	switch name {
+	case abi.ImportHTTPSend:
+		return c.httpSend(ctx, in)
+	case abi.ImportCacheGet:
+		return c.cacheGet(ctx, in)
+	case abi.ImportCacheSet:
+		return c.cacheSet(ctx, in)
+	case abi.ImportCacheDelete:
+		return c.cacheDelete(ctx, in)
+	}
+	return nil // an import this host does not know: answered as nothing
+}
+
+// callRaw runs one export on a pooled instance and returns a copy of its answer (the instance's
+// memory is reused by its next call).
+func (c *Client) callRaw(ctx context.Context, export string, input []byte) ([]byte, error) {
+	var out rawAnswer
+	if err := c.call(ctx, export, input, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// unsafeString views b as a string: b is not changed while the string is read.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// rawAnswer keeps an export's answer as bytes, copied out of the instance.
+type rawAnswer []byte
+
+func (r *rawAnswer) parse(b []byte) error {
+	if !gjson.ValidBytes(b) {
+		return errNotJSON
+	}
+	*r = bytes.Clone(b)
+	return nil
+}
+
+// runToken runs the token flow for an encoded request with the Client's driver and reads its answer.
+func (c *Client) runToken(ctx context.Context, input []byte, res *abi.Result) error {
+	if !c.stepFlow {
+		return c.call(ctx, abi.ExportToken, input, (*tokenResult)(res))
+	}
+	out, err := c.step(ctx, input, "")
+	if err != nil {
+		return err
+	}
+	if err := (*tokenResult)(res).parse(out); err != nil {
+		return fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
+	}
+	return nil
+}
+
+// runInvalidate runs the invalidate flow with the Client's driver.
+func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error {
+	var res abi.Result
+	if !c.stepFlow {
+		if err := c.callJSON(ctx, abi.ExportInvalidate, req, &res); err != nil {
+			return err
+		}
+	} else {
+		if err := c.enter(); err != nil {
+			return err
+		}
+		defer c.leave()
+		b, err := json.Marshal(req)
+		if err != nil {
+			return fmt.Errorf("tokenwasm: %w", err)
+		}
+		out, err := c.step(ctx, b, "invalidate")
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(out, &res); err != nil {
+			return fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
+		}
+	}
+	if res.Error != nil {
+		return res.Error
+	}
+	return nil
+}
+
+// withStepFlow chooses the flow's driver: token_step (true) or the token export.
+func withStepFlow(on bool) Option { return func(c *config) { c.stepFlow = on } }

@@ -1,0 +1,91 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/providertest"
+)
+
+// TestStepDriverEndToEnd gets a token from every provider and grant through the token_step export,
+// driven by this host, against the fakes, through both builds: one request each, then the cache.
+func TestStepDriverEndToEnd(t *testing.T) {
+	set := providertest.StartAll()
+	defer set.Close()
+	forEachBuild(t, func(t *testing.T, c *Client) {
+		ctx := context.Background()
+		for name, req := range cases(set) {
+			fake := fakeOf(set, req.Provider)
+			before := fake.Requests()
+			tok, err := c.Token(ctx, req)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if status := callAPI(t, fake.APIURL(), tok.AccessToken); status != http.StatusOK {
+				t.Fatalf("%s: API answered %d to the token", name, status)
+			}
+			if err := c.Invalidate(ctx, req); err != nil {
+				t.Fatalf("%s: invalidate: %v", name, err)
+			}
+			again, err := c.Token(ctx, req)
+			if err != nil || again.AccessToken == tok.AccessToken || fake.Requests()-before != 2 {
+				t.Fatalf("%s: after invalidate: %d requests, %v", name, fake.Requests()-before, err)
+			}
+		}
+	}, WithLoopback(), withStepFlow(true))
+}
+
+// sharedMemory is a MemoryCache that says it is shared, so the plugin takes the fleet lock in it:
+// two Clients on one sharedMemory behave as two processes on one Redis.
+type sharedMemory struct{ *MemoryCache }
+
+func (sharedMemory) Shared() bool { return true }
+
+// TestDriversShareOneFleet: a Client driving token_step and a Client calling token, sharing one
+// cache as two processes of a fleet would, speak the same keys, lock and gate: 100 cold callers
+// across both make one request, and a 429 one of them gets closes the gate for the other.
+func TestDriversShareOneFleet(t *testing.T) {
+	set := providertest.StartAll()
+	defer set.Close()
+	cache := sharedMemory{NewMemoryCache(0)}
+	var clients [2]*Client
+	for i, steps := range []bool{false, true} {
+		c, err := New(context.Background(), WithLoopback(), WithCache(cache), withStepFlow(steps))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		clients[i] = c
+	}
+	req := cases(set)["nikohealth/client_credentials"]
+	fake := set.NikoHealth
+	var n atomic.Int64
+	failed := concurrently(100, func() error {
+		_, err := clients[n.Add(1)%2].Token(context.Background(), req)
+		return err
+	})
+	if failed != 0 || fake.Requests() != 1 {
+		t.Fatalf("%d failed, %d requests at the fake, want 0 and 1", failed, fake.Requests())
+	}
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(http.StatusTooManyRequests)
+		return true
+	})
+	other := req
+	other.Scope = "other" // another identity: a cold cache
+	for i, c := range clients {
+		_, err := c.Token(context.Background(), other)
+		var e *abi.Error
+		if !errors.As(err, &e) || e.Kind != abi.KindRateLimited {
+			t.Fatalf("client %d: %v, want rate_limited", i, err)
+		}
+	}
+	if fake.Requests() != 2 {
+		t.Fatalf("%d requests: the gate one driver closed did not hold the other", fake.Requests())
+	}
+}

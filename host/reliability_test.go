@@ -239,21 +239,48 @@ func TestBadInputThroughWasm(t *testing.T) {
 		[]byte(`{}`), []byte(`null`), []byte(``), []byte(`{"request":null,"response":null}`),
 	)
 	forEachBuild(t, func(t *testing.T, c *Client) {
-		for _, export := range []string{abi.ExportEncode, abi.ExportDecode, abi.ExportInvalidate, abi.ExportToken} {
+		for _, export := range []string{abi.ExportEncode, abi.ExportDecode, abi.ExportInvalidate, abi.ExportToken, abi.ExportTokenStep} {
 			for _, in := range inputs {
 				var res map[string]json.RawMessage
 				if err := c.call(context.Background(), export, in, &res); err != nil {
 					t.Fatalf("%s(%.60q): %v", export, in, err)
 				}
-				if len(res) != 1 && !(export == abi.ExportInvalidate && len(res) == 0) && !(export == abi.ExportToken && len(res) == 2) {
+				if len(res) != 1 && !(export == abi.ExportInvalidate && len(res) == 0) && !(export == abi.ExportToken && len(res) == 2) &&
+					!(export == abi.ExportTokenStep && len(res) == 2 && res["next"] != nil) {
 					t.Fatalf("%s(%.60q) answered %v", export, in, res)
+				}
+			}
+		}
+		// The same inputs as token_step answers to a real flow's cache_get and http_send: a miss or a
+		// typed error, never a trap.
+		req := `{"provider":"nikohealth","client_id":"c","client_secret":"s","domain":"acme"}`
+		var first, second struct{ State string }
+		if err := c.call(context.Background(), abi.ExportTokenStep, []byte(`{"request":`+req+`}`), &first); err != nil || first.State == "" {
+			t.Fatalf("first step: %+v %v", first, err)
+		}
+		in := `{"request":` + req + `,"state":"` + first.State + `"}`
+		if err := c.call(context.Background(), abi.ExportTokenStep, []byte(in), &second); err != nil || second.State == "" {
+			t.Fatalf("second step: %+v %v", second, err)
+		}
+		for _, state := range []string{first.State, second.State} {
+			for _, answer := range inputs {
+				if !json.Valid(answer) {
+					answer, _ = json.Marshal(string(answer))
+				}
+				in := []byte(`{"request":` + req + `,"state":"` + state + `","answer":` + string(answer) + `}`)
+				var res map[string]json.RawMessage
+				if err := c.call(context.Background(), abi.ExportTokenStep, in, &res); err != nil {
+					t.Fatalf("token_step answer %.60q: %v", answer, err)
+				}
+				if res["next"] == nil && res["error"] == nil {
+					t.Fatalf("token_step answer %.60q: %v", answer, res)
 				}
 			}
 		}
 		if f := c.Metrics().Snapshot()["plugin_faults"]; f != 0 {
 			t.Fatalf("%d plugin faults", f)
 		}
-		t.Logf("%d inputs x 4 exports, 0 traps", len(inputs))
+		t.Logf("%d inputs x 5 exports and as 2 token_step answers, 0 traps", len(inputs))
 	})
 }
 

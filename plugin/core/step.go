@@ -330,11 +330,31 @@ func (f *Flow) resume(s string) *abi.Error {
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
-	case owner != "" && (len(owner) != 36 || p < phaseLock || p == phaseInvalidate):
+	case owner != "" && (!isRequestID(owner) || p < phaseLock || p == phaseInvalidate):
 		return badState()
 	}
 	f.op, f.phase, f.nowMS, f.owner = op, p, now, owner
 	return nil
+}
+
+// isRequestID reports whether s is what newRequestID writes (lower-case hex in the 8-4-4-4-12 form):
+// the owner goes back into the next state unescaped, so nothing else may pass.
+func isRequestID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case !('0' <= c && c <= '9' || 'a' <= c && c <= 'f'):
+			return false
+		}
+	}
+	return true
 }
 
 func badState() *abi.Error {

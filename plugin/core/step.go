@@ -107,7 +107,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		// Fleet single-flight: one fetcher per identity across every host sharing the cache.
 		if r.FleetLock {
 			f.owner = newRequestID()
-			return f.ask(phaseLock, f.setAction(f.key, lockSuffix, f.owner, f.enc.TimeoutMS+lockMarginMS, true))
+			return f.ask(phaseLock, f.setAction(f.key, lockSuffix, f.owner, f.lockTTL(), true))
 		}
 		return f.ask(phaseSend, f.sendAction())
 	case phaseLock:
@@ -185,6 +185,10 @@ func (f *Flow) finish(answer []byte, then ...Action) (Action, []byte) {
 	}
 	return Action{}, answer
 }
+
+// lockTTL is how long the fleet lock lives: the fetch's timeout, and a margin. A flow's state lives
+// no longer.
+func (f *Flow) lockTTL() int64 { return f.enc.TimeoutMS + lockMarginMS }
 
 func (f *Flow) sendAction() Action {
 	return Action{Import: abi.ImportHTTPSend, Input: f.m.requestJSON(f.enc)}
@@ -330,6 +334,11 @@ func (f *Flow) resume(s string) *abi.Error {
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
+	case now != f.nowMS && (f.r.NowMS > 0 || f.nowMS-now > f.lockTTL() || now-f.nowMS > f.lockTTL()):
+		// The state's clock is the flow's for every later step: a state kept past the lock's TTL
+		// (or replayed after its flow ended) would judge a cached token by a time long gone and claim
+		// a lock that has expired. A request that fixes now_ms fixes the state's too.
+		return invalidRequest("token_step: state has expired; start the flow again")
 	case owner != "" && (!isRequestID(owner) || p < phaseLock || p == phaseInvalidate):
 		return badState()
 	}

@@ -2,6 +2,7 @@ package core
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -40,9 +41,9 @@ func TestStepForgedOwnerIsRefused(t *testing.T) {
 	parts := stepState(t, fleet, now)
 	for _, owner := range []string{
 		`"},"next":{"import":"http_send","xy"`, // 36 bytes: JSON injection into the next state
-		"\x00" + strings.Repeat("a", 35),        // a control character
-		strings.Repeat("é", 18),                 // 36 bytes, not ASCII
-		strings.ToUpper(parts[4]),               // not what the plugin writes
+		"\x00" + strings.Repeat("a", 35),       // a control character
+		strings.Repeat("é", 18),                // 36 bytes, not ASCII
+		strings.ToUpper(parts[4]),              // not what the plugin writes
 	} {
 		state, _ := json.Marshal(strings.Join(append(parts[:4:4], owner), "."))
 		out := TokenStep(new(Memo), []byte(`{"request":`+fleet+`,"state":`+string(state)+`,"answer":{"stored":true}}`),
@@ -56,6 +57,54 @@ func TestStepForgedOwnerIsRefused(t *testing.T) {
 		}
 		if got.Error.Message != "token_step: state is not one this plugin gave for this request" {
 			t.Errorf("owner %q: %s, want the forged state refused", owner, out)
+		}
+	}
+}
+
+// TestStepStateTimeIsBounded: a state's now_ms is the flow's clock for every later step. A state
+// resumed long after it was given (a host that kept it, a replay after the flow ended) must not make
+// a token that expired since look fresh, nor claim a fleet lock whose TTL has run out; a state from
+// far in the future must not overflow the token's times. Within the lock's TTL (timeout_ms + 2 s)
+// a state resumes; past it, or when the request fixes now_ms and the state disagrees, it is refused.
+func TestStepStateTimeIsBounded(t *testing.T) {
+	const start = 1767225600000
+	expired, _ := json.Marshal(`{"access_token":"expired-tok","token_type":"Bearer","expires_in":3600,"expires_at_ms":` +
+		strconv.Itoa(start+3600_000) + `,"issued_at_ms":` + strconv.Itoa(start) + `}`)
+	first := TokenStep(new(Memo), []byte(`{"request":`+nikoReq+`}`), func() int64 { return start })
+	var got struct{ State string }
+	if err := json.Unmarshal(first, &got); err != nil {
+		t.Fatal(err)
+	}
+	fixed := strings.Replace(nikoReq, `{`, `{"now_ms":`+strconv.Itoa(start+3*3600_000)+`,`, 1)
+	huge := strings.Replace(got.State, ".1767225600000.", ".9223372036854775807.", 1)
+	cases := []struct {
+		name, req, state string
+		clockMS          int64
+		want             string // the error message, or "" for a step that goes on
+	}{
+		{"resumed at once", nikoReq, got.State, start, ""},
+		{"resumed within the lock's TTL", nikoReq, got.State, start + DefaultTimeoutMS + lockMarginMS, ""},
+		{"resumed two hours later", nikoReq, got.State, start + 2*3600_000, "token_step: state has expired; start the flow again"},
+		{"from the future", nikoReq, huge, start, "token_step: state has expired; start the flow again"},
+		{"request fixes another now_ms", fixed, got.State, start, "token_step: state has expired; start the flow again"},
+	}
+	for _, c := range cases {
+		out := TokenStep(new(Memo), []byte(`{"request":`+c.req+`,"state":"`+c.state+`","answer":{"hit":true,"value":`+string(expired)+`}}`),
+			func() int64 { return c.clockMS })
+		var res struct {
+			Token *struct{ AccessToken string }
+			Error *struct{ Message string }
+		}
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("%s: %s", c.name, out)
+		}
+		switch {
+		case c.want == "" && c.clockMS == start && res.Token == nil:
+			t.Errorf("%s: %s, want the cached token", c.name, out)
+		case c.want == "" && c.clockMS != start && res.Error != nil:
+			t.Errorf("%s: %s, want the flow to go on", c.name, out)
+		case c.want != "" && (res.Error == nil || res.Error.Message != c.want):
+			t.Errorf("%s: %s, want %q", c.name, out, c.want)
 		}
 	}
 }

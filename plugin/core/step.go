@@ -397,7 +397,11 @@ func (in *stepInput) member(k, raw string) bool {
 // {"request", "state"?, "answer"?, "op"?}; output the next action {"next":{"import","input"},
 // "state"}, or the final answer of token (or invalidate), with "then" when actions remain.
 func TokenStep(m *Memo, input []byte, now Clock) []byte {
-	v, err := parseJSONView(input, "input") // nothing read from it outlives the call
+	// The answer sits one level down: an answer token would take (maxDepth deep) is taken here too.
+	if err := checkJSONDepth(input, "input", maxDepth+1); err != nil {
+		return errorJSON(err)
+	}
+	v, err := asObject(gjson.Parse(view(input)), "input") // nothing read from it outlives the call
 	if err != nil {
 		return errorJSON(err)
 	}

@@ -108,3 +108,34 @@ func TestStepStateTimeIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestStepAnswerAtTheDepthLimit: token takes an import's answer nested up to maxDepth levels (a
+// cache answer that deep is a miss, and the flow goes on). token_step carries the answer one level
+// down in its input, so the same answer must not make the whole step invalid: that would end a flow
+// that holds the fleet lock with no "then" to release it.
+func TestStepAnswerAtTheDepthLimit(t *testing.T) {
+	fleet := strings.Replace(nikoReq, `{`, `{"fleet_lock":true,`, 1)
+	const now = 1767225600000
+	parts := stepState(t, fleet, now)
+	deep := strings.Repeat(`{"a":`, maxDepth-1) + `{"hit":false}` + strings.Repeat(`}`, maxDepth-1)
+	if depth([]byte(deep)) != maxDepth {
+		t.Fatalf("depth %d", depth([]byte(deep)))
+	}
+	// token_step: the lock is held (state t3 answered stored), the recheck answers the deep miss.
+	recheck := TokenStep(new(Memo), []byte(`{"request":`+fleet+`,"state":"`+strings.Join(parts, ".")+`","answer":{"stored":true}}`),
+		func() int64 { return now })
+	var got struct{ State string }
+	if err := json.Unmarshal(recheck, &got); err != nil || got.State == "" {
+		t.Fatalf("recheck step: %s", recheck)
+	}
+	out := TokenStep(new(Memo), []byte(`{"request":`+fleet+`,"state":"`+got.State+`","answer":`+deep+`}`), func() int64 { return now })
+	if !strings.Contains(string(out), `"next":{"import":"http_send"`) {
+		t.Fatalf("a cache answer %d deep at the recheck: %s, want the fetch (as token does)", maxDepth, out)
+	}
+	// One level deeper is over the limit for both: token_step says so, never traps.
+	over := `{"a":` + deep + `}`
+	out = TokenStep(new(Memo), []byte(`{"request":`+fleet+`,"state":"`+got.State+`","answer":`+over+`}`), func() int64 { return now })
+	if !strings.Contains(string(out), `"message":"input is nested too deeply"`) {
+		t.Fatalf("an answer %d deep: %s", maxDepth+1, out)
+	}
+}

@@ -139,3 +139,26 @@ func TestStepAnswerAtTheDepthLimit(t *testing.T) {
 		t.Fatalf("an answer %d deep: %s", maxDepth+1, out)
 	}
 }
+
+// TestStepAnswerOfAnotherFlowIsRefused: a non-blocking host routes each import's answer back to
+// the flow that asked (an Envoy callout id, a JavaScript promise). If it mixes two flows up, the
+// cache_get answer it gives one tenant's state is the other tenant's cached token, and nothing in
+// the answer names the key it was read from: the plugin serves it. Finding, not fixed: it needs the
+// cached value to name its identity (a cache format change, and the Envoy filter reads the value).
+func TestStepAnswerOfAnotherFlowIsRefused(t *testing.T) {
+	t.Skip("finding (review of issue 13): a cache_get answer carries no key, so a misrouted answer gives one tenant another's token; see abi/ABI.md token_step notes")
+	const now = 1767225600000
+	first := TokenStep(new(Memo), []byte(`{"request":`+nikoReq+`}`), func() int64 { return now })
+	var got struct{ State string }
+	if err := json.Unmarshal(first, &got); err != nil {
+		t.Fatal(err)
+	}
+	// What cache_get(K_B) answered for tenant B, given to tenant A's flow.
+	tenantB, _ := json.Marshal(`{"access_token":"tenant-B-token","token_type":"Bearer","expires_in":3600,"expires_at_ms":` +
+		strconv.Itoa(now+3600_000) + `,"issued_at_ms":` + strconv.Itoa(now) + `}`)
+	out := TokenStep(new(Memo), []byte(`{"request":`+nikoReq+`,"state":"`+got.State+`","answer":{"hit":true,"value":`+string(tenantB)+`}}`),
+		func() int64 { return now })
+	if strings.Contains(string(out), "tenant-B-token") {
+		t.Fatalf("tenant A's flow served tenant B's cached token: %s", out)
+	}
+}

@@ -64,11 +64,15 @@ func parseJSON(b []byte, what string) (gjson.Result, *abi.Error) {
 }
 
 // checkJSON checks that b is valid JSON of bounded size and depth.
-func checkJSON(b []byte, what string) *abi.Error {
+func checkJSON(b []byte, what string) *abi.Error { return checkJSONDepth(b, what, maxDepth) }
+
+// checkJSONDepth is checkJSON with another depth limit: token_step's input holds an import's answer
+// one level down, and takes the answers token takes.
+func checkJSONDepth(b []byte, what string, limit int) *abi.Error {
 	switch {
 	case len(b) > MaxInputBytes:
 		return invalidRequest(what + " exceeds 8 MiB")
-	case depth(b) > maxDepth:
+	case depth(b) > limit:
 		return invalidRequest(what + " is nested too deeply")
 	case !gjson.ValidBytes(b):
 		return invalidRequest(what + " is not valid JSON")

@@ -107,7 +107,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		// Fleet single-flight: one fetcher per identity across every host sharing the cache.
 		if r.FleetLock {
 			f.owner = newRequestID()
-			return f.ask(phaseLock, f.setAction(f.key, lockSuffix, f.owner, f.enc.TimeoutMS+lockMarginMS, true))
+			return f.ask(phaseLock, f.setAction(f.key, lockSuffix, f.owner, f.lockTTL(), true))
 		}
 		return f.ask(phaseSend, f.sendAction())
 	case phaseLock:
@@ -185,6 +185,10 @@ func (f *Flow) finish(answer []byte, then ...Action) (Action, []byte) {
 	}
 	return Action{}, answer
 }
+
+// lockTTL is how long the fleet lock lives: the fetch's timeout, and a margin. A flow's state lives
+// no longer.
+func (f *Flow) lockTTL() int64 { return f.enc.TimeoutMS + lockMarginMS }
 
 func (f *Flow) sendAction() Action {
 	return Action{Import: abi.ImportHTTPSend, Input: f.m.requestJSON(f.enc)}
@@ -330,11 +334,36 @@ func (f *Flow) resume(s string) *abi.Error {
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
-	case owner != "" && (len(owner) != 36 || p < phaseLock || p == phaseInvalidate):
+	case now != f.nowMS && (f.r.NowMS > 0 || f.nowMS-now > f.lockTTL() || now-f.nowMS > f.lockTTL()):
+		// The state's clock is the flow's for every later step: a state kept past the lock's TTL
+		// (or replayed after its flow ended) would judge a cached token by a time long gone and claim
+		// a lock that has expired. A request that fixes now_ms fixes the state's too.
+		return invalidRequest("token_step: state has expired; start the flow again")
+	case owner != "" && (!isRequestID(owner) || p < phaseLock || p == phaseInvalidate):
 		return badState()
 	}
 	f.op, f.phase, f.nowMS, f.owner = op, p, now, owner
 	return nil
+}
+
+// isRequestID reports whether s is what newRequestID writes (lower-case hex in the 8-4-4-4-12 form):
+// the owner goes back into the next state unescaped, so nothing else may pass.
+func isRequestID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return false
+			}
+		case !('0' <= c && c <= '9' || 'a' <= c && c <= 'f'):
+			return false
+		}
+	}
+	return true
 }
 
 func badState() *abi.Error {
@@ -368,7 +397,11 @@ func (in *stepInput) member(k, raw string) bool {
 // {"request", "state"?, "answer"?, "op"?}; output the next action {"next":{"import","input"},
 // "state"}, or the final answer of token (or invalidate), with "then" when actions remain.
 func TokenStep(m *Memo, input []byte, now Clock) []byte {
-	v, err := parseJSONView(input, "input") // nothing read from it outlives the call
+	// The answer sits one level down: an answer token would take (maxDepth deep) is taken here too.
+	if err := checkJSONDepth(input, "input", maxDepth+1); err != nil {
+		return errorJSON(err)
+	}
+	v, err := asObject(gjson.Parse(view(input)), "input") // nothing read from it outlives the call
 	if err != nil {
 		return errorJSON(err)
 	}

@@ -193,9 +193,12 @@ func writeToken(o *object, t *abi.Token, withRefresh bool) {
 	o.strOmit("scope", t.Scope)
 }
 
-func tokenJSONCached(t *abi.Token) []byte {
-	o := newObject(nil)
+// tokenJSONCached writes the cached copy of t, naming the identity it belongs to (id, see
+// Flow.ours).
+func tokenJSONCached(t *abi.Token, id string) []byte {
+	o := newObject(make([]byte, 0, 192+len(t.AccessToken)+len(t.Scope)))
 	writeToken(&o, t, false)
+	o.str("id", id)
 	return o.end()
 }
 

@@ -416,7 +416,7 @@ func TestTokenCharactersRefused(t *testing.T) {
 		h := newFakeHost(t, okToken(600))
 		_, _, key, _ := Prepare([]byte(nikoReq))
 		h.cache[key] = abi.CacheSetInput{Key: key, TTLMS: 600000,
-			Value: `{"access_token":"x\r\nX-Injected: yes","token_type":"Bearer","expires_in":600,"expires_at_ms":1767226200000,"issued_at_ms":1767225600000}`}
+			Value: `{"access_token":"x\r\nX-Injected: yes","token_type":"Bearer","expires_in":600,"expires_at_ms":1767226200000,"issued_at_ms":1767225600000,"id":"` + key[len(key)-32:] + `"}`}
 		r := h.token(t, nikoReq)
 		if r.Token == nil || r.Cached || strings.ContainsAny(r.Token.AccessToken, "\r\n") || h.sends != 1 {
 			t.Fatalf("poisoned cache entry served: %+v, sends %d", r, h.sends)

@@ -21,10 +21,12 @@ func TestWriteFlowVectors(t *testing.T) {
 	niko := `{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme",` + now
 	req := niko + `}`
 	fleet := niko + `,"fleet_lock":true}`
-	cachedTok := `{"hit":true,"value":"{\"access_token\":\"cached-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"expires_at_ms\":1767229200000,\"issued_at_ms\":1767225600000}"}`
-	nearExpiry := `{"hit":true,"value":"{\"access_token\":\"old-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"expires_at_ms\":1767225630000,\"issued_at_ms\":1767222030000}"}`
+	cachedTok := `{"hit":true,"value":"{\"access_token\":\"cached-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"expires_at_ms\":1767229200000,\"issued_at_ms\":1767225600000,\"id\":\"de31598ff01ef13602ab0336049a7787\"}"}`
+	nearExpiry := `{"hit":true,"value":"{\"access_token\":\"old-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"expires_at_ms\":1767225630000,\"issued_at_ms\":1767222030000,\"id\":\"de31598ff01ef13602ab0336049a7787\"}"}`
 	miss := `{"hit":false}`
 	ok := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"bearer\",\"expires_in\":3600,\"refresh_token\":\"rt-1\"}"}`
+	// A cached value names its identity ("id": the last 32 hex digits of the key): these are the
+	// request's. A value of another identity is a miss (cached_other_identity).
 	scripts := []struct {
 		name, doc, request, op string
 		answers                []string
@@ -33,9 +35,11 @@ func TestWriteFlowVectors(t *testing.T) {
 	}{
 		{"cold_fetch", "a miss, an open gate, one request: the token, then cache_set of it without its refresh token", req, "", []string{miss, miss, ok}, "", ""},
 		{"cached_hit", "a cached token with more than the skew left is the answer; nothing else is asked", req, "", []string{cachedTok}, "", ""},
+		{"cached_other_identity", "a cached token that names another identity (an answer given to the wrong flow) is a miss", req, "", []string{strings.Replace(cachedTok, "de31598ff01ef13602ab0336049a7787", "00000000000000000000000000000000", 1), miss, ok}, "", ""},
+		{"gate_other_identity", "a gate that names another identity does not hold this one", req, "", []string{miss, `{"hit":true,"value":"{\"until_ms\":1767225630000,\"id\":\"00000000000000000000000000000000\"}"}`, ok}, "", ""},
 		{"inside_skew", "a cached token within 60 s of expiry is refetched", req, "", []string{nearExpiry, miss, ok}, "", ""},
 		{"min_ttl", "min_ttl_ms asks for more life than the cached token has: fetch", niko + `,"min_ttl_ms":3600000}`, "", []string{cachedTok, miss, ok}, "", ""},
-		{"gate_closed", "a closed 429 gate answers rate_limited with the time left; nothing is sent", req, "", []string{miss, `{"hit":true,"value":"{\"until_ms\":1767225630000}"}`}, "", ""},
+		{"gate_closed", "a closed 429 gate answers rate_limited with the time left; nothing is sent", req, "", []string{miss, `{"hit":true,"value":"{\"until_ms\":1767225630000,\"id\":\"de31598ff01ef13602ab0336049a7787\"}"}`}, "", ""},
 		{"rate_limited", "a 429 closes the gate for Retry-After", req, "", []string{miss, miss, `{"status":429,"headers":{"Retry-After":"120"},"body":""}`}, "", ""},
 		{"server_error", "a 503 is a retryable server_error; nothing is cached", req, "", []string{miss, miss, `{"status":503,"headers":{},"body":"unavailable"}`}, "", ""},
 		{"transport_error", "no response: a retryable transport error", req, "", []string{miss, miss, `{"error":"connection refused"}`}, "", ""},

@@ -98,7 +98,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		}
 		return f.ask(phaseGate, f.getAction(f.key, gateSuffix))
 	case phaseGate:
-		if v, ok := f.cacheValue(answer); ok {
+		if v, ok := f.cacheValue(answer); ok && f.ours(v) {
 			if until := int64(gjson.Get(v, "until_ms").Num); until > f.nowMS {
 				return f.finish(errorJSON(&abi.Error{Kind: abi.KindRateLimited, Retryable: true, RetryAfterMS: until - f.nowMS,
 					Message: "provider rate-limited token requests; waiting for its Retry-After"}))
@@ -128,7 +128,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	case phaseSend:
 		return f.received(answer)
 	case phaseInvalidate:
-		if v, ok := f.cacheValue(answer); ok && gjson.Get(v, "access_token").String() == r.AccessToken {
+		if v, ok := f.cacheValue(answer); ok && f.ours(v) && gjson.Get(v, "access_token").String() == r.AccessToken {
 			return f.finish([]byte("{}"), f.deleteAction(f.key, "", ""))
 		}
 		return f.finish([]byte("{}"))
@@ -145,7 +145,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 		if t, err = f.r.Decode(resp, f.nowMS); err == nil {
 			out := tokenJSON(t, false)
 			if ttl := t.ExpiresAtMS - f.nowMS - skewMS(t); ttl > 0 {
-				return f.finish(out, f.setAction(f.key, "", view(tokenJSONCached(t)), ttl, false))
+				return f.finish(out, f.setAction(f.key, "", view(tokenJSONCached(t, f.binding())), ttl, false))
 			}
 			return f.finish(out)
 		}
@@ -153,6 +153,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 	if err.Kind == abi.KindRateLimited && err.RetryAfterMS > 0 {
 		o := newObject(nil)
 		o.int("until_ms", f.nowMS+err.RetryAfterMS)
+		o.str("id", f.binding())
 		return f.finish(errorJSON(err), f.setAction(f.key, gateSuffix, view(o.end()), err.RetryAfterMS, false))
 	}
 	return f.finish(errorJSON(err))
@@ -162,7 +163,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 // the skew and min_ttl_ms), else nil.
 func (f *Flow) cached(answer []byte) []byte {
 	if v, ok := f.cacheValue(answer); ok {
-		if t, ok := parseToken(gjson.Parse(v)); ok && t.ExpiresAtMS-f.nowMS > max(skewMS(t), f.r.MinTTLMS) {
+		if t, ok := parseToken(gjson.Parse(v)); ok && f.ours(v) && t.ExpiresAtMS-f.nowMS > max(skewMS(t), f.r.MinTTLMS) {
 			return tokenJSON(t, true)
 		}
 	}
@@ -310,6 +311,11 @@ func (f *Flow) appendState(b []byte) []byte {
 }
 
 func (f *Flow) binding() string { return f.key[len(f.key)-bindingChars:] }
+
+// ours reports whether a cache value (a token or a gate) names this flow's identity. A host that
+// gives a flow the answer of another flow's cache_get (callbacks crossed in an asynchronous host)
+// then gets a miss, never another tenant's token or gate.
+func (f *Flow) ours(v string) bool { return gjson.Get(v, "id").Str == f.binding() }
 
 // resume restores the state s into f, a flow just started for the request sent with it.
 func (f *Flow) resume(s string) *abi.Error {

@@ -571,4 +571,3 @@ func TestForeignTokenHostRefusedAtStart(t *testing.T) {
 		}
 	})
 }
-

@@ -5,6 +5,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +32,7 @@ import (
 var filterWasm []byte
 
 func TestMain(m *testing.M) {
+	log.SetOutput(io.Discard) // proxytest logs every host call; failures are reported by the tests
 	dir, err := os.MkdirTemp("", "envoy-filter")
 	if err == nil {
 		out := filepath.Join(dir, "filter.wasm")
@@ -58,7 +60,7 @@ func (c *clock) now() int64              { return c.ms.Load() }
 func (c *clock) advance(d time.Duration) { c.ms.Add(d.Milliseconds()) }
 
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	host     proxytest.HostEmulator
 	upstream string // where callouts are sent over HTTP (a fake's or a script server's base URL)
 	clock    *clock // nil for the wasm runner
@@ -87,12 +89,12 @@ func nikoConfig(fake *providertest.Fake, extra map[string]any) map[string]any {
 
 func httpsURL(u string) string { return strings.Replace(u, "http://", "https://", 1) }
 
-func newHarness(t *testing.T, runner string, fake *providertest.Fake, extra map[string]any) *harness {
+func newHarness(t testing.TB, runner string, fake *providertest.Fake, extra map[string]any) *harness {
 	t.Helper()
 	return startHarness(t, runner, fake.URL(), nikoConfig(fake, extra))
 }
 
-func startHarness(t *testing.T, runner, upstream string, conf map[string]any) *harness {
+func startHarness(t testing.TB, runner, upstream string, conf map[string]any) *harness {
 	t.Helper()
 	h := emulate(t, runner, conf)
 	h.upstream = upstream
@@ -103,7 +105,7 @@ func startHarness(t *testing.T, runner, upstream string, conf map[string]any) *h
 }
 
 // emulate sets up the emulator with a configuration, without starting the plugin.
-func emulate(t *testing.T, runner string, conf map[string]any) *harness {
+func emulate(t testing.TB, runner string, conf map[string]any) *harness {
 	t.Helper()
 	b, _ := json.Marshal(conf)
 	h := &harness{t: t, answered: map[uint32]int{}}
@@ -252,7 +254,7 @@ func (h *harness) counter(name string) uint64 {
 }
 
 // lockKey is the shared-data key of the fleet lock for the fake's identity, as the core names it.
-func lockKey(t *testing.T, conf map[string]any) string {
+func lockKey(t testing.TB, conf map[string]any) string {
 	b, _ := json.Marshal(conf["request"])
 	_, _, key, err := core.Prepare(b)
 	if err != nil {

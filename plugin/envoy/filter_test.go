@@ -297,32 +297,39 @@ func TestFailingRefreshBacksOff(t *testing.T) {
 // wait, and once the lock's deadline passes the tick makes a new call for them.
 func TestLostCallRetried(t *testing.T) {
 	runners(t, func(t *testing.T, runner string) {
-		fake := niko(t, 0)
+		fake := niko(t, time.Hour)
 		conf := nikoConfig(fake, map[string]any{"wait_ms": 60000})
-		h := emulate(t, runner, conf)
-		h.upstream = fake.URL()
-		if st := h.host.StartPlugin(); st != types.OnPluginStartStatusOK {
-			t.Fatal(st)
-		}
-		// A dead worker's lock, as the flow writes it (timeout_ms + 2 s). The wasm engine's clock
-		// starts at 2022-01-01 and moves 1 ms per reading.
-		until := int64(1640995200000 + 3000)
-		if h.clock != nil {
-			until = h.clock.now() + 12000
-		}
-		if err := proxywasm.SetSharedData(lockKey(t, conf), []byte(strconv.FormatInt(until, 10)+" dead-worker-lock-id"), 0); err != nil {
+		h := startHarness(t, runner, fake.URL(), conf)
+		// The filter's clock, read from the expiry it stores with a token (now + life - skew): the
+		// wasm engine's clock is wazero's fake one.
+		id, _ := h.request("/api/x")
+		h.answerAll()
+		key := strings.TrimSuffix(lockKey(t, conf), "/lock")
+		entry, cas, err := proxywasm.GetSharedData(key)
+		if err != nil {
 			t.Fatal(err)
 		}
-		id, action := h.request("/api/x")
+		exp, _ := strconv.ParseInt(strings.SplitN(string(entry), " ", 2)[0], 10, 64)
+		now := exp - (3600-60)*1000
+		// The token is gone and a dead worker holds the lock, as the flow writes it (timeout + 2 s).
+		if err := proxywasm.SetSharedData(key, nil, cas); err != nil {
+			t.Fatal(err)
+		}
+		_, lockCAS, _ := proxywasm.GetSharedData(lockKey(t, conf)) // released by the first fetch: present, empty
+		if err := proxywasm.SetSharedData(lockKey(t, conf), []byte(strconv.FormatInt(now+12000, 10)+" dead-worker-lock-id"), lockCAS); err != nil {
+			t.Fatal(err)
+		}
+		id, action := h.request("/api/y")
 		if action != types.ActionPause || len(h.callouts()) != 0 {
-			t.Fatal("a request called while another worker held the lock")
+			l, _, _ := proxywasm.GetSharedData(lockKey(t, conf))
+			t.Fatalf("a request called while another worker held the lock: %v lock %q now %d", action, l, now)
 		}
 		ticks := 0
-		for ; len(h.callouts()) == 0 && ticks < 3000; ticks++ {
+		for ; len(h.callouts()) == 0 && ticks < 20000; ticks++ {
 			h.ticks(1)
 		}
-		if len(h.callouts()) != 1 {
-			t.Fatalf("no new call after the lock's deadline (%d ticks)", ticks)
+		if len(h.callouts()) != 1 || ticks < 10 {
+			t.Fatalf("%d calls after %d ticks: want one, once the lock's deadline passed", len(h.callouts()), ticks)
 		}
 		h.answerAll()
 		if !strings.HasPrefix(h.header(id), "Bearer ") || h.host.GetCurrentHttpStreamAction(id) != types.ActionContinue {
@@ -454,10 +461,7 @@ func TestStrictConfiguration(t *testing.T) {
 			"client_secret": "niko-secret-9", "min_ttl_ms": 5, "token_url": httpsURL(fake.TokenURL())}}, `field "min_ttl_ms"`},
 	}
 	runners(t, func(t *testing.T, runner string) {
-		for i, tt := range tests {
-			if runner == "wasm" && i%4 != 0 { // each wasm run compiles the filter (1-2 s): a sample there
-				continue
-			}
+		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				h := emulate(t, runner, nikoConfig(fake, tt.extra))
 				if st := h.host.StartPlugin(); st != types.OnPluginStartStatusFailed {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,6 +48,23 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// wasmVM returns the compiled filter, instantiated once for the whole package: compiling it takes
+// seconds (minutes under -race), and each emulator creates a new plugin context in it, so tests share
+// nothing but the module's memory. Its fake clock runs on across tests.
+func wasmVM(t testing.TB) types.VMContext {
+	wasmOnce.Do(func() { wasmCtx, wasmErr = proxytest.NewWasmVMContext(filterWasm) })
+	if wasmErr != nil {
+		t.Fatal(wasmErr)
+	}
+	return wasmCtx
+}
+
+var (
+	wasmOnce sync.Once
+	wasmCtx  proxytest.WasmVMContext
+	wasmErr  error
+)
 
 // clock is the native runner's clock: it moves only when the test moves it.
 type clock struct{ ms atomic.Int64 }
@@ -111,12 +129,7 @@ func emulate(t testing.TB, runner string, conf map[string]any) *harness {
 	h := &harness{t: t, answered: map[uint32]int{}}
 	var vm types.VMContext
 	if runner == "wasm" {
-		w, err := proxytest.NewWasmVMContext(filterWasm)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { w.Close() })
-		vm = w
+		vm = wasmVM(t)
 	} else {
 		h.clock = newClock()
 		vm = &vmContext{now: h.clock.now}

@@ -302,7 +302,7 @@ func TestLostCallRetried(t *testing.T) {
 		h := startHarness(t, runner, fake.URL(), conf)
 		// The filter's clock, read from the expiry it stores with a token (now + life - skew): the
 		// wasm engine's clock is wazero's fake one.
-		id, _ := h.request("/api/x")
+		h.request("/api/x")
 		h.answerAll()
 		key := strings.TrimSuffix(lockKey(t, conf), "/lock")
 		entry, cas, err := proxywasm.GetSharedData(key)

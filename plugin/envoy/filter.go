@@ -1,12 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net/url"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
@@ -16,56 +14,67 @@ import (
 	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
-// Config is the filter's plugin configuration (JSON).
-type Config struct {
-	// Request is the token request of ABI v1 (abi.TokenRequest).
-	Request json.RawMessage `json:"request"`
-	// SecretFile, when set, holds the client secret (read at start), instead of request.client_secret.
-	SecretFile string `json:"secret_file,omitempty"`
-	// Cluster is the Envoy cluster that reaches the token endpoint.
-	Cluster string `json:"cluster"`
-	// Header is the header to set (default Authorization, value "Bearer <token>").
-	Header string `json:"header,omitempty"`
-	// RefreshAheadMS starts a refresh this long before expiry, on the tick (default 60000).
-	RefreshAheadMS int64 `json:"refresh_ahead_ms,omitempty"`
-	// Paths and Hosts limit the filter to requests whose path has one of the prefixes and whose
-	// :authority is one of the hosts (empty: all).
-	Paths []string `json:"paths,omitempty"`
-	Hosts []string `json:"hosts,omitempty"`
-	// FailureStatus is the local reply's status when no token can be had (default 503).
-	FailureStatus uint32 `json:"failure_status,omitempty"`
-	// WaitMS bounds how long a request waits for a token fetch (default 10000).
-	WaitMS int64 `json:"wait_ms,omitempty"`
+// The filter is a host of the core token flow (plugin/core/step.go, abi/ABI.md "token_step"): shared
+// data is the flow's cache, proxy_http_call its http_send, and the flow resumes in the call's
+// callback. The cache lookup, the 429 gate, the fleet lock, decoding and storing are the flow's; what
+// is the filter's is what only a proxy can decide: which requests get the token, when to refresh it,
+// how long a failure is remembered, and what to answer a request that cannot have one.
+
+const (
+	tickMS = 50 // how often requests paused on this worker look for the token, and refreshes start
+	// Failed refreshes ahead of expiry back off from refreshBackoffMS, doubling up to maxBackoffMS,
+	// with jitter; pendingRetryMS is how soon a refresh looks again while another worker fetches.
+	refreshBackoffMS = 1000
+	maxBackoffMS     = 30000
+	pendingRetryMS   = 1000
+	// The flow's operations (plugin/core/step.go).
+	opToken      = 't'
+	opInvalidate = 'i'
+)
+
+type vmContext struct {
+	types.DefaultVMContext
+	now func() int64 // Unix ms; tests set it
 }
 
-const tickMS = 50 // how often waiting requests on other workers look for the token, and refresh runs
-
-type vmContext struct{ types.DefaultVMContext }
-
-func (*vmContext) NewPluginContext(uint32) types.PluginContext {
-	return &pluginContext{waiting: map[uint32]int64{}}
+func (v *vmContext) NewPluginContext(uint32) types.PluginContext {
+	now := v.now
+	if now == nil {
+		now = func() int64 { return time.Now().UnixMilli() }
+	}
+	return &pluginContext{now: now, cache: sharedCache{now: now}, memo: &core.Memo{}, waiting: map[uint32]*httpContext{}}
 }
 
-// pluginContext holds one worker's configuration and the requests paused on it.
+// pluginContext is one worker's filter: its configuration, the requests paused on it, the token
+// call it has in flight and its refresh schedule.
 type pluginContext struct {
 	types.DefaultPluginContext
-	cfg     Config
-	input   []byte        // the token request with its secret, as the core reads it
-	req     *core.Request // parsed once
-	enc     *core.HTTPRequest
-	key     string           // the identity's cache key: shared-data keys derive from it
-	waiting map[uint32]int64 // paused http contexts -> give-up time (Unix ms)
+	s       *settings
+	now     func() int64
+	cache   sharedCache
+	memo    *core.Memo
+	m       *metrics
+	waiting map[uint32]*httpContext // paused on a token call
+	// fetching is this worker's token call in flight; refresh tells whether it is a refresh ahead.
+	fetching bool
+	refresh  refresher
+	// invalidated is the last token a 401 made this worker drop: once per token.
+	invalidated string
 }
 
 func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 	data, err := proxywasm.GetPluginConfiguration()
-	if err == nil {
-		err = p.configure(data)
+	if err != nil {
+		err = errors.New("no plugin configuration")
+	} else {
+		p.s, err = parseConfig(data)
 	}
 	if err != nil {
 		proxywasm.LogCriticalf("tokenwasm: bad configuration: %v", err)
 		return types.OnPluginStartStatusFailed
 	}
+	p.m = newMetrics(p.s.provider)
+	p.refresh.aheadMS = p.s.refreshAheadMS
 	if err := proxywasm.SetTickPeriodMilliSeconds(tickMS); err != nil {
 		proxywasm.LogCriticalf("tokenwasm: set tick: %v", err)
 		return types.OnPluginStartStatusFailed
@@ -73,287 +82,398 @@ func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 	return types.OnPluginStartStatusOK
 }
 
-// configure parses the configuration and encodes the token request once. Errors never quote the
-// request (it holds the secret).
-func (p *pluginContext) configure(data []byte) error {
-	if err := json.Unmarshal(data, &p.cfg); err != nil {
-		return errors.New("configuration is not valid JSON")
-	}
-	if p.cfg.Cluster == "" {
-		return errors.New("cluster is required")
-	}
-	if p.cfg.Header == "" {
-		p.cfg.Header = "Authorization"
-	}
-	if p.cfg.RefreshAheadMS <= 0 {
-		p.cfg.RefreshAheadMS = 60000
-	}
-	if p.cfg.FailureStatus == 0 {
-		p.cfg.FailureStatus = 503
-	}
-	if p.cfg.WaitMS <= 0 {
-		p.cfg.WaitMS = 10000
-	}
-	var req map[string]any
-	if err := json.Unmarshal(p.cfg.Request, &req); err != nil {
-		return errors.New("request must be a TokenRequest object")
-	}
-	if p.cfg.SecretFile != "" {
-		b, err := os.ReadFile(p.cfg.SecretFile)
-		if err != nil {
-			return errors.New("secret_file cannot be read")
-		}
-		req["client_secret"] = strings.TrimRight(string(b), "\r\n")
-	}
-	p.input, _ = json.Marshal(req)
-	r, enc, key, aerr := core.Prepare(p.input)
-	if aerr != nil {
-		return errors.New("request: " + aerr.Kind + ": " + aerr.Message)
-	}
-	p.req, p.enc, p.key = r, enc, key
-	return nil
-}
-
 func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
 	return &httpContext{id: contextID, p: p}
 }
 
-// Shared data, visible to every worker of the VM: the token, the 429 gate, the fetch marker and the
-// last failure.
-func (p *pluginContext) tokenKey() string { return p.key }
-func (p *pluginContext) gateKey() string  { return core.GateKey(p.key) }
-func (p *pluginContext) fetchKey() string { return p.key + "/fetch" }
-func (p *pluginContext) errorKey() string { return p.key + "/error" }
+// failureKey holds the last failed token call's answer for failure_memory_ms: while it is fresh no
+// worker calls the provider again, and requests get that failure at once.
+func (p *pluginContext) failureKey() string { return p.s.key + "/failure" }
 
-// held is the token in shared data.
-type held struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresAtMS int64  `json:"expires_at_ms"`
-	IssuedAtMS  int64  `json:"issued_at_ms"`
+// flow starts a token flow (or an invalidate flow) for the configured request. extra is spliced
+// into the request object ("min_ttl_ms", "access_token"); the memo makes the usual request (no extra)
+// cost one comparison.
+func (p *pluginContext) flow(op byte, extra []byte) *core.Flow {
+	input := p.s.input
+	if len(extra) > 0 {
+		input = append(append(append(make([]byte, 0, len(extra)+len(input)+2), '{'), extra...), ',')
+		input = append(input, p.s.input[1:]...)
+	}
+	f, _ := core.NewFlow(p.memo, input, op, p.now) // the request was validated at start
+	return f
 }
 
-func (p *pluginContext) token() *held {
-	b, _, err := proxywasm.GetSharedData(p.tokenKey())
-	if err != nil || len(b) == 0 {
-		return nil
-	}
-	var h held
-	if json.Unmarshal(b, &h) != nil || h.AccessToken == "" {
-		return nil
-	}
-	return &h
-}
-
-// skew is how long before expiry a token stops being used: a minute, or a quarter of a short life.
-func skew(h *held) int64 { return min(core.MaxSkewMS, (h.ExpiresAtMS-h.IssuedAtMS)/4) }
-
-func (p *pluginContext) usable(h *held, now int64) bool {
-	return h != nil && h.ExpiresAtMS-now > skew(h)
-}
-
-// until reads an {"until_ms"} value of shared data.
-func until(key string) int64 {
-	b, _, err := proxywasm.GetSharedData(key)
-	if err != nil || len(b) == 0 {
-		return 0
-	}
-	return gjson.GetBytes(b, "until_ms").Int()
-}
-
-func nowMS() int64 { return time.Now().UnixMilli() }
-
-// setShared writes shared data unconditionally. Hosts differ on what CAS 0 means (Envoy: no check;
-// proxytest: a mismatch once the key exists), so it writes with the current CAS, retrying a race.
-func setShared(key string, value []byte) {
-	for range 8 {
-		_, cas, _ := proxywasm.GetSharedData(key)
-		if err := proxywasm.SetSharedData(key, value, cas); !errors.Is(err, types.ErrorStatusCasMismatch) {
-			return
-		}
-	}
-}
-
-// startFetch dispatches the token request unless another worker is fetching. The marker in shared
-// data is written with CAS, so exactly one worker wins; its deadline lets a lost call be retried.
-func (p *pluginContext) startFetch(now int64) {
-	b, cas, err := proxywasm.GetSharedData(p.fetchKey())
-	if err == nil && len(b) > 0 && gjson.GetBytes(b, "until_ms").Int() > now {
-		return // a fetch is in progress on some worker
-	}
-	marker := []byte(`{"until_ms":` + strconv.FormatInt(now+p.enc.TimeoutMS+1000, 10) + `}`)
-	if err := proxywasm.SetSharedData(p.fetchKey(), marker, cas); err != nil {
-		return // another worker won the CAS
-	}
-	u, err := url.Parse(p.enc.URL)
-	if err != nil {
-		p.fetchFailed(&abi.Error{Kind: abi.KindInvalidRequest, Message: "token_url cannot be parsed"}, now)
-		return
-	}
-	headers := append([][2]string{{":method", p.enc.Method}, {":path", u.RequestURI()}, {":authority", u.Host}, {":scheme", u.Scheme}}, p.enc.HeaderPairs()...)
-	_, err = proxywasm.DispatchHttpCall(p.cfg.Cluster, headers, []byte(p.enc.Body), nil, uint32(p.enc.TimeoutMS), p.onTokenResponse)
-	if err != nil {
-		p.fetchFailed(dispatchError(err), now)
-	}
-}
-
-// dispatchError types a failed proxy_http_call. Envoy answers BadArgument when it will not send the
-// call at all (the cluster is not configured, a required header is missing): the same call is
-// refused again, so it is kind policy, not retryable, like a host's policy refusal. Anything else
-// (InternalFailure) may pass.
-func dispatchError(err error) *abi.Error {
-	if errors.Is(err, types.ErrorStatusBadArgument) || errors.Is(err, types.ErrorStatusNotFound) {
-		return &abi.Error{Kind: abi.KindPolicy, Message: "the proxy refused to call the token cluster (is it configured?)"}
-	}
-	return &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "cannot reach the token cluster"}
-}
-
-// onTokenResponse decodes the provider's answer with the core, shares the token (or the 429 gate,
-// or the failure) and resumes the requests waiting on this worker.
-func (p *pluginContext) onTokenResponse(numHeaders, bodySize, _ int) {
-	now := nowMS()
-	resp := &core.Response{Transport: "no response from the token cluster"}
-	if numHeaders > 0 {
-		hs, _ := proxywasm.GetHttpCallResponseHeaders()
-		body, _ := proxywasm.GetHttpCallResponseBody(0, min(bodySize, core.MaxBodyBytes+1))
-		resp = &core.Response{Body: string(body)}
-		obj := map[string]string{}
-		for _, h := range hs {
-			if h[0] == ":status" {
-				resp.Status, _ = strconv.Atoi(h[1])
-			} else {
-				obj[h[0]] = h[1]
+// drive runs f from answer: cache actions at once on shared data, until the flow answers or asks to
+// send the token request, which it dispatches (sent: the flow resumes in the callback). Before the
+// flow takes the fleet lock, a fresh remembered failure ends it with that failure: no call.
+func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final []byte, sent bool) {
+	for {
+		next, final := f.Step(answer)
+		switch {
+		case next.Import == "":
+			for _, a := range f.Then {
+				p.cache.perform(a)
 			}
+			return final, false
+		case next.Import == abi.ImportHTTPSend:
+			if answer = p.send(f, next.Input, refresh); answer == nil {
+				return nil, true
+			}
+		case next.Import == abi.ImportCacheSet && gjson.GetBytes(next.Input, "nx").Bool():
+			if failure, ok := p.cache.get(p.failureKey()); ok {
+				return []byte(failure), false
+			}
+			answer = p.cache.perform(next)
+		default:
+			answer = p.cache.perform(next)
 		}
-		hb, _ := json.Marshal(obj)
-		resp.Headers = gjson.ParseBytes(hb)
 	}
-	tok, aerr := p.req.Decode(resp, now)
-	setShared(p.fetchKey(), nil)
-	if aerr != nil {
-		if aerr.Kind == abi.KindRateLimited {
-			gate := `{"until_ms":` + strconv.FormatInt(now+aerr.RetryAfterMS, 10) + `}`
-			setShared(p.gateKey(), []byte(gate))
-		}
-		p.fetchFailed(aerr, now)
+}
+
+// send dispatches the flow's HttpRequest through the cluster. It returns nil when the call is on its
+// way, or http_send's answer when the proxy refused it.
+func (p *pluginContext) send(f *core.Flow, req []byte, refresh bool) []byte {
+	r := gjson.ParseBytes(req)
+	u, err := url.Parse(r.Get("url").String())
+	if err != nil {
+		return []byte(`{"error":"the token URL cannot be parsed","policy":true}`)
+	}
+	headers := [][2]string{{":method", r.Get("method").String()}, {":path", u.RequestURI()}, {":authority", u.Host}, {":scheme", u.Scheme}}
+	r.Get("headers").ForEach(func(k, v gjson.Result) bool {
+		headers = append(headers, [2]string{k.String(), v.String()})
+		return true
+	})
+	start := p.now()
+	_, err = proxywasm.DispatchHttpCall(p.s.cluster, headers, []byte(r.Get("body").String()), nil, uint32(r.Get("timeout_ms").Int()),
+		func(numHeaders, bodySize, _ int) { p.received(f, numHeaders, bodySize, start, refresh) })
+	if err != nil {
+		return dispatchRefusal(err)
+	}
+	p.fetching = true
+	p.m.fetches.Increment(1)
+	if refresh {
+		p.m.refreshes.Increment(1)
+	}
+	return nil
+}
+
+// dispatchRefusal is http_send's answer for a proxy_http_call Envoy refused. BadArgument (or
+// NotFound) means it will not send this call at all (the cluster is not configured): a policy
+// refusal, not retryable. Anything else may pass: a transport error.
+func dispatchRefusal(err error) []byte {
+	if errors.Is(err, types.ErrorStatusBadArgument) || errors.Is(err, types.ErrorStatusNotFound) {
+		return []byte(`{"error":"the proxy refused to call the token cluster (is it configured?)","policy":true}`)
+	}
+	return []byte(`{"error":"cannot reach the token cluster"}`)
+}
+
+// received resumes the flow with the token endpoint's answer, then answers the requests paused on
+// this worker.
+func (p *pluginContext) received(f *core.Flow, numHeaders, bodySize int, start int64, refresh bool) {
+	p.fetching = false
+	p.m.fetchMS.Record(uint64(max(p.now()-start, 0)))
+	final, sent := p.drive(f, httpResponse(numHeaders, bodySize), refresh)
+	if sent { // never: a flow sends once
 		return
 	}
-	b, _ := json.Marshal(held{AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresAtMS: tok.ExpiresAtMS, IssuedAtMS: tok.IssuedAtMS})
-	setShared(p.tokenKey(), b)
-	setShared(p.errorKey(), nil)
-	p.resumeAll(now)
+	a := parseAnswer(final)
+	if a.kind != "" {
+		p.failed(a, final)
+	}
+	if refresh {
+		p.refresh.done(a, p.now())
+	} else if a.token != "" {
+		p.refresh.seen(a)
+	}
+	p.settleAll(a, final)
 }
 
-// fetchFailed shares the failure briefly (other workers' waiting requests fail with it on their
-// tick) and fails this worker's waiting requests now.
-func (p *pluginContext) fetchFailed(e *abi.Error, now int64) {
-	setShared(p.fetchKey(), nil)
-	b := core.ErrorJSON(e)
-	setShared(p.errorKey(), []byte(`{"until_ms":`+strconv.FormatInt(now+1000, 10)+`,"body":`+strconv.Quote(string(b))+`}`))
-	p.resumeAll(now)
+// failed counts, logs and remembers a failed token call (a 429 is remembered by the flow's gate).
+func (p *pluginContext) failed(a answer, final []byte) {
+	p.m.failure(a.kind)
+	proxywasm.LogWarnf("tokenwasm: %s token call failed: kind=%s status=%d retryable=%t", p.s.provider, a.kind, a.status, a.retryable)
+	if a.kind != abi.KindRateLimited && p.s.failureMemoryMS > 0 {
+		p.cache.set(p.failureKey(), string(final), p.s.failureMemoryMS)
+	}
 }
 
-// resumeAll resumes (or fails) every request waiting on this worker, from the shared state.
-func (p *pluginContext) resumeAll(now int64) {
-	for id, giveUp := range p.waiting {
-		if err := proxywasm.SetEffectiveContext(id); err != nil {
-			delete(p.waiting, id)
+// httpResponse is http_send's answer for the call's response: {"status","headers","body"}, or a
+// transport error when there was none (timeout, reset: Envoy calls back with no headers).
+func httpResponse(numHeaders, bodySize int) []byte {
+	if numHeaders == 0 {
+		return []byte(`{"error":"no response from the token cluster"}`)
+	}
+	hs, _ := proxywasm.GetHttpCallResponseHeaders()
+	var body []byte
+	if bodySize > 0 {
+		body, _ = proxywasm.GetHttpCallResponseBody(0, min(bodySize, core.MaxBodyBytes+1))
+	}
+	b := make([]byte, 0, len(body)+256)
+	b = append(b, `{"headers":{`...)
+	status, seen := "0", map[string]bool{}
+	for _, h := range hs {
+		if h[0] == ":status" {
+			if allDigits(h[1]) && h[1] != "" {
+				status = h[1]
+			}
 			continue
 		}
-		if done := p.settle(now, giveUp); done {
-			delete(p.waiting, id)
+		if seen[h[0]] {
+			continue
 		}
+		if len(seen) > 0 {
+			b = append(b, ',')
+		}
+		seen[h[0]] = true
+		b = appendJSONString(appendJSONString(b, h[0], ':'), h[1])
 	}
+	b = append(append(append(b, `},"status":`...), status...), `,"body":`...)
+	return appendJSONString(b, string(body), '}')
 }
 
-// settle decides one waiting request: token -> header and resume; gate or failure or timeout -> a
-// local reply. It reports whether the request is decided.
-func (p *pluginContext) settle(now, giveUp int64) bool {
-	if h := p.token(); p.usable(h, now) {
-		_ = proxywasm.ReplaceHttpRequestHeader(p.cfg.Header, "Bearer "+h.AccessToken)
-		_ = proxywasm.ResumeHttpRequest()
-		return true
+// answer is what the filter reads from a flow's final answer.
+type answer struct {
+	token, tokenType        string
+	expiresAtMS, issuedAtMS int64
+	cached, pending         bool
+	kind                    string
+	status                  int
+	retryable               bool
+	retryAfterMS            int64
+}
+
+func parseAnswer(final []byte) answer {
+	var a answer
+	v := gjson.ParseBytes(final)
+	if t := v.Get("token"); t.IsObject() {
+		t.ForEach(func(k, x gjson.Result) bool {
+			switch k.Str {
+			case "access_token":
+				a.token = x.Str
+			case "token_type":
+				a.tokenType = x.Str
+			case "expires_at_ms":
+				a.expiresAtMS = x.Int()
+			case "issued_at_ms":
+				a.issuedAtMS = x.Int()
+			}
+			return true
+		})
+		a.cached = v.Get("cached").Bool()
+		return a
 	}
-	if g := until(p.gateKey()); g > now {
-		p.reply(core.ErrorJSON(&abi.Error{Kind: abi.KindRateLimited, Retryable: true, RetryAfterMS: g - now,
-			Message: "provider rate-limited token requests; waiting for its Retry-After"}))
-		return true
+	if v.Get("pending").Exists() {
+		a.pending = true
+		return a
 	}
-	if b, _, err := proxywasm.GetSharedData(p.errorKey()); err == nil && len(b) > 0 && gjson.GetBytes(b, "until_ms").Int() > now {
-		p.reply([]byte(gjson.GetBytes(b, "body").String()))
-		return true
+	e := v.Get("error")
+	a.kind = e.Get("kind").String()
+	if !knownKind(a.kind) {
+		a.kind = abi.KindTransport
 	}
-	if now > giveUp {
-		p.reply(core.ErrorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "timed out waiting for a token"}))
+	a.status = int(e.Get("status").Int())
+	a.retryable = e.Get("retryable").Bool()
+	a.retryAfterMS = e.Get("retry_after_ms").Int()
+	return a
+}
+
+// knownKind keeps metric names to the ABI's error kinds, whatever a cache entry holds.
+func knownKind(k string) bool {
+	switch k {
+	case abi.KindInvalidRequest, abi.KindInvalidClient, abi.KindInvalidGrant, abi.KindUnauthorizedClient,
+		abi.KindUnsupportedGrantType, abi.KindInvalidScope, abi.KindAccessDenied, abi.KindRateLimited,
+		abi.KindUnsupportedMediaType, abi.KindServerError, abi.KindMalformedResponse, abi.KindTransport, abi.KindPolicy:
 		return true
 	}
 	return false
 }
 
-func (p *pluginContext) reply(body []byte) {
-	_ = proxywasm.SendHttpResponse(p.cfg.FailureStatus, [][2]string{{"content-type", "application/json"}}, body, -1)
+// settleAll answers every request paused on this worker with a flow's final answer.
+func (p *pluginContext) settleAll(a answer, final []byte) {
+	for id, c := range p.waiting {
+		delete(p.waiting, id)
+		if proxywasm.SetEffectiveContext(id) == nil {
+			c.settle(a, final, true)
+		}
+	}
 }
 
-// OnTick settles the requests waiting on this worker (the fetch may have run on another) and refreshes
-// the token ahead of expiry, so no request waits while a token is valid.
+// OnTick looks for the token for the requests paused on this worker (the call may run on another
+// worker, or be lost: once its lock expires, this flow takes the lock and calls), gives up on
+// requests past wait_ms, and refreshes the token ahead of expiry.
 func (p *pluginContext) OnTick() {
-	now := nowMS()
-	if h := p.token(); h != nil && h.ExpiresAtMS-now < p.cfg.RefreshAheadMS && until(p.gateKey()) <= now {
-		p.startFetch(now)
+	now := p.now()
+	if len(p.waiting) > 0 && !p.fetching {
+		if final, sent := p.drive(p.flow(opToken, nil), nil, false); !sent {
+			if a := parseAnswer(final); !a.pending {
+				if a.token != "" {
+					p.refresh.seen(a)
+				}
+				p.settleAll(a, final)
+			}
+		}
 	}
-	if len(p.waiting) > 0 {
-		p.resumeAll(now)
+	for id, c := range p.waiting {
+		if now >= c.giveUp {
+			delete(p.waiting, id)
+			if proxywasm.SetEffectiveContext(id) == nil {
+				c.reply(core.ErrorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "timed out waiting for a token"}), 0)
+			}
+		}
+	}
+	if !p.fetching && p.refresh.due(now) {
+		extra := strconv.AppendInt([]byte(`"min_ttl_ms":`), p.refresh.expiresAtMS-p.refresh.at, 10)
+		final, sent := p.drive(p.flow(opToken, extra), nil, true)
+		if !sent {
+			p.refresh.done(parseAnswer(final), now)
+		}
+	}
+}
+
+// invalidate drops a token the upstream answered 401 to, once per token: the flow deletes it from
+// shared data only while it is still the cached one, so many workers seeing the same 401 drop it once.
+func (p *pluginContext) invalidate(token string) {
+	if token == p.invalidated {
+		return
+	}
+	p.invalidated = token
+	p.m.invalidated.Increment(1)
+	p.drive(p.flow(opInvalidate, appendJSONString([]byte(`"access_token":`), token)), nil, false)
+	if p.refresh.token == token {
+		p.refresh.forget()
 	}
 }
 
 type httpContext struct {
 	types.DefaultHttpContext
-	id uint32
-	p  *pluginContext
+	id     uint32
+	p      *pluginContext
+	giveUp int64
+	token  string // the token this request carries upstream
 }
 
 func (c *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	p := c.p
-	if !p.applies() {
+	path, _ := proxywasm.GetHttpRequestHeader(":path")
+	authority, _ := proxywasm.GetHttpRequestHeader(":authority")
+	if !p.s.scope.applies(path, authority) {
 		return types.ActionContinue
 	}
-	now := nowMS()
-	if h := p.token(); p.usable(h, now) {
-		_ = proxywasm.ReplaceHttpRequestHeader(p.cfg.Header, "Bearer "+h.AccessToken)
-		return types.ActionContinue
+	final, sent := p.drive(p.flow(opToken, nil), nil, false)
+	if sent {
+		return c.wait()
 	}
-	if until(p.gateKey()) <= now {
-		p.startFetch(now)
+	a := parseAnswer(final)
+	if a.pending {
+		return c.wait()
 	}
-	if p.settle(now, now+p.cfg.WaitMS) { // the gate is closed, or a failure is fresh
+	if a.token != "" {
+		p.refresh.seen(a)
+	}
+	return c.settle(a, final, false)
+}
+
+// wait pauses the request for the token call, unless max_waiting requests already wait on this
+// worker: then it is answered at once.
+func (c *httpContext) wait() types.Action {
+	p := c.p
+	if len(p.waiting) >= p.s.maxWaiting {
+		p.m.shed.Increment(1)
+		c.reply(core.ErrorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true, RetryAfterMS: 1000,
+			Message: "too many requests are waiting for a token"}), 1000)
 		return types.ActionPause
 	}
-	p.waiting[c.id] = now + p.cfg.WaitMS
+	c.giveUp = p.now() + p.s.waitMS
+	p.waiting[c.id] = c
 	return types.ActionPause
+}
+
+// settle gives the request its token (header value: the token's type, a space, the token), or the
+// flow's failure as a local reply. resume is set for a request paused earlier.
+func (c *httpContext) settle(a answer, final []byte, resume bool) types.Action {
+	p := c.p
+	if a.token != "" {
+		if a.cached {
+			p.m.hits.Increment(1)
+		}
+		c.token = a.token
+		p.refresh.used = p.refresh.used || a.token == p.refresh.token
+		_ = proxywasm.ReplaceHttpRequestHeader(p.s.header, a.tokenType+" "+a.token)
+		if resume {
+			_ = proxywasm.ResumeHttpRequest()
+		}
+		return types.ActionContinue
+	}
+	if a.kind == abi.KindRateLimited && a.status == 0 {
+		p.m.gateClosed.Increment(1) // refused by the gate, no call made
+	}
+	c.reply(final, a.retryAfterMS)
+	return types.ActionPause
+}
+
+// reply answers the request locally with a typed failure (JSON, no secret: the core redacts), with
+// Retry-After when the failure says how long to wait.
+func (c *httpContext) reply(body []byte, retryAfterMS int64) {
+	headers := [][2]string{{"content-type", "application/json"}}
+	if retryAfterMS > 0 {
+		headers = append(headers, [2]string{"retry-after", strconv.FormatInt((retryAfterMS+999)/1000, 10)})
+	}
+	_ = proxywasm.SendHttpResponse(c.p.s.failureStatus, headers, body, -1)
+}
+
+// OnHttpResponseHeaders drops the token the upstream refused with a 401.
+func (c *httpContext) OnHttpResponseHeaders(int, bool) types.Action {
+	if c.token != "" {
+		if status, _ := proxywasm.GetHttpResponseHeader(":status"); status == "401" {
+			c.p.invalidate(c.token)
+		}
+	}
+	return types.ActionContinue
 }
 
 func (c *httpContext) OnHttpStreamDone() { delete(c.p.waiting, c.id) }
 
-// applies reports whether the current request's path and host are in scope.
-func (p *pluginContext) applies() bool {
-	if len(p.cfg.Paths) > 0 {
-		path, _ := proxywasm.GetHttpRequestHeader(":path")
-		ok := false
-		for _, pre := range p.cfg.Paths {
-			ok = ok || strings.HasPrefix(path, pre)
-		}
-		if !ok {
-			return false
-		}
+// refresher schedules one refresh per token ahead of its expiry, at max(expiry - refresh_ahead_ms,
+// issued + life/2), and only for a token that traffic used. A failed refresh backs off
+// (exponentially, with jitter, capped); a non-retryable failure stops refreshing this token (traffic
+// fetches the next one when it expires); a closed 429 gate defers the refresh until it opens.
+type refresher struct {
+	aheadMS         int64 // refresh_ahead_ms
+	token           string
+	expiresAtMS, at int64 // the token's expiry and refresh point
+	used, stopped   bool
+	next, backoffMS int64 // no attempt before next
+}
+
+// seen records the token a flow answered; a new token gets a new schedule.
+func (r *refresher) seen(a answer) {
+	if a.token == r.token {
+		return
 	}
-	if len(p.cfg.Hosts) > 0 {
-		host, _ := proxywasm.GetHttpRequestHeader(":authority")
-		for _, h := range p.cfg.Hosts {
-			if strings.EqualFold(h, host) {
-				return true
-			}
-		}
-		return false
+	life := a.expiresAtMS - a.issuedAtMS
+	*r = refresher{aheadMS: r.aheadMS, token: a.token, expiresAtMS: a.expiresAtMS, at: max(a.expiresAtMS-r.aheadMS, a.issuedAtMS+life/2)}
+}
+
+// forget drops the schedule of a token that is no longer good.
+func (r *refresher) forget() { *r = refresher{aheadMS: r.aheadMS} }
+
+func (r *refresher) due(now int64) bool {
+	return r.token != "" && r.used && !r.stopped && now >= r.at && now >= r.next && now < r.expiresAtMS
+}
+
+// done reads a refresh's answer: a new token, another worker's call in flight, or a failure.
+func (r *refresher) done(a answer, now int64) {
+	switch {
+	case a.token != "":
+		r.seen(a) // a new token: used once traffic gets it
+	case a.pending:
+		r.next = now + pendingRetryMS
+	case a.kind == abi.KindRateLimited && a.retryAfterMS > 0:
+		r.next = now + a.retryAfterMS
+	case a.retryable:
+		r.backoffMS = min(max(2*r.backoffMS, refreshBackoffMS), maxBackoffMS)
+		r.next = now + r.backoffMS/2 + rand.Int64N(r.backoffMS/2+1)
+	default:
+		r.stopped = true
 	}
-	return true
 }

@@ -4,197 +4,82 @@ package main
 
 import (
 	"encoding/json"
-	"io"
+	"errors"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 	"github.com/tokenwasm/tokenwasm/host/providertest"
 )
 
-// The filter runs twice: natively in proxytest, and as the compiled .wasm in proxytest's wazero
-// engine (the same proxy-wasm ABI Envoy speaks). Token requests are answered by the loopback fakes.
-
-var filterWasm []byte
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "envoy-filter")
-	if err == nil {
-		out := filepath.Join(dir, "filter.wasm")
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, ".")
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			os.Stderr.Write(b)
-			os.Exit(1)
-		}
-		filterWasm, _ = os.ReadFile(out)
-		os.RemoveAll(dir)
+func niko(t *testing.T, lifetime time.Duration) *providertest.Fake {
+	cfg := providertest.DefaultConfig("nikohealth")
+	if lifetime > 0 {
+		cfg.Lifetime = lifetime
 	}
-	os.Exit(m.Run())
-}
-
-type harness struct {
-	t    *testing.T
-	host proxytest.HostEmulator
-	fake *providertest.Fake
-}
-
-func newHarness(t *testing.T, runner string, fake *providertest.Fake, extra map[string]any) *harness {
-	cfg := fake.Config()
-	conf := map[string]any{
-		"request": map[string]any{"provider": "nikohealth", "client_id": cfg.ClientID, "client_secret": cfg.ClientSecret, "token_url": fake.TokenURL()},
-		"cluster": "nikohealth_token", "paths": []string{"/api/"},
-	}
-	for k, v := range extra {
-		conf[k] = v
-	}
-	b, _ := json.Marshal(conf)
-	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vmFor(t, runner)).WithPluginConfiguration(b))
-	t.Cleanup(reset)
-	if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
-		t.Fatalf("plugin start: %v", st)
-	}
-	return &harness{t: t, host: host, fake: fake}
-}
-
-// request starts an API request and returns its context and the action the filter took.
-func (h *harness) request(path string) (uint32, types.Action) {
-	id := h.host.InitializeHttpContext()
-	return id, h.host.CallOnRequestHeaders(id, [][2]string{{":path", path}, {":authority", "api.example"}, {":method", "GET"}}, true)
-}
-
-// answer performs the filter's callout of context id against the fake over real HTTP and delivers
-// the response to the filter, as Envoy would.
-func (h *harness) answer(id uint32) {
-	h.t.Helper()
-	callouts := h.host.GetCalloutAttributesFromContext(id)
-	if len(callouts) != 1 {
-		h.t.Fatalf("%d callouts from context %d, want 1", len(callouts), id)
-	}
-	h.answerCallout(callouts[0])
-}
-
-// calloutsSince returns every callout made by contexts up to maxID, past the first skip ones.
-func (h *harness) calloutsSince(maxID uint32, skip int) []proxytest.HttpCalloutAttribute {
-	var all []proxytest.HttpCalloutAttribute
-	for id := uint32(0); id <= maxID; id++ {
-		all = append(all, h.host.GetCalloutAttributesFromContext(id)...)
-	}
-	if len(all) <= skip {
-		return nil
-	}
-	return all[skip:]
-}
-
-func (h *harness) answerCallout(c proxytest.HttpCalloutAttribute) {
-	h.t.Helper()
-	var method, path string
-	req, _ := http.NewRequest("POST", "", strings.NewReader(string(c.Body)))
-	for _, kv := range c.Headers {
-		switch kv[0] {
-		case ":method":
-			method = kv[1]
-		case ":path":
-			path = kv[1]
-		case ":authority", ":scheme":
-		default:
-			req.Header.Set(kv[0], kv[1])
-		}
-	}
-	if c.Upstream != "nikohealth_token" || method != "POST" {
-		h.t.Fatalf("callout to %q with %s", c.Upstream, method)
-	}
-	req.Method = method
-	req.URL, _ = req.URL.Parse(h.fake.URL() + path)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	headers := [][2]string{{":status", itoa(resp.StatusCode)}}
-	for k, vs := range resp.Header {
-		headers = append(headers, [2]string{strings.ToLower(k), vs[0]})
-	}
-	h.host.CallOnHttpCallResponse(c.CalloutID, headers, nil, body)
-}
-
-// vmFor returns the filter's VM context: the Go code itself ("native"), or the compiled .wasm.
-func vmFor(t *testing.T, runner string) types.VMContext {
-	t.Helper()
-	if runner != "wasm" {
-		return &vmContext{}
-	}
-	w, err := proxytest.NewWasmVMContext(filterWasm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
-
-func bearer(headers [][2]string) string {
-	for _, kv := range headers {
-		if strings.EqualFold(kv[0], "authorization") {
-			return kv[1]
-		}
-	}
-	return ""
-}
-
-func runners(t *testing.T, f func(t *testing.T, runner string)) {
-	for _, r := range []string{"native", "wasm"} {
-		t.Run(r, func(t *testing.T) {
-			if r == "wasm" && filterWasm == nil {
-				t.Fatal("the filter did not build to wasm")
-			}
-			f(t, r)
-		})
-	}
+	fake := providertest.NewNikoHealth(cfg)
+	t.Cleanup(fake.Close)
+	return fake
 }
 
 func TestFirstRequestPausesThenSharedData(t *testing.T) {
 	runners(t, func(t *testing.T, runner string) {
-		fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
-		defer fake.Close()
+		fake := niko(t, 0)
 		h := newHarness(t, runner, fake, nil)
 		id, action := h.request("/api/patients")
 		if action != types.ActionPause {
 			t.Fatalf("first request: %v, want pause", action)
 		}
-		h.answer(id)
-		if got := bearer(h.host.GetCurrentRequestHeaders(id)); !strings.HasPrefix(got, "Bearer ") || len(got) < 20 {
+		h.answerAll()
+		if got := h.header(id); !strings.HasPrefix(got, "Bearer ") || len(got) < 20 {
 			t.Fatalf("header after resume: %q", got)
 		}
 		if h.host.GetCurrentHttpStreamAction(id) != types.ActionContinue {
 			t.Fatal("the request was not resumed")
 		}
 		id2, action := h.request("/api/other")
-		if action != types.ActionContinue || len(h.host.GetCalloutAttributesFromContext(id2)) != 0 {
-			t.Fatal("the second request did not come from shared data")
+		if action != types.ActionContinue || len(h.callouts()) != 0 || h.header(id2) != h.header(id) || fake.Requests() != 1 {
+			t.Fatalf("second request: %v, %d requests at the fake", action, fake.Requests())
 		}
-		if bearer(h.host.GetCurrentRequestHeaders(id2)) != bearer(h.host.GetCurrentRequestHeaders(id)) || fake.Requests() != 1 {
-			t.Fatalf("second request: token differs or %d requests", fake.Requests())
-		}
-		// Out of scope: no header, no pause.
-		id3, action := h.request("/health")
-		if action != types.ActionContinue || bearer(h.host.GetCurrentRequestHeaders(id3)) != "" {
+		id3, action := h.request("/health") // out of scope: no header, no pause
+		if action != types.ActionContinue || h.header(id3) != "" {
 			t.Fatal("a path outside the filter's paths was touched")
+		}
+		// Metrics: one fetch, one hit (the second request), its latency recorded, nothing secret in a name.
+		if f, hits := h.counter("fetches"), h.counter("hits"); f != 1 || hits != 1 {
+			t.Fatalf("metrics: fetches %d hits %d, want 1 and 1", f, hits)
+		}
+		if _, err := h.host.GetHistogramMetric("tokenwasm.nikohealth.fetch_ms"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestTokenTypeFromTheAnswer: the header is the token's own type, never a fixed "Bearer".
+func TestTokenTypeFromTheAnswer(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, 0)
+		fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"access_token":"dpop-token-1","token_type":"DPoP","expires_in":3600}`))
+			return true
+		})
+		h := newHarness(t, runner, fake, nil)
+		id, _ := h.request("/api/x")
+		h.answerAll()
+		if got := h.header(id); got != "DPoP dpop-token-1" {
+			t.Fatalf("header %q, want the answer's token type", got)
 		}
 	})
 }
 
 func TestFiftyRequestsOneCall(t *testing.T) {
 	runners(t, func(t *testing.T, runner string) {
-		fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
-		defer fake.Close()
+		fake := niko(t, 0)
 		h := newHarness(t, runner, fake, nil)
 		var ids []uint32
 		for range 50 {
@@ -204,16 +89,11 @@ func TestFiftyRequestsOneCall(t *testing.T) {
 			}
 			ids = append(ids, id)
 		}
-		callouts := 0
-		for _, id := range ids {
-			callouts += len(h.host.GetCalloutAttributesFromContext(id))
+		if n := h.answerAll(); n != 1 {
+			t.Fatalf("%d callouts for 50 requests", n)
 		}
-		if callouts != 1 {
-			t.Fatalf("%d callouts for 50 requests", callouts)
-		}
-		h.answer(ids[0])
 		for _, id := range ids {
-			if !strings.HasPrefix(bearer(h.host.GetCurrentRequestHeaders(id)), "Bearer ") || h.host.GetCurrentHttpStreamAction(id) != types.ActionContinue {
+			if !strings.HasPrefix(h.header(id), "Bearer ") || h.host.GetCurrentHttpStreamAction(id) != types.ActionContinue {
 				t.Fatalf("request %d not resumed with the token", id)
 			}
 		}
@@ -223,37 +103,45 @@ func TestFiftyRequestsOneCall(t *testing.T) {
 	})
 }
 
+// TestGateAndFailures: a 429 closes the gate (a local reply with Retry-After: the gate's remaining
+// time, and no call while it is closed); a 5xx is a typed failure. Both counted by kind.
 func TestGateAndFailures(t *testing.T) {
 	for _, tt := range []struct {
 		name, kind string
-		fault      func(w http.ResponseWriter) bool
+		fault      func(w http.ResponseWriter)
 	}{
-		{"429 gate", "rate_limited", func(w http.ResponseWriter) bool {
-			w.Header().Set("Retry-After", "30")
-			w.WriteHeader(429)
-			return true
-		}},
-		{"endpoint down", "server_error", func(w http.ResponseWriter) bool { w.WriteHeader(503); return true }},
+		{"429 gate", "rate_limited", func(w http.ResponseWriter) { w.Header().Set("Retry-After", "30"); w.WriteHeader(429) }},
+		{"endpoint down", "server_error", func(w http.ResponseWriter) { w.WriteHeader(503) }},
 	} {
 		runners(t, func(t *testing.T, runner string) {
 			t.Run(tt.name, func(t *testing.T) {
-				fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
-				defer fake.Close()
-				fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool { return tt.fault(w) })
+				fake := niko(t, 0)
+				fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool { tt.fault(w); return true })
 				h := newHarness(t, runner, fake, nil)
 				id, _ := h.request("/api/x")
-				h.answer(id)
-				local := h.host.GetSentLocalResponse(id)
-				if local == nil || local.StatusCode != 503 || !strings.Contains(string(local.Data), `"kind":"`+tt.kind+`"`) {
-					t.Fatalf("local reply: %+v", local)
+				h.answerAll()
+				status, kind, retryAfter := h.local(id)
+				if status != 503 || kind != tt.kind {
+					t.Fatalf("local reply: %d %q", status, kind)
 				}
-				if strings.Contains(string(local.Data), fake.Config().ClientSecret) {
+				if strings.Contains(string(h.host.GetSentLocalResponse(id).Data), fake.Config().ClientSecret) {
 					t.Fatal("the local reply leaks the secret")
 				}
-				if tt.kind == "rate_limited" { // the gate holds: no new call
-					id2, action := h.request("/api/y")
-					if action != types.ActionPause || len(h.host.GetCalloutAttributesFromContext(id2)) != 0 || h.host.GetSentLocalResponse(id2) == nil {
-						t.Fatal("a request during the gate called the provider or was not refused")
+				if h.counter("failures."+tt.kind) != 1 {
+					t.Fatalf("failures.%s = %d, want 1", tt.kind, h.counter("failures."+tt.kind))
+				}
+				if tt.kind == "rate_limited" {
+					if retryAfter != "30" {
+						t.Fatalf("Retry-After %q, want 30", retryAfter)
+					}
+					id2, _ := h.request("/api/y")
+					_, kind2, ra2 := h.local(id2)
+					n, _ := strconv.Atoi(ra2)
+					if len(h.callouts()) != 0 || kind2 != "rate_limited" || n < 1 || n > 30 {
+						t.Fatalf("during the gate: %d callouts, kind %q, Retry-After %q", len(h.callouts()), kind2, ra2)
+					}
+					if h.counter("gate_closed") != 1 {
+						t.Fatalf("gate_closed = %d", h.counter("gate_closed"))
 					}
 				}
 				if fake.Requests() != 1 {
@@ -264,91 +152,424 @@ func TestGateAndFailures(t *testing.T) {
 	}
 }
 
-// TestRefreshOnTick: a token inside its refresh window is replaced on the tick, while requests keep
-// getting the still-valid one without waiting.
-func TestRefreshOnTick(t *testing.T) {
-	cfg := providertest.DefaultConfig("nikohealth")
-	cfg.Lifetime = 4 * time.Second
-	fake := providertest.NewNikoHealth(cfg)
-	defer fake.Close()
-	h := newHarness(t, "native", fake, map[string]any{"refresh_ahead_ms": 3500})
+// TestRememberedFailureNoFetch (issue 17 item 4): while a failure is remembered, requests get it
+// without a call: 20 requests against a revoked secret are 1 token call, not 20.
+func TestRememberedFailureNoFetch(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, 0)
+		fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(401)
+			w.Write([]byte(`{"error":"invalid_client"}`))
+			return true
+		})
+		h := newHarness(t, runner, fake, map[string]any{"failure_memory_ms": 5000})
+		for i := range 20 {
+			id, _ := h.request("/api/x")
+			h.answerAll()
+			if _, kind, _ := h.local(id); kind != "invalid_client" {
+				t.Fatalf("request %d: kind %q", i, kind)
+			}
+		}
+		if fake.Requests() != 1 {
+			t.Fatalf("%d token calls for 20 requests, want 1", fake.Requests())
+		}
+		if h.clock != nil { // once the memory ends, the next request calls again
+			h.clock.advance(5 * time.Second)
+			h.request("/api/x")
+			if h.answerAll() != 1 || fake.Requests() != 2 {
+				t.Fatalf("after the memory: %d token calls", fake.Requests())
+			}
+		}
+	})
+}
+
+// TestUnauthorizedInvalidatesOncePerToken: a 401 from upstream drops the token it carried; the next
+// request fetches a new one; more 401s for the same old token drop nothing more.
+func TestUnauthorizedInvalidatesOncePerToken(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, 0)
+		h := newHarness(t, runner, fake, nil)
+		id1, _ := h.request("/api/x")
+		h.answerAll()
+		id2, _ := h.request("/api/y") // carries the same token
+		old := h.header(id1)
+		h.host.CallOnResponseHeaders(id1, [][2]string{{":status", "401"}}, false)
+		id3, action := h.request("/api/z")
+		if action != types.ActionPause || h.answerAll() != 1 {
+			t.Fatal("the token was not dropped after a 401")
+		}
+		fresh := h.header(id3)
+		if fresh == old || fresh == "" {
+			t.Fatal("no new token after the 401")
+		}
+		h.host.CallOnResponseHeaders(id2, [][2]string{{":status", "401"}}, false) // the same old token again
+		id4, action := h.request("/api/w")
+		if action != types.ActionContinue || h.header(id4) != fresh || fake.Requests() != 2 {
+			t.Fatalf("a second 401 for the old token dropped the new one: %d calls", fake.Requests())
+		}
+		if h.counter("invalidated") != 1 {
+			t.Fatalf("invalidated = %d, want 1", h.counter("invalidated"))
+		}
+	})
+}
+
+// TestRefreshOncePerToken (issue 17 item 2): a 30 s token with refresh_ahead_ms 60 s is refreshed once,
+// at half its life, not on every tick; an unused or expired token is not refreshed at all.
+func TestRefreshOncePerToken(t *testing.T) {
+	fake := niko(t, 30*time.Second)
+	h := newHarness(t, "native", fake, map[string]any{"refresh_ahead_ms": 60000})
 	id, _ := h.request("/api/x")
-	h.answer(id)
-	first := bearer(h.host.GetCurrentRequestHeaders(id))
-	time.Sleep(600 * time.Millisecond) // inside refresh_ahead
-	h.host.Tick()
+	h.answerAll()
+	first := h.header(id)
+	h.ticks(280) // 14 s: before issued + life/2
+	if n := len(h.callouts()); n != 0 {
+		t.Fatalf("%d refreshes before half the token's life", n)
+	}
+	h.ticks(40) // 16 s
+	if n := h.answerAll(); n != 1 {
+		t.Fatalf("%d refreshes at half life, want 1", n)
+	}
 	id2, action := h.request("/api/y")
-	if action != types.ActionContinue || bearer(h.host.GetCurrentRequestHeaders(id2)) != first {
-		t.Fatal("a request waited during the refresh")
+	if action != types.ActionContinue || h.header(id2) == first {
+		t.Fatal("the refreshed token is not served")
 	}
-	refresh := h.calloutsSince(id2, 1) // the tick's callout (proxytest files it under the last active context)
-	if len(refresh) != 1 {
-		t.Fatalf("%d refresh callouts from the tick, want 1", len(refresh))
+	h.ticks(20)
+	if fake.Requests() != 2 {
+		t.Fatalf("%d token calls in 20 ticks after the refresh, want 2 in all", fake.Requests())
 	}
-	h.answerCallout(refresh[0])
-	id3, _ := h.request("/api/z")
-	if got := bearer(h.host.GetCurrentRequestHeaders(id3)); got == first || got == "" || fake.Requests() != 2 {
-		t.Fatalf("token not refreshed: %d requests", fake.Requests())
+	// Idle: the new token is used once above; its refresh comes once; then an unused token and an
+	// expired one stay quiet for as long as the proxy is idle.
+	h.ticks(320)
+	h.answerAll()
+	h.ticks(2000) // 100 s: the newest token, never used, expires unrefreshed
+	if n := len(h.callouts()); n != 0 || fake.Requests() != 3 {
+		t.Fatalf("idle proxy: %d token calls, want 3", fake.Requests())
 	}
 }
 
-// TestExpiredTokenRefetched: a token past its expiry skew is not used; the next request fetches a new
-// one (natively: the emulator's wasm engine runs on wazero's fake clock).
-func TestExpiredTokenRefetched(t *testing.T) {
-	cfg := providertest.DefaultConfig("nikohealth")
-	cfg.Lifetime = time.Second // skew 250 ms
-	fake := providertest.NewNikoHealth(cfg)
-	defer fake.Close()
-	h := newHarness(t, "native", fake, map[string]any{"refresh_ahead_ms": 1})
+// TestFailingRefreshBacksOff (issue 17 item 3): failing refreshes back off exponentially (jittered,
+// capped); a non-retryable failure stops refreshing; a 429 defers the refresh until the gate opens.
+func TestFailingRefreshBacksOff(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		fault    func(w http.ResponseWriter)
+		min, max int64 // refresh calls in the 20 s after the refresh point
+	}{
+		{"5xx backs off", func(w http.ResponseWriter) { w.WriteHeader(503) }, 3, 6},
+		{"invalid_client stops", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(401)
+			w.Write([]byte(`{"error":"invalid_client"}`))
+		}, 1, 1},
+		{"429 waits for the gate", func(w http.ResponseWriter) { w.Header().Set("Retry-After", "15"); w.WriteHeader(429) }, 2, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := niko(t, 120*time.Second)
+			h := newHarness(t, "native", fake, map[string]any{"refresh_ahead_ms": 30000})
+			h.request("/api/x")
+			h.answerAll()
+			h.ticks(1800) // 90 s: the refresh point
+			fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool { tt.fault(w); return true })
+			var at []int
+			for i := range 400 { // 20 s of ticks
+				h.ticks(1)
+				if h.answerAll() > 0 {
+					at = append(at, i)
+				}
+			}
+			if n := int64(len(at)); n < tt.min || n > tt.max {
+				t.Fatalf("%d refresh calls at ticks %v, want %d to %d", n, at, tt.min, tt.max)
+			}
+			for i := 2; i < len(at); i++ { // exponential: each gap at least about the one before
+				if at[i]-at[i-1] < (at[i-1]-at[i-2])/2 {
+					t.Fatalf("gaps do not grow: %v", at)
+				}
+			}
+			if tt.name == "429 waits for the gate" && at[1]-at[0] < 300 {
+				t.Fatalf("a refresh during the 15 s gate: ticks %v", at)
+			}
+		})
+	}
+}
+
+// TestLostCallRetried (issue 17 item 7): the call of a worker that died leaves its lock; requests
+// wait, and once the lock's deadline passes the tick makes a new call for them.
+func TestLostCallRetried(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, time.Hour)
+		conf := nikoConfig(fake, map[string]any{"wait_ms": 60000})
+		h := startHarness(t, runner, fake.URL(), conf)
+		// The filter's clock, read from the expiry it stores with a token (now + life - skew): the
+		// wasm engine's clock is wazero's fake one.
+		h.request("/api/x")
+		h.answerAll()
+		key := strings.TrimSuffix(lockKey(t, conf), "/lock")
+		entry, cas, err := proxywasm.GetSharedData(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp, _ := strconv.ParseInt(strings.SplitN(string(entry), " ", 2)[0], 10, 64)
+		now := exp - (3600-60)*1000
+		// The token is gone and a dead worker holds the lock, as the flow writes it (timeout + 2 s).
+		if err := proxywasm.SetSharedData(key, nil, cas); err != nil {
+			t.Fatal(err)
+		}
+		_, lockCAS, _ := proxywasm.GetSharedData(lockKey(t, conf)) // released by the first fetch: present, empty
+		if err := proxywasm.SetSharedData(lockKey(t, conf), []byte(strconv.FormatInt(now+12000, 10)+" dead-worker-lock-id"), lockCAS); err != nil {
+			t.Fatal(err)
+		}
+		id, action := h.request("/api/y")
+		if action != types.ActionPause || len(h.callouts()) != 0 {
+			l, _, _ := proxywasm.GetSharedData(lockKey(t, conf))
+			t.Fatalf("a request called while another worker held the lock: %v lock %q now %d", action, l, now)
+		}
+		ticks := 0
+		for ; len(h.callouts()) == 0 && ticks < 20000; ticks++ {
+			h.ticks(1)
+		}
+		if len(h.callouts()) != 1 || ticks < 10 {
+			t.Fatalf("%d calls after %d ticks: want one, once the lock's deadline passed", len(h.callouts()), ticks)
+		}
+		h.answerAll()
+		if !strings.HasPrefix(h.header(id), "Bearer ") || h.host.GetCurrentHttpStreamAction(id) != types.ActionContinue {
+			t.Fatal("the waiting request did not get the token")
+		}
+	})
+}
+
+// TestPausedRequestsCapped (issue 17 item 8): at most max_waiting requests wait for a call on a
+// worker; the rest are answered at once with a typed, retryable failure and Retry-After.
+func TestPausedRequestsCapped(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, 0)
+		h := newHarness(t, runner, fake, map[string]any{"max_waiting": 5})
+		var ids []uint32
+		for range 8 {
+			id, _ := h.request("/api/x")
+			ids = append(ids, id)
+		}
+		for i, id := range ids[5:] {
+			if _, kind, ra := h.local(id); kind != "transport" || ra != "1" {
+				t.Fatalf("request %d over the cap: kind %q Retry-After %q", 5+i, kind, ra)
+			}
+		}
+		h.answerAll()
+		for _, id := range ids[:5] {
+			if !strings.HasPrefix(h.header(id), "Bearer ") {
+				t.Fatal("a request under the cap did not get the token")
+			}
+		}
+		if h.counter("shed") != 3 {
+			t.Fatalf("shed = %d, want 3", h.counter("shed"))
+		}
+	})
+}
+
+// TestWaitTimesOut: a request waiting longer than wait_ms is answered with a typed failure.
+func TestWaitTimesOut(t *testing.T) {
+	fake := niko(t, 0)
+	h := newHarness(t, "native", fake, map[string]any{"wait_ms": 500})
 	id, _ := h.request("/api/x")
-	h.answer(id)
-	first := bearer(h.host.GetCurrentRequestHeaders(id))
-	time.Sleep(800 * time.Millisecond)
+	h.ticks(11)
+	if _, kind, _ := h.local(id); kind != "transport" {
+		t.Fatalf("after wait_ms: kind %q", kind)
+	}
+}
+
+// TestExpiredTokenRefetched: a token past its expiry skew is not used; the next request fetches.
+func TestExpiredTokenRefetched(t *testing.T) {
+	fake := niko(t, time.Second) // skew 250 ms
+	h := newHarness(t, "native", fake, map[string]any{"refresh_ahead_ms": 0})
+	id, _ := h.request("/api/x")
+	h.answerAll()
+	first := h.header(id)
+	h.clock.advance(800 * time.Millisecond)
 	id2, action := h.request("/api/y")
 	if action != types.ActionPause {
 		t.Fatal("an expired token was used")
 	}
-	h.answer(id2)
-	if got := bearer(h.host.GetCurrentRequestHeaders(id2)); got == first || got == "" || fake.Requests() != 2 {
+	h.answerAll()
+	if got := h.header(id2); got == first || got == "" || fake.Requests() != 2 {
 		t.Fatalf("expired token not replaced: %d requests", fake.Requests())
 	}
 }
 
-// TestDispatchRefusalIsPolicy: a proxy_http_call the proxy will not send (unknown cluster: Envoy's
-// BadArgument) is a policy error, not retried; other failures stay retryable transport errors.
-func TestDispatchRefusalIsPolicy(t *testing.T) {
+// TestSecretFromEnvironment: secret_env reads a secret from the VM's environment (Envoy's
+// vm_config.environment_variables). Natively only for the success: proxytest's wasm engine gives
+// the module no environment, which the wasm run shows by failing at start, naming the variable.
+func TestSecretFromEnvironment(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, 0)
+		secret := fake.Config().ClientSecret
+		t.Setenv("TOKENWASM_TEST_SECRET", secret)
+		req := nikoConfig(fake, nil)["request"].(map[string]any)
+		delete(req, "client_secret")
+		conf := nikoConfig(fake, map[string]any{"request": req, "secret_env": map[string]string{"client_secret": "TOKENWASM_TEST_SECRET"}})
+		h := emulate(t, runner, conf)
+		h.upstream = fake.URL()
+		st := h.host.StartPlugin()
+		logs := strings.Join(h.host.GetCriticalLogs(), "\n")
+		if strings.Contains(logs, secret) {
+			t.Fatal("a log holds the secret")
+		}
+		if runner == "wasm" {
+			if st != types.OnPluginStartStatusFailed || !strings.Contains(logs, "TOKENWASM_TEST_SECRET is not set") {
+				t.Fatalf("wasm start %v, logs %q", st, logs)
+			}
+			return
+		}
+		if st != types.OnPluginStartStatusOK {
+			t.Fatalf("start: %v %q", st, logs)
+		}
+		id, _ := h.request("/api/x")
+		h.answerAll()
+		if !strings.HasPrefix(h.header(id), "Bearer ") {
+			t.Fatal("no token with the secret from the environment")
+		}
+	})
+}
+
+// TestStrictConfiguration (issue 17 item 6): unknown fields and invalid values stop the filter at
+// start, with a message naming the field and never the secret.
+func TestStrictConfiguration(t *testing.T) {
+	fake := niko(t, 0)
 	tests := []struct {
-		err       error
-		kind      string
-		retryable bool
+		name  string
+		extra map[string]any
+		want  string
 	}{
-		{types.ErrorStatusBadArgument, "policy", false},
-		{types.ErrorStatusNotFound, "policy", false},
-		{types.ErrorInternalFailure, "transport", true},
+		{"typo path", map[string]any{"paths": nil, "path": []string{"/api"}}, `unknown field "path"`},
+		{"empty path", map[string]any{"paths": []string{""}}, "paths:"},
+		{"dot segments", map[string]any{"paths": []string{"/api/../admin"}}, "paths:"},
+		{"header CRLF", map[string]any{"header": "X-A\r\nX-B"}, "header must be"},
+		{"failure_status 99", map[string]any{"failure_status": 99}, "failure_status must be"},
+		{"failure_status 200", map[string]any{"failure_status": 200}, "failure_status must be"},
+		{"wait_ms 0", map[string]any{"wait_ms": 0}, "wait_ms must be"},
+		{"max_waiting 0", map[string]any{"max_waiting": 0}, "max_waiting must be"},
+		{"negative refresh", map[string]any{"refresh_ahead_ms": -1}, "refresh_ahead_ms must be"},
+		{"wrong type", map[string]any{"wait_ms": "10s"}, "wait_ms must be"},
+		{"host with port", map[string]any{"hosts": []string{"api.example:443"}}, "hosts:"},
+		{"no cluster", map[string]any{"cluster": nil}, "cluster is required"},
+		{"secret_file gone", map[string]any{"secret_file": "/etc/secret"}, `unknown field "secret_file"`},
+		{"bad secret_env field", map[string]any{"secret_env": map[string]string{"client_id": "X"}}, "not a secret field"},
+		{"plain http", map[string]any{"request": map[string]any{"provider": "nikohealth", "client_id": "c",
+			"client_secret": "niko-secret-9", "token_url": fake.TokenURL()}}, "must be https"},
+		{"unknown request field", map[string]any{"request": map[string]any{"provider": "nikohealth", "client_id": "c",
+			"client_secret": "niko-secret-9", "clientsecret": "x", "token_url": httpsURL(fake.TokenURL())}}, `field "clientsecret"`},
+		{"filter-owned request field", map[string]any{"request": map[string]any{"provider": "nikohealth", "client_id": "c",
+			"client_secret": "niko-secret-9", "min_ttl_ms": 5, "token_url": httpsURL(fake.TokenURL())}}, `field "min_ttl_ms"`},
 	}
-	for _, tt := range tests {
-		if e := dispatchError(tt.err); e.Kind != tt.kind || e.Retryable != tt.retryable {
-			t.Errorf("%v: got %+v, want kind %s retryable %v", tt.err, e, tt.kind, tt.retryable)
+	runners(t, func(t *testing.T, runner string) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				h := emulate(t, runner, nikoConfig(fake, tt.extra))
+				if st := h.host.StartPlugin(); st != types.OnPluginStartStatusFailed {
+					t.Fatalf("start: %v, want failed", st)
+				}
+				logs := strings.Join(h.host.GetCriticalLogs(), "\n")
+				if !strings.Contains(logs, tt.want) || strings.Contains(logs, fake.Config().ClientSecret) || strings.Contains(logs, "niko-secret-9") {
+					t.Fatalf("critical logs %q, want %q and no secret", logs, tt.want)
+				}
+			})
+		}
+	})
+}
+
+// TestScope (issue 17 item 5): paths match whole segments of the normalized path; hosts match
+// without port or trailing dot, case-insensitively.
+func TestScope(t *testing.T) {
+	s, err := newScope([]string{"/api"}, []string{"api.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path, host string
+		want       bool
+	}{
+		{"/api", "api.example", true},
+		{"/api/", "api.example", true},
+		{"/api/x?y=1", "api.example", true},
+		{"/api/./x", "api.example", true},
+		{"/x/../api/y", "api.example", true},
+		{"/%61pi/x", "api.example", true},
+		{"/apix/secret", "api.example", false},
+		{"/api/../admin", "api.example", false},
+		{"/api/%2e%2e/admin", "api.example", false},
+		{"/api/%2E%2E/admin", "api.example", false},
+		{"/api%2Fx", "api.example", false},
+		{"/api/x%2fy", "api.example", false},
+		{"/api/x%5cy", "api.example", false},
+		{"/api\\..\\admin", "api.example", false},
+		{"//api/x", "api.example", false},
+		{"api/x", "api.example", false},
+		{"/api/x", "api.example:443", true},
+		{"/api/x", "API.Example.", true},
+		{"/api/x", "api.example.:8443", true},
+		{"/api/x", "api.example.evil", false},
+		{"/api/x", "evil.api.example", false},
+		{"/api/x", "", false},
+	} {
+		if got := s.applies(tt.path, tt.host); got != tt.want {
+			t.Errorf("applies(%q, %q) = %v, want %v", tt.path, tt.host, got, tt.want)
+		}
+	}
+	// Through the filter: the same rules decide whether the token is set.
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, 0)
+		h := newHarness(t, runner, fake, map[string]any{"paths": []string{"/api"}, "hosts": []string{"api.example"}})
+		id, _ := h.request("/api/x")
+		h.answerAll()
+		want := h.header(id)
+		for _, tt := range []struct {
+			path, host string
+			in         bool
+		}{
+			{"/apix/secret", "api.example", false},
+			{"/api/../admin", "api.example", false},
+			{"/api/%2e%2e/admin", "api.example", false},
+			{"/api/x", "API.example.:443", true},
+		} {
+			id, _ := h.requestTo(tt.path, tt.host)
+			if got := h.header(id); (got == want) != tt.in || !tt.in && got != "" {
+				t.Errorf("%s %s: header %q, in scope %v", tt.host, tt.path, got, tt.in)
+			}
+		}
+	})
+}
+
+// TestDispatchRefusal: a call the proxy will not send (unknown cluster) is a policy refusal, not
+// retried; other failures stay transport errors.
+func TestDispatchRefusal(t *testing.T) {
+	for _, tt := range []struct {
+		err    error
+		policy bool
+	}{
+		{types.ErrorStatusBadArgument, true},
+		{types.ErrorStatusNotFound, true},
+		{types.ErrorInternalFailure, false},
+		{errors.New("other"), false},
+	} {
+		var out struct{ Policy bool }
+		if json.Unmarshal(dispatchRefusal(tt.err), &out) != nil || out.Policy != tt.policy {
+			t.Errorf("%v: policy %v, want %v", tt.err, out.Policy, tt.policy)
 		}
 	}
 }
 
-// TestForeignTokenHostRefusedAtStart: a configuration whose token_url sends one provider's
-// credentials to another provider's host does not start (the core refuses it with kind policy), so
-// no request is ever sent.
+// TestForeignTokenHostRefusedAtStart: a token_url that sends one provider's credentials to another
+// provider's host does not start (kind policy), so nothing is ever sent.
 func TestForeignTokenHostRefusedAtStart(t *testing.T) {
 	runners(t, func(t *testing.T, runner string) {
-		conf, _ := json.Marshal(map[string]any{
+		h := emulate(t, runner, map[string]any{
 			"request": map[string]any{"provider": "pattern", "client_id": "c", "client_secret": "pattern-secret-1",
 				"token_url": "https://api.joincandidhealth.com/api/auth/v2/token"},
 			"cluster": "pattern_token",
 		})
-		host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vmFor(t, runner)).WithPluginConfiguration(conf))
-		defer reset()
-		if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {
+		if st := h.host.StartPlugin(); st != types.OnPluginStartStatusFailed {
 			t.Fatalf("plugin start: %v, want failed", st)
 		}
-		logs := strings.Join(host.GetCriticalLogs(), "\n")
+		logs := strings.Join(h.host.GetCriticalLogs(), "\n")
 		if !strings.Contains(logs, "policy") || strings.Contains(logs, "pattern-secret-1") {
 			t.Fatalf("critical logs: %q", logs)
 		}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/plugin/core"
+)
+
+// sharedCache is the flow's cache (cache_get, cache_set, cache_delete in abi/ABI.md) on proxy-wasm
+// shared data, which every worker of one vm_id sees. Shared data has no TTL and no delete, so each
+// value is stored with its expiry, "<expires_at_ms> <value>", and an empty or expired entry is
+// absent. Writes use the entry's CAS: "nx" stores only into an absent or expired entry and
+// "if_value" deletes only that value, so of many workers racing exactly one wins.
+type sharedCache struct{ now func() int64 }
+
+// perform answers one of the flow's cache actions as the import would.
+func (c sharedCache) perform(a core.Action) []byte {
+	in := gjson.ParseBytes(a.Input)
+	key := in.Get("key").String()
+	switch a.Import {
+	case abi.ImportCacheGet:
+		v, ok := c.get(key)
+		if !ok {
+			return []byte(`{"hit":false}`)
+		}
+		return appendJSONString(append(make([]byte, 0, len(v)+32), `{"hit":true,"value":`...), v, '}')
+	case abi.ImportCacheSet:
+		value, ttl := in.Get("value").String(), in.Get("ttl_ms").Int()
+		if in.Get("nx").Bool() {
+			ok := c.write(key, c.entry(value, ttl), func(_ string, live bool) bool { return !live })
+			return []byte(`{"stored":` + strconv.FormatBool(ok) + `}`)
+		}
+		c.set(key, value, ttl)
+	case abi.ImportCacheDelete:
+		ifValue := in.Get("if_value")
+		c.write(key, nil, func(cur string, live bool) bool { return !ifValue.Exists() || live && cur == ifValue.Str })
+	}
+	return []byte("{}")
+}
+
+// get returns the live value under key.
+func (c sharedCache) get(key string) (string, bool) {
+	v, live, _, _ := c.read(key)
+	return v, live
+}
+
+// set stores value under key for ttlMS, whatever the key holds.
+func (c sharedCache) set(key, value string, ttlMS int64) {
+	c.write(key, c.entry(value, ttlMS), func(string, bool) bool { return true })
+}
+
+func (c sharedCache) entry(value string, ttlMS int64) []byte {
+	b := strconv.AppendInt(make([]byte, 0, len(value)+21), c.now()+ttlMS, 10)
+	return append(append(b, ' '), value...)
+}
+
+// read returns key's value, whether it is live (present and not expired), its CAS and whether the key
+// exists in shared data at all.
+func (c sharedCache) read(key string) (value string, live bool, cas uint32, exists bool) {
+	b, cas, err := proxywasm.GetSharedData(key)
+	if err != nil {
+		return "", false, 0, false
+	}
+	exp, v, ok := strings.Cut(string(b), " ") // a copy: the host may reuse b
+	if !ok {
+		return "", false, cas, true
+	}
+	until, err := strconv.ParseInt(exp, 10, 64)
+	return v, err == nil && until > c.now(), cas, true
+}
+
+// write stores entry under key if cond holds for what the key holds now, with that value's CAS, and
+// reports whether it did. A key seen for the first time is created empty first: Envoy skips the
+// check for CAS 0, so only a real CAS makes two workers' writes exclusive.
+func (c sharedCache) write(key string, entry []byte, cond func(cur string, live bool) bool) bool {
+	for range 8 {
+		cur, live, cas, exists := c.read(key)
+		if !cond(cur, live) {
+			return false
+		}
+		if !exists {
+			_ = proxywasm.SetSharedData(key, nil, 0) // a race here is harmless: both create it empty
+			continue
+		}
+		err := proxywasm.SetSharedData(key, entry, cas)
+		if err == nil {
+			return true
+		}
+		if !errors.Is(err, types.ErrorStatusCasMismatch) {
+			return false
+		}
+	}
+	return false
+}
+
+// appendJSONString appends s as a JSON string, then the bytes of tail.
+func appendJSONString(b []byte, s string, tail ...byte) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', upperHex[c>>4], upperHex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(append(b, '"'), tail...)
+}

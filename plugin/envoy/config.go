@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/tokenwasm/tokenwasm/plugin/core"
+)
+
+// Config is the filter's plugin configuration (JSON). Every field is in plugin/envoy/README.md.
+// Unknown fields and invalid values stop the filter at start with a message that names the field,
+// never its value: a typo must not put a token on every request, and the request holds a secret.
+type Config struct {
+	Request         json.RawMessage   `json:"request"`
+	SecretEnv       map[string]string `json:"secret_env"`
+	Cluster         string            `json:"cluster"`
+	Header          string            `json:"header"`
+	Paths           []string          `json:"paths"`
+	Hosts           []string          `json:"hosts"`
+	RefreshAheadMS  *int64            `json:"refresh_ahead_ms"`
+	FailureStatus   *int64            `json:"failure_status"`
+	FailureMemoryMS *int64            `json:"failure_memory_ms"`
+	WaitMS          *int64            `json:"wait_ms"`
+	MaxWaiting      *int64            `json:"max_waiting"`
+}
+
+// settings is a validated configuration with its defaults filled in.
+type settings struct {
+	input           []byte // the TokenRequest with its secrets and "fleet_lock": true, as the flow reads it
+	provider        string
+	key             string // the identity's cache key: the filter's own shared-data key derives from it
+	cluster         string
+	header          string
+	scope           scope
+	refreshAheadMS  int64
+	failureStatus   uint32
+	failureMemoryMS int64
+	waitMS          int64
+	maxWaiting      int
+}
+
+// requestFields are the TokenRequest fields a configuration may set (abi/ABI.md, TokenRequest). The
+// flow's own fields (force, now_ms, min_ttl_ms, fleet_lock, access_token) are the filter's to set.
+var requestFields = map[string]bool{
+	"provider": true, "grant_type": true, "client_id": true, "client_secret": true, "token_url": true,
+	"domain": true, "scope": true, "institution_id": true, "username": true, "password": true,
+	"code": true, "redirect_uri": true, "code_verifier": true, "refresh_token": true, "body": true,
+	"timeout_ms": true, "params": true, "headers": true, "profile": true,
+}
+
+// secretFields are the TokenRequest fields secret_env may fill from the VM's environment.
+var secretFields = map[string]bool{
+	"client_secret": true, "password": true, "refresh_token": true, "code": true, "code_verifier": true,
+}
+
+// parseConfig validates a plugin configuration. Its errors name fields, never values.
+func parseConfig(data []byte) (*settings, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, configError(err)
+	}
+	if dec.More() {
+		return nil, errors.New("configuration has data after its JSON object")
+	}
+	s := &settings{cluster: c.Cluster, header: c.Header}
+	if s.cluster == "" || !visibleASCII(s.cluster) {
+		return nil, errors.New("cluster is required: the Envoy cluster that reaches the token endpoint")
+	}
+	if s.header == "" {
+		s.header = "Authorization"
+	}
+	if !isToken(s.header) {
+		return nil, errors.New("header must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)")
+	}
+	var err error
+	if s.scope, err = newScope(c.Paths, c.Hosts); err != nil {
+		return nil, err
+	}
+	ints := []struct {
+		name     string
+		v        *int64
+		def, lo  int64
+		hi       int64
+		dst      *int64
+		sentence string
+	}{
+		{"refresh_ahead_ms", c.RefreshAheadMS, 60000, 0, 3600000, &s.refreshAheadMS, ""},
+		{"failure_memory_ms", c.FailureMemoryMS, 1000, 0, 300000, &s.failureMemoryMS, ""},
+		{"wait_ms", c.WaitMS, 10000, 1, 120000, &s.waitMS, ""},
+	}
+	for _, f := range ints {
+		*f.dst = f.def
+		if f.v != nil {
+			if *f.v < f.lo || *f.v > f.hi {
+				return nil, fmt.Errorf("%s must be between %d and %d", f.name, f.lo, f.hi)
+			}
+			*f.dst = *f.v
+		}
+	}
+	s.failureStatus = 503
+	if c.FailureStatus != nil {
+		if *c.FailureStatus < 400 || *c.FailureStatus > 599 {
+			return nil, errors.New("failure_status must be an HTTP error status, 400 to 599")
+		}
+		s.failureStatus = uint32(*c.FailureStatus)
+	}
+	s.maxWaiting = 1000
+	if c.MaxWaiting != nil {
+		if *c.MaxWaiting < 1 || *c.MaxWaiting > 100000 {
+			return nil, errors.New("max_waiting must be between 1 and 100000")
+		}
+		s.maxWaiting = int(*c.MaxWaiting)
+	}
+	if s.input, err = tokenRequest(c.Request, c.SecretEnv); err != nil {
+		return nil, err
+	}
+	r, enc, key, aerr := core.Prepare(s.input)
+	if aerr != nil { // the core's messages name fields, never their values
+		return nil, errors.New("request: " + aerr.Kind + ": " + aerr.Message)
+	}
+	if !strings.HasPrefix(strings.ToLower(enc.URL), "https://") {
+		return nil, errors.New("request: the token URL must be https (the cluster may still terminate TLS elsewhere; credentials never go out as plain http)")
+	}
+	s.provider, s.key = r.Provider, key
+	return s, nil
+}
+
+// tokenRequest builds the flow's TokenRequest from the configured one: only TokenRequest fields,
+// the secrets named in secretEnv read from the environment (Envoy's vm_config.environment_variables),
+// and "fleet_lock": true so exactly one worker fetches.
+func tokenRequest(raw json.RawMessage, secretEnv map[string]string) ([]byte, error) {
+	var req map[string]json.RawMessage
+	if len(raw) == 0 || json.Unmarshal(raw, &req) != nil || req == nil {
+		return nil, errors.New("request is required: a TokenRequest object (abi/ABI.md)")
+	}
+	for _, k := range sortedKeys(req) {
+		if !requestFields[k] {
+			return nil, fmt.Errorf("request: unknown or filter-owned field %q", k)
+		}
+	}
+	for _, field := range sortedKeys(secretEnv) {
+		name := secretEnv[field]
+		switch {
+		case !secretFields[field]:
+			return nil, fmt.Errorf("secret_env: %q is not a secret field (client_secret, password, refresh_token, code, code_verifier)", field)
+		case !envName(name):
+			return nil, fmt.Errorf("secret_env.%s must name an environment variable", field)
+		case req[field] != nil:
+			return nil, fmt.Errorf("secret_env.%s: request.%s is set too; give the secret once", field, field)
+		}
+		v, ok := syscall.Getenv(name)
+		if !ok || v == "" {
+			return nil, fmt.Errorf("secret_env.%s: environment variable %s is not set (vm_config.environment_variables)", field, name)
+		}
+		req[field], _ = json.Marshal(v)
+	}
+	req["fleet_lock"] = json.RawMessage("true")
+	return json.Marshal(req)
+}
+
+// configError turns a JSON decoding error into a message that names the field, never a value.
+func configError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr):
+		return fmt.Errorf("configuration: %s must be %s", typeErr.Field, typeErr.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Errorf("configuration: unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return errors.New("configuration is not a valid JSON object")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// isToken reports whether s is an RFC 9110 token (a header name).
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func envName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func visibleASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,39 @@
+package main
+
+import "github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+
+// metrics are the filter's proxy-wasm metrics, named tokenwasm.<provider>.<metric> (Envoy shows them
+// as wasmcustom.tokenwasm.<provider>.<metric>; README.md has the stats_tags that make the provider and
+// the failure kind tags). The provider is a profile name and the kind an ABI error kind: nothing in a
+// name comes from a request, a response or a secret.
+type metrics struct {
+	prefix                                                  string
+	hits, fetches, refreshes, gateClosed, invalidated, shed proxywasm.MetricCounter
+	fetchMS                                                 proxywasm.MetricHistogram
+	failures                                                map[string]proxywasm.MetricCounter
+}
+
+func newMetrics(provider string) *metrics {
+	p := "tokenwasm." + provider + "."
+	return &metrics{
+		prefix:      p,
+		hits:        proxywasm.DefineCounterMetric(p + "hits"),
+		fetches:     proxywasm.DefineCounterMetric(p + "fetches"),
+		refreshes:   proxywasm.DefineCounterMetric(p + "refreshes"),
+		gateClosed:  proxywasm.DefineCounterMetric(p + "gate_closed"),
+		invalidated: proxywasm.DefineCounterMetric(p + "invalidated"),
+		shed:        proxywasm.DefineCounterMetric(p + "shed"),
+		fetchMS:     proxywasm.DefineHistogramMetric(p + "fetch_ms"),
+		failures:    map[string]proxywasm.MetricCounter{},
+	}
+}
+
+// failure counts one failed token call (or a refused one) by its error kind.
+func (m *metrics) failure(kind string) {
+	c, ok := m.failures[kind]
+	if !ok {
+		c = proxywasm.DefineCounterMetric(m.prefix + "failures." + kind)
+		m.failures[kind] = c
+	}
+	c.Increment(1)
+}

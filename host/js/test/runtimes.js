@@ -5,7 +5,7 @@
 // Starts the Go fakes (`tokenwasm fakes`) and a loopback helper (test/aux.js) once for all.
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
-import { join, resolve, dirname } from 'node:path';
+import { join, resolve, dirname, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
@@ -72,7 +72,7 @@ async function workerd(dir, config, port) {
  * workerdConfig is a config serving one worker of `modules` ([name, kind, path]) on 127.0.0.1:port,
  * its fetches allowed to loopback (workerd's default network is public addresses only).
  */
-const workerdConfig = (modules, port) => `using Workerd = import "/workerd/workerd.capnp";
+const workerdConfig = (dir, modules, port) => `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
     (name = "main", worker = .worker),
@@ -82,7 +82,7 @@ const config :Workerd.Config = (
 );
 const worker :Workerd.Worker = (
   modules = [
-${modules.map(([name, kind, path]) => `    (name = ${q(name)}, ${kind} = embed ${q(path)}),`).join('\n')}
+${modules.map(([name, kind, path]) => `    (name = ${q(name)}, ${kind} = embed ${q(relative(dir, path))}),`).join('\n')}
   ],
   compatibilityDate = "2026-11-01",
   globalOutbound = "net",
@@ -119,7 +119,7 @@ try {
       ...SRC.map((f) => [`src/${f}`, 'esModule', join(PKG, 'src', f)]),
     ];
     const t0 = Date.now();
-    const w = await workerd(tmp, workerdConfig(modules, port), port);
+    const w = await workerd(tmp, workerdConfig(tmp, modules, port), port);
     try {
       const res = await fetch(`${w.url}/run`, { method: 'POST', body: JSON.stringify({ ...env, pid: w.pid }) });
       const results = await res.json();
@@ -196,6 +196,7 @@ export default {
       const w = await workerd(
         app,
         workerdConfig(
+          app,
           [
             ['worker.js', 'esModule', join(app, 'worker.js')],
             ['tokenwasm.wasm', 'wasm', join(dist, pkg.exports['./tokenwasm.wasm'])],

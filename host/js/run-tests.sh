@@ -2,7 +2,8 @@
 # Runs the JavaScript package's tests: `npm ci` (the locked runtimes and test-only packages), the Go
 # `tokenwasm` command built for its fake providers, `node --test` (Node 20: vectors with the official
 # SDK as witness, policy, secrets, leaks, Redis when REDIS_URL is set), then the suite in Node 20,
-# Node 26, Deno, Bun and workerd and an app outside the repository (test/runtimes.js).
+# Node 26, Deno, Bun and workerd and an app outside the repository (test/runtimes.js), then the edge
+# example in workerd (examples/edge-worker).
 #   TOKENWASM_WASM  the plugin to test (default: host/tokenwasm.wasm)
 #   REDIS_URL       a redis-server for the Redis cache's tests (make test starts one)
 set -euo pipefail
@@ -24,3 +25,4 @@ node=/usr/bin/node
 [ -x "$node" ] || node="$(command -v node)"
 "$node" --no-warnings --test test/*.test.js
 "$node" test/runtimes.js
+"$node" --no-warnings --test ../../examples/edge-worker/

@@ -222,6 +222,13 @@ export class Instance {
 
   #wasi() {
     const mem = () => new DataView(this.#memory.buffer);
+    /** none answers a count and a size of 0 (args_sizes_get, environ_sizes_get). */
+    const none = (count, size) => {
+      const v = mem();
+      v.setUint32(count, 0, true);
+      v.setUint32(size, 0, true);
+      return ERRNO.SUCCESS;
+    };
     return {
       // stdout and stderr are discarded (the plugin writes nothing there on purpose).
       fd_write: (fd, iovs, n, written) => {
@@ -248,19 +255,10 @@ export class Instance {
         mem().setBigUint64(out, ns, true);
         return ERRNO.SUCCESS;
       },
-      args_sizes_get: (argc, size) => {
-        const v = mem();
-        v.setUint32(argc, 0, true);
-        v.setUint32(size, 0, true);
-        return ERRNO.SUCCESS;
-      },
+      // No arguments and no environment: the plugin is configured by its input only.
+      args_sizes_get: none,
       args_get: () => ERRNO.SUCCESS,
-      environ_sizes_get: (count, size) => {
-        const v = mem();
-        v.setUint32(count, 0, true);
-        v.setUint32(size, 0, true);
-        return ERRNO.SUCCESS;
-      },
+      environ_sizes_get: none,
       environ_get: () => ERRNO.SUCCESS,
       proc_exit: (code) => {
         throw new PluginTrap(`proc_exit(${code})`);

@@ -6,7 +6,8 @@
 #   ./build.sh --go         standard Go build -> build/tokenwasm-go.wasm (also: TOOLCHAIN=go ./build.sh)
 #   ./build.sh --install    install TinyGo 0.40.1, its Debian packages, redis-server and wabt (idempotent)
 #   ./build.sh --embed      TinyGo build, copied to host/tokenwasm.wasm (the copy the Go host embeds)
-#   ./build.sh --check      TinyGo build; fails if host/tokenwasm.wasm differs from it
+#                           and host/js/tokenwasm.wasm (the copy the npm package ships)
+#   ./build.sh --check      TinyGo build; fails if either copy differs from it
 #   ./build.sh --envoy      the proxy-wasm filter for Envoy -> build/envoy-filter.wasm (standard Go)
 #
 # The last line of stdout is the absolute path of the .wasm built; everything else goes to stderr.
@@ -166,7 +167,8 @@ case "${1:-}" in
   --embed)
     out="$(build_tinygo)"
     cp "$out" "$ROOT/host/tokenwasm.wasm"
-    log "embedded $(wc -c <"$out") bytes in host/tokenwasm.wasm"
+    cp "$out" "$ROOT/host/js/tokenwasm.wasm"
+    log "embedded $(wc -c <"$out") bytes in host/tokenwasm.wasm and host/js/tokenwasm.wasm"
     echo "$ROOT/host/tokenwasm.wasm"
     ;;
   --check)
@@ -177,7 +179,11 @@ case "${1:-}" in
       toolchain_versions
       exit 1
     fi
-    log "host/tokenwasm.wasm matches a fresh build"
+    if ! cmp -s "$out" "$ROOT/host/js/tokenwasm.wasm"; then
+      log "host/js/tokenwasm.wasm differs from a fresh build: run ./build.sh --embed and commit it"
+      exit 1
+    fi
+    log "host/tokenwasm.wasm and host/js/tokenwasm.wasm match a fresh build"
     echo "$out"
     ;;
   "")

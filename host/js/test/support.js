@@ -1,5 +1,4 @@
-// Test support (outside test/ so that `node --test` does not run it as a test file): where the plugin
-// and the vectors are, the vector loader and matcher (the rules of internal/conformance), and the Go
+// Test support for Node (the runners and node --test): where the plugin and the vectors are, the vector loader and matcher (the rules of internal/conformance), and the Go
 // fake providers.
 import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
@@ -12,7 +11,7 @@ import { createServer } from 'node:http';
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, '../../..');
 /** The plugin under test: $TOKENWASM_WASM (relative to the working directory), else host/tokenwasm.wasm. */
-export const WASM = process.env.TOKENWASM_WASM ? resolve(process.env.TOKENWASM_WASM) : resolve(here, '../../../host/tokenwasm.wasm');
+export const WASM = process.env.TOKENWASM_WASM ? resolve(process.env.TOKENWASM_WASM) : resolve(ROOT, 'host/tokenwasm.wasm');
 export const TESTDATA = resolve(ROOT, 'testdata');
 
 /**
@@ -79,38 +78,7 @@ export function loadVectors(dir = TESTDATA) {
   return vectors;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
-const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
-
-/**
- * match reports how got differs from want (parsed JSON), or null when it matches: exact JSON equality
- * (no missing and no extra fields), except that the string "<uuid>" in want matches any UUID v4.
- * The same rules, in the same order, as Match in internal/conformance/conformance.go.
- */
-export function match(want, got, path = '$') {
-  if (isObject(want)) {
-    if (!isObject(got)) return `${path}: want an object, got ${JSON.stringify(got)}`;
-    for (const k of Object.keys(got)) if (!Object.hasOwn(want, k)) return `${path}.${k}: unexpected field`;
-    for (const k of Object.keys(want).sort()) {
-      if (!Object.hasOwn(got, k)) return `${path}.${k}: missing`;
-      const err = match(want[k], got[k], `${path}.${k}`);
-      if (err) return err;
-    }
-    return null;
-  }
-  if (Array.isArray(want)) {
-    if (!Array.isArray(got) || got.length !== want.length) return `${path}: want ${JSON.stringify(want)}, got ${JSON.stringify(got)}`;
-    for (let i = 0; i < want.length; i++) {
-      const err = match(want[i], got[i], `${path}[${i}]`);
-      if (err) return err;
-    }
-    return null;
-  }
-  if (want === '<uuid>' && typeof got === 'string' && UUID.test(got)) return null;
-  const w = JSON.stringify(want);
-  const g = JSON.stringify(got);
-  return w === g ? null : `${path}: want ${w}, got ${g}`;
-}
+export { match } from './match.js';
 
 /**
  * fakesBinary returns the `tokenwasm` command as {bin, cleanup}: $TOKENWASM_FAKES_BIN (run-tests.sh
@@ -118,7 +86,7 @@ export function match(want, got, path = '$') {
  */
 export function fakesBinary() {
   if (process.env.TOKENWASM_FAKES_BIN) return { bin: process.env.TOKENWASM_FAKES_BIN, cleanup: () => {} };
-  const dir = mkdtempSync(join(tmpdir(), 'tokenwasm-node-'));
+  const dir = mkdtempSync(join(tmpdir(), 'tokenwasm-js-'));
   const bin = join(dir, 'tokenwasm');
   execFileSync('go', ['build', '-o', bin, './host/cmd/tokenwasm'], { cwd: ROOT, stdio: 'inherit' });
   return { bin, cleanup: () => rmSync(dir, { recursive: true, force: true }) };

@@ -6,8 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { createHost, MemoryCache } from '../host.js';
-import { WASM } from '../support.js';
+import { createClient, MemoryCache } from '../src/index.js';
+import { WASM } from './support.js';
 
 /** A canary: every character that changes under some encoding, and spaces. */
 const canary = (tag) => `${tag}+/=&"\\<>% ${tag} x`;
@@ -99,7 +99,7 @@ before(async () => {
     delete: (k, ifValue) => (record(k, ifValue), mem.delete(k, ifValue)),
   };
   const log = (level) => (msg, attrs) => logged.push(`${level} ${msg} ${JSON.stringify(attrs)}`);
-  host = await createHost({ wasm: WASM, allowLoopback: true, cache, logger: { debug: log('debug'), warn: log('warn') } });
+  host = await createClient({ wasm: WASM, allowLoopback: true, cache, logger: { debug: log('debug'), warn: log('warn') } });
 });
 after(async () => {
   await host?.close();

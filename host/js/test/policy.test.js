@@ -5,8 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createHost, httpSender, DEFAULT_ALLOWED_HOSTS } from '../host.js';
-import { WASM, ROOT, serve } from '../support.js';
+import { createClient, httpSender, DEFAULT_ALLOWED_HOSTS } from '../src/index.js';
+import { WASM, ROOT, serve } from './support.js';
 
 /** countingFetch is a fetch that answers a token and counts its calls: a refusal must not call it. */
 function countingFetch() {
@@ -122,14 +122,14 @@ test('loopback with allowLoopback: any port, http or https; nothing else changes
 test('a malformed allowedHosts entry is refused when the host is made', async () => {
   for (const bad of ['', 'https://idp.example.com', 'idp.example.com/token', 'user@idp.example.com', 'idp.example.com:99999', '*', '*.', 7]) {
     assert.throws(() => httpSender({ allowedHosts: [bad] }), TypeError, JSON.stringify(bad));
-    await assert.rejects(createHost({ wasm: WASM, allowedHosts: [bad] }), TypeError, JSON.stringify(bad));
+    await assert.rejects(createClient({ wasm: WASM, allowedHosts: [bad] }), TypeError, JSON.stringify(bad));
   }
   assert.throws(() => httpSender({ allowedHosts: 'idp.example.com' }), TypeError, 'a string, not an array');
 });
 
 test('token without allowedHosts: a caller\'s token_url to another https host is refused, nothing sent', async () => {
   const fetch = countingFetch();
-  const host = await createHost({ wasm: WASM, fetch });
+  const host = await createClient({ wasm: WASM, fetch });
   try {
     for (const url of ['https://attacker.example/token', 'https://api.candescent.com:6379/token']) {
       const res = await host.token({ provider: 'custom', client_id: 'c', client_secret: 'custom-secret-1', token_url: url, profile: { client_auth: 'basic' } });
@@ -207,7 +207,7 @@ test('token: a refused URL is one http_send, nothing reaches it, and the error i
     res.end('{"access_token":"must-not-be-fetched","expires_in":3600}');
   });
   const refusals = [];
-  const host = await createHost({ wasm: WASM, logger: { warn: (msg, attrs) => refusals.push(attrs) } }); // no allowLoopback
+  const host = await createClient({ wasm: WASM, logger: { warn: (msg, attrs) => refusals.push(attrs) } }); // no allowLoopback
   try {
     const res = await host.token({ provider: 'nikohealth', client_id: 'niko-client', client_secret: 'niko-secret-1', token_url: srv.url });
     assert.ok(res.error, JSON.stringify(res));

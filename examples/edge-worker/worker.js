@@ -1,0 +1,42 @@
+// An egress gateway at the edge: a Cloudflare Worker that forwards each request to one upstream API
+// with a provider token in its Authorization header. Callers inside never see a client secret; the
+// token is fetched once per credential set, served from memory until it is due for refresh, and a
+// 401 from the upstream drops it and retries once with a fresh one.
+//
+// Bindings (config.capnp, or wrangler's vars and secrets):
+//   UPSTREAM       the API's base URL; a request for /path?query goes to UPSTREAM/path?query
+//   TOKEN_REQUEST  the TokenRequest (JSON) whose token the upstream wants: keep it a secret binding
+//   TOKEN_HOSTS    optional: extra allowed token hosts, comma-separated (Pattern's per-customer host)
+//   ALLOW_LOOPBACK optional: "true" lets token requests reach loopback (tests against local fakes)
+import { createClient, TokenError } from 'tokenwasm';
+import wasm from './tokenwasm.wasm'; // workerd compiles no wasm at run time: the plugin is a module
+
+let client; // one per isolate: its tokens outlive requests
+
+export default {
+  async fetch(request, env) {
+    client ??= createClient({
+      wasm,
+      allowedHosts: env.TOKEN_HOSTS ? env.TOKEN_HOSTS.split(',') : [],
+      allowLoopback: env.ALLOW_LOOPBACK === 'true',
+    });
+    const tokens = await client;
+    const tokenRequest = typeof env.TOKEN_REQUEST === 'string' ? JSON.parse(env.TOKEN_REQUEST) : env.TOKEN_REQUEST;
+    const url = new URL(request.url);
+    const target = new URL(url.pathname.slice(1) + url.search, env.UPSTREAM.endsWith('/') ? env.UPSTREAM : `${env.UPSTREAM}/`);
+    const headers = new Headers(request.headers);
+    headers.delete('Authorization'); // the caller's own credentials never go upstream
+    headers.delete('Host');
+    try {
+      const body = request.method === 'GET' || request.method === 'HEAD' ? undefined : await request.arrayBuffer();
+      return await tokens.fetch(tokenRequest, target, { method: request.method, headers, body });
+    } catch (err) {
+      if (err instanceof TokenError) {
+        // The typed error, never a secret; 502 or 503 for the caller, a policy error is a config bug.
+        const status = err.error.kind === 'rate_limited' || err.error.retryable ? 503 : 502;
+        return Response.json({ error: err.error.kind, message: err.error.message }, { status });
+      }
+      throw err;
+    }
+  },
+};

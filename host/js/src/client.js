@@ -1,0 +1,363 @@
+// createClient: the plugin compiled once, the token flow driven one `token_step` at a time with fetch
+// and the cache (no thread ever blocks on I/O), and a valid token served from memory without
+// entering wasm, refreshed ahead of expiry in the background, one fetch per credential set at a time.
+// The flow's rules live in the plugin (plugin/core); this file only performs what it asks for.
+import { Instance } from './kernel.js';
+import { httpSender, DEFAULT_TIMEOUT_MS } from './http.js';
+import { MemoryCache } from './cache.js';
+
+// Refresh timing, as the Go host's (host/source.go): a token is served from memory until its
+// refresh point, refreshed in the background between that point and its expiry skew (callers keep
+// getting it), and fetched in the caller's path only once past the skew.
+const MAX_SKEW_MS = 60_000; // the plugin's cache skew (abi/ABI.md, token)
+const MAX_AHEAD_MS = 300_000;
+const REFRESH_BACKOFF_MS = 1_000; // first wait after a failed background refresh; doubles to 30 s
+const MAX_BACKOFF_MS = 30_000;
+const MAX_STEPS = 16; // a flow is at most 6 steps (abi/ABI.md, token_step)
+const MAX_SOURCES = 10_000; // credential sets held in memory; the oldest idle one goes first
+const PENDING_GRACE_MS = 3_000; // waiting out another host's fetch: its timeout_ms plus this
+
+/** TokenError is what client.fetch throws when no token could be had: `error` is the ABI's Error. */
+export class TokenError extends Error {
+  name = 'TokenError';
+  constructor(error) {
+    super(`tokenwasm: ${error.kind}: ${error.message}`); // the plugin's messages hold no secret
+    this.error = error;
+  }
+}
+
+/** loadModule compiles the plugin once: bytes, a path or file URL (Node, Deno, Bun), or a Module. */
+export async function loadModule(wasm) {
+  if (wasm instanceof WebAssembly.Module) return wasm;
+  if (wasm === undefined) wasm = new URL('../tokenwasm.wasm', import.meta.url);
+  if (typeof wasm === 'string' || wasm instanceof URL) {
+    const { readFile } = await import('node:fs/promises'); // Node, Deno and Bun all have it
+    wasm = await readFile(wasm);
+  }
+  if (!(wasm instanceof ArrayBuffer || ArrayBuffer.isView(wasm))) {
+    throw new TypeError('tokenwasm: wasm must be the plugin bytes, a path or a WebAssembly.Module');
+  }
+  return WebAssembly.compile(wasm);
+}
+
+/** deepFrozen reports whether v and every object inside it are frozen (so it can never change). */
+function deepFrozen(v) {
+  if (v === null || typeof v !== 'object') return true;
+  if (!Object.isFrozen(v)) return false;
+  for (const k in v) if (!deepFrozen(v[k])) return false;
+  return true;
+}
+
+/** withMember returns the JSON object text `json` with one more member (name: a JSON value). */
+const withMember = (json, name, value) => (json === '{}' ? `{"${name}":${value}}` : `${json.slice(0, -1)},"${name}":${value}}`);
+
+/** hold makes a held token: the answer served from memory and its refresh points. */
+function hold(token) {
+  const { refresh_token: _never, ...t } = token; // a token served again never carries refresh_token
+  const life = t.expires_at_ms - t.issued_at_ms;
+  const skew = Math.min(MAX_SKEW_MS, life / 4);
+  const ahead = Math.min(MAX_AHEAD_MS, life / 3);
+  return {
+    answer: Object.freeze({ token: Object.freeze(t), cached: true }),
+    freshUntil: t.expires_at_ms - ahead, // before this, serve without refreshing
+    validUntil: t.expires_at_ms - skew, // before this, serve (and refresh in the background)
+  };
+}
+
+/**
+ * A Source serves the tokens of one credential set (one request's JSON): hits from memory, one
+ * flight at a time, refresh ahead with backoff. Its slot picks the instance its steps run on, so an
+ * instance's memory of the last request it prepared stays useful while flows interleave.
+ */
+class Source {
+  held = null;
+  flight = null;
+  refreshing = false;
+  retryAt = 0;
+  backoff = REFRESH_BACKOFF_MS;
+  constructor(json, slot) {
+    this.json = json;
+    this.slot = slot;
+  }
+}
+
+/**
+ * createClient compiles the plugin and returns a client. See index.d.ts for the options and the
+ * answers; README.md for each runtime.
+ */
+export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4 } = {}) {
+  const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger }); // throws on a bad allow-list
+  const module = await loadModule(wasm);
+  const doFetch = fetchImpl ?? ((input, init) => fetch(input, init));
+  const warn = (msg, attrs) => {
+    try {
+      logger?.warn?.(msg, attrs);
+    } catch {}
+  };
+  const pool = new Array(Math.max(1, instances | 0)).fill(null);
+  pool[0] = new Instance(module); // the first one now, so a broken plugin fails here
+  const sources = new Map(); // request JSON -> Source
+  const frozen = new WeakMap(); // a deep-frozen request object -> its Source, without JSON.stringify
+  const flights = new Set(); // every flow in progress: close() waits for them
+  let nextSlot = 0;
+  let closed = false;
+
+  /** call runs one export on instance `slot` and returns its parsed answer; a trap replaces it. */
+  function call(name, input, slot = 0) {
+    let inst = pool[slot];
+    if (!inst || inst.broken) inst = pool[slot] = new Instance(module);
+    const raw = input === undefined ? '' : typeof input === 'string' ? input : JSON.stringify(input);
+    return JSON.parse(inst.call(name, raw));
+  }
+
+  /** open throws once the client is closed. */
+  function open() {
+    if (closed) throw new Error('tokenwasm: client is closed');
+    return true;
+  }
+
+  /** perform does one import a step asked for and returns its answer (undefined: none). Never throws. */
+  async function perform({ import: name, input }) {
+    switch (name) {
+      case 'http_send':
+        return send(input);
+      case 'cache_get':
+        try {
+          const value = await cache.get(String(input.key));
+          return typeof value === 'string' ? { hit: true, value } : { hit: false };
+        } catch (err) {
+          warn('tokenwasm: cache get failed', { error: err?.name ?? 'Error' }); // a broken cache is a miss
+          return { hit: false };
+        }
+      case 'cache_set':
+        try {
+          return { stored: Boolean(await cache.set(String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
+        } catch (err) {
+          warn('tokenwasm: cache set failed', { error: err?.name ?? 'Error' });
+          return { error: `cache_set: ${err?.name ?? 'Error'}` };
+        }
+      case 'cache_delete':
+        try {
+          await cache.delete(String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
+        } catch (err) {
+          warn('tokenwasm: cache delete failed', { error: err?.name ?? 'Error' });
+        }
+        return {};
+      default:
+        return undefined;
+    }
+  }
+
+  /**
+   * drive runs one token_step flow for the request JSON (op '' or 'invalidate') and returns its final
+   * answer, after the "then" actions. If the plugin fails mid-flow, a fleet lock it took is released,
+   * so other hosts do not wait out its TTL.
+   */
+  async function drive(json, op, slot) {
+    let input = op ? `{"request":${json},"op":"${op}"}` : `{"request":${json}}`;
+    let lock = null;
+    try {
+      for (let i = 0; i < MAX_STEPS; i++) {
+        const out = call('token_step', input, slot);
+        if (!out.next) {
+          const { then, ...final } = out;
+          for (const a of then ?? []) await perform(a); // in order: the lock release follows the store
+          return final;
+        }
+        const answer = await perform(out.next);
+        if (out.next.input?.nx && answer?.stored) lock = out.next.input;
+        input = `{"request":${json},"state":${JSON.stringify(out.state)}${answer === undefined ? '' : `,"answer":${JSON.stringify(answer)}`}}`;
+      }
+      throw new Error(`tokenwasm: token_step did not end within ${MAX_STEPS} steps`);
+    } catch (err) {
+      if (lock) await perform({ import: 'cache_delete', input: { key: lock.key, if_value: lock.value } });
+      throw err;
+    }
+  }
+
+  /** flow drives the token flow, waiting out `pending` (another host's fetch) until its deadline. */
+  async function flow(json, slot, timeoutMs) {
+    const deadline = Date.now() + timeoutMs + PENDING_GRACE_MS;
+    for (;;) {
+      const res = await drive(json, '', slot);
+      if (!res.pending) return res;
+      const wait = res.pending.retry_after_ms ?? 50;
+      if (Date.now() + wait > deadline) {
+        return { error: { kind: 'transport', message: "timed out waiting for another process's fetch of this token", retryable: true } };
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  /** track keeps a flight in `flights` until it settles. */
+  function track(p) {
+    flights.add(p);
+    p.finally(() => flights.delete(p)).catch(() => {});
+    return p;
+  }
+
+  /** fetchShared joins the source's flight, or starts one (minTtl: a refresh ahead's margin). */
+  function fetchShared(s, req, minTtl = 0) {
+    if (s.flight) return s.flight;
+    const json = minTtl > 0 ? withMember(s.json, 'min_ttl_ms', Math.ceil(minTtl)) : s.json;
+    const timeout = Number.isInteger(req?.timeout_ms) && req.timeout_ms > 0 ? req.timeout_ms : DEFAULT_TIMEOUT_MS;
+    s.flight = track(
+      flow(json, s.slot, timeout).then((res) => {
+        if (res.token) {
+          s.held = hold(res.token);
+          return Object.freeze(res);
+        }
+        const h = s.held;
+        if (res.error && h && Date.now() < h.answer.token.expires_at_ms) {
+          // The provider failed, but the held token has not expired yet: serve it rather than fail.
+          warn('tokenwasm: fetch failed inside the expiry skew; serving the current token', { kind: res.error.kind });
+          return h.answer;
+        }
+        return res;
+      }),
+    ).finally(() => {
+      s.flight = null;
+    });
+    return s.flight;
+  }
+
+  /** refreshAhead starts one background refresh of s unless one runs or a failed one backs off. */
+  function refreshAhead(s, h, req) {
+    if (s.refreshing || Date.now() < s.retryAt || closed) return;
+    s.refreshing = true;
+    const window = h.answer.token.expires_at_ms - h.freshUntil + 1; // a token not itself due for refresh
+    fetchShared(s, req, window)
+      .then(
+        (res) => {
+          if (res.token && res !== h.answer) s.backoff = REFRESH_BACKOFF_MS;
+          else {
+            s.retryAt = Date.now() + s.backoff;
+            s.backoff = Math.min(2 * s.backoff, MAX_BACKOFF_MS);
+          }
+        },
+        (err) => {
+          s.retryAt = Date.now() + s.backoff;
+          warn('tokenwasm: background refresh failed', { error: err?.name ?? 'Error' });
+        },
+      )
+      .finally(() => {
+        s.refreshing = false;
+      });
+  }
+
+  /** sourceOf finds or makes the Source of a request (frozen requests skip JSON.stringify). */
+  function sourceOf(req) {
+    let s = frozen.get(req);
+    if (s) return s;
+    const json = JSON.stringify(req);
+    if (typeof json !== 'string' || json[0] !== '{') throw new TypeError('tokenwasm: a request must be a JSON object');
+    s = sources.get(json);
+    if (!s) {
+      if (sources.size >= MAX_SOURCES) {
+        for (const [k, old] of sources) {
+          if (!old.flight) {
+            sources.delete(k);
+            break;
+          }
+        }
+      }
+      s = new Source(json, nextSlot++ % pool.length);
+      sources.set(json, s);
+    }
+    if (typeof req === 'object' && deepFrozen(req)) frozen.set(req, s);
+    return s;
+  }
+
+  /** abortable settles with p, or rejects when signal aborts first (p runs on for its other waiters). */
+  function abortable(p, signal) {
+    if (!signal) return p;
+    signal.throwIfAborted();
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  /**
+   * token answers {token, cached} or {error}: from memory when a valid token is held, else through
+   * the plugin (the cache, then the provider). Concurrent callers of one credential set share one
+   * flow. `force` skips every cache (not a closed 429 gate).
+   */
+  async function token(req, { signal } = {}) {
+    open();
+    if (req?.force) {
+      const { force: _f, ...rest } = req;
+      const s = sourceOf(rest);
+      const p = track(flow(JSON.stringify(req), s.slot, req.timeout_ms ?? DEFAULT_TIMEOUT_MS)).then((res) => {
+        if (res.token) s.held = hold(res.token);
+        return res;
+      });
+      return abortable(p, signal);
+    }
+    const s = sourceOf(req);
+    const h = s.held;
+    if (h !== null) {
+      const now = Date.now();
+      if (now < h.freshUntil) return h.answer;
+      if (now < h.validUntil) {
+        refreshAhead(s, h, req);
+        return h.answer;
+      }
+    }
+    return abortable(fetchShared(s, req), signal);
+  }
+
+  /**
+   * invalidate drops the cached token of req (in memory and in the cache) after an API answered 401;
+   * with req.access_token only if that is the token held. Answers {} or {error}.
+   */
+  async function invalidate(req) {
+    open();
+    const { access_token: bad, ...base } = req ?? {};
+    const s = sourceOf(base);
+    if (s.held && (bad === undefined || s.held.answer.token.access_token === bad)) s.held = null;
+    return track(drive(JSON.stringify(req), 'invalidate', s.slot));
+  }
+
+  /**
+   * fetch is a fetch that sends the request's token as its Authorization header and, on a 401,
+   * invalidates that token once and retries once with a fresh one. It throws a TokenError when no
+   * token can be had. A body that can be read only once (a stream) is not retried.
+   */
+  async function authFetch(req, input, init = {}) {
+    const spare = typeof Request !== 'undefined' && input instanceof Request ? input.clone() : input;
+    const attempt = async (target) => {
+      const res = await token(req, { signal: init.signal ?? undefined });
+      if (res.error) throw new TokenError(res.error);
+      const headers = new Headers(init.headers ?? (target instanceof Request ? target.headers : undefined));
+      headers.set('Authorization', `${res.token.token_type} ${res.token.access_token}`);
+      return [res.token.access_token, await doFetch(target, { ...init, headers })];
+    };
+    const [used, first] = await attempt(input);
+    const once = typeof ReadableStream !== 'undefined' && init.body instanceof ReadableStream;
+    if (first.status !== 401 || once) return first;
+    await first.body?.cancel().catch(() => {});
+    await invalidate({ ...req, access_token: used });
+    return (await attempt(spare))[1];
+  }
+
+  return {
+    token,
+    invalidate,
+    fetch: authFetch,
+    /** call runs one export (describe, encode, decode, token_step) synchronously: its parsed answer. */
+    call: (name, input) => open() && call(name, input),
+    describe: () => open() && call('describe'),
+    encode: (req) => open() && call('encode', req),
+    decode: (request, response, nowMs) => open() && call('decode', { request, response, ...(nowMs ? { now_ms: nowMs } : {}) }),
+    cache,
+    /** close refuses new calls and waits for the flows in progress. */
+    async close() {
+      closed = true;
+      await Promise.allSettled([...flights]);
+      pool.fill(null);
+      sources.clear();
+    },
+  };
+}

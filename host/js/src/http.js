@@ -1,0 +1,200 @@
+// http_send: the host's policy (which token hosts credentials may go to) and one HTTP exchange with
+// fetch, answered as an HttpResponse or an {"error"} (abi/ABI.md, http_send). Runs in any runtime
+// with fetch; nothing here is Node-only.
+
+/** The response body cap: the plugin parses at most 1 MiB, so one byte more is enough to tell. */
+export const MAX_RESPONSE_BYTES = (1 << 20) + 1;
+/** The response header cap, as the Go host's: names and values together, more is a transport error. */
+export const MAX_RESPONSE_HEADER_BYTES = 64 << 10;
+export const DEFAULT_TIMEOUT_MS = 10000; // the ABI's default and cap for TokenRequest.timeout_ms
+const MAX_TIMEOUT_MS = 120000;
+
+/**
+ * The token hosts of the built-in providers, the same list as the Go host's DefaultAllowedHosts.
+ * createClient's allowedHosts are added to it (Pattern's per-customer host goes there).
+ */
+export const DEFAULT_ALLOWED_HOSTS = Object.freeze(['api.joincandidhealth.com', 'api.candescent.com', '*.nikohealth.com']);
+
+/** The prefix of every policy refusal's message. */
+const REFUSED = 'refused by host policy';
+
+/** isLoopback reports whether a URL hostname (as URL.hostname spells it) is a loopback address. */
+function isLoopback(hostname) {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
+}
+
+/**
+ * @typedef {{host: string, port: number, wildcard: boolean}} AllowedHost
+ *   host as URL.hostname spells it (lower case, punycode); port 443 unless the entry names one;
+ *   wildcard: "*.domain", which matches the subdomains of domain, not domain itself.
+ */
+
+/**
+ * parseAllowedHosts reads allow-list entries: "host" (https on port 443 only), "host:port" (that port
+ * only) or "*.domain" / "*.domain:port" (any subdomain of domain, not domain itself). An entry that is
+ * none of these (a URL, a path, credentials, an empty string) throws a TypeError: a typo must not
+ * silently allow nothing or everything.
+ *
+ * @param {readonly string[]} entries
+ * @returns {AllowedHost[]}
+ */
+export function parseAllowedHosts(entries) {
+  if (!Array.isArray(entries)) throw new TypeError('tokenwasm: allowedHosts must be an array of strings');
+  return entries.map((entry) => {
+    const bad = () => new TypeError(`tokenwasm: allowedHosts entry ${JSON.stringify(entry)} is not "host", "host:port" or "*.domain"`);
+    if (typeof entry !== 'string') throw bad();
+    const wildcard = entry.startsWith('*.');
+    const rest = wildcard ? entry.slice(2) : entry;
+    if (rest === '' || /[/?#@\\\s*]/.test(rest)) throw bad();
+    let url;
+    try {
+      url = new URL(`https://${rest}/`);
+    } catch {
+      throw bad();
+    }
+    if (url.pathname !== '/' || url.hostname === '') throw bad();
+    return { host: url.hostname, port: url.port ? Number(url.port) : 443, wildcard };
+  });
+}
+
+/**
+ * checkURL applies the host's policy to a token URL and returns null when it may be called, else the
+ * reason (which names the host and port only: a URL's path or query may carry a secret). The policy,
+ * the Go host's: https only, to an allowed host on an allowed port (see parseAllowedHosts); loopback
+ * only with allowLoopback, and then on any port, over http or https; no credentials in the URL.
+ *
+ * @param {string} raw
+ * @param {{allowLoopback: boolean, allowed: AllowedHost[]}} policy
+ * @returns {string|null}
+ */
+function checkURL(raw, { allowLoopback, allowed }) {
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    return `${REFUSED}: the token URL is not a valid URL`;
+  }
+  const host = url.hostname;
+  if (url.username || url.password) return `${REFUSED}: credentials in the URL of ${host}`;
+  if (isLoopback(host)) {
+    if (!allowLoopback) return `${REFUSED}: loopback host ${host} is not allowed`;
+    if (url.protocol === 'http:' || url.protocol === 'https:') return null;
+  }
+  if (url.protocol !== 'https:') return `${REFUSED}: ${url.protocol} to ${host} (https only)`;
+  const port = url.port ? Number(url.port) : 443;
+  if (!allowed.some((a) => a.port === port && (a.wildcard ? host.endsWith(`.${a.host}`) : host === a.host))) {
+    return `${REFUSED}: ${port === 443 ? host : `${host}:${port}`} is not an allowed token host`;
+  }
+  return null;
+}
+
+/** readCapped reads at most `limit` bytes of a fetch Response body as text and drops the rest. */
+async function readCapped(resp, limit) {
+  if (!resp.body) return '';
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let size = 0;
+  try {
+    while (size < limit) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+  } finally {
+    await reader.cancel().catch(() => {}); // stop downloading past the cap
+  }
+  const all = new Uint8Array(Math.min(size, limit));
+  let at = 0;
+  for (const c of chunks) {
+    if (at >= all.length) break;
+    const part = c.subarray(0, all.length - at);
+    all.set(part, at);
+    at += part.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+/**
+ * @typedef {{debug?: (msg: string, attrs: object) => void, warn?: (msg: string, attrs: object) => void}} Logger
+ *   what the host logs through: a policy refusal at warn (its reason), every other http_send at
+ *   debug (host and port, status or transport error, milliseconds). Never a path, query, header or
+ *   body: those may carry secrets.
+ */
+
+/**
+ * httpSend performs one HttpRequest and answers an HttpResponse, or {"error"} when no response was
+ * had. A request the policy refuses (a bad URL, credentials in it, a host or scheme not allowed) is
+ * answered {"error", "policy": true} and nothing is sent: the plugin makes it a `policy` error, not
+ * retryable, since the same request would be refused again. A connection refused or reset, or a
+ * timeout, is a plain {"error"}: a transient transport failure. It never throws.
+ */
+async function httpSend(req, policy, fetchImpl, log) {
+  const refused = checkURL(req.url, policy);
+  if (refused) {
+    log.warn('tokenwasm: http_send refused', { reason: refused });
+    return { error: refused, policy: true };
+  }
+  const host = new URL(req.url).host; // what a log may name: never the path or query
+  const timeout = Number.isInteger(req.timeout_ms) && req.timeout_ms > 0 ? Math.min(req.timeout_ms, MAX_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
+  const started = performance.now();
+  const answer = await exchange(req, timeout, fetchImpl);
+  const ms = Math.round(performance.now() - started);
+  if (answer.error) log.debug('tokenwasm: http_send failed', { host, error: answer.error, ms });
+  else log.debug('tokenwasm: http_send', { host, status: answer.status, ms });
+  return answer;
+}
+
+/** exchange sends req with fetch and answers an HttpResponse, or {"error"} when none was had. */
+async function exchange(req, timeout, fetchImpl) {
+  try {
+    const resp = await fetchImpl(req.url, {
+      method: req.method || 'POST',
+      headers: req.headers || {},
+      body: req.body === undefined || req.body === '' ? undefined : req.body,
+      redirect: 'manual', // a redirect is answered as it is (a 3xx the plugin types), never followed
+      signal: AbortSignal.timeout(timeout), // covers the connection, the headers and the body
+    });
+    // Names come lower-cased; a repeated header is joined with ", " by fetch (set-cookie aside).
+    const headers = Object.fromEntries(resp.headers);
+    let headerBytes = 0;
+    for (const [k, v] of Object.entries(headers)) headerBytes += k.length + v.length;
+    if (headerBytes > MAX_RESPONSE_HEADER_BYTES) {
+      await resp.body?.cancel();
+      return { error: `token endpoint's response headers exceed ${MAX_RESPONSE_HEADER_BYTES} bytes` };
+    }
+    const body = await readCapped(resp, MAX_RESPONSE_BYTES);
+    return { status: resp.status, headers, body };
+  } catch (err) {
+    if (err?.name === 'TimeoutError') return { error: `timeout after ${timeout} ms waiting for the token endpoint` };
+    // fetch says "fetch failed" and puts the network reason (ECONNREFUSED, ECONNRESET, ENOTFOUND,
+    // with an address) in err.cause. Other errors come from building the request, and their messages
+    // may quote a header value, so only their name is passed on. (The plugin prefixes the message
+    // with "token request failed: " and redacts the request's secrets anyway.)
+    const cause = err?.cause;
+    if (cause) return { error: `${cause.code ?? cause.name ?? 'Error'}: ${cause.message ?? ''}`.trim() };
+    return { error: `${err?.name ?? 'Error'}: the request could not be sent` };
+  }
+}
+
+/**
+ * httpSender returns the host's http_send: HttpRequest (an object) -> HttpResponse | {"error"} |
+ * {"error", "policy": true}, with the policy of createClient's options of the same names. It never
+ * throws. createClient uses it; it is exported so the policy can be checked without a plugin.
+ *
+ * @param {{allowLoopback?: boolean, allowedHosts?: string[], fetch?: typeof fetch, logger?: Logger}} [opts]
+ * @returns {(req: object) => Promise<object>}
+ */
+export function httpSender({ allowLoopback = false, allowedHosts = [], fetch: fetchImpl = (input, init) => fetch(input, init), logger } = {}) {
+  if (!Array.isArray(allowedHosts)) throw new TypeError('tokenwasm: allowedHosts must be an array of strings');
+  const policy = { allowLoopback, allowed: parseAllowedHosts([...DEFAULT_ALLOWED_HOSTS, ...allowedHosts]) };
+  // A logger that throws must not change the answer.
+  const level = (name) => (msg, attrs) => {
+    try {
+      logger?.[name]?.(msg, attrs);
+    } catch {}
+  };
+  const log = { debug: level('debug'), warn: level('warn') };
+  return (req) => httpSend(req ?? {}, policy, fetchImpl, log);
+}
+

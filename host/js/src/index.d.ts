@@ -1,0 +1,133 @@
+// Types of the tokenwasm package. The shapes are those of abi/ABI.md.
+
+export interface TokenRequest {
+  provider: 'candid' | 'pattern' | 'candescent' | 'nikohealth' | 'custom';
+  grant_type?: 'client_credentials' | 'password' | 'authorization_code' | 'refresh_token';
+  client_id: string;
+  client_secret: string;
+  token_url?: string;
+  domain?: string;
+  scope?: string;
+  institution_id?: string;
+  username?: string;
+  password?: string;
+  code?: string;
+  redirect_uri?: string;
+  code_verifier?: string;
+  refresh_token?: string;
+  body?: 'json' | 'form';
+  timeout_ms?: number;
+  params?: Record<string, string>;
+  headers?: Record<string, string>;
+  profile?: Record<string, unknown>;
+  force?: boolean;
+  now_ms?: number;
+  min_ttl_ms?: number;
+  fleet_lock?: boolean;
+  access_token?: string;
+}
+
+export interface Token {
+  access_token: string;
+  token_type: string;
+  expires_in: number;
+  expires_at_ms: number;
+  issued_at_ms: number;
+  refresh_token?: string;
+  scope?: string;
+}
+
+export type ErrorKind =
+  | 'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unauthorized_client' | 'unsupported_grant_type'
+  | 'invalid_scope' | 'access_denied' | 'rate_limited' | 'unsupported_media_type' | 'server_error'
+  | 'malformed_response' | 'transport' | 'policy';
+
+export interface TokenwasmError {
+  kind: ErrorKind;
+  message: string;
+  status?: number;
+  retryable: boolean;
+  retry_after_ms?: number;
+  oauth_error?: string;
+  description?: string;
+}
+
+export type TokenAnswer = { token: Token; cached: boolean; error?: undefined } | { error: TokenwasmError; token?: undefined };
+
+/** A cache shared by the clients (and processes) that should share tokens, 429 gates and fetch locks. */
+export interface SharedCache {
+  /** The live value of key, or undefined. Never an entry past its TTL. */
+  get(key: string): string | undefined | Promise<string | undefined>;
+  /** Store value for ttlMs; with nx only if key is absent, atomically. Returns whether it stored. */
+  set(key: string, value: string, ttlMs: number, nx?: boolean): boolean | Promise<boolean>;
+  /** Delete key; with ifValue only while key holds exactly that value. */
+  delete(key: string, ifValue?: string): void | Promise<void>;
+}
+
+export declare class MemoryCache implements SharedCache {
+  get(key: string): string | undefined;
+  set(key: string, value: string, ttlMs: number, nx?: boolean): boolean;
+  delete(key: string, ifValue?: string): void;
+  readonly size: number;
+}
+
+export interface Logger {
+  debug?(msg: string, attrs: Record<string, unknown>): void;
+  warn?(msg: string, attrs: Record<string, unknown>): void;
+}
+
+export interface ClientOptions {
+  /** The plugin: bytes, a path or file URL (Node, Deno, Bun), or a WebAssembly.Module (workerd). Default: the package's own. */
+  wasm?: Uint8Array | ArrayBuffer | string | URL | WebAssembly.Module;
+  /** https hosts besides the providers' own: "host" (port 443), "host:port", "*.domain". */
+  allowedHosts?: string[];
+  /** Let token requests reach loopback, plain http included: local fakes only. */
+  allowLoopback?: boolean;
+  /** Default: a MemoryCache of this client. Share one (or a RedisCache) to share tokens; set fleet_lock then. */
+  cache?: SharedCache;
+  logger?: Logger;
+  /** The fetch used for token requests and client.fetch (tests). */
+  fetch?: typeof fetch;
+  /** Plugin instances (default 4): flows of different credential sets keep to their own. */
+  instances?: number;
+}
+
+export interface Client {
+  /** A valid token ({token, cached}) or a typed error ({error}); from memory when one is held. */
+  token(request: TokenRequest, options?: { signal?: AbortSignal }): Promise<TokenAnswer>;
+  /** Drop the request's cached token (after an API's 401); with access_token only if it is that one. */
+  invalidate(request: TokenRequest): Promise<{ error?: TokenwasmError }>;
+  /** fetch with the request's token in Authorization; a 401 invalidates once and retries once. Throws TokenError. */
+  fetch(request: TokenRequest, input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /** Run one export (describe, encode, decode, token_step) and return its parsed JSON answer. */
+  call(exportName: string, input?: unknown): any;
+  describe(): any;
+  encode(request: TokenRequest): { request: object } | { error: TokenwasmError };
+  decode(request: TokenRequest, response: object, nowMs?: number): { token: Token } | { error: TokenwasmError };
+  readonly cache: SharedCache;
+  /** Refuse new calls and wait for the flows in progress. */
+  close(): Promise<void>;
+}
+
+export declare function createClient(options?: ClientOptions): Promise<Client>;
+export declare function loadModule(wasm?: ClientOptions['wasm']): Promise<WebAssembly.Module>;
+
+export declare class TokenError extends Error {
+  readonly error: TokenwasmError;
+}
+
+export declare const DEFAULT_ALLOWED_HOSTS: readonly string[];
+export declare const MAX_RESPONSE_BYTES: number;
+export declare const MAX_RESPONSE_HEADER_BYTES: number;
+export declare function parseAllowedHosts(entries: readonly string[]): { host: string; port: number; wildcard: boolean }[];
+/** The client's http_send without a plugin: HttpRequest -> HttpResponse | {error} | {error, policy: true}. */
+export declare function httpSender(options?: Pick<ClientOptions, 'allowLoopback' | 'allowedHosts' | 'fetch' | 'logger'>): (request: object) => Promise<object>;
+
+/** One plugin instance on this package's Extism kernel (tests and other hosts). */
+export declare class Instance {
+  constructor(module: WebAssembly.Module, user?: Record<string, (input: string) => string>);
+  call(exportName: string, input: string | Uint8Array): string;
+  readonly arenaBytes: number;
+  broken: boolean;
+}
+export declare class PluginTrap extends Error {}

@@ -357,7 +357,7 @@ func (c *Client) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, e
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
-	s, err := c.sources.get(c, req)
+	s, err := c.sources.lookup(c, &req)
 	if err != nil {
 		return nil, err
 	}

@@ -24,15 +24,9 @@ type Metrics struct {
 	errors          map[string]*atomic.Int64
 }
 
-var errorKinds = []string{
-	abi.KindInvalidRequest, abi.KindInvalidClient, abi.KindInvalidGrant, abi.KindUnauthorizedClient,
-	abi.KindUnsupportedGrantType, abi.KindInvalidScope, abi.KindAccessDenied, abi.KindRateLimited,
-	abi.KindUnsupportedMediaType, abi.KindServerError, abi.KindMalformedResponse, abi.KindTransport, abi.KindPolicy,
-}
-
 func newMetrics() *Metrics {
-	m := &Metrics{errors: make(map[string]*atomic.Int64, len(errorKinds))}
-	for _, k := range errorKinds {
+	m := &Metrics{errors: make(map[string]*atomic.Int64, len(abi.Kinds))}
+	for _, k := range abi.Kinds {
 		m.errors[k] = new(atomic.Int64)
 	}
 	return m

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -54,10 +55,21 @@ func newHeld(t *abi.Token) *held {
 			RefreshToken: t.RefreshToken,
 			Expiry:       exp,
 			ExpiresIn:    t.ExpiresIn,
-		}),
+		}).WithExtra(extra(t)),
 		freshUntil: exp.Add(-ahead).UnixNano(),
 		validUntil: exp.Add(-skew).UnixNano(),
 	}
+}
+
+// extra is what oauth2.Token.Extra answers: the response's members the token does not hold as
+// fields, as the plugin normalized them (expires_in in seconds, token_type "Bearer"). Secrets stay
+// in their fields only.
+func extra(t *abi.Token) map[string]any {
+	m := map[string]any{"token_type": t.TokenType, "expires_in": t.ExpiresIn}
+	if t.Scope != "" {
+		m["scope"] = t.Scope
+	}
+	return m
 }
 
 // source serves the tokens of one credential set: lock-free hits, one fetch at a time, refresh ahead.
@@ -377,6 +389,7 @@ func (s *source) unauthorized(ctx context.Context, h *held) (bool, error) {
 type sourceMap struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]*source
+	fastIndex
 }
 
 // maxSources bounds sourceMap; past it, idle sources are dropped, least recently used first.
@@ -385,7 +398,10 @@ const maxSources = 4096
 // evictGrace protects a source asked for this recently from being dropped for holding no token.
 const evictGrace = time.Second
 
-func (sm *sourceMap) init() { sm.m = make(map[[sha256.Size]byte]*source) }
+func (sm *sourceMap) init() {
+	sm.m = make(map[[sha256.Size]byte]*source)
+	sm.seed = maphash.MakeSeed()
+}
 
 // sourceKey names req's credential set: the per-call fields are not part of it.
 func sourceKey(req abi.TokenRequest) ([sha256.Size]byte, abi.TokenRequest, error) {
@@ -398,9 +414,15 @@ func sourceKey(req abi.TokenRequest) ([sha256.Size]byte, abi.TokenRequest, error
 }
 
 func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
+	s, _, err := sm.getGen(c, req)
+	return s, err
+}
+
+// getGen is get, with the map's generation at the time: an index entry holds while it has not moved.
+func (sm *sourceMap) getGen(c *Client, req abi.TokenRequest) (*source, uint64, error) {
 	key, req, err := sourceKey(req)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	n := now().UnixNano()
 	sm.mu.Lock()
@@ -410,11 +432,17 @@ func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
 		if len(sm.m) >= maxSources {
 			sm.evict(n)
 		}
-		s = &source{c: c, req: req}
+		s = &source{c: c, req: cloneRequest(req)}
 		sm.m[key] = s
 	}
 	s.lastUsed.Store(n)
-	return s, nil
+	return s, sm.gen.Load(), nil
+}
+
+// drop removes key from the map; sm.mu is held. Every index entry goes stale with it.
+func (sm *sourceMap) drop(key [sha256.Size]byte) {
+	delete(sm.m, key)
+	sm.gen.Add(1)
 }
 
 // alias makes req (a credential set after a refresh token rotated) name the source s too, so a
@@ -428,12 +456,13 @@ func (sm *sourceMap) alias(req abi.TokenRequest, s *source) {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	if s.aliased && sm.m[s.alias] == s {
-		delete(sm.m, s.alias)
+		sm.drop(s.alias)
 	}
 	if _, ok := sm.m[key]; !ok && len(sm.m) >= maxSources {
 		sm.evict(now().UnixNano())
 	}
-	sm.m[key] = s
+	sm.m[key] = s // may replace another source under key: the index must not keep it
+	sm.gen.Add(1)
 	s.alias, s.aliased = key, true
 }
 
@@ -461,7 +490,7 @@ func (sm *sourceMap) evict(n int64) {
 		// A source without a live token goes, unless it was asked for just now: its first caller may
 		// be between finding it and starting its fetch.
 		if h := s.cur.Load(); (h == nil || h.tok.ExpiresAtMS <= nowMS) && n-u > int64(evictGrace) {
-			delete(sm.m, k)
+			sm.drop(k)
 			freed = true
 			continue
 		}
@@ -472,9 +501,9 @@ func (sm *sourceMap) evict(n int64) {
 	switch {
 	case freed:
 	case lruAt >= 0:
-		delete(sm.m, lru)
+		sm.drop(lru)
 	case lruRotatedAt >= 0:
-		delete(sm.m, lruRotated)
+		sm.drop(lruRotated)
 	}
 }
 
@@ -483,6 +512,7 @@ func (sm *sourceMap) evict(n int64) {
 type TokenSource struct {
 	s   *source
 	err error
+	ctx context.Context // Token's context (Config.TokenSource); nil: context.Background
 }
 
 // TokenSource returns the token source for req. Sources are shared: two calls with the same request
@@ -494,6 +524,9 @@ func (c *Client) TokenSource(req abi.TokenRequest) *TokenSource {
 
 // Token implements oauth2.TokenSource.
 func (ts *TokenSource) Token() (*oauth2.Token, error) {
+	if ts.ctx != nil {
+		return ts.TokenContext(ts.ctx)
+	}
 	return ts.TokenContext(context.Background())
 }
 

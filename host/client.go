@@ -32,15 +32,16 @@ var Plugin []byte
 
 // Client runs the plugin. It is safe for concurrent use; Close releases it.
 type Client struct {
-	module  *extism.Module
-	pool    *pool
-	cache   Cache
-	sender  *sender
-	log     *slog.Logger
-	metrics *Metrics
-	sources sourceMap
-	ctx     context.Context // canceled by Close: ends fetches and background refreshes
-	cancel  context.CancelFunc
+	module    *extism.Module
+	pool      *pool
+	cache     Cache
+	sender    *sender
+	log       *slog.Logger
+	metrics   *Metrics
+	observers []Observer
+	sources   sourceMap
+	ctx       context.Context // canceled by Close: ends fetches and background refreshes
+	cancel    context.CancelFunc
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 
@@ -67,6 +68,7 @@ type config struct {
 	memoryPages   uint32
 	compileCache  wazero.CompilationCache
 	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
+	observers     []Observer
 }
 
 // WithPlugin runs another build of the plugin (for example the standard Go build) instead of Plugin.
@@ -134,10 +136,11 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{
-		cache:   cfg.cache,
-		sender:  newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback),
-		log:     cfg.logger,
-		metrics: newMetrics(),
+		cache:     cfg.cache,
+		sender:    newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback),
+		log:       cfg.logger,
+		metrics:   newMetrics(),
+		observers: cfg.observers,
 
 		onRefreshToken: cfg.onRefresh,
 	}

@@ -261,20 +261,26 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
-		tok, _, err := s.c.fetch(ctx, input)
+		at := time.Now()
+		tok, cached, err := s.c.fetch(ctx, input)
+		s.c.observeAttempt(ctx, newFetch(&req, attempt, at, cached, err))
 		var ae *abi.Error
 		if err == nil || attempt == retryAttempts || !errors.As(err, &ae) || !ae.Retryable || ae.Kind == abi.KindRateLimited {
+			s.c.observeFetch(ctx, newFetch(&req, attempt, start, cached, err))
 			return tok, err
 		}
 		wait := time.Duration(rand.Int64N(int64(retryBase << (attempt - 1))))
 		if now().Add(wait).After(deadline) {
+			s.c.observeFetch(ctx, newFetch(&req, attempt, start, false, err))
 			return nil, err // no time left for another try
 		}
 		s.c.metrics.retries.Add(1)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
+			s.c.observeFetch(ctx, newFetch(&req, attempt, start, false, err))
 			return nil, err
 		}
 	}
@@ -338,16 +344,20 @@ func (s *source) refreshAhead(h *held) {
 	go func() {
 		defer s.c.leave()
 		defer s.refreshing.Store(false)
-		if _, err := s.fetchShared(s.c.ctx, false, window); err != nil {
+		fresh, err := s.fetchShared(s.c.ctx, false, window)
+		if err != nil {
 			s.c.metrics.refreshFailures.Add(1)
 			b := min(max(2*time.Duration(s.backoff.Load()), refreshBackoff), maxBackoff)
 			s.backoff.Store(int64(b))
 			s.retryAt.Store(now().Add(b).UnixNano())
-			s.c.log.Warn("tokenwasm: refresh ahead of expiry failed; serving the current token",
-				"provider", s.req.Provider, "err", err)
+			kind, _ := errorKind(err)
+			s.c.log.Info("tokenwasm: refresh ahead of expiry failed; serving the current token",
+				"provider", providerLabel(s.req.Provider), "kind", kind, "retry_in", b, "err", err)
 			return
 		}
 		s.backoff.Store(0)
+		s.c.log.Info("tokenwasm: refreshed ahead of expiry", "provider", providerLabel(s.req.Provider),
+			"expires_in", time.Until(time.UnixMilli(fresh.tok.ExpiresAtMS)).Round(time.Second))
 	}()
 }
 

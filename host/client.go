@@ -1,8 +1,3 @@
-// Package host runs the tokenwasm plugin in Go: a lean Extism host on wazero that pools plugin
-// instances, supplies HTTP and the token cache through the plugin's imports, and gives Go programs
-// tokens as an oauth2.TokenSource or an http.RoundTripper.
-//
-// All provider knowledge lives in the plugin (abi/ABI.md); this package holds all I/O.
 package host
 
 import (

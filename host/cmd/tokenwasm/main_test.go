@@ -128,7 +128,7 @@ func TestExitCodes(t *testing.T) {
 		{nil, "", exitUsage, "usage"},
 		{[]string{"describe", "extra"}, "", exitUsage, "usage"},
 		{[]string{"token", "-provider", "nikohealth", "extra"}, "", exitUsage, "usage"},
-		{[]string{"token", "-code", "abc"}, "", exitUsage, "usage"}, // no secret as a flag value: -code is not a flag
+		{[]string{"token", "-code", "abc"}, "", exitUsage, "usage"},                                              // no secret as a flag value: -code is not a flag
 		{[]string{"token", "-provider", "nikohealth", "-client-id", "x"}, "", exitUsage, abi.KindInvalidRequest}, // no domain, no secret
 		{token(fake.TokenURL()), "wrong-secret", exitRefused, abi.KindInvalidClient},
 		{token("http://127.0.0.1:1/token"), "s", exitTransport, abi.KindTransport},

@@ -5,7 +5,7 @@ GO      ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3cf34090a3db
 
-.PHONY: all demo test tools build build-go embed check-embed lint unit test-node fuzz bench clean
+.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-node fuzz bench clean
 
 all: build
 
@@ -15,7 +15,7 @@ demo:
 
 ## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
 ## throwaway redis-server for the fleet-cache tests)
-test: tools lint build-go check-embed unit test-node
+test: tools lint build-go check-embed unit test-otel test-node
 
 tools:
 	./build.sh --install
@@ -41,6 +41,10 @@ lint:
 unit:
 	TOKENWASM_WASM_TINYGO=$(CURDIR)/build/tokenwasm.wasm TOKENWASM_WASM_GO=$(CURDIR)/build/tokenwasm-go.wasm \
 		./scripts/with-redis.sh $(GO) test -race -count=1 ./...
+
+## test-otel: the OpenTelemetry adapter, a nested module (its dependencies stay out of the main one)
+test-otel:
+	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
 
 ## test-node: the same plugin in the official Extism JavaScript host (Node.js), held to the same vectors
 test-node:

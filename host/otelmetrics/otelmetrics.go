@@ -15,9 +15,9 @@ import (
 
 // Instrument names.
 const (
-	Fetches  = "tokenwasm.fetches"         // counter: token fetches, retries included in one
-	Attempts = "tokenwasm.fetch.attempts"  // counter: tries of a fetch
-	Duration = "tokenwasm.fetch.duration"  // histogram, seconds: a whole fetch
+	Fetches  = "tokenwasm.fetches"        // counter: token fetches, retries included in one
+	Attempts = "tokenwasm.fetch.attempts" // counter: tries of a fetch
+	Duration = "tokenwasm.fetch.duration" // histogram, seconds: a whole fetch
 	scope    = "github.com/tokenwasm/tokenwasm/host/otelmetrics"
 )
 

@@ -158,12 +158,7 @@ func classify(err error) (*abi.Error, int) {
 }
 
 func runDescribe(ctx context.Context, w io.Writer) error {
-	c, err := host.New(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close(ctx)
-	d, err := c.Describe(ctx)
+	d, err := describe(ctx)
 	if err != nil {
 		return err
 	}
@@ -180,12 +175,7 @@ func runVersion(ctx context.Context, w io.Writer) error {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		v = bi.Main.Version
 	}
-	c, err := host.New(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close(ctx)
-	d, err := c.Describe(ctx)
+	d, err := describe(ctx)
 	if err != nil {
 		return err
 	}
@@ -194,4 +184,14 @@ func runVersion(ctx context.Context, w io.Writer) error {
 	}
 	_ = json.Unmarshal(d, &desc)
 	return json.NewEncoder(w).Encode(map[string]string{"tokenwasm": v, "abi": abi.Version, "plugin": desc.Version})
+}
+
+// describe asks the embedded plugin for its describe answer.
+func describe(ctx context.Context) (json.RawMessage, error) {
+	c, err := host.New(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(ctx)
+	return c.Describe(ctx)
 }

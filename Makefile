@@ -5,7 +5,7 @@ GO      ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3cf34090a3db
 
-.PHONY: all demo test tools build build-go embed check-embed lint unit test-js fuzz bench clean
+.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js fuzz bench clean
 
 all: build
 
@@ -15,7 +15,7 @@ demo:
 
 ## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
 ## throwaway redis-server for the fleet-cache tests)
-test: tools lint build-go check-embed unit test-js
+test: tools lint build-go check-embed unit test-otel test-js
 
 tools:
 	./build.sh --install
@@ -46,6 +46,10 @@ unit:
 ## vectors (the official Extism JS SDK as witness), its Redis cache against a throwaway redis-server
 test-js:
 	./scripts/with-redis.sh ./host/js/run-tests.sh
+
+## test-otel: the OpenTelemetry adapter, a nested module (its dependencies stay out of the main one)
+test-otel:
+	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
 
 ## fuzz: a short run of each fuzz target (the corpus in testdata/fuzz is replayed by `make test`)
 fuzz:

@@ -9,34 +9,65 @@ import (
 	"testing"
 )
 
-// TestSchemasMatchTypes keeps the JSON Schemas and the Go types in step: every field of a Go type is a
-// property of its schema and every property a field.
+// TestSchemasMatchTypes keeps every JSON Schema and its Go type in step: every field of a Go type is
+// a property of its schema (of one branch, for a oneOf; of a $defs entry, for an import's input and
+// output) and every property a field. describe and token_step have no Go type: their required
+// members are checked instead. Every schema in schema/ is checked.
 func TestSchemasMatchTypes(t *testing.T) {
 	tests := []struct {
-		schema string
-		typ    any
+		schema, def string // def: a $defs entry; "" the schema itself
+		typ         any
 	}{
-		{"token_request", TokenRequest{}},
-		{"profile", Profile{}},
-		{"http_request", HTTPRequest{}},
-		{"decode_input", DecodeInput{}},
-		{"token", Token{}},
-		{"error", Error{}},
+		{"token_request", "", TokenRequest{}},
+		{"profile", "", Profile{}},
+		{"http_request", "", HTTPRequest{}},
+		{"http_response", "", HTTPResponse{}},
+		{"decode_input", "", DecodeInput{}},
+		{"token", "", Token{}},
+		{"error", "", Error{}},
+		{"result", "", Result{}},
+		{"cache_get", "input", CacheGetInput{}},
+		{"cache_get", "output", CacheGetOutput{}},
+		{"cache_set", "input", CacheSetInput{}},
+		{"cache_set", "output", CacheSetOutput{}},
+		{"cache_delete", "input", CacheDeleteInput{}},
+		{"cache_delete", "output", struct{}{}},
+		{"describe", "", struct {
+			ABI       string `json:"abi"`
+			Version   string `json:"version"`
+			Providers []any  `json:"providers"`
+		}{}},
 	}
+	checked := map[string]bool{"token_step": true} // its shapes are the other schemas': see TestTokenStepSchema
 	for _, tt := range tests {
-		t.Run(tt.schema, func(t *testing.T) {
+		checked[tt.schema] = true
+		t.Run(tt.schema+"/"+tt.def, func(t *testing.T) {
 			b, err := os.ReadFile("schema/" + tt.schema + ".json")
 			if err != nil {
 				t.Fatal(err)
 			}
-			var s struct {
-				Properties map[string]json.RawMessage `json:"properties"`
-			}
+			var s schemaNode
 			if err := json.Unmarshal(b, &s); err != nil {
 				t.Fatal(err)
 			}
-			var props []string
+			if tt.def != "" {
+				d, ok := s.Defs[tt.def]
+				if !ok {
+					t.Fatalf("no $defs.%s", tt.def)
+				}
+				s = d
+			}
+			set := map[string]bool{}
 			for k := range s.Properties {
+				set[k] = true
+			}
+			for _, b := range s.OneOf {
+				for k := range b.Properties {
+					set[k] = true
+				}
+			}
+			var props []string
+			for k := range set {
 				props = append(props, k)
 			}
 			sort.Strings(props)
@@ -45,6 +76,59 @@ func TestSchemasMatchTypes(t *testing.T) {
 			}
 		})
 	}
+	entries, err := os.ReadDir("schema")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if name := strings.TrimSuffix(e.Name(), ".json"); !checked[name] {
+			t.Errorf("schema %s is checked against no Go type", e.Name())
+		}
+	}
+}
+
+// TestTokenStepSchema: token_step's schema has its input, output and action shapes.
+func TestTokenStepSchema(t *testing.T) {
+	b, err := os.ReadFile("schema/token_step.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s schemaNode
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	for _, def := range []string{"input", "output", "action"} {
+		if _, ok := s.Defs[def]; !ok {
+			t.Errorf("token_step.json has no $defs.%s", def)
+		}
+	}
+}
+
+// TestErrorKindsSchema: the schema's kinds are abi.Kinds, in order: one list.
+func TestErrorKindsSchema(t *testing.T) {
+	b, err := os.ReadFile("schema/error.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Properties struct {
+			Kind struct {
+				Enum []string `json:"enum"`
+			} `json:"kind"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(s.Properties.Kind.Enum, ","), strings.Join(Kinds, ","); got != want {
+		t.Fatalf("schema kinds\n %s\nabi.Kinds\n %s", got, want)
+	}
+}
+
+type schemaNode struct {
+	Properties map[string]json.RawMessage `json:"properties"`
+	OneOf      []schemaNode               `json:"oneOf"`
+	Defs       map[string]schemaNode      `json:"$defs"`
 }
 
 func TestSchemasAreJSON(t *testing.T) {

@@ -1,8 +1,3 @@
-// Package host runs the tokenwasm plugin in Go: a lean Extism host on wazero that pools plugin
-// instances, supplies HTTP and the token cache through the plugin's imports, and gives Go programs
-// tokens as an oauth2.TokenSource or an http.RoundTripper.
-//
-// All provider knowledge lives in the plugin (abi/ABI.md); this package holds all I/O.
 package host
 
 import (
@@ -32,15 +27,16 @@ var Plugin []byte
 
 // Client runs the plugin. It is safe for concurrent use; Close releases it.
 type Client struct {
-	module  *extism.Module
-	pool    *pool
-	cache   Cache
-	sender  *sender
-	log     *slog.Logger
-	metrics *Metrics
-	sources sourceMap
-	ctx     context.Context // canceled by Close: ends fetches and background refreshes
-	cancel  context.CancelFunc
+	module    *extism.Module
+	pool      *pool
+	cache     Cache
+	sender    *sender
+	log       *slog.Logger
+	metrics   *Metrics
+	observers []Observer
+	sources   sourceMap
+	ctx       context.Context // canceled by Close: ends fetches and background refreshes
+	cancel    context.CancelFunc
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	stepFlow       bool // run the flow through token_step (step.go) instead of the token export
@@ -69,6 +65,7 @@ type config struct {
 	compileCache  wazero.CompilationCache
 	stepFlow      bool
 	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
+	observers     []Observer
 }
 
 // WithPlugin runs another build of the plugin (for example the standard Go build) instead of Plugin.
@@ -136,10 +133,11 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{
-		cache:   cfg.cache,
-		sender:  newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback),
-		log:     cfg.logger,
-		metrics: newMetrics(),
+		cache:     cfg.cache,
+		sender:    newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback),
+		log:       cfg.logger,
+		metrics:   newMetrics(),
+		observers: cfg.observers,
 
 		onRefreshToken: cfg.onRefresh,
 		stepFlow:       cfg.stepFlow,
@@ -368,7 +366,7 @@ func (c *Client) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, e
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
-	s, err := c.sources.get(c, req)
+	s, err := c.sources.lookup(c, &req)
 	if err != nil {
 		return nil, err
 	}

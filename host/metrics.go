@@ -22,17 +22,17 @@ type Metrics struct {
 	invalidations   atomic.Int64 // tokens dropped because an API answered 401
 	rotations       atomic.Int64 // new refresh tokens the provider returned (and the source now uses)
 	errors          map[string]*atomic.Int64
-}
 
-var errorKinds = []string{
-	abi.KindInvalidRequest, abi.KindInvalidClient, abi.KindInvalidGrant, abi.KindUnauthorizedClient,
-	abi.KindUnsupportedGrantType, abi.KindInvalidScope, abi.KindAccessDenied, abi.KindRateLimited,
-	abi.KindUnsupportedMediaType, abi.KindServerError, abi.KindMalformedResponse, abi.KindTransport, abi.KindPolicy,
+	calls      byOutcome      // fetches by provider and outcome, retries included in one
+	attempts   byOutcome      // tries of a fetch by provider and outcome
+	latency    []atomic.Int64 // fetch latency histogram: counts per latencyBuckets bound, then above
+	latencySum atomic.Int64   // ns
 }
 
 func newMetrics() *Metrics {
-	m := &Metrics{errors: make(map[string]*atomic.Int64, len(errorKinds))}
-	for _, k := range errorKinds {
+	m := &Metrics{errors: make(map[string]*atomic.Int64, len(abi.Kinds)), calls: newByOutcome(),
+		attempts: newByOutcome(), latency: make([]atomic.Int64, len(latencyBuckets)+1)}
+	for _, k := range abi.Kinds {
 		m.errors[k] = new(atomic.Int64)
 	}
 	return m
@@ -44,7 +44,10 @@ func (m *Metrics) countError(kind string) {
 	}
 }
 
-// Snapshot returns the counters by name; errors are "errors.<kind>".
+// Snapshot returns the counters by name: errors are "errors.<kind>"; fetches by provider and outcome
+// ("ok" or a kind) "calls.<provider>.<outcome>" (one per fetch, retries included) and
+// "attempts.<provider>.<outcome>" (one per try); the fetch latency histogram
+// "fetch_latency_ms.le_<bound>" (le_inf above the last) and "fetch_latency_ms.sum".
 func (m *Metrics) Snapshot() map[string]int64 {
 	s := map[string]int64{
 		"fetches":          m.fetches.Load(),
@@ -62,6 +65,7 @@ func (m *Metrics) Snapshot() map[string]int64 {
 	for k, c := range m.errors {
 		s["errors."+k] = c.Load()
 	}
+	m.snapshotFetches(s)
 	return s
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -54,10 +55,21 @@ func newHeld(t *abi.Token) *held {
 			RefreshToken: t.RefreshToken,
 			Expiry:       exp,
 			ExpiresIn:    t.ExpiresIn,
-		}),
+		}).WithExtra(extra(t)),
 		freshUntil: exp.Add(-ahead).UnixNano(),
 		validUntil: exp.Add(-skew).UnixNano(),
 	}
+}
+
+// extra is what oauth2.Token.Extra answers: the response's members the token does not hold as
+// fields, as the plugin normalized them (expires_in in seconds, token_type "Bearer"). Secrets stay
+// in their fields only.
+func extra(t *abi.Token) map[string]any {
+	m := map[string]any{"token_type": t.TokenType, "expires_in": t.ExpiresIn}
+	if t.Scope != "" {
+		m["scope"] = t.Scope
+	}
+	return m
 }
 
 // source serves the tokens of one credential set: lock-free hits, one fetch at a time, refresh ahead.
@@ -249,20 +261,26 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	for attempt := 1; ; attempt++ {
-		tok, _, err := s.c.fetch(ctx, input)
+		at := time.Now()
+		tok, cached, err := s.c.fetch(ctx, input)
+		s.c.observeAttempt(ctx, newFetch(&req, attempt, at, cached, err))
 		var ae *abi.Error
 		if err == nil || attempt == retryAttempts || !errors.As(err, &ae) || !ae.Retryable || ae.Kind == abi.KindRateLimited {
+			s.c.observeFetch(ctx, newFetch(&req, attempt, start, cached, err))
 			return tok, err
 		}
 		wait := time.Duration(rand.Int64N(int64(retryBase << (attempt - 1))))
 		if now().Add(wait).After(deadline) {
+			s.c.observeFetch(ctx, newFetch(&req, attempt, start, false, err))
 			return nil, err // no time left for another try
 		}
 		s.c.metrics.retries.Add(1)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
+			s.c.observeFetch(ctx, newFetch(&req, attempt, start, false, err))
 			return nil, err
 		}
 	}
@@ -326,16 +344,20 @@ func (s *source) refreshAhead(h *held) {
 	go func() {
 		defer s.c.leave()
 		defer s.refreshing.Store(false)
-		if _, err := s.fetchShared(s.c.ctx, false, window); err != nil {
+		fresh, err := s.fetchShared(s.c.ctx, false, window)
+		if err != nil {
 			s.c.metrics.refreshFailures.Add(1)
 			b := min(max(2*time.Duration(s.backoff.Load()), refreshBackoff), maxBackoff)
 			s.backoff.Store(int64(b))
 			s.retryAt.Store(now().Add(b).UnixNano())
-			s.c.log.Warn("tokenwasm: refresh ahead of expiry failed; serving the current token",
-				"provider", s.req.Provider, "err", err)
+			kind, _ := errorKind(err)
+			s.c.log.Info("tokenwasm: refresh ahead of expiry failed; serving the current token",
+				"provider", providerLabel(s.req.Provider), "kind", kind, "retry_in", b, "err", err)
 			return
 		}
 		s.backoff.Store(0)
+		s.c.log.Info("tokenwasm: refreshed ahead of expiry", "provider", providerLabel(s.req.Provider),
+			"expires_in", time.Until(time.UnixMilli(fresh.tok.ExpiresAtMS)).Round(time.Second))
 	}()
 }
 
@@ -370,6 +392,7 @@ func (s *source) unauthorized(ctx context.Context, h *held) (bool, error) {
 type sourceMap struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]*source
+	fastIndex
 }
 
 // maxSources bounds sourceMap; past it, idle sources are dropped, least recently used first.
@@ -378,7 +401,10 @@ const maxSources = 4096
 // evictGrace protects a source asked for this recently from being dropped for holding no token.
 const evictGrace = time.Second
 
-func (sm *sourceMap) init() { sm.m = make(map[[sha256.Size]byte]*source) }
+func (sm *sourceMap) init() {
+	sm.m = make(map[[sha256.Size]byte]*source)
+	sm.seed = maphash.MakeSeed()
+}
 
 // sourceKey names req's credential set: the per-call fields are not part of it.
 func sourceKey(req abi.TokenRequest) ([sha256.Size]byte, abi.TokenRequest, error) {
@@ -391,9 +417,15 @@ func sourceKey(req abi.TokenRequest) ([sha256.Size]byte, abi.TokenRequest, error
 }
 
 func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
+	s, _, err := sm.getGen(c, req)
+	return s, err
+}
+
+// getGen is get, with the map's generation at the time: an index entry holds while it has not moved.
+func (sm *sourceMap) getGen(c *Client, req abi.TokenRequest) (*source, uint64, error) {
 	key, req, err := sourceKey(req)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	n := now().UnixNano()
 	sm.mu.Lock()
@@ -403,11 +435,17 @@ func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
 		if len(sm.m) >= maxSources {
 			sm.evict(n)
 		}
-		s = &source{c: c, req: req}
+		s = &source{c: c, req: cloneRequest(req)}
 		sm.m[key] = s
 	}
 	s.lastUsed.Store(n)
-	return s, nil
+	return s, sm.gen.Load(), nil
+}
+
+// drop removes key from the map; sm.mu is held. Every index entry goes stale with it.
+func (sm *sourceMap) drop(key [sha256.Size]byte) {
+	delete(sm.m, key)
+	sm.gen.Add(1)
 }
 
 // alias makes req (a credential set after a refresh token rotated) name the source s too, so a
@@ -421,12 +459,13 @@ func (sm *sourceMap) alias(req abi.TokenRequest, s *source) {
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	if s.aliased && sm.m[s.alias] == s {
-		delete(sm.m, s.alias)
+		sm.drop(s.alias)
 	}
 	if _, ok := sm.m[key]; !ok && len(sm.m) >= maxSources {
 		sm.evict(now().UnixNano())
 	}
-	sm.m[key] = s
+	sm.m[key] = s // may replace another source under key: the index must not keep it
+	sm.gen.Add(1)
 	s.alias, s.aliased = key, true
 }
 
@@ -454,7 +493,7 @@ func (sm *sourceMap) evict(n int64) {
 		// A source without a live token goes, unless it was asked for just now: its first caller may
 		// be between finding it and starting its fetch.
 		if h := s.cur.Load(); (h == nil || h.tok.ExpiresAtMS <= nowMS) && n-u > int64(evictGrace) {
-			delete(sm.m, k)
+			sm.drop(k)
 			freed = true
 			continue
 		}
@@ -465,9 +504,9 @@ func (sm *sourceMap) evict(n int64) {
 	switch {
 	case freed:
 	case lruAt >= 0:
-		delete(sm.m, lru)
+		sm.drop(lru)
 	case lruRotatedAt >= 0:
-		delete(sm.m, lruRotated)
+		sm.drop(lruRotated)
 	}
 }
 
@@ -476,6 +515,7 @@ func (sm *sourceMap) evict(n int64) {
 type TokenSource struct {
 	s   *source
 	err error
+	ctx context.Context // Token's context (Config.TokenSource); nil: context.Background
 }
 
 // TokenSource returns the token source for req. Sources are shared: two calls with the same request
@@ -487,6 +527,9 @@ func (c *Client) TokenSource(req abi.TokenRequest) *TokenSource {
 
 // Token implements oauth2.TokenSource.
 func (ts *TokenSource) Token() (*oauth2.Token, error) {
+	if ts.ctx != nil {
+		return ts.TokenContext(ts.ctx)
+	}
 	return ts.TokenContext(context.Background())
 }
 

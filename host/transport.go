@@ -28,6 +28,7 @@ type transport struct {
 
 func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if t.err != nil {
+		closeBody(r) // the RoundTripper contract: the body is closed, errors included
 		return nil, t.err
 	}
 	h, err := t.src.get(r.Context())

@@ -2,7 +2,7 @@
 // net/http/httptest does for servers: for tests, benchmarks and the CLI demo, so nothing here needs a
 // testing.TB.
 //
-// Each fake follows its provider's document in shared/seeds to the letter (content type, client
+// Each fake follows its provider's document (docs/providers.md) to the letter (content type, client
 // authentication, required headers, units, error bodies) and refuses anything else, so a client that
 // passes against the fakes sends what the real provider expects. Each also serves /api/resource, a
 // protected API that accepts only the fake's own unexpired, unrevoked tokens, so clients can test

@@ -24,7 +24,7 @@ var allGrants = []string{abi.GrantClientCredentials, abi.GrantPassword, abi.Gran
 // whole behaviour is its row in Providers; there are no per-provider code paths.
 type Profile struct {
 	Name string
-	Doc  string // the document the row was written from (see shared seeds)
+	Doc  string // the document the row was written from (docs/providers.md)
 	// TokenURL may hold {domain}, filled from the request's domain; the request's token_url wins.
 	TokenURL string
 	Body     string

@@ -288,6 +288,9 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 		return true
 	}
 	custom.ForEach(func(k, val gjson.Result) bool {
+		if val.Type == gjson.Null {
+			return true // null is absent, as in the request (abi/ABI.md)
+		}
 		switch k.Str {
 		case "token_url":
 			if val.Type != gjson.String {

@@ -45,7 +45,7 @@ func demoCases(set *providertest.Set) []demoCase {
 func runDemo(ctx context.Context, w io.Writer, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	redisURL := fs.String("redis", "", "also show two processes sharing one token through Redis at this URL")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	set := providertest.StartAll()

@@ -83,27 +83,86 @@ func command(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// TestExitCodes: help is no failure, a missing argument is a usage error, never a panic.
+// TestExitCodes: each cause has its exit status, documented in -h; -h on every command is no
+// failure and starts nothing; every error is one JSON line on stdout with its kind; never a panic.
 func TestExitCodes(t *testing.T) {
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	defer fake.Close()
+	limited := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	defer limited.Close()
+	limited.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusTooManyRequests)
+		return true
+	})
+	cfg := fake.Config()
+	profile := filepath.Join(t.TempDir(), "profile.json")
+	if err := os.WriteFile(profile, []byte(`{"client_auth":"basic_rfc6749"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badProfile := filepath.Join(t.TempDir(), "bad.json")
+	if err := os.WriteFile(badProfile, []byte(`{"client_auth":"basic","colour":"red"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	token := func(url string, extra ...string) []string {
+		return append([]string{"token", "-provider", "nikohealth", "-client-id", cfg.ClientID, "-token-url", url, "-allow-loopback"}, extra...)
+	}
 	for _, tt := range []struct {
-		args []string
-		code int
+		args   []string
+		secret string
+		code   int
+		kind   string // of the JSON error on stdout; "" for none
 	}{
-		{[]string{"token", "-h"}, 0},
-		{[]string{"help"}, 0},
-		{[]string{"fleet-child"}, 2},
-		{[]string{"nonsense"}, 2},
-		{nil, 2},
-		{[]string{"token", "-code", "abc"}, 1}, // no secret as a flag value: -code is not a flag
+		{[]string{"token", "-h"}, "", exitOK, ""},
+		{[]string{"demo", "-h"}, "", exitOK, ""},
+		{[]string{"describe", "-h"}, "", exitOK, ""},
+		{[]string{"fakes", "-h"}, "", exitOK, ""}, // answers -h instead of starting the fakes
+		{[]string{"version", "-h"}, "", exitOK, ""},
+		{[]string{"help"}, "", exitOK, ""},
+		{[]string{"version"}, "", exitOK, ""},
+		{token(fake.TokenURL()), cfg.ClientSecret, exitOK, ""},
+		{[]string{"token", "-provider", "custom", "-profile-file", profile, "-client-id", cfg.ClientID, "-token-url", fake.TokenURL(), "-allow-loopback"}, cfg.ClientSecret, exitOK, ""},
+		{[]string{"token", "-provider", "custom", "-profile-file", badProfile, "-client-id", "x"}, "s", exitUsage, "usage"},
+		{[]string{"fleet-child"}, "", exitUsage, "usage"},
+		{[]string{"nonsense"}, "", exitUsage, "usage"},
+		{nil, "", exitUsage, "usage"},
+		{[]string{"describe", "extra"}, "", exitUsage, "usage"},
+		{[]string{"token", "-provider", "nikohealth", "extra"}, "", exitUsage, "usage"},
+		{[]string{"token", "-code", "abc"}, "", exitUsage, "usage"},                                              // no secret as a flag value: -code is not a flag
+		{[]string{"token", "-provider", "nikohealth", "-client-id", "x"}, "", exitUsage, abi.KindInvalidRequest}, // no domain, no secret
+		{token(fake.TokenURL()), "wrong-secret", exitRefused, abi.KindInvalidClient},
+		{token("http://127.0.0.1:1/token"), "s", exitTransport, abi.KindTransport},
+		{[]string{"token", "-provider", "nikohealth", "-client-id", "x", "-token-url", fake.TokenURL()}, "s", exitTransport, abi.KindPolicy},
+		{token(limited.TokenURL()), cfg.ClientSecret, exitRateLimit, abi.KindRateLimited},
 	} {
-		out, err := command(t, tt.args...).CombinedOutput()
+		cmd := command(t, tt.args...)
+		cmd.Env = append(cmd.Env, "TOKENWASM_CLIENT_SECRET="+tt.secret)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
 		code := 0
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			code = ee.ExitCode()
 		}
-		if code != tt.code || bytes.Contains(out, []byte("panic")) {
-			t.Errorf("tokenwasm %v: exit %d, want %d; output:\n%s", tt.args, code, tt.code, out)
+		var res abi.Result
+		_ = json.Unmarshal(stdout.Bytes(), &res)
+		kind := ""
+		if res.Error != nil {
+			kind = res.Error.Kind
+		}
+		if code != tt.code || kind != tt.kind || bytes.Contains(stderr.Bytes(), []byte("panic")) ||
+			tt.secret != "" && len(tt.secret) > 3 && bytes.Contains(stdout.Bytes(), []byte(tt.secret)) && tt.code != exitOK {
+			t.Errorf("tokenwasm %v: exit %d, want %d; error kind %q, want %q; stdout:\n%s\nstderr:\n%s", tt.args, code, tt.code, kind, tt.kind, stdout.String(), stderr.String())
+		}
+	}
+}
+
+// TestUsageDocumentsExitStatus: -h says what each exit status means.
+func TestUsageDocumentsExitStatus(t *testing.T) {
+	for _, want := range []string{"2  usage", "3  refused by the provider", "4  transport or policy", "5  rate limited"} {
+		if !strings.Contains(usage, want) {
+			t.Errorf("usage does not document %q", want)
 		}
 	}
 }

@@ -18,7 +18,7 @@ import (
 func runToken(ctx context.Context, w io.Writer, args []string) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	var req abi.TokenRequest
-	fs.StringVar(&req.Provider, "provider", "", "candid, pattern, candescent or nikohealth")
+	fs.StringVar(&req.Provider, "provider", "", "candid, pattern, candescent, nikohealth, or custom (with -profile-file)")
 	fs.StringVar(&req.GrantType, "grant", "", "grant type (default client_credentials)")
 	fs.StringVar(&req.ClientID, "client-id", os.Getenv("TOKENWASM_CLIENT_ID"), "client id (default $TOKENWASM_CLIENT_ID)")
 	fs.StringVar(&req.TokenURL, "token-url", "", "token endpoint, overriding the provider's")
@@ -33,13 +33,19 @@ func runToken(ctx context.Context, w io.Writer, args []string) error {
 	refreshFile := fs.String("refresh-token-file", "", "refresh_token grant: file holding it (default $TOKENWASM_REFRESH_TOKEN)")
 	verifierFile := fs.String("code-verifier-file", "", "PKCE verifier file (default $TOKENWASM_CODE_VERIFIER)")
 	codeFile := fs.String("code-file", "", "authorization_code grant: file holding the code (default $TOKENWASM_CODE)")
+	profileFile := fs.String("profile-file", "", "custom provider: a JSON file holding its profile (abi/ABI.md, Profile)")
 	var allow hostList
 	fs.Var(&allow, "allow-host", "extra allowed token host (repeatable; Pattern's host goes here)")
 	loopback := fs.Bool("allow-loopback", false, "allow loopback token URLs over plain http (testing only)")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	var err error
+	if *profileFile != "" {
+		if req.Profile, err = readProfile(*profileFile); err != nil {
+			return err
+		}
+	}
 	for _, s := range []struct {
 		dst       *string
 		file, env string
@@ -70,6 +76,22 @@ func runToken(ctx context.Context, w io.Writer, args []string) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(abi.Result{Token: tok})
+}
+
+// readProfile reads a custom provider's profile; an unknown field is a usage error, not ignored.
+func readProfile(file string) (*abi.Profile, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("read profile: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	var p abi.Profile
+	if err := dec.Decode(&p); err != nil {
+		return nil, usageError{"profile file " + file + ": " + err.Error()}
+	}
+	return &p, nil
 }
 
 // secret reads a secret from file when given, else from the environment variable env.

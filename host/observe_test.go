@@ -1,0 +1,110 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/providertest"
+)
+
+type recorder struct {
+	mu                sync.Mutex
+	attempts, fetches []Fetch
+}
+
+func (r *recorder) ObserveAttempt(_ context.Context, f Fetch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.attempts = append(r.attempts, f)
+}
+
+func (r *recorder) ObserveFetch(_ context.Context, f Fetch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fetches = append(r.fetches, f)
+}
+
+// TestObservability: a refused client is logged at Warn with provider, grant, kind, status and
+// attempts and no secret; a 5xx fetch counts one call and three attempts; a success counts ok and a
+// latency; an Observer sees what the Metrics count.
+func TestObservability(t *testing.T) {
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	defer fake.Close()
+	var logs bytes.Buffer
+	rec := &recorder{}
+	ctx := context.Background()
+	c, err := New(ctx, WithLoopback(), WithObserver(rec),
+		WithLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	cfg := fake.Config()
+	good := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL()}
+	bad := good
+	bad.ClientSecret = "wrong-secret-canary"
+	if _, err := c.Token(ctx, bad); !errors.Is(err, abi.ErrInvalidClient) {
+		t.Fatalf("bad secret: %v", err)
+	}
+	var rec1 map[string]any
+	if err := json.Unmarshal([]byte(strings.SplitN(logs.String(), "\n", 2)[0]), &rec1); err != nil {
+		t.Fatalf("no Info-level record for invalid_client: %q", logs.String())
+	}
+	for k, want := range map[string]any{"level": "WARN", "provider": "nikohealth", "grant": "client_credentials",
+		"kind": "invalid_client", "status": float64(401), "attempts": float64(1)} {
+		if rec1[k] != want {
+			t.Errorf("log %s = %v, want %v (%s)", k, rec1[k], want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "wrong-secret-canary") || strings.Contains(logs.String(), cfg.ClientSecret) {
+		t.Fatal("a secret reached the log")
+	}
+
+	var fails atomic.Int32
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if fails.Add(1) <= 3 {
+			w.WriteHeader(http.StatusBadGateway)
+			return true
+		}
+		return false
+	})
+	if _, err := c.Token(ctx, good); !errors.Is(err, abi.ErrServerError) {
+		t.Fatalf("5xx: %v", err)
+	}
+	if _, err := c.Token(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	m := c.Metrics().Snapshot()
+	for k, want := range map[string]int64{
+		"calls.nikohealth.invalid_client": 1, "attempts.nikohealth.invalid_client": 1,
+		"calls.nikohealth.server_error": 1, "attempts.nikohealth.server_error": 3,
+		"calls.nikohealth.ok": 1, "attempts.nikohealth.ok": 1,
+	} {
+		if m[k] != want {
+			t.Errorf("%s = %d, want %d", k, m[k], want)
+		}
+	}
+	var inHistogram int64
+	for k, v := range m {
+		if strings.HasPrefix(k, "fetch_latency_ms.le_") {
+			inHistogram += v
+		}
+	}
+	if inHistogram != 3 {
+		t.Errorf("histogram holds %d fetches, want 3: %v", inHistogram, m)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.fetches) != 3 || len(rec.attempts) != 5 || rec.fetches[1].Attempt != 3 || rec.fetches[2].Kind != "" {
+		t.Fatalf("observer saw fetches %+v, attempts %d", rec.fetches, len(rec.attempts))
+	}
+}

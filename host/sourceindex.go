@@ -1,0 +1,123 @@
+package host
+
+import (
+	"hash/maphash"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// The source index answers Client.Token's "which source serves this request?" without the source
+// map's JSON key, SHA-256 and lock: a direct-mapped table of recent answers, read lock-free. A slot is
+// only a hint: it is used when its request equals the caller's field by field (a hash collision is a
+// miss, never another tenant's source) and no source has left the map since it was filled.
+
+// fastSlots is the index's size: as many as the source map holds.
+const fastSlots = maxSources
+
+// fastEntry is one remembered answer; it is never modified once stored.
+type fastEntry struct {
+	req abi.TokenRequest // the credential set as asked for, per-call fields cleared, maps copied
+	src *source
+	gen uint64 // the source map's generation when stored
+}
+
+// lookup returns the source for req: from the index when it remembers req, else from the map, and
+// then remembers it.
+func (sm *sourceMap) lookup(c *Client, req *abi.TokenRequest) (*source, error) {
+	slot := &sm.fast[sm.slot(req)]
+	if e := slot.Load(); e != nil && e.gen == sm.gen.Load() && sameCredentials(&e.req, req) {
+		return e.src, nil
+	}
+	s, gen, err := sm.getGen(c, *req)
+	if err != nil {
+		return nil, err
+	}
+	e := &fastEntry{req: cloneRequest(*req), src: s, gen: gen}
+	e.req.Force, e.req.NowMS, e.req.MinTTLMS, e.req.AccessToken, e.req.FleetLock = false, 0, 0, "", false
+	slot.Store(e)
+	return s, nil
+}
+
+// slot picks req's slot: the client id's hash, mixed with the lengths of the fields that tell one
+// client's credential sets apart (a collision costs a slow lookup, nothing else: the request is
+// compared field by field before an entry is used).
+func (sm *sourceMap) slot(req *abi.TokenRequest) uint64 {
+	h := maphash.String(sm.seed, req.ClientID)
+	h ^= (uint64(len(req.Scope)) | uint64(len(req.Username))<<12 | uint64(len(req.RefreshToken))<<24 |
+		uint64(len(req.Domain))<<36 | uint64(len(req.TokenURL))<<48) * 0x9e3779b97f4a7c15
+	return h % fastSlots
+}
+
+// sameCredentials reports whether a and b name the same credential set: every field but the
+// per-call ones equal. Stricter than the map's key (a nil Profile differs from an empty one), never
+// looser.
+func sameCredentials(a, b *abi.TokenRequest) bool {
+	return same(a.ClientID, b.ClientID) && same(a.Provider, b.Provider) && same(a.ClientSecret, b.ClientSecret) &&
+		same(a.GrantType, b.GrantType) && same(a.TokenURL, b.TokenURL) && same(a.Domain, b.Domain) &&
+		same(a.Scope, b.Scope) && same(a.InstitutionID, b.InstitutionID) && same(a.Username, b.Username) &&
+		same(a.Password, b.Password) && same(a.Code, b.Code) && same(a.RedirectURI, b.RedirectURI) &&
+		same(a.CodeVerifier, b.CodeVerifier) && same(a.RefreshToken, b.RefreshToken) && same(a.Body, b.Body) &&
+		a.TimeoutMS == b.TimeoutMS &&
+		sameMap(a.Params, b.Params) && sameMap(a.Headers, b.Headers) && sameProfile(a.Profile, b.Profile)
+}
+
+// same is a == b, without a call when both are the same bytes (a caller asking again with the same
+// request, the usual case).
+func same(a, b string) bool {
+	return len(a) == len(b) && (len(a) == 0 || unsafe.StringData(a) == unsafe.StringData(b) || a == b)
+}
+
+func sameMap(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 {
+		return true // ranging over an empty map still costs an iterator
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func sameProfile(a, b *abi.Profile) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.Name != b.Name || a.TokenURL != b.TokenURL || a.Body != b.Body || a.ClientAuth != b.ClientAuth ||
+		a.ExpiresInUnit != b.ExpiresInUnit || !sameBool(a.SendGrantType, b.SendGrantType) ||
+		!sameBool(a.SendScope, b.SendScope) || !sameMap(a.Headers, b.Headers) || len(a.Grants) != len(b.Grants) {
+		return false
+	}
+	for i := range a.Grants {
+		if a.Grants[i] != b.Grants[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func sameBool(a, b *bool) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// cloneRequest copies req's maps and profile, so a caller reusing them for another tenant later
+// cannot change what a source sends or what the index compares.
+func cloneRequest(req abi.TokenRequest) abi.TokenRequest {
+	req.Params, req.Headers, req.Profile = cloneMap(req.Params), cloneMap(req.Headers), cloneProfile(req.Profile)
+	return req
+}
+
+// fastIndex is the sourceMap's part for lookup.
+type fastIndex struct {
+	seed maphash.Seed
+	gen  atomic.Uint64 // bumped (under sourceMap.mu) whenever a source leaves the map
+	fast [fastSlots]atomic.Pointer[fastEntry]
+}

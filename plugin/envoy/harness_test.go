@@ -80,8 +80,8 @@ func (c *clock) advance(d time.Duration) { c.ms.Add(d.Milliseconds()) }
 type harness struct {
 	t        testing.TB
 	host     proxytest.HostEmulator
-	upstream string // where callouts are sent over HTTP (a fake's or a script server's base URL)
-	clock    *clock // nil for the wasm runner
+	upstream string       // where callouts are sent over HTTP (a fake's or a script server's base URL)
+	clock    *clock       // nil for the wasm runner
 	vm       *recordingVM // nil for the wasm runner
 	lastID   uint32
 	answered map[uint32]int // per context: how many of its callouts were answered (proxytest reuses callout ids)

@@ -265,7 +265,9 @@ func (m *twoFilters) OnPluginStart(int) types.OnPluginStartStatus {
 	return types.OnPluginStartStatusOK
 }
 
-func (m *twoFilters) NewHttpContext(id uint32) types.HttpContext { return m.p[m.route].NewHttpContext(id) }
+func (m *twoFilters) NewHttpContext(id uint32) types.HttpContext {
+	return m.p[m.route].NewHttpContext(id)
+}
 
 func (m *twoFilters) OnTick() {
 	for _, p := range m.p {

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -59,6 +60,9 @@ type Flow struct {
 	// checked: the answers come inside an input already checked as JSON (token_step), so they are
 	// not checked again.
 	checked bool
+	// fromCache: the flow answered with a token from the cache, which it would serve until servedUntil.
+	fromCache   bool
+	servedUntil int64
 	// Then holds the actions of a final answer that are still to be done, in order: storing the
 	// token or the gate, releasing the lock. Their answers are not needed.
 	Then []Action
@@ -163,11 +167,31 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 // the skew and min_ttl_ms), else nil.
 func (f *Flow) cached(answer []byte) []byte {
 	if v, ok := f.cacheValue(answer); ok {
-		if t, ok := parseToken(gjson.Parse(v)); ok && f.ours(v) && t.ExpiresAtMS-f.nowMS > max(skewMS(t), f.r.MinTTLMS) {
-			return tokenJSON(t, true)
+		if t, ok := parseToken(gjson.Parse(v)); ok && f.ours(v) {
+			if until := servedUntil(t, f.r.MinTTLMS); f.nowMS < until {
+				f.fromCache, f.servedUntil = true, until
+				return tokenJSON(t, true)
+			}
 		}
 	}
 	return nil
+}
+
+// servedUntil is the rule for serving a cached token: it is served while now is before its expiry
+// less the skew, or less min_ttl_ms when that is longer.
+func servedUntil(t *abi.Token, minTTLMS int64) int64 {
+	margin := max(skewMS(t), minTTLMS) // >= 0: min_ttl_ms is
+	if t.ExpiresAtMS < math.MinInt64+margin {
+		return math.MinInt64 // a poisoned expiry far in the past: never served
+	}
+	return t.ExpiresAtMS - margin
+}
+
+// CachedUntil reports, for a flow that answered with a token from the cache, the time (Unix ms) from
+// which this flow would no longer serve the cache entry it read: a host that reuses the answer while
+// that entry is unchanged must stop at this time. ok is false for any other answer.
+func (f *Flow) CachedUntil() (untilMS int64, ok bool) {
+	return f.servedUntil, f.fromCache && f.phase == phaseEnd
 }
 
 func (f *Flow) ask(p phase, a Action) (Action, []byte) {

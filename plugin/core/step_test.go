@@ -275,3 +275,70 @@ func (h *scriptHost) HTTPSend(in []byte) []byte    { return h.call(abi.ImportHTT
 func (h *scriptHost) CacheGet(in []byte) []byte    { return h.call(abi.ImportCacheGet, in) }
 func (h *scriptHost) CacheSet(in []byte) []byte    { return h.call(abi.ImportCacheSet, in) }
 func (h *scriptHost) CacheDelete(in []byte) []byte { return h.call(abi.ImportCacheDelete, in) }
+
+// TestFlowCachedUntil: a flow that answers with a cached token says until when it would serve that
+// entry (expiry less the skew, or less min_ttl_ms when longer), and it serves it up to the
+// millisecond before and not at that time. Any other answer says nothing.
+func TestFlowCachedUntil(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		expiresIn int    // the token's life, seconds
+		extra     string // spliced into the request
+		margin    int64  // expected: expiry - until
+	}{
+		{"long token: the 60 s skew", 1200, "", 60000},
+		{"short token: a quarter of its life", 1, "", 250},
+		{"min_ttl_ms longer than the skew", 1200, `"min_ttl_ms":300000,`, 300000},
+		{"min_ttl_ms shorter than the skew", 1200, `"min_ttl_ms":1000,`, 60000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost(t, okToken(tt.expiresIn))
+			fetched := h.token(t, nikoReq)
+			_, _, key, err := Prepare([]byte(nikoReq))
+			if err != nil {
+				t.Fatal(err)
+			}
+			hit, _ := json.Marshal(abi.CacheGetOutput{Hit: true, Value: h.cache[key].Value})
+			want := fetched.Token.ExpiresAtMS - tt.margin
+			req := []byte(strings.Replace(nikoReq, `{`, `{`+tt.extra, 1))
+			for _, at := range []struct {
+				nowMS  int64
+				served bool
+			}{{want - 1, true}, {want, false}, {want + 1, false}, {h.nowMS, true}} {
+				var m Memo
+				f, bad := NewFlow(&m, req, opToken, func() int64 { return at.nowMS })
+				if bad != nil {
+					t.Fatal(string(bad))
+				}
+				if next, _ := f.Step(nil); next.Import != abi.ImportCacheGet {
+					t.Fatalf("first action %q", next.Import)
+				}
+				if _, ok := f.CachedUntil(); ok {
+					t.Fatal("CachedUntil before the flow answered")
+				}
+				next, final := f.Step(hit)
+				until, ok := f.CachedUntil()
+				served := next.Import == "" && strings.Contains(string(final), `"cached":true`)
+				if served != at.served || ok != at.served || ok && until != want {
+					t.Fatalf("at until%+d: served %v (want %v), CachedUntil %d %v, want %d", at.nowMS-want, served, at.served, until, ok, want)
+				}
+			}
+		})
+	}
+	// A fetched token and an invalidate are not answers from the cache.
+	h := newFakeHost(t, okToken(1200))
+	for _, tt := range []struct {
+		op  byte
+		req string
+	}{{opToken, nikoReq}, {opInvalidate, strings.Replace(nikoReq, `{`, `{"access_token":"tok-1",`, 1)}} {
+		var m Memo
+		f, _ := NewFlow(&m, []byte(tt.req), tt.op, h.clock)
+		f.Run(h)
+		if _, ok := f.CachedUntil(); ok {
+			t.Fatalf("op %c: CachedUntil after an answer not from the cache", tt.op)
+		}
+	}
+	if h.sends != 1 || len(h.cache) != 0 {
+		t.Fatalf("%d sends, cache %v: want the token fetched, then invalidated", h.sends, h.cache)
+	}
+}

@@ -14,7 +14,8 @@ import (
 
 // Benchmarks of the filter in proxytest, natively and as the compiled .wasm in proxytest's wazero
 // engine (plugin/envoy/README.md has the figures and the command):
-//   - a request whose token is in shared data: the hot path (one flow step, one shared-data read);
+//   - a request whose token is in shared data, unchanged since the flow served it: the hot path (one
+//     shared-data read, the memo's answer; hot.go);
 //   - one fetch: the token entry removed, a request runs the whole flow (cache, gate, lock, recheck,
 //     proxy_http_call), the callout is answered with a canned 200 and the token stored.
 

@@ -17,19 +17,35 @@ import (
 // value is stored with its expiry, "<expires_at_ms> <value>", and an empty or expired entry is
 // absent. Writes use the entry's CAS: "nx" stores only into an absent or expired entry and
 // "if_value" deletes only that value, so of many workers racing exactly one wins.
-type sharedCache struct{ now func() int64 }
+type sharedCache struct {
+	now func() int64
+	// lastGet is what the last cache_get read: the filter remembers an answer the flow served from
+	// it by that read's bytes and CAS (hot.go).
+	lastGet entry
+}
+
+// entry is one read of a key in shared data.
+type entry struct {
+	key, raw string // raw: the bytes as stored, "<expires_at_ms> <value>"
+	value    string
+	untilMS  int64 // live while now < untilMS
+	cas      uint32
+	exists   bool // the key is in shared data at all
+	live     bool // present and not expired
+}
 
 // perform answers one of the flow's cache actions as the import would.
-func (c sharedCache) perform(a core.Action) []byte {
+func (c *sharedCache) perform(a core.Action) []byte {
 	in := gjson.ParseBytes(a.Input)
 	key := in.Get("key").String()
 	switch a.Import {
 	case abi.ImportCacheGet:
-		v, ok := c.get(key)
-		if !ok {
+		e := c.read(key)
+		c.lastGet = e
+		if !e.live {
 			return []byte(`{"hit":false}`)
 		}
-		return appendJSONString(append(make([]byte, 0, len(v)+32), `{"hit":true,"value":`...), v, '}')
+		return appendJSONString(append(make([]byte, 0, len(e.value)+32), `{"hit":true,"value":`...), e.value, '}')
 	case abi.ImportCacheSet:
 		value, ttl := in.Get("value").String(), in.Get("ttl_ms").Int()
 		if in.Get("nx").Bool() {
@@ -45,50 +61,54 @@ func (c sharedCache) perform(a core.Action) []byte {
 }
 
 // get returns the live value under key.
-func (c sharedCache) get(key string) (string, bool) {
-	v, live, _, _ := c.read(key)
-	return v, live
+func (c *sharedCache) get(key string) (string, bool) {
+	e := c.read(key)
+	return e.value, e.live
 }
 
 // set stores value under key for ttlMS, whatever the key holds.
-func (c sharedCache) set(key, value string, ttlMS int64) {
+func (c *sharedCache) set(key, value string, ttlMS int64) {
 	c.write(key, c.entry(value, ttlMS), func(string, bool) bool { return true })
 }
 
-func (c sharedCache) entry(value string, ttlMS int64) []byte {
+func (c *sharedCache) entry(value string, ttlMS int64) []byte {
 	b := strconv.AppendInt(make([]byte, 0, len(value)+21), c.now()+ttlMS, 10)
 	return append(append(b, ' '), value...)
 }
 
-// read returns key's value, whether it is live (present and not expired), its CAS and whether the key
-// exists in shared data at all.
-func (c sharedCache) read(key string) (value string, live bool, cas uint32, exists bool) {
+// read reads key: its value, whether it is live (present and not expired), its CAS and whether the
+// key exists in shared data at all.
+func (c *sharedCache) read(key string) entry {
 	b, cas, err := proxywasm.GetSharedData(key)
 	if err != nil {
-		return "", false, 0, false
+		return entry{key: key}
 	}
-	exp, v, ok := strings.Cut(string(b), " ") // a copy: the host may reuse b
+	e := entry{key: key, raw: string(b), cas: cas, exists: true} // a copy: the host may reuse b
+	exp, v, ok := strings.Cut(e.raw, " ")
 	if !ok {
-		return "", false, cas, true
+		return e
 	}
 	until, err := strconv.ParseInt(exp, 10, 64)
-	return v, err == nil && until > c.now(), cas, true
+	if err == nil && until > c.now() {
+		e.value, e.untilMS, e.live = v, until, true
+	}
+	return e
 }
 
 // write stores entry under key if cond holds for what the key holds now, with that value's CAS, and
 // reports whether it did. A key seen for the first time is created empty first: Envoy skips the
 // check for CAS 0, so only a real CAS makes two workers' writes exclusive.
-func (c sharedCache) write(key string, entry []byte, cond func(cur string, live bool) bool) bool {
+func (c *sharedCache) write(key string, value []byte, cond func(cur string, live bool) bool) bool {
 	for range 8 {
-		cur, live, cas, exists := c.read(key)
-		if !cond(cur, live) {
+		e := c.read(key)
+		if !cond(e.value, e.live) {
 			return false
 		}
-		if !exists {
+		if !e.exists {
 			_ = proxywasm.SetSharedData(key, nil, 0) // a race here is harmless: both create it empty
 			continue
 		}
-		err := proxywasm.SetSharedData(key, entry, cas)
+		err := proxywasm.SetSharedData(key, value, e.cas)
 		if err == nil {
 			return true
 		}

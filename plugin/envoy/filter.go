@@ -53,6 +53,7 @@ type pluginContext struct {
 	now     func() int64
 	cache   sharedCache
 	memo    *core.Memo
+	hot     hotToken // the last token the flow served from shared data (hot.go)
 	m       *metrics
 	waiting map[uint32]*httpContext // paused on a token call
 	// fetching is this worker's token call in flight; refresh tells whether it is a refresh ahead.
@@ -65,6 +66,15 @@ type pluginContext struct {
 func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
 	data, err := proxywasm.GetPluginConfiguration()
 	if err != nil {
+		data = nil
+	}
+	return p.start(data)
+}
+
+// start configures the plugin from its configuration (nil when there is none).
+func (p *pluginContext) start(data []byte) types.OnPluginStartStatus {
+	var err error
+	if data == nil {
 		err = errors.New("no plugin configuration")
 	} else {
 		p.s, err = parseConfig(data)
@@ -359,11 +369,19 @@ func (c *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	if !p.s.scope.applies(path, authority) {
 		return types.ActionContinue
 	}
-	final, sent := p.drive(p.flow(opToken, nil), nil, false)
+	if h, ok := p.hot.lookup(p.s.key, p.now()); ok { // the entry the flow last served, unchanged
+		p.refresh.seen(h.a)
+		return c.give(h.a, h.header, false)
+	}
+	f := p.flow(opToken, nil)
+	p.cache.lastGet = entry{}
+	final, sent := p.drive(f, nil, false)
 	if sent {
+		p.hot = hotToken{}
 		return c.wait()
 	}
 	a := parseAnswer(final)
+	p.hot.remember(f, p.cache.lastGet, p.s.key, a)
 	if a.pending {
 		return c.wait()
 	}
@@ -393,22 +411,28 @@ func (c *httpContext) wait() types.Action {
 func (c *httpContext) settle(a answer, final []byte, resume bool) types.Action {
 	p := c.p
 	if a.token != "" {
-		if a.cached {
-			p.m.hits.Increment(1)
-		}
-		c.token = a.token
-		p.refresh.used = p.refresh.used || a.token == p.refresh.token
-		_ = proxywasm.ReplaceHttpRequestHeader(p.s.header, a.tokenType+" "+a.token)
-		if resume {
-			_ = proxywasm.ResumeHttpRequest()
-		}
-		return types.ActionContinue
+		return c.give(a, a.tokenType+" "+a.token, resume)
 	}
 	if a.kind == abi.KindRateLimited && a.status == 0 {
 		p.m.gateClosed.Increment(1) // refused by the gate, no call made
 	}
 	c.reply(final, a.retryAfterMS)
 	return types.ActionPause
+}
+
+// give sets the token's header (value: the token's type, a space, the token) on the request.
+func (c *httpContext) give(a answer, header string, resume bool) types.Action {
+	p := c.p
+	if a.cached {
+		p.m.hits.Increment(1)
+	}
+	c.token = a.token
+	p.refresh.used = p.refresh.used || a.token == p.refresh.token
+	_ = proxywasm.ReplaceHttpRequestHeader(p.s.header, header)
+	if resume {
+		_ = proxywasm.ResumeHttpRequest()
+	}
+	return types.ActionContinue
 }
 
 // reply answers the request locally with a typed failure (JSON, no secret: the core redacts), with

@@ -80,8 +80,9 @@ func (c *clock) advance(d time.Duration) { c.ms.Add(d.Milliseconds()) }
 type harness struct {
 	t        testing.TB
 	host     proxytest.HostEmulator
-	upstream string // where callouts are sent over HTTP (a fake's or a script server's base URL)
-	clock    *clock // nil for the wasm runner
+	upstream string       // where callouts are sent over HTTP (a fake's or a script server's base URL)
+	clock    *clock       // nil for the wasm runner
+	vm       *recordingVM // nil for the wasm runner
 	lastID   uint32
 	answered map[uint32]int // per context: how many of its callouts were answered (proxytest reuses callout ids)
 }
@@ -132,12 +133,24 @@ func emulate(t testing.TB, runner string, conf map[string]any) *harness {
 		vm = wasmVM(t)
 	} else {
 		h.clock = newClock()
-		vm = &vmContext{now: h.clock.now}
+		h.vm = &recordingVM{vmContext: &vmContext{now: h.clock.now}}
+		vm = h.vm
 	}
 	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration(b))
 	t.Cleanup(reset)
 	h.host = host
 	return h
+}
+
+// recordingVM is the native VM context, keeping the plugin context it made for tests to look into.
+type recordingVM struct {
+	*vmContext
+	plugin *pluginContext
+}
+
+func (v *recordingVM) NewPluginContext(id uint32) types.PluginContext {
+	v.plugin = v.vmContext.NewPluginContext(id).(*pluginContext)
+	return v.plugin
 }
 
 func runners(t *testing.T, f func(t *testing.T, runner string)) {

@@ -245,6 +245,10 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 	if sc, ok := s.c.cache.(SharedCache); ok && sc.Shared() {
 		req.FleetLock = true
 	}
+	req, err := s.c.resolve(ctx, req)
+	if err != nil {
+		return nil, err
+	}
 	input, err := json.Marshal(req)
 	if err != nil {
 		return nil, err

@@ -85,6 +85,8 @@ func (c *Client) perform(ctx context.Context, name string, in []byte) []byte {
 		return c.cacheSet(ctx, in)
 	case abi.ImportCacheDelete:
 		return c.cacheDelete(ctx, in)
+	case abi.ActionSign:
+		return c.sign(ctx, in)
 	}
 	return nil // an import this host does not know: answered as nothing
 }
@@ -131,6 +133,10 @@ func (c *Client) runToken(ctx context.Context, input []byte, res *abi.Result) er
 // runInvalidate runs the invalidate flow with the Client's driver.
 func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error {
 	var res abi.Result
+	req, err := c.resolve(ctx, req)
+	if err != nil {
+		return err
+	}
 	if !c.stepFlow {
 		if err := c.callJSON(ctx, abi.ExportInvalidate, req, &res); err != nil {
 			return err

@@ -58,6 +58,12 @@ func CacheKey(provider string, h *HTTPRequest) string {
 		}
 	}
 	b = append(append(b, '\n'), h.Body...)
+	if h.jwt != nil {
+		b = h.jwt.identity(b)
+	}
+	if h.ClientCert != "" {
+		b = append(append(b, "\nclient_cert:"...), h.ClientCert...)
+	}
 	sum := sha256.Sum256(b)
 	key := make([]byte, 0, len("tokenwasm/1/")+len(provider)+1+2*sha256.Size)
 	key = append(append(append(key, "tokenwasm/1/"...), provider...), '/')

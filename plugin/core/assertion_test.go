@@ -171,7 +171,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 // key; a new kid, algorithm, client or token URL is a new identity.
 func TestAssertionIdentity(t *testing.T) {
 	key := func(req string) string {
-		_, _, k, err := Prepare([]byte(req))
+		_, _, k, err := (*Memo)(nil).Prepare([]byte(req))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,8 +321,8 @@ func TestClientSecretJWT(t *testing.T) {
 	if _, claims, _, _ := sentAssertion(t, enc.Request.Body); claims["iat"] != float64(1767225600) {
 		t.Fatalf("encode's iat %v", claims["iat"])
 	}
-	_, _, k1, _ := Prepare([]byte(req))
-	_, _, k2, _ := Prepare([]byte(strings.Replace(req, secret, secret+"-rotated", 1)))
+	_, _, k1, _ := (*Memo)(nil).Prepare([]byte(req))
+	_, _, k2, _ := (*Memo)(nil).Prepare([]byte(strings.Replace(req, secret, secret+"-rotated", 1)))
 	if k1 == k2 {
 		t.Fatal("a rotated secret kept the identity")
 	}
@@ -368,8 +368,8 @@ func TestTLSClientAuth(t *testing.T) {
 	if raw["request"].(map[string]any)["client_cert"] != "cert-1" {
 		t.Fatalf("no client_cert in %v", raw)
 	}
-	_, _, k1, _ := Prepare([]byte(req))
-	_, _, k2, _ := Prepare([]byte(strings.Replace(req, "cert-1", "cert-2", 1)))
+	_, _, k1, _ := (*Memo)(nil).Prepare([]byte(req))
+	_, _, k2, _ := (*Memo)(nil).Prepare([]byte(strings.Replace(req, "cert-1", "cert-2", 1)))
 	if k1 == k2 {
 		t.Fatal("another certificate kept the identity")
 	}
@@ -419,4 +419,18 @@ func nikoSignState(t *testing.T) string {
 	json.Unmarshal(stepOnce(t, new(Memo), `{"request":`+nikoReq+`}`)["state"], &st)
 	p := strings.Split(st, ".")
 	return "tw1.t7." + p[2] + "." + p[3] + "..0b0f3c4e-5d6a-4b7c-8d9e-0f1a2b3c4d5e"
+}
+
+// TestPrepareRefusesAssertions: an entry point that sends the encoded request as is (the Envoy
+// filter) cannot send a client assertion, which is made per request: Prepare says so.
+func TestPrepareRefusesAssertions(t *testing.T) {
+	for _, req := range []string{smartReq("k", AlgRS384, ""),
+		`{"provider":"custom","client_id":"a","client_secret":"s","token_url":"` + smartURL + `","profile":{"client_auth":"client_secret_jwt"}}`} {
+		if _, _, _, err := Prepare([]byte(req)); err == nil || err.Kind != abi.KindSigningRequired {
+			t.Fatalf("%s: %v", req, err)
+		}
+	}
+	if _, _, _, err := Prepare([]byte(nikoReq)); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -101,6 +101,9 @@ type TokenRequest struct {
 	// FHIRBase is a SMART server's FHIR base URL: the Go host discovers token_url from
 	// {fhir_base}/.well-known/smart-configuration when token_url is empty. The plugin ignores it.
 	FHIRBase string `json:"fhir_base,omitempty"`
+	// RevocationURL is the RFC 7009 revocation endpoint (token_step's "revoke"), over the
+	// profile's; for smart the Go host discovers it.
+	RevocationURL string `json:"revocation_url,omitempty"`
 }
 
 // Profile describes a provider as data. Built-in providers have one; provider "custom" takes one in
@@ -116,6 +119,7 @@ type Profile struct {
 	Headers       map[string]string `json:"headers,omitempty"`
 	Grants        []string          `json:"grants,omitempty"`
 	AssertionAlg  string            `json:"assertion_alg,omitempty"` // private_key_jwt: RS256 | RS384 | ES256 | ES384 | PS256
+	RevocationURL string            `json:"revocation_url,omitempty"` // RFC 7009 endpoint, for revoke
 }
 
 // HTTPRequest is what encode produces and what the host's http_send performs.

@@ -373,3 +373,44 @@ func TestParseSigner(t *testing.T) {
 		})
 	}
 }
+
+// TestRevoke: a SMART token revoked through the discovered revocation endpoint (a host-signed
+// assertion, like a token request) stops working at the API and leaves no cached copy: the next
+// Token fetches a new one. A revocation the provider refuses is a typed error, and the cached
+// token is dropped anyway.
+func TestRevoke(t *testing.T) {
+	_, ek, _ := testKeys()
+	signer := &kmsSigner{inner: ek}
+	forEachBuild(t, func(t *testing.T, c *Client) {
+		s := newSMART(t)
+		ctx := context.Background()
+		req := smartRequest(s, "ec-1", "ES384")
+		tok, err := c.Token(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev := req
+		rev.AccessToken = tok.AccessToken
+		if err := c.Revoke(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+		if s.Revocations() != 1 || apiStatus(t, s.APIURL(), tok.AccessToken) != http.StatusUnauthorized {
+			t.Fatalf("%d revocations; the revoked token still works", s.Revocations())
+		}
+		next, err := c.Token(ctx, req)
+		if err != nil || next.AccessToken == tok.AccessToken || s.Requests() != 2 {
+			t.Fatalf("after revoke: %v, %d token requests", err, s.Requests())
+		}
+		rev.AccessToken, rev.KeyID = next.AccessToken, "nobody"
+		if err := c.Revoke(ctx, rev); kindOf(err) != abi.KindSigning {
+			t.Fatalf("revoke with an unknown key: %v", err)
+		}
+		rev.KeyID, rev.RevocationURL = "ec-1", s.URL()+"/nowhere"
+		if err := c.Revoke(ctx, rev); kindOf(err) == "" {
+			t.Fatal("a revocation endpoint that answers 404 was a success")
+		}
+		if again, err := c.Token(ctx, req); err != nil || again.AccessToken == next.AccessToken {
+			t.Fatalf("a failed revocation kept the cached token: %v", err)
+		}
+	}, WithLoopback(), WithSigner("ec-1", signer))
+}

@@ -29,8 +29,8 @@ const (
 )
 
 type discovered struct {
-	tokenURL string
-	until    time.Time
+	tokenURL, revocationURL string
+	until                   time.Time
 }
 
 // discoveryCache holds the token URLs found per FHIR base; failures are not kept.
@@ -39,7 +39,8 @@ type discoveryCache struct {
 	m  map[string]discovered
 }
 
-// resolve fills req.TokenURL for a smart request that has fhir_base and no token_url.
+// resolve fills req.TokenURL (and RevocationURL, when the server has one) for a smart request that
+// has fhir_base and no token_url.
 func (c *Client) resolve(ctx context.Context, req abi.TokenRequest) (abi.TokenRequest, error) {
 	if req.Provider != "smart" || req.TokenURL != "" || req.FHIRBase == "" {
 		return req, nil
@@ -50,12 +51,12 @@ func (c *Client) resolve(ctx context.Context, req abi.TokenRequest) (abi.TokenRe
 	c.discovery.mu.Unlock()
 	if !ok || !now().Before(d.until) {
 		c.metrics.discoveries.Add(1)
-		tokenURL, err := c.discover(ctx, base)
-		if err != nil {
+		var err *abi.Error
+		if d, err = c.discover(ctx, base); err != nil {
 			c.metrics.countError(err.Kind)
 			return req, err
 		}
-		d = discovered{tokenURL: tokenURL, until: now().Add(discoveryTTL)}
+		d.until = now().Add(discoveryTTL)
 		c.discovery.mu.Lock()
 		if c.discovery.m == nil || len(c.discovery.m) >= discoveryEntries {
 			c.discovery.m = map[string]discovered{}
@@ -64,14 +65,17 @@ func (c *Client) resolve(ctx context.Context, req abi.TokenRequest) (abi.TokenRe
 		c.discovery.mu.Unlock()
 	}
 	req.TokenURL = d.tokenURL
+	if req.RevocationURL == "" {
+		req.RevocationURL = d.revocationURL
+	}
 	return req, nil
 }
 
 // discover fetches base's SMART configuration: its token_endpoint, provided the server takes
-// private_key_jwt (token_endpoint_auth_methods_supported).
-func (c *Client) discover(ctx context.Context, base string) (string, *abi.Error) {
-	fail := func(kind, msg string) (string, *abi.Error) {
-		return "", &abi.Error{Kind: kind, Retryable: kind == abi.KindTransport || kind == abi.KindServerError,
+// private_key_jwt (token_endpoint_auth_methods_supported), and its revocation_endpoint if any.
+func (c *Client) discover(ctx context.Context, base string) (discovered, *abi.Error) {
+	fail := func(kind, msg string) (discovered, *abi.Error) {
+		return discovered{}, &abi.Error{Kind: kind, Retryable: kind == abi.KindTransport || kind == abi.KindServerError,
 			Message: "SMART discovery: " + msg}
 	}
 	u, err := url.Parse(base + smartDiscovery)
@@ -109,8 +113,9 @@ func (c *Client) discover(ctx context.Context, base string) (string, *abi.Error)
 		return fail(abi.KindMalformedResponse, "configuration exceeds 64 KiB")
 	}
 	var conf struct {
-		TokenEndpoint string   `json:"token_endpoint"`
-		AuthMethods   []string `json:"token_endpoint_auth_methods_supported"`
+		TokenEndpoint      string   `json:"token_endpoint"`
+		RevocationEndpoint string   `json:"revocation_endpoint"`
+		AuthMethods        []string `json:"token_endpoint_auth_methods_supported"`
 	}
 	if json.Unmarshal(body, &conf) != nil || conf.TokenEndpoint == "" {
 		return fail(abi.KindMalformedResponse, "no token_endpoint in the configuration")
@@ -122,9 +127,14 @@ func (c *Client) discover(ctx context.Context, base string) (string, *abi.Error)
 	if err := c.sender.check(t); err != nil {
 		return fail(abi.KindPolicy, "token_endpoint "+err.Error())
 	}
+	if r := conf.RevocationEndpoint; r != "" {
+		if u, err := url.Parse(r); err != nil || !u.IsAbs() || c.sender.check(u) != nil {
+			return fail(abi.KindPolicy, "revocation_endpoint is not an allowed absolute URL")
+		}
+	}
 	for _, m := range conf.AuthMethods {
 		if m == "private_key_jwt" {
-			return conf.TokenEndpoint, nil
+			return discovered{tokenURL: conf.TokenEndpoint, revocationURL: conf.RevocationEndpoint}, nil
 		}
 	}
 	return fail(abi.KindPolicy, "the server does not list private_key_jwt in token_endpoint_auth_methods_supported")

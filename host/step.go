@@ -164,5 +164,43 @@ func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error 
 	return nil
 }
 
+// Revoke revokes a token at the provider's revocation endpoint (RFC 7009) and drops the cached
+// token of req's credential set, in this process and in the shared cache, whatever the provider
+// answered. It revokes req.AccessToken, or without one req.RefreshToken; the endpoint is
+// req.RevocationURL, the profile's, or for smart the one discovery found. It runs through
+// token_step (a private_key_jwt assertion is signed as for a token).
+func (c *Client) Revoke(ctx context.Context, req abi.TokenRequest) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.leave()
+	if s, err := c.sources.get(c, req); err == nil {
+		if h := s.cur.Load(); h != nil {
+			s.cur.CompareAndSwap(h, nil)
+		}
+	}
+	req, err := c.resolve(ctx, req)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("tokenwasm: %w", err)
+	}
+	out, err := c.step(ctx, b, "revoke")
+	if err != nil {
+		return err
+	}
+	var res abi.Result
+	if err := json.Unmarshal(out, &res); err != nil {
+		return fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
+	}
+	if res.Error != nil {
+		c.metrics.countError(res.Error.Kind)
+		return res.Error
+	}
+	return nil
+}
+
 // withStepFlow chooses the flow's driver: token_step (true) or the token export.
 func withStepFlow(on bool) Option { return func(c *config) { c.stepFlow = on } }

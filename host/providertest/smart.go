@@ -28,7 +28,9 @@ import (
 // .well-known/smart-configuration is served.
 const (
 	SMARTPath = "/oauth2/token"
-	FHIRPath  = "/fhir"
+	// SMARTRevokePath is its RFC 7009 revocation endpoint.
+	SMARTRevokePath = "/oauth2/revoke"
+	FHIRPath        = "/fhir"
 	// SMARTLifetime is the life of the fake's access tokens (EHRs commonly give five minutes).
 	SMARTLifetime = 5 * time.Minute
 	// MaxAssertionLife is how far ahead an assertion's exp may be (SMART: no more than five minutes).
@@ -51,6 +53,7 @@ type SMART struct {
 	*Fake
 	scfg        SMARTConfig
 	discoveries atomic.Int64
+	revocations atomic.Int64
 	mu          sync.Mutex
 	seen        map[string]time.Time // jti -> its assertion's exp
 }
@@ -66,6 +69,7 @@ func NewSMART(cfg SMARTConfig) *SMART {
 	s := &SMART{scfg: cfg, seen: map[string]time.Time{}}
 	f, mux := unstartedFake("smart", SMARTPath, Config{ClientID: cfg.ClientID}, func(_ *Fake, w http.ResponseWriter, r *http.Request) { s.token(w, r) })
 	mux.HandleFunc(FHIRPath+"/.well-known/smart-configuration", s.configuration)
+	mux.HandleFunc(SMARTRevokePath, s.revoke)
 	f.srv = httptest.NewServer(mux)
 	s.Fake = f
 	return s
@@ -74,12 +78,16 @@ func NewSMART(cfg SMARTConfig) *SMART {
 // FHIRBase is the fake's FHIR base URL: what a smart request's fhir_base names.
 func (s *SMART) FHIRBase() string { return s.URL() + FHIRPath }
 
+// Revocations counts the tokens revoked at the revocation endpoint.
+func (s *SMART) Revocations() int64 { return s.revocations.Load() }
+
 // Discoveries counts the configuration documents served.
 func (s *SMART) Discoveries() int64 { return s.discoveries.Load() }
 
 func (s *SMART) configuration(w http.ResponseWriter, _ *http.Request) {
 	s.discoveries.Add(1)
 	writeJSON(w, http.StatusOK, map[string]any{
+		"revocation_endpoint":                              s.URL() + SMARTRevokePath,
 		"token_endpoint":                                   s.TokenURL(),
 		"token_endpoint_auth_methods_supported":            s.scfg.AuthMethods,
 		"token_endpoint_auth_signing_alg_values_supported": []string{"RS384", "ES384"},
@@ -87,6 +95,29 @@ func (s *SMART) configuration(w http.ResponseWriter, _ *http.Request) {
 		"scopes_supported":                                 []string{"system/*.rs", "system/Patient.rs", "system/Observation.rs"},
 		"capabilities":                                     []string{"client-confidential-asymmetric"},
 	})
+}
+
+// revoke is RFC 7009: the client authenticates as at the token endpoint; the token stops working.
+func (s *SMART) revoke(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || mediaType(r) != formType || r.ParseForm() != nil || r.PostForm.Get("token") == "" {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "")
+		return
+	}
+	if r.PostForm.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "client_assertion_type must be jwt-bearer")
+		return
+	}
+	if why := s.CheckAssertion(r.PostForm.Get("client_assertion")); why != "" {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", why)
+		return
+	}
+	if h := r.PostForm.Get("token_type_hint"); h != "" && h != "access_token" && h != "refresh_token" {
+		oauthError(w, http.StatusBadRequest, "unsupported_token_type", "")
+		return
+	}
+	s.revocations.Add(1)
+	s.Revoke(r.PostForm.Get("token")) // an unknown token is answered 200 too (RFC 7009 section 2.2)
+	w.WriteHeader(http.StatusOK)
 }
 
 func (s *SMART) token(w http.ResponseWriter, r *http.Request) {

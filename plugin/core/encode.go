@@ -85,13 +85,7 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	if p.SendScope && r.Scope != "" {
 		body.add("scope", r.Scope)
 	}
-	switch p.ClientAuth {
-	case AuthBody:
-		body.add("client_id", r.ClientID)
-		body.add("client_secret", r.ClientSecret)
-	case AuthTLSClient:
-		body.add("client_id", r.ClientID)
-	}
+	r.bodyAuth(body)
 	for _, kv := range r.Params {
 		body.add(kv.name, kv.value)
 	}
@@ -102,19 +96,41 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	} else {
 		h = append(h, header{"Content-Type", "application/x-www-form-urlencoded"})
 	}
-	h = append(h, header{"Accept", "application/json"})
-	switch p.ClientAuth {
-	case AuthBasic:
-		h = append(h, header{"Authorization", basic(r.ClientID, r.ClientSecret)})
-	case AuthBasicRFC6749:
-		h = append(h, header{"Authorization", basic(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))})
-	}
-	h = append(h, p.Headers...)
+	h = append(r.headerAuth(append(h, header{"Accept", "application/json"})), p.Headers...)
 	for _, fh := range p.FieldHeaders {
 		if v := r.field(fh.Field); v != "" {
 			h = setHeader(h, fh.Header, v)
 		}
 	}
+	return r.request(tokenURL, h, body, jwt), nil
+}
+
+// bodyAuth adds the client authentication that goes in the body (a client assertion is added when
+// the request is sent).
+func (r *Request) bodyAuth(b *body) {
+	switch r.profile.ClientAuth {
+	case AuthBody:
+		b.add("client_id", r.ClientID)
+		b.add("client_secret", r.ClientSecret)
+	case AuthTLSClient:
+		b.add("client_id", r.ClientID)
+	}
+}
+
+// headerAuth adds the client authentication that goes in a header.
+func (r *Request) headerAuth(h []header) []header {
+	switch r.profile.ClientAuth {
+	case AuthBasic:
+		h = append(h, header{"Authorization", basic(r.ClientID, r.ClientSecret)})
+	case AuthBasicRFC6749:
+		h = append(h, header{"Authorization", basic(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))})
+	}
+	return h
+}
+
+// request finishes an encoded request: the caller's headers, the per-request id, the timeout.
+func (r *Request) request(u string, h []header, b *body, jwt *assertion) *HTTPRequest {
+	p := r.profile
 	for _, kv := range r.Headers {
 		h = setHeader(h, kv.name, kv.value)
 	}
@@ -123,7 +139,6 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 		h = setHeader(h, p.RequestIDHeader, newRequestID())
 		requestID = headerIndex(h, p.RequestIDHeader)
 	}
-
 	timeout := r.TimeoutMS
 	if timeout <= 0 {
 		timeout = DefaultTimeoutMS
@@ -131,11 +146,11 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	if timeout > maxTimeoutMS {
 		timeout = maxTimeoutMS
 	}
-	enc := &HTTPRequest{Method: "POST", URL: tokenURL, Headers: h, Body: body.String(), TimeoutMS: timeout, requestID: requestID, jwt: jwt}
+	enc := &HTTPRequest{Method: "POST", URL: u, Headers: h, Body: b.String(), TimeoutMS: timeout, requestID: requestID, jwt: jwt}
 	if p.ClientAuth == AuthTLSClient {
 		enc.ClientCert = r.KeyID
 	}
-	return enc, nil
+	return enc
 }
 
 // assertion returns the client assertion r's profile authenticates with, or nil.

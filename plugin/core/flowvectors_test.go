@@ -55,6 +55,7 @@ func TestWriteFlowVectors(t *testing.T) {
 		{"sign_refused", "the host could not sign: kind signing, nothing sent", smart + `}`, "", []string{miss, miss, `{"error":"no signing key key-1"}`}, "", ""},
 		{"sign_wrong_length", "an ES384 signature must be 96 bytes of r||s: a 64-byte one is refused, nothing sent", smart + `,"assertion_alg":"ES384"}`, "", []string{miss, miss, zeros(63)}, "", ""},
 		{"client_secret_jwt", "client_secret_jwt: the plugin signs the assertion with HMAC-SHA256 under the secret; the secret is not sent", csJWT, "", []string{miss, miss, ok}, "", ""},
+		{"revoke", "revoke (RFC 7009): the token to the revocation URL, authenticated as the token request (here a host-signed assertion), then the cached token dropped", smart + `,"access_token":"tok-1","revocation_url":"https://ehr.example.org/oauth2/revoke"}`, "revoke", []string{zeros(384), `{"status":200,"headers":{},"body":""}`}, "", ""},
 		{"encode_error", "an invalid request ends at once", `{"provider":"nikohealth","client_id":"c",` + now + `}`, "", nil, "", ""},
 		{"state_of_another_request", "a state resumes only with the request it began with", req, "", []string{miss}, "", strings.Replace(req, "niko-secret-1", "niko-secret-2", 1)},
 		{"forged_state", "a state the plugin did not give is refused", req, "", []string{miss}, "tw1.t5.1767225600000.00000000000000000000000000000000.", ""},

@@ -60,6 +60,9 @@ type Profile struct {
 	AssertionAlgs []string
 	// ScopePrefix, when set, is the prefix every scope must have (SMART Backend Services: "system/").
 	ScopePrefix string
+	// RevocationURL is the RFC 7009 revocation endpoint, if the provider has one; the request's
+	// revocation_url wins (smart: the host discovers revocation_endpoint).
+	RevocationURL string
 	// Discovery names where a host finds the token URL when the request has none (SMART's
 	// ".well-known/smart-configuration" under fhir_base); the plugin itself never fetches it.
 	Discovery string

@@ -36,6 +36,7 @@ type Request struct {
 	KeyID         string // the host-held key: signing key (private_key_jwt) or client certificate
 	AssertionAlg  string // the client assertion's JWS alg; default the profile's first
 	AssertionJTI  string // tests and replays, with now_ms: the assertion's jti instead of a fresh one
+	RevocationURL string // revoke: the revocation endpoint, over the profile's
 
 	profile *Profile
 	// secretList is what redact looks for, built on first use (error paths only).
@@ -228,6 +229,8 @@ func (r *Request) stringField(name string) *string {
 		return &r.AssertionAlg
 	case "assertion_jti":
 		return &r.AssertionJTI
+	case "revocation_url":
+		return &r.RevocationURL
 	}
 	return nil
 }
@@ -300,6 +303,12 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 				return false
 			}
 			p.TokenURL = val.Str
+		case "revocation_url":
+			if val.Type != gjson.String {
+				err = invalidRequest("profile.revocation_url must be a string")
+				return false
+			}
+			p.RevocationURL = val.Str
 		case "body":
 			return choice("body", val, &p.Body, BodyJSON, BodyForm)
 		case "client_auth":

@@ -41,6 +41,7 @@ const (
 const (
 	opToken      = 't'
 	opInvalidate = 'i'
+	opRevoke     = 'r'
 )
 
 // Flow is one token or invalidate flow of one request. What passes between two steps is its state
@@ -84,6 +85,9 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	f.nbuf = 0
 	switch f.phase {
 	case phaseStart:
+		if f.op == opRevoke {
+			return f.send()
+		}
 		if f.op == opInvalidate {
 			if r.AccessToken == "" {
 				return f.finish([]byte("{}"), f.deleteAction(f.key, "", ""))
@@ -135,6 +139,9 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		f.enc.signed, f.jti = signed, ""
 		return f.ask(phaseSend, f.sendAction())
 	case phaseSend:
+		if f.op == opRevoke {
+			return f.revoked(answer)
+		}
 		return f.received(answer)
 	case phaseInvalidate:
 		if v, ok := f.cacheValue(answer); ok && gjson.Get(v, "access_token").String() == r.AccessToken {
@@ -364,7 +371,7 @@ func (f *Flow) resume(s string) *abi.Error {
 	case !ok || err != nil || now < 0:
 		return badState()
 	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign, op == opInvalidate && p != phaseInvalidate,
-		op != opToken && op != opInvalidate:
+		op == opRevoke && p != phaseSend && p != phaseSign, op != opToken && op != opInvalidate && op != opRevoke:
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
@@ -428,8 +435,10 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 	case "", `"token"`, "null":
 	case `"invalidate"`:
 		op = opInvalidate
+	case `"revoke"`:
+		op = opRevoke
 	default:
-		return errorJSON(invalidRequest(`token_step: op must be "token" or "invalidate"`))
+		return errorJSON(invalidRequest(`token_step: op must be "token", "invalidate" or "revoke"`))
 	}
 	f, out := m.stepFlow(within(input, in.request), op, now, true)
 	if f == nil {
@@ -485,6 +494,11 @@ func (m *Memo) stepFlow(request []byte, op byte, now Clock, checked bool) (*Flow
 		f = &m.scratchStep().flow
 	} else {
 		f = new(Flow)
+	}
+	if op == opRevoke {
+		if enc, err = r.EncodeRevocation(enc.URL); err != nil {
+			return nil, errorJSON(err)
+		}
 	}
 	*f = Flow{m: m, r: r, enc: enc, key: key, op: op, nowMS: r.now(now), checked: checked, Then: f.Then[:0], bufs: f.bufs}
 	return f, nil

@@ -149,7 +149,8 @@ func TestStepStateIsBoundToItsRequest(t *testing.T) {
 		{"owner before the lock", `{"request":` + fleet + `,"state":"` + strings.Replace(state, "tw1.t3", "tw1.t1", 1) + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
 		{"state a number", `{"request":` + fleet + `,"state":7}`, "invalid_request: token_step: state must be a string"},
 		{"no request", `{"state":"` + state + `"}`, "invalid_request: token_step needs a request object"},
-		{"bad op", `{"request":` + fleet + `,"op":"revoke"}`, `invalid_request: token_step: op must be "token" or "invalidate"`},
+		{"bad op", `{"request":` + fleet + `,"op":"refresh"}`, `invalid_request: token_step: op must be "token", "invalidate" or "revoke"`},
+		{"revoke without a revocation URL", `{"request":` + fleet + `,"op":"revoke"}`, `invalid_request: revocation_url is required to revoke with nikohealth`},
 		{"not JSON", `{"request":`, "invalid_request: input is not valid JSON"},
 	}
 	for _, c := range cases {
@@ -206,6 +207,10 @@ func TestFlowVectorsSendWhatTokenSends(t *testing.T) {
 	n := 0
 	for _, v := range vs {
 		if v.Export != abi.ExportTokenStep || len(v.Steps) == 0 || v.Steps[len(v.Steps)-1].Request != nil || v.Steps[len(v.Steps)-1].State != nil {
+			continue
+		}
+		var op struct{ Op string }
+		if json.Unmarshal(v.Input, &op); op.Op == "revoke" { // revoke is token_step's only
 			continue
 		}
 		n++

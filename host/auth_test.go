@@ -103,7 +103,7 @@ func TestSMARTBackendServices(t *testing.T) {
 			if s.Requests()-before != 1 || tt.signer.calls.Load()-signs != 1 {
 				t.Fatalf("%s: %d requests, %d signatures", tt.alg, s.Requests()-before, tt.signer.calls.Load()-signs)
 			}
-			if status := apiStatus(t, s.APIURL(), tok.AccessToken); status != http.StatusOK {
+			if status := callAPI(t, s.APIURL(), tok.AccessToken); status != http.StatusOK {
 				t.Fatalf("%s: API answered %d", tt.alg, status)
 			}
 			if again, err := c.Token(ctx, req); err != nil || again.AccessToken != tok.AccessToken || s.Requests()-before != 1 {
@@ -121,18 +121,6 @@ func TestSMARTBackendServices(t *testing.T) {
 			t.Fatalf("%d signatures counted, want 4", n)
 		}
 	}, WithLoopback(), WithSigner("rsa-1", rs), WithSigner("ec-1", es))
-}
-
-func apiStatus(t *testing.T, url, token string) int {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 // TestSigningFailures: a missing key id, a key of the wrong kind or curve for the algorithm, a
@@ -394,7 +382,7 @@ func TestRevoke(t *testing.T) {
 		if err := c.Revoke(ctx, rev); err != nil {
 			t.Fatal(err)
 		}
-		if s.Revocations() != 1 || apiStatus(t, s.APIURL(), tok.AccessToken) != http.StatusUnauthorized {
+		if s.Revocations() != 1 || callAPI(t, s.APIURL(), tok.AccessToken) != http.StatusUnauthorized {
 			t.Fatalf("%d revocations; the revoked token still works", s.Revocations())
 		}
 		next, err := c.Token(ctx, req)

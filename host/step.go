@@ -146,22 +146,31 @@ func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error 
 			return err
 		}
 		defer c.leave()
-		b, err := json.Marshal(req)
-		if err != nil {
-			return fmt.Errorf("tokenwasm: %w", err)
-		}
-		out, err := c.step(ctx, b, "invalidate")
-		if err != nil {
+		if res, err = c.stepOp(ctx, req, "invalidate"); err != nil {
 			return err
-		}
-		if err := json.Unmarshal(out, &res); err != nil {
-			return fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
 		}
 	}
 	if res.Error != nil {
 		return res.Error
 	}
 	return nil
+}
+
+// stepOp runs the flow op for req through token_step and reads its answer.
+func (c *Client) stepOp(ctx context.Context, req abi.TokenRequest, op string) (abi.Result, error) {
+	var res abi.Result
+	b, err := json.Marshal(req)
+	if err != nil {
+		return res, fmt.Errorf("tokenwasm: %w", err)
+	}
+	out, err := c.step(ctx, b, op)
+	if err != nil {
+		return res, err
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return res, fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
+	}
+	return res, nil
 }
 
 // Revoke revokes a token at the provider's revocation endpoint (RFC 7009) and drops the cached
@@ -183,17 +192,9 @@ func (c *Client) Revoke(ctx context.Context, req abi.TokenRequest) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return fmt.Errorf("tokenwasm: %w", err)
-	}
-	out, err := c.step(ctx, b, "revoke")
+	res, err := c.stepOp(ctx, req, "revoke")
 	if err != nil {
 		return err
-	}
-	var res abi.Result
-	if err := json.Unmarshal(out, &res); err != nil {
-		return fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
 	}
 	if res.Error != nil {
 		c.metrics.countError(res.Error.Kind)

@@ -74,12 +74,7 @@ func (m *MTLS) RootCAs() *x509.CertPool {
 }
 
 func (m *MTLS) token(w http.ResponseWriter, r *http.Request) {
-	if mediaType(r) != formType || r.ParseForm() != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "form body expected")
-		return
-	}
-	if r.PostForm.Get("grant_type") != "client_credentials" {
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
+	if !clientCredentialsForm(w, r) {
 		return
 	}
 	id := r.PostForm.Get("client_id")

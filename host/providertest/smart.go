@@ -121,12 +121,7 @@ func (s *SMART) revoke(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *SMART) token(w http.ResponseWriter, r *http.Request) {
-	if mediaType(r) != formType || r.ParseForm() != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "form body expected")
-		return
-	}
-	if r.PostForm.Get("grant_type") != "client_credentials" {
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
+	if !clientCredentialsForm(w, r) {
 		return
 	}
 	if r.PostForm.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
@@ -223,4 +218,17 @@ func verify(alg string, key crypto.PublicKey, input string, sig []byte) bool {
 			ecdsa.Verify(k, sum[:], new(big.Int).SetBytes(sig[:48]), new(big.Int).SetBytes(sig[48:]))
 	}
 	return false
+}
+
+// clientCredentialsForm reads a form-encoded client_credentials request, or answers the error.
+func clientCredentialsForm(w http.ResponseWriter, r *http.Request) bool {
+	if mediaType(r) != formType || r.ParseForm() != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "form body expected")
+		return false
+	}
+	if r.PostForm.Get("grant_type") != "client_credentials" {
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
+		return false
+	}
+	return true
 }

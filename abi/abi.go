@@ -118,7 +118,7 @@ type Profile struct {
 	ExpiresInUnit string            `json:"expires_in_unit,omitempty"` // "s" | "ms"
 	Headers       map[string]string `json:"headers,omitempty"`
 	Grants        []string          `json:"grants,omitempty"`
-	AssertionAlg  string            `json:"assertion_alg,omitempty"` // private_key_jwt: RS256 | RS384 | ES256 | ES384 | PS256
+	AssertionAlg  string            `json:"assertion_alg,omitempty"`  // private_key_jwt: RS256 | RS384 | ES256 | ES384 | PS256
 	RevocationURL string            `json:"revocation_url,omitempty"` // RFC 7009 endpoint, for revoke
 }
 

@@ -29,7 +29,8 @@ import (
 // WithSigner registers the key that signs client assertions for key id kid (a request's key_id,
 // the assertion's "kid"): an *rsa.PrivateKey or *ecdsa.PrivateKey (ParseSigner reads PEM and JWK),
 // or any crypto.Signer whose Public() is an RSA key of 2048 bits or more or an ECDSA P-256 or P-384
-// key (a KMS or HSM key).
+// key (a KMS or HSM key). crypto.Signer takes no context: a signer that can block (a remote KMS)
+// should bound its own calls, since the fetch waits for it.
 func WithSigner(kid string, s crypto.Signer) Option {
 	return func(c *config) {
 		if c.signers == nil {

@@ -37,6 +37,11 @@ const (
 	ImportCacheDelete = "cache_delete"
 )
 
+// ActionSign is the action of token_step that asks the host to sign a client assertion
+// (private_key_jwt): {"alg","kid","signing_input"} -> {"signature"} | {"error"}. It is not a wasm
+// import: the plugin never calls it inline, so hosts that do not sign still instantiate the plugin.
+const ActionSign = "sign"
+
 // Grant types.
 const (
 	GrantClientCredentials = "client_credentials"
@@ -83,6 +88,22 @@ type TokenRequest struct {
 	// AccessToken makes invalidate drop the cached token only if it is this one, so many callers that
 	// saw the same 401 do not throw away the new token one of them already fetched.
 	AccessToken string `json:"access_token,omitempty"`
+
+	// KeyID names the credential the host holds: the key that signs the client assertion
+	// (private_key_jwt, its JWS "kid") or the client certificate (tls_client_auth).
+	KeyID string `json:"key_id,omitempty"`
+	// AssertionAlg is the client assertion's JWS algorithm: one of the profile's (smart: RS384,
+	// ES384); default its first.
+	AssertionAlg string `json:"assertion_alg,omitempty"`
+	// AssertionJTI fixes the assertion's jti, with NowMS: for tests and replays only. Unset, every
+	// request gets a fresh one.
+	AssertionJTI string `json:"assertion_jti,omitempty"`
+	// FHIRBase is a SMART server's FHIR base URL: the Go host discovers token_url from
+	// {fhir_base}/.well-known/smart-configuration when token_url is empty. The plugin ignores it.
+	FHIRBase string `json:"fhir_base,omitempty"`
+	// RevocationURL is the RFC 7009 revocation endpoint (token_step's "revoke"), over the
+	// profile's; for smart the Go host discovers it.
+	RevocationURL string `json:"revocation_url,omitempty"`
 }
 
 // Profile describes a provider as data. Built-in providers have one; provider "custom" takes one in
@@ -97,6 +118,8 @@ type Profile struct {
 	ExpiresInUnit string            `json:"expires_in_unit,omitempty"` // "s" | "ms"
 	Headers       map[string]string `json:"headers,omitempty"`
 	Grants        []string          `json:"grants,omitempty"`
+	AssertionAlg  string            `json:"assertion_alg,omitempty"`  // private_key_jwt: RS256 | RS384 | ES256 | ES384 | PS256
+	RevocationURL string            `json:"revocation_url,omitempty"` // RFC 7009 endpoint, for revoke
 }
 
 // HTTPRequest is what encode produces and what the host's http_send performs.
@@ -106,6 +129,8 @@ type HTTPRequest struct {
 	Headers   map[string]string `json:"headers"`
 	Body      string            `json:"body"`
 	TimeoutMS int64             `json:"timeout_ms"`
+	// ClientCert names the client certificate the host presents (tls_client_auth, RFC 8705).
+	ClientCert string `json:"client_cert,omitempty"`
 }
 
 // HTTPResponse is what http_send returns: a response, or Error for a transport failure.
@@ -198,6 +223,12 @@ const (
 	// binding of a provider's credentials to that provider's hosts. Never retryable: the same request
 	// is refused again, so a caller that retries on Retryable does not loop on a typo.
 	KindPolicy = "policy"
+	// KindSigning is a client assertion the host did not sign: its sign answer was an error, not a
+	// signature, or a signature of the wrong form or length for its algorithm. Nothing was sent.
+	KindSigning = "signing"
+	// KindSigningRequired answers token or encode for a request whose client assertion the host must
+	// sign (private_key_jwt): only token_step asks the host for a signature. Nothing was sent.
+	KindSigningRequired = "signing_required"
 )
 
 // CacheGetInput, CacheSetInput and CacheDeleteInput are the inputs of the cache imports;

@@ -6,6 +6,7 @@ var Kinds = []string{
 	KindInvalidRequest, KindInvalidClient, KindInvalidGrant, KindUnauthorizedClient,
 	KindUnsupportedGrantType, KindInvalidScope, KindAccessDenied, KindRateLimited,
 	KindUnsupportedMediaType, KindServerError, KindMalformedResponse, KindTransport, KindPolicy,
+	KindSigning, KindSigningRequired,
 }
 
 // Sentinels, one per kind: errors.Is(err, ErrRateLimited) reports whether err is (or wraps) an
@@ -24,6 +25,8 @@ const (
 	ErrMalformedResponse    KindError = KindMalformedResponse
 	ErrTransport            KindError = KindTransport
 	ErrPolicy               KindError = KindPolicy
+	ErrSigning              KindError = KindSigning
+	ErrSigningRequired      KindError = KindSigningRequired
 )
 
 // KindError is an error kind as a sentinel error: the target of errors.Is, never returned itself.

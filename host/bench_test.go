@@ -162,7 +162,7 @@ func BenchmarkCodec(b *testing.B) {
 		m := new(core.Memo) // as in the plugin, which keeps one per instance
 		b.ReportAllocs()
 		for b.Loop() {
-			core.Encode(m, req)
+			core.Encode(m, req, nil)
 			core.Decode(m, dec, now)
 		}
 	})

@@ -2,6 +2,8 @@ package host
 
 import (
 	"context"
+	"crypto"
+	"crypto/tls"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -39,7 +41,9 @@ type Client struct {
 	cancel    context.CancelFunc
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
-	stepFlow       bool // run the flow through token_step (step.go) instead of the token export
+	stepFlow       bool                     // run the flow through token_step (step.go) instead of the token export
+	signers        map[string]crypto.Signer // private_key_jwt keys by key id (signer.go)
+	discovery      discoveryCache           // SMART configurations by FHIR base URL (discovery.go)
 
 	mu       sync.Mutex // guards the transition to closed against inflight.Add
 	closed   atomic.Bool
@@ -66,6 +70,8 @@ type config struct {
 	stepFlow      bool
 	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	observers     []Observer
+	signers       map[string]crypto.Signer
+	clientCerts   map[string]tls.Certificate
 }
 
 // WithPlugin runs another build of the plugin (for example the standard Go build) instead of Plugin.
@@ -132,15 +138,20 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
+	sender, err := newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback, cfg.clientCerts)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{
 		cache:     cfg.cache,
-		sender:    newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback),
+		sender:    sender,
 		log:       cfg.logger,
 		metrics:   newMetrics(),
 		observers: cfg.observers,
 
 		onRefreshToken: cfg.onRefresh,
 		stepFlow:       cfg.stepFlow,
+		signers:        cfg.signers,
 	}
 	imports := map[string]extism.HostFunc{
 		abi.ImportHTTPSend:    c.httpSend,

@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -38,9 +39,24 @@ type sender struct {
 	client        *http.Client
 	allowed       []string
 	allowLoopback bool
+	// certClients present a client certificate (tls_client_auth), one client per certificate id.
+	certClients map[string]*http.Client
 }
 
-func newSender(base http.RoundTripper, allowed []string, allowLoopback bool) *sender {
+// WithClientCertificate registers the client certificate presented for certificate id id (a
+// request's key_id with tls_client_auth, RFC 8705 section 2): the connection carries it, the body
+// only the client id. The certificate's private key may be a crypto.Signer (KMS, HSM). A custom
+// WithHTTPTransport must then be an *http.Transport, cloned per certificate.
+func WithClientCertificate(id string, cert tls.Certificate) Option {
+	return func(c *config) {
+		if c.clientCerts == nil {
+			c.clientCerts = map[string]tls.Certificate{}
+		}
+		c.clientCerts[id] = cert
+	}
+}
+
+func newSender(base http.RoundTripper, allowed []string, allowLoopback bool, certs map[string]tls.Certificate) (*sender, error) {
 	if base == nil {
 		base = &http.Transport{
 			Proxy:                  http.ProxyFromEnvironment,
@@ -54,8 +70,29 @@ func newSender(base http.RoundTripper, allowed []string, allowLoopback bool) *se
 		}
 	}
 	s := &sender{allowed: allowed, allowLoopback: allowLoopback}
-	s.client = &http.Client{
-		Transport: base,
+	s.client = s.httpClient(base)
+	for id, cert := range certs {
+		t, ok := base.(*http.Transport)
+		if !ok {
+			return nil, fmt.Errorf("tokenwasm: client certificates need an *http.Transport, not %T", base)
+		}
+		t = t.Clone()
+		if t.TLSClientConfig == nil {
+			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		t.TLSClientConfig.Certificates = []tls.Certificate{cert}
+		if s.certClients == nil {
+			s.certClients = map[string]*http.Client{}
+		}
+		s.certClients[id] = s.httpClient(t)
+	}
+	return s, nil
+}
+
+// httpClient is an http.Client on rt that follows redirects to the same host only, within policy.
+func (s *sender) httpClient(rt http.RoundTripper) *http.Client {
+	return &http.Client{
+		Transport: rt,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 3 {
 				return fmt.Errorf("%w: too many redirects", errPolicy)
@@ -66,7 +103,6 @@ func newSender(base http.RoundTripper, allowed []string, allowLoopback bool) *se
 			return s.check(req.URL)
 		},
 	}
-	return s
 }
 
 // check applies the host allow-list to u.
@@ -136,6 +172,12 @@ func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPRespons
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
 		defer cancel()
 	}
+	client := s.client
+	if req.ClientCert != "" {
+		if client = s.certClients[req.ClientCert]; client == nil {
+			return abi.HTTPResponse{Error: fmt.Sprintf("refused by host policy: no client certificate %q", req.ClientCert), Policy: true}
+		}
+	}
 	hr, err := http.NewRequestWithContext(ctx, req.Method, u.String(), strings.NewReader(req.Body))
 	if err != nil {
 		return abi.HTTPResponse{Error: "refused by host policy: invalid token request", Policy: true}
@@ -146,7 +188,7 @@ func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPRespons
 	if hr.Header.Get("User-Agent") == "" {
 		hr.Header.Set("User-Agent", "tokenwasm/1")
 	}
-	resp, err := s.client.Do(hr)
+	resp, err := client.Do(hr)
 	if err != nil {
 		// A redirect the policy refused is as final as a refused URL: not worth a retry.
 		return abi.HTTPResponse{Error: transportMessage(err), Policy: errors.Is(err, errPolicy)}

@@ -20,10 +20,10 @@ func (c *Client) httpSend(ctx context.Context, in []byte) []byte {
 	if !gjson.ValidBytes(in) {
 		return []byte(`{"error":"host: malformed http_send request"}`)
 	}
-	var f [5]gjson.Result
-	members(gjson.ParseBytes(in), f[:], "method", "url", "body", "timeout_ms", "headers")
+	var f [6]gjson.Result
+	members(gjson.ParseBytes(in), f[:], "method", "url", "body", "timeout_ms", "headers", "client_cert")
 	req := abi.HTTPRequest{Method: f[0].Str, URL: f[1].Str, Body: f[2].Str, TimeoutMS: f[3].Int(),
-		Headers: map[string]string{}}
+		Headers: map[string]string{}, ClientCert: f[5].Str}
 	f[4].ForEach(func(k, val gjson.Result) bool {
 		req.Headers[k.Str] = val.Str
 		return true

@@ -21,6 +21,8 @@ type Metrics struct {
 	pendingWaits    atomic.Int64 // waits while another process fetched the same token
 	invalidations   atomic.Int64 // tokens dropped because an API answered 401
 	rotations       atomic.Int64 // new refresh tokens the provider returned (and the source now uses)
+	discoveries     atomic.Int64 // SMART configurations fetched (not served from memory)
+	signatures      atomic.Int64 // client assertions signed for the plugin (private_key_jwt)
 	errors          map[string]*atomic.Int64
 
 	calls      byOutcome      // fetches by provider and outcome, retries included in one
@@ -61,6 +63,8 @@ func (m *Metrics) Snapshot() map[string]int64 {
 		"pending_waits":    m.pendingWaits.Load(),
 		"invalidations":    m.invalidations.Load(),
 		"rotations":        m.rotations.Load(),
+		"discoveries":      m.discoveries.Load(),
+		"signatures":       m.signatures.Load(),
 	}
 	for k, c := range m.errors {
 		s["errors."+k] = c.Load()

@@ -85,6 +85,8 @@ func (c *Client) perform(ctx context.Context, name string, in []byte) []byte {
 		return c.cacheSet(ctx, in)
 	case abi.ImportCacheDelete:
 		return c.cacheDelete(ctx, in)
+	case abi.ActionSign:
+		return c.sign(ctx, in)
 	}
 	return nil // an import this host does not know: answered as nothing
 }
@@ -131,6 +133,10 @@ func (c *Client) runToken(ctx context.Context, input []byte, res *abi.Result) er
 // runInvalidate runs the invalidate flow with the Client's driver.
 func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error {
 	var res abi.Result
+	req, err := c.resolve(ctx, req)
+	if err != nil {
+		return err
+	}
 	if !c.stepFlow {
 		if err := c.callJSON(ctx, abi.ExportInvalidate, req, &res); err != nil {
 			return err
@@ -140,19 +146,58 @@ func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error 
 			return err
 		}
 		defer c.leave()
-		b, err := json.Marshal(req)
-		if err != nil {
-			return fmt.Errorf("tokenwasm: %w", err)
-		}
-		out, err := c.step(ctx, b, "invalidate")
-		if err != nil {
+		if res, err = c.stepOp(ctx, req, "invalidate"); err != nil {
 			return err
-		}
-		if err := json.Unmarshal(out, &res); err != nil {
-			return fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
 		}
 	}
 	if res.Error != nil {
+		return res.Error
+	}
+	return nil
+}
+
+// stepOp runs the flow op for req through token_step and reads its answer.
+func (c *Client) stepOp(ctx context.Context, req abi.TokenRequest, op string) (abi.Result, error) {
+	var res abi.Result
+	b, err := json.Marshal(req)
+	if err != nil {
+		return res, fmt.Errorf("tokenwasm: %w", err)
+	}
+	out, err := c.step(ctx, b, op)
+	if err != nil {
+		return res, err
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return res, fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
+	}
+	return res, nil
+}
+
+// Revoke revokes a token at the provider's revocation endpoint (RFC 7009) and drops the cached
+// token of req's credential set, in this process and in the shared cache, whatever the provider
+// answered. It revokes req.AccessToken, or without one req.RefreshToken; the endpoint is
+// req.RevocationURL, the profile's, or for smart the one discovery found. It runs through
+// token_step (a private_key_jwt assertion is signed as for a token).
+func (c *Client) Revoke(ctx context.Context, req abi.TokenRequest) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.leave()
+	if s, err := c.sources.get(c, req); err == nil {
+		if h := s.cur.Load(); h != nil {
+			s.cur.CompareAndSwap(h, nil)
+		}
+	}
+	req, err := c.resolve(ctx, req)
+	if err != nil {
+		return err
+	}
+	res, err := c.stepOp(ctx, req, "revoke")
+	if err != nil {
+		return err
+	}
+	if res.Error != nil {
+		c.metrics.countError(res.Error.Kind)
 		return res.Error
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,11 +93,17 @@ func TestDescribe(t *testing.T) {
 			Providers []struct {
 				Name string `json:"name"`
 			} `json:"providers"`
+			ClientAuth struct {
+				HostSigns struct {
+					Methods []string `json:"methods"`
+				} `json:"host_signs"`
+			} `json:"client_auth"`
 		}
 		if err := json.Unmarshal(raw, &d); err != nil {
 			t.Fatal(err)
 		}
-		if d.ABI != "tokenwasm/1" || len(d.Providers) != 4 {
+		if d.ABI != "tokenwasm/1" || len(d.Providers) != 5 || d.Providers[4].Name != "smart" ||
+			strings.Join(d.ClientAuth.HostSigns.Methods, ",") != "private_key_jwt" {
 			t.Fatalf("describe = %s", raw)
 		}
 	})

@@ -21,7 +21,7 @@ var memo core.Memo
 func describe() int32 { return output(core.Describe()) }
 
 //go:wasmexport encode
-func encode() int32 { return run(func(in []byte) []byte { return core.Encode(&memo, in) }) }
+func encode() int32 { return run(func(in []byte) []byte { return core.Encode(&memo, in, now) }) }
 
 //go:wasmexport decode
 func decode() int32 { return run(func(in []byte) []byte { return core.Decode(&memo, in, now) }) }

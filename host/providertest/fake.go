@@ -115,6 +115,13 @@ type refreshRecord struct {
 const APIPath = "/api/resource"
 
 func newFake(name, path string, cfg Config, issue func(*Fake, http.ResponseWriter, *http.Request)) *Fake {
+	f, mux := unstartedFake(name, path, cfg, issue)
+	f.srv = httptest.NewServer(mux)
+	return f
+}
+
+// unstartedFake is a fake whose server the caller starts (with more routes, or TLS).
+func unstartedFake(name, path string, cfg Config, issue func(*Fake, http.ResponseWriter, *http.Request)) (*Fake, *http.ServeMux) {
 	f := &Fake{name: name, path: path, cfg: cfg, issue: issue,
 		tokens: map[string]time.Time{}, refresh: map[string]refreshRecord{}, txIDs: map[string]struct{}{}}
 	// Exact-path patterns: anything else is the mux's 404, as on a real host.
@@ -122,8 +129,7 @@ func newFake(name, path string, cfg Config, issue func(*Fake, http.ResponseWrite
 	mux.HandleFunc(path, f.serveToken)
 	mux.HandleFunc(APIPath, f.serveAPI)
 	mux.HandleFunc("/_stats", f.serveStats)
-	f.srv = httptest.NewServer(mux)
-	return f
+	return f, mux
 }
 
 // Name returns the provider the fake stands for: "candid", "pattern", "candescent" or "nikohealth".

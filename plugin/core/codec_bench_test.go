@@ -9,7 +9,7 @@ func BenchmarkCodecNative(b *testing.B) {
 	m := new(Memo)
 	b.ReportAllocs()
 	for b.Loop() {
-		Encode(m, req)
+		Encode(m, req, nil)
 		Decode(m, dec, nil)
 	}
 }

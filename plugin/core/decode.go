@@ -131,13 +131,30 @@ func (r *Response) header(name string) string {
 // Decode turns a provider's response into a token or a typed error. The first matching rule wins;
 // the order is normative (abi/ABI.md, "Decoding").
 func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
+	f, isJSON, err := r.responseError(resp, nowMS)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(resp.Body) > MaxBodyBytes:
+		return nil, malformed(resp.Status, "response body exceeds 1 MiB")
+	case !isJSON:
+		return nil, malformed(resp.Status, "response body is not a JSON object")
+	}
+	return r.token(resp, &f, nowMS)
+}
+
+// responseError is the error of a provider's answer, whatever it answers to (a token or a
+// revocation request): no response, an RFC 6749 error in a JSON body, or a status other than 2xx.
+// Otherwise it returns the body's token fields and whether it is a JSON object.
+func (r *Request) responseError(resp *Response, nowMS int64) (tokenFields, bool, *abi.Error) {
+	var f tokenFields
 	if resp.Transport != "" {
 		if resp.Policy { // sending it again is refused again: not retryable
-			return nil, &abi.Error{Kind: abi.KindPolicy, Message: "token request refused by the host's policy: " + r.redact(resp.Transport, maxMessage)}
+			return f, false, &abi.Error{Kind: abi.KindPolicy, Message: "token request refused by the host's policy: " + r.redact(resp.Transport, maxMessage)}
 		}
-		return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.redact(resp.Transport, maxMessage)}
+		return f, false, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.redact(resp.Transport, maxMessage)}
 	}
-	var f tokenFields
 	isJSON := len(resp.Body) <= MaxBodyBytes && depthString(resp.Body) <= maxDepth && gjson.Valid(resp.Body)
 	if isJSON {
 		doc := gjson.Parse(resp.Body)
@@ -147,17 +164,16 @@ func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
 		}
 	}
 	if isJSON && f.err.Type == gjson.String && f.err.Str != "" {
-		return nil, r.oauthError(resp, f.err.Str, f.description.String(), nowMS)
+		return f, isJSON, r.oauthError(resp, f.err.Str, f.description.String(), nowMS)
 	}
 	if resp.Status < 200 || resp.Status > 299 {
-		return nil, r.statusError(resp, nowMS)
+		return f, isJSON, r.statusError(resp, nowMS)
 	}
-	switch {
-	case len(resp.Body) > MaxBodyBytes:
-		return nil, malformed(resp.Status, "response body exceeds 1 MiB")
-	case !isJSON:
-		return nil, malformed(resp.Status, "response body is not a JSON object")
-	}
+	return f, isJSON, nil
+}
+
+// token reads the token of a 2xx JSON answer.
+func (r *Request) token(resp *Response, f *tokenFields, nowMS int64) (*abi.Token, *abi.Error) {
 	if f.accessToken.Type != gjson.String || f.accessToken.Str == "" {
 		return nil, malformed(resp.Status, "response has no access_token string")
 	}

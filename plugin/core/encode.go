@@ -23,8 +23,15 @@ type HTTPRequest struct {
 	Headers   []header
 	Body      string
 	TimeoutMS int64
+	// ClientCert names the client certificate the host presents on the connection (tls_client_auth).
+	ClientCert string
 	// requestID is the index in Headers of the per-request id header, or -1; it is not identity.
 	requestID int
+	// jwt is the client assertion to send, nil for none; signed is the assertion made for the send
+	// in progress (a fresh jti and time each time), added to the body then. Neither is identity but
+	// through jwt.identity.
+	jwt    *assertion
+	signed string
 }
 
 // Encode validates r and builds the HTTP request its provider expects.
@@ -57,6 +64,13 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 		}
 		format = r.Body
 	}
+	jwt, err := r.assertion(tokenURL, format)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.checkScope(); err != nil {
+		return nil, err
+	}
 
 	body := newBody(format)
 	if p.SendGrantType {
@@ -71,10 +85,7 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	if p.SendScope && r.Scope != "" {
 		body.add("scope", r.Scope)
 	}
-	if p.ClientAuth == AuthBody {
-		body.add("client_id", r.ClientID)
-		body.add("client_secret", r.ClientSecret)
-	}
+	r.bodyAuth(body)
 	for _, kv := range r.Params {
 		body.add(kv.name, kv.value)
 	}
@@ -85,19 +96,41 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	} else {
 		h = append(h, header{"Content-Type", "application/x-www-form-urlencoded"})
 	}
-	h = append(h, header{"Accept", "application/json"})
-	switch p.ClientAuth {
-	case AuthBasic:
-		h = append(h, header{"Authorization", basic(r.ClientID, r.ClientSecret)})
-	case AuthBasicRFC6749:
-		h = append(h, header{"Authorization", basic(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))})
-	}
-	h = append(h, p.Headers...)
+	h = append(r.headerAuth(append(h, header{"Accept", "application/json"})), p.Headers...)
 	for _, fh := range p.FieldHeaders {
 		if v := r.field(fh.Field); v != "" {
 			h = setHeader(h, fh.Header, v)
 		}
 	}
+	return r.request(tokenURL, h, body, jwt), nil
+}
+
+// bodyAuth adds the client authentication that goes in the body (a client assertion is added when
+// the request is sent).
+func (r *Request) bodyAuth(b *body) {
+	switch r.profile.ClientAuth {
+	case AuthBody:
+		b.add("client_id", r.ClientID)
+		b.add("client_secret", r.ClientSecret)
+	case AuthTLSClient:
+		b.add("client_id", r.ClientID)
+	}
+}
+
+// headerAuth adds the client authentication that goes in a header.
+func (r *Request) headerAuth(h []header) []header {
+	switch r.profile.ClientAuth {
+	case AuthBasic:
+		h = append(h, header{"Authorization", basic(r.ClientID, r.ClientSecret)})
+	case AuthBasicRFC6749:
+		h = append(h, header{"Authorization", basic(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))})
+	}
+	return h
+}
+
+// request finishes an encoded request: the caller's headers, the per-request id, the timeout.
+func (r *Request) request(u string, h []header, b *body, jwt *assertion) *HTTPRequest {
+	p := r.profile
 	for _, kv := range r.Headers {
 		h = setHeader(h, kv.name, kv.value)
 	}
@@ -106,7 +139,6 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 		h = setHeader(h, p.RequestIDHeader, newRequestID())
 		requestID = headerIndex(h, p.RequestIDHeader)
 	}
-
 	timeout := r.TimeoutMS
 	if timeout <= 0 {
 		timeout = DefaultTimeoutMS
@@ -114,16 +146,80 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	if timeout > maxTimeoutMS {
 		timeout = maxTimeoutMS
 	}
-	return &HTTPRequest{Method: "POST", URL: tokenURL, Headers: h, Body: body.String(), TimeoutMS: timeout, requestID: requestID}, nil
+	enc := &HTTPRequest{Method: "POST", URL: u, Headers: h, Body: b.String(), TimeoutMS: timeout, requestID: requestID, jwt: jwt}
+	if p.ClientAuth == AuthTLSClient {
+		enc.ClientCert = r.KeyID
+	}
+	return enc
+}
+
+// assertion returns the client assertion r's profile authenticates with, or nil.
+func (r *Request) assertion(tokenURL, format string) (*assertion, *abi.Error) {
+	p := r.profile
+	if p.ClientAuth != AuthPrivateKeyJWT && p.ClientAuth != AuthClientSecretJWT {
+		return nil, nil
+	}
+	if format != BodyForm {
+		return nil, invalidRequest(p.ClientAuth + " sends its client assertion in a form body")
+	}
+	alg := r.AssertionAlg
+	if alg == "" {
+		alg = p.AssertionAlgs[0]
+	}
+	if !contains(p.AssertionAlgs, alg) {
+		return nil, invalidRequest("assertion_alg must be one of " + strings.Join(p.AssertionAlgs, ", ") + " for " + p.Name)
+	}
+	if len(r.KeyID) > 256 {
+		return nil, invalidRequest("key_id exceeds 256 bytes")
+	}
+	if r.AssertionJTI != "" && (r.NowMS == 0 || !validJTI(r.AssertionJTI)) {
+		return nil, invalidRequest("assertion_jti needs now_ms, and at most 64 letters, digits, '-' or '_' (tests and replays only)")
+	}
+	a := &assertion{alg: alg, kid: r.KeyID, iss: r.ClientID, aud: tokenURL, jti: r.AssertionJTI}
+	if alg == AlgHS256 {
+		a.secret = r.ClientSecret
+	}
+	return a, nil
+}
+
+// validJTI keeps a jti to a form that needs no escaping in the flow's state.
+func validJTI(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkScope holds scopes to the profile's form (SMART Backend Services: system/<resource>.<access>).
+func (r *Request) checkScope() *abi.Error {
+	prefix := r.profile.ScopePrefix
+	if prefix == "" {
+		return nil
+	}
+	for _, s := range strings.Fields(r.Scope) {
+		if !strings.HasPrefix(s, prefix) || !strings.Contains(s[len(prefix):], ".") {
+			return invalidRequest(r.profile.Name + " scopes have the form " + prefix + "<resource>.<access>, not " + quote(s))
+		}
+	}
+	return nil
 }
 
 // missing returns the first field grant needs that r lacks (Profile.required, without building it).
 func (r *Request) missing(grant string) string {
 	p := r.profile
-	for _, f := range [...]string{"client_id", "client_secret"} {
-		if r.field(f) == "" {
-			return f
-		}
+	switch {
+	case r.ClientID == "":
+		return "client_id"
+	case p.usesSecret() && r.ClientSecret == "":
+		return "client_secret"
+	case p.hostKey() && r.KeyID == "":
+		return "key_id"
 	}
 	if hasDomain(p.TokenURL) && r.TokenURL == "" && r.Domain == "" {
 		return "domain"
@@ -146,6 +242,9 @@ func (r *Request) tokenURL() (string, *abi.Error) {
 		return r.TokenURL, nil
 	}
 	t := r.profile.TokenURL
+	if t == "" && r.profile.Discovery != "" {
+		return "", invalidRequest("token_url is required for " + r.profile.Name + ": the token_endpoint of {fhir_base}" + r.profile.Discovery)
+	}
 	if t == "" {
 		return "", invalidRequest("token_url is required for " + r.profile.Name)
 	}
@@ -264,7 +363,7 @@ func (h *HTTPRequest) HeaderPairs() [][2]string {
 
 // jsonSize estimates the length of JSON, so it is written into one allocation.
 func (h *HTTPRequest) jsonSize() int {
-	n := 96 + len(h.URL) + 2*len(h.Body)
+	n := 96 + len(h.URL) + 2*len(h.Body) + len(h.signed) + len(h.ClientCert)
 	for _, kv := range h.Headers {
 		n += len(kv.name) + len(kv.value) + 8
 	}
@@ -277,7 +376,19 @@ func (h *HTTPRequest) JSON(b []byte) []byte {
 	o.str("method", h.Method)
 	o.str("url", h.URL)
 	o.headers("headers", h.Headers)
-	o.str("body", h.Body)
+	if h.signed == "" {
+		o.str("body", h.Body)
+	} else {
+		o.key("body") // form fields, then the assertion: base64url and '.', nothing to escape
+		o.b = appendString(o.b, h.Body)
+		o.b = o.b[:len(o.b)-1]
+		if h.Body != "" {
+			o.b = append(o.b, '&')
+		}
+		o.b = append(o.b, "client_assertion_type="+clientAssertionType+"&client_assertion="...)
+		o.b = append(append(o.b, h.signed...), '"')
+	}
 	o.int("timeout_ms", h.TimeoutMS)
+	o.strOmit("client_cert", h.ClientCert)
 	return o.end()
 }

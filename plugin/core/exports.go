@@ -22,6 +22,24 @@ func Describe() []byte {
 		o.b = p.describe(o.b)
 	}
 	o.b = append(o.b, ']')
+	o.key("client_auth")
+	c := newObject(o.b)
+	c.strings("methods", []string{AuthBody, AuthBasic, AuthBasicRFC6749, AuthClientSecretJWT, AuthPrivateKeyJWT, AuthTLSClient})
+	c.strings("assertion_algs", append([]string{AlgHS256}, privateKeyAlgs...))
+	// What a host must provide beyond the four imports: private_key_jwt's signature, as token_step's
+	// sign action; tls_client_auth's client certificate, named by http_send's client_cert.
+	c.key("host_signs")
+	h := newObject(c.b)
+	h.strings("methods", []string{AuthPrivateKeyJWT})
+	h.str("export", abi.ExportTokenStep)
+	h.str("action", ImportSign)
+	c.b = h.end()
+	c.key("host_certificate")
+	h = newObject(c.b)
+	h.strings("methods", []string{AuthTLSClient})
+	h.str("http_send_field", "client_cert")
+	c.b = h.end()
+	o.b = c.end()
 	return o.end()
 }
 
@@ -51,14 +69,31 @@ func (p *Profile) describe(b []byte) []byte {
 	o.headers("field_headers", fh)
 	o.strOmit("request_id_header", p.RequestIDHeader)
 	o.strings("token_hosts", p.TokenHosts)
+	if len(p.AssertionAlgs) > 0 {
+		o.strings("assertion_algs", p.AssertionAlgs)
+	}
+	o.strOmit("scope_prefix", p.ScopePrefix)
+	o.strOmit("discovery", p.Discovery)
 	return o.end()
 }
 
-// Encode is the encode export: TokenRequest -> {"request": HttpRequest} | {"error": Error}.
-func Encode(m *Memo, input []byte) []byte {
-	_, enc, err := m.prepare(input)
+// Encode is the encode export: TokenRequest -> {"request": HttpRequest} | {"error": Error}. A
+// client_secret_jwt request gets a fresh assertion (now is its iat); a private_key_jwt one is
+// signing_required: only token_step asks the host to sign.
+func Encode(m *Memo, input []byte, now Clock) []byte {
+	r, enc, err := m.prepare(input)
 	if err != nil {
 		return errorJSON(err)
+	}
+	if a := enc.jwt; a != nil {
+		if a.hostSigns() {
+			return errorJSON(SigningRequired())
+		}
+		jti := a.jti
+		if jti == "" {
+			jti = newRequestID()
+		}
+		enc.signed = a.hmacSigned(jti, r.now(now)/1000)
 	}
 	return m.encodeAnswer(enc)
 }

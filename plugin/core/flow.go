@@ -58,6 +58,12 @@ func CacheKey(provider string, h *HTTPRequest) string {
 		}
 	}
 	b = append(append(b, '\n'), h.Body...)
+	if h.jwt != nil {
+		b = h.jwt.identity(b)
+	}
+	if h.ClientCert != "" {
+		b = append(append(b, "\nclient_cert:"...), h.ClientCert...)
+	}
 	sum := sha256.Sum256(b)
 	key := make([]byte, 0, len("tokenwasm/1/")+len(provider)+1+2*sha256.Size)
 	key = append(append(append(key, "tokenwasm/1/"...), provider...), '/')
@@ -104,9 +110,16 @@ func Invalidate(m *Memo, input []byte, host Imports) []byte {
 	return f.Run(host)
 }
 
-// Prepare parses and encodes a request and names its cache entry, remembering nothing.
+// Prepare parses and encodes a request and names its cache entry, remembering nothing: for entry
+// points that send the encoded request as is (the Envoy filter). A request with a client assertion
+// is refused (signing_required): its assertion is made per request, by the token flow.
 func Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
-	return (*Memo)(nil).Prepare(input)
+	r, enc, key, err := (*Memo)(nil).Prepare(input)
+	if err == nil && enc.jwt != nil {
+		return nil, nil, "", &abi.Error{Kind: abi.KindSigningRequired,
+			Message: r.profile.ClientAuth + ": the client assertion is made per request by the token flow (token_step), not sent as encoded"}
+	}
+	return r, enc, key, err
 }
 
 // parseAndEncode parses and encodes a request; the encode export needs no cache key.

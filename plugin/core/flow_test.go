@@ -21,6 +21,8 @@ type fakeHost struct {
 	memo    Memo     // one per host, as the plugin keeps one per instance
 	steps   bool     // drive the flow through token_step
 	log     []string // every import called, with its input
+	// sign answers token_step's sign action (nil: the host cannot sign, and answers nothing).
+	sign func(in []byte) []byte
 }
 
 func newFakeHost(t *testing.T, respond func(abi.HTTPRequest) abi.HTTPResponse) *fakeHost {
@@ -37,7 +39,17 @@ func (h *fakeHost) run(req []byte, op string) []byte {
 	h.t.Helper()
 	if h.steps {
 		call := func(_ string, in []byte) ([]byte, error) { return TokenStep(&h.memo, in, h.clock), nil }
-		do := func(a conformance.Action) []byte { return perform(h, Action{Import: a.Import, Input: a.Input}) }
+		do := func(a conformance.Action) []byte {
+			if a.Import == ImportSign {
+				h.calls = append(h.calls, ImportSign)
+				h.log = append(h.log, "sign "+string(a.Input))
+				if h.sign == nil {
+					return nil
+				}
+				return h.sign(a.Input)
+			}
+			return perform(h, Action{Import: a.Import, Input: a.Input})
+		}
 		out, err := conformance.Drive(call, do, req, op)
 		if err != nil {
 			h.t.Fatalf("token_step: %v", err)

@@ -24,6 +24,9 @@ func TestWriteFlowVectors(t *testing.T) {
 	cachedTok := `{"hit":true,"value":"{\"access_token\":\"cached-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"expires_at_ms\":1767229200000,\"issued_at_ms\":1767225600000,\"id\":\"de31598ff01ef13602ab0336049a7787\"}"}`
 	nearExpiry := `{"hit":true,"value":"{\"access_token\":\"old-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"expires_at_ms\":1767225630000,\"issued_at_ms\":1767222030000,\"id\":\"de31598ff01ef13602ab0336049a7787\"}"}`
 	miss := `{"hit":false}`
+	smart := `{"provider":"smart","client_id":"backend-app","key_id":"key-1","token_url":"https://ehr.example.org/oauth2/token","scope":"system/Patient.rs","assertion_jti":"jti-0001",` + now
+	zeros := func(n int) string { return `{"signature":"` + strings.Repeat("A", n*4/3) + `"}` } // base64url of n zero bytes, n%3 == 0
+	csJWT := `{"provider":"custom","client_id":"app","client_secret":"cs-jwt-secret-1","token_url":"https://auth.example.org/token","profile":{"client_auth":"client_secret_jwt"},"assertion_jti":"jti-0002",` + now + `}`
 	ok := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"bearer\",\"expires_in\":3600,\"refresh_token\":\"rt-1\"}"}`
 	// A cached value names its identity ("id": the last 32 hex digits of the key): these are the
 	// request's. A value of another identity is a miss (cached_other_identity).
@@ -52,6 +55,11 @@ func TestWriteFlowVectors(t *testing.T) {
 		{"invalidate", "invalidate without access_token deletes the cached token", req, "invalidate", nil, "", ""},
 		{"invalidate_same_token", "invalidate with the cached access_token deletes it", niko + `,"access_token":"cached-tok"}`, "invalidate", []string{cachedTok}, "", ""},
 		{"invalidate_other_token", "invalidate with another access_token keeps the cached (fresher) token", niko + `,"access_token":"stale-tok"}`, "invalidate", []string{cachedTok}, "", ""},
+		{"sign_fetch", "private_key_jwt: before the request, the host signs the assertion's signing input; the signature completes the assertion in the body", smart + `}`, "", []string{miss, miss, zeros(384), ok}, "", ""},
+		{"sign_refused", "the host could not sign: kind signing, nothing sent", smart + `}`, "", []string{miss, miss, `{"error":"no signing key key-1"}`}, "", ""},
+		{"sign_wrong_length", "an ES384 signature must be 96 bytes of r||s: a 64-byte one is refused, nothing sent", smart + `,"assertion_alg":"ES384"}`, "", []string{miss, miss, zeros(63)}, "", ""},
+		{"client_secret_jwt", "client_secret_jwt: the plugin signs the assertion with HMAC-SHA256 under the secret; the secret is not sent", csJWT, "", []string{miss, miss, ok}, "", ""},
+		{"revoke", "revoke (RFC 7009): the token to the revocation URL, authenticated as the token request (here a host-signed assertion), then the cached token dropped", smart + `,"access_token":"tok-1","revocation_url":"https://ehr.example.org/oauth2/revoke"}`, "revoke", []string{zeros(384), `{"status":200,"headers":{},"body":""}`}, "", ""},
 		{"encode_error", "an invalid request ends at once", `{"provider":"nikohealth","client_id":"c",` + now + `}`, "", nil, "", ""},
 		{"state_of_another_request", "a state resumes only with the request it began with", req, "", []string{miss}, "", strings.Replace(req, "niko-secret-1", "niko-secret-2", 1)},
 		{"forged_state", "a state the plugin did not give is refused", req, "", []string{miss}, "tw1.t5.1767225600000.00000000000000000000000000000000.", ""},

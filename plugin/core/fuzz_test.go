@@ -67,6 +67,6 @@ func FuzzDecode(f *testing.F) {
 func FuzzEncode(f *testing.F) {
 	seed(f, "encode")
 	f.Fuzz(func(t *testing.T, in []byte) {
-		checkAnswer(t, in, Encode(nil, in))
+		checkAnswer(t, in, Encode(nil, in, nil))
 	})
 }

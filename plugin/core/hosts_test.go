@@ -80,7 +80,7 @@ func TestTokenHostBinding(t *testing.T) {
 			}
 			in, _ := json.Marshal(req)
 			var res abi.Result
-			if err := json.Unmarshal(Encode(nil, in), &res); err != nil {
+			if err := json.Unmarshal(Encode(nil, in, nil), &res); err != nil {
 				t.Fatal(err)
 			}
 			switch {
@@ -106,7 +106,7 @@ func TestDescribeTokenHosts(t *testing.T) {
 	if err := json.Unmarshal(Describe(), &d); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"candid": "api.joincandidhealth.com", "pattern": "*", "candescent": "api.candescent.com", "nikohealth": "*.nikohealth.com"}
+	want := map[string]string{"candid": "api.joincandidhealth.com", "pattern": "*", "candescent": "api.candescent.com", "nikohealth": "*.nikohealth.com", "smart": "*"}
 	for _, p := range d.Providers {
 		if got := strings.Join(p.TokenHosts, ","); got != want[p.Name] {
 			t.Errorf("%s: token_hosts %q, want %q", p.Name, got, want[p.Name])

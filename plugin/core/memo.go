@@ -70,14 +70,14 @@ func (m *Memo) Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error
 // encodeAnswer returns encode's answer for enc: {"request": HttpRequest}.
 func (m *Memo) encodeAnswer(enc *HTTPRequest) []byte {
 	remembered := m != nil && m.enc == enc
-	if remembered && m.answer != nil {
+	if remembered && m.answer != nil && enc.jwt == nil {
 		return m.answer
 	}
 	o := newObject(make([]byte, 0, 16+enc.jsonSize()))
 	o.key("request")
 	o.b = enc.JSON(o.b)
 	answer := o.end()
-	if remembered && enc.requestID < 0 {
+	if remembered && enc.requestID < 0 && enc.jwt == nil {
 		m.answer = answer
 	}
 	return answer

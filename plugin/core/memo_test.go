@@ -13,13 +13,13 @@ func TestMemo(t *testing.T) {
 	const candescent = `{"provider":"candescent","client_id":"cid","client_secret":"s1","institution_id":"01234",` +
 		`"token_url":"https://api.candescent.com/oauth/token"}`
 	m := new(Memo)
-	first, second := Encode(m, []byte(candescent)), Encode(m, []byte(candescent))
+	first, second := Encode(m, []byte(candescent), nil), Encode(m, []byte(candescent), nil)
 	id := func(out []byte) string { return gjson.GetBytes(out, "request.headers.transactionId").String() }
 	if id(first) == "" || id(first) == id(second) {
 		t.Fatalf("two requests from the memo share the transactionId %q", id(first))
 	}
 	strip := func(out []byte) string { return strings.Replace(string(out), id(out), "", 1) }
-	if strip(first) != strip(second) || strip(first) != strip(Encode(nil, []byte(candescent))) {
+	if strip(first) != strip(second) || strip(first) != strip(Encode(nil, []byte(candescent), nil)) {
 		t.Fatalf("the memo changed the request:\n%s\n%s", first, second)
 	}
 

@@ -13,6 +13,15 @@ const (
 	// AuthBasicRFC6749 form-encodes id and secret before base64 (RFC 6749 section 2.3.1), as
 	// IdentityServer decodes them.
 	AuthBasicRFC6749 = "basic_rfc6749"
+	// AuthPrivateKeyJWT signs a client assertion (RFC 7523 section 2.2) with a key the host holds:
+	// the plugin builds the JWS signing input, the host signs it (token_step's "sign" action).
+	AuthPrivateKeyJWT = "private_key_jwt"
+	// AuthClientSecretJWT signs the client assertion with HMAC-SHA256 under the client secret, in
+	// the plugin (the secret comes with the request).
+	AuthClientSecretJWT = "client_secret_jwt"
+	// AuthTLSClient is mutual TLS (RFC 8705 section 2): client_id in the body, the host presents the
+	// client certificate named by key_id on the connection.
+	AuthTLSClient = "tls_client_auth"
 
 	UnitSeconds      = "s"
 	UnitMilliseconds = "ms"
@@ -46,6 +55,17 @@ type Profile struct {
 	// refused at encode with kind policy; loopback hosts stay allowed for local fakes. Empty: not
 	// bound (the custom provider, whose token_url is its own).
 	TokenHosts []string
+	// AssertionAlgs are the JWS algorithms a client assertion may use, the first the default
+	// (private_key_jwt and client_secret_jwt only).
+	AssertionAlgs []string
+	// ScopePrefix, when set, is the prefix every scope must have (SMART Backend Services: "system/").
+	ScopePrefix string
+	// RevocationURL is the RFC 7009 revocation endpoint, if the provider has one; the request's
+	// revocation_url wins (smart: the host discovers revocation_endpoint).
+	RevocationURL string
+	// Discovery names where a host finds the token URL when the request has none (SMART's
+	// ".well-known/smart-configuration" under fhir_base); the plugin itself never fetches it.
+	Discovery string
 }
 
 // FieldHeader sends the request field Field in the header Header; the field is required for the
@@ -110,7 +130,26 @@ var Providers = []*Profile{
 		Grants:        []string{abi.GrantClientCredentials},
 		TokenHosts:    []string{"*.nikohealth.com"},
 	},
+	{
+		Name: "smart",
+		Doc:  "HL7 SMART App Launch 2.2, Backend Services (client_credentials with a signed client assertion)",
+		// The token URL is the token_endpoint of {fhir_base}/.well-known/smart-configuration: the host
+		// discovers it (through its http_send policy) and sends it as token_url.
+		Body:          BodyForm,
+		ClientAuth:    AuthPrivateKeyJWT,
+		SendGrantType: true,
+		SendScope:     true,
+		ExpiresInUnit: UnitSeconds,
+		Grants:        []string{abi.GrantClientCredentials},
+		TokenHosts:    []string{AnyTokenHost}, // each EHR's own
+		AssertionAlgs: []string{AlgRS384, AlgES384},
+		ScopePrefix:   "system/",
+		Discovery:     SMARTDiscoveryPath,
+	},
 }
+
+// SMARTDiscoveryPath is where a SMART server describes itself, under its FHIR base URL.
+const SMARTDiscoveryPath = "/.well-known/smart-configuration"
 
 // ProviderCustom is the provider name whose profile comes in the request.
 const ProviderCustom = "custom"
@@ -142,9 +181,18 @@ func grantFields(grant string) []string {
 
 // required lists the fields a request for grant must carry, for describe and validation messages.
 func (p *Profile) required(grant string) []string {
-	r := []string{"client_id", "client_secret"}
+	r := []string{"client_id"}
+	if p.usesSecret() {
+		r = append(r, "client_secret")
+	}
+	if p.hostKey() {
+		r = append(r, "key_id")
+	}
 	if hasDomain(p.TokenURL) {
 		r = append(r, "domain")
+	}
+	if p.TokenURL == "" && p.Name != ProviderCustom {
+		r = append(r, "token_url")
 	}
 	r = append(r, grantFields(grant)...)
 	for _, fh := range p.FieldHeaders {
@@ -153,6 +201,17 @@ func (p *Profile) required(grant string) []string {
 		}
 	}
 	return r
+}
+
+// usesSecret reports whether the profile's client authentication needs the client secret.
+func (p *Profile) usesSecret() bool {
+	return p.ClientAuth != AuthPrivateKeyJWT && p.ClientAuth != AuthTLSClient
+}
+
+// hostKey reports whether the host holds the credential, named by key_id: a signing key or a client
+// certificate.
+func (p *Profile) hostKey() bool {
+	return p.ClientAuth == AuthPrivateKeyJWT || p.ClientAuth == AuthTLSClient
 }
 
 func contains(list []string, s string) bool {

@@ -33,6 +33,10 @@ type Request struct {
 	NowMS         int64
 	MinTTLMS      int64
 	AccessToken   string // invalidate: drop the cached token only if it is this one
+	KeyID         string // the host-held key: signing key (private_key_jwt) or client certificate
+	AssertionAlg  string // the client assertion's JWS alg; default the profile's first
+	AssertionJTI  string // tests and replays, with now_ms: the assertion's jti instead of a fresh one
+	RevocationURL string // revoke: the revocation endpoint, over the profile's
 
 	profile *Profile
 	// secretList is what redact looks for, built on first use (error paths only).
@@ -223,6 +227,14 @@ func (r *Request) stringField(name string) *string {
 		return &r.Body
 	case "access_token":
 		return &r.AccessToken
+	case "key_id":
+		return &r.KeyID
+	case "assertion_alg":
+		return &r.AssertionAlg
+	case "assertion_jti":
+		return &r.AssertionJTI
+	case "revocation_url":
+		return &r.RevocationURL
 	}
 	return nil
 }
@@ -298,10 +310,23 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 				return false
 			}
 			p.TokenURL = val.Str
+		case "revocation_url":
+			if val.Type != gjson.String {
+				err = invalidRequest("profile.revocation_url must be a string")
+				return false
+			}
+			p.RevocationURL = val.Str
 		case "body":
 			return choice("body", val, &p.Body, BodyJSON, BodyForm)
 		case "client_auth":
-			return choice("client_auth", val, &p.ClientAuth, AuthBody, AuthBasic, AuthBasicRFC6749)
+			return choice("client_auth", val, &p.ClientAuth, AuthBody, AuthBasic, AuthBasicRFC6749,
+				AuthClientSecretJWT, AuthPrivateKeyJWT, AuthTLSClient)
+		case "assertion_alg":
+			var alg string
+			if !choice("assertion_alg", val, &alg, append([]string{AlgHS256}, privateKeyAlgs...)...) {
+				return false
+			}
+			p.AssertionAlgs = []string{alg}
 		case "expires_in_unit":
 			return choice("expires_in_unit", val, &p.ExpiresInUnit, UnitSeconds, UnitMilliseconds)
 		case "send_grant_type", "send_scope":
@@ -341,6 +366,16 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 	})
 	if err != nil {
 		return err
+	}
+	hs := contains(p.AssertionAlgs, AlgHS256)
+	switch {
+	case p.ClientAuth == AuthClientSecretJWT && p.AssertionAlgs != nil && !hs,
+		p.ClientAuth == AuthPrivateKeyJWT && hs:
+		return invalidRequest("profile.assertion_alg: client_secret_jwt signs with HS256, private_key_jwt with a host key")
+	case p.ClientAuth == AuthClientSecretJWT:
+		p.AssertionAlgs = []string{AlgHS256}
+	case p.ClientAuth == AuthPrivateKeyJWT && p.AssertionAlgs == nil:
+		p.AssertionAlgs = privateKeyAlgs
 	}
 	r.profile = p
 	return nil

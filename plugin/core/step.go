@@ -34,6 +34,7 @@ const (
 	phaseRecheck                 // cache_get(K) again, holding the lock
 	phaseSend                    // http_send
 	phaseInvalidate              // invalidate's cache_get(K), to compare access_token
+	phaseSign                    // sign: the host signs the client assertion (private_key_jwt)
 	phaseEnd                     // not a state: the flow has answered
 )
 
@@ -41,6 +42,7 @@ const (
 const (
 	opToken      = 't'
 	opInvalidate = 'i'
+	opRevoke     = 'r'
 )
 
 // Flow is one token or invalidate flow of one request. What passes between two steps is its state
@@ -55,6 +57,7 @@ type Flow struct {
 	phase phase
 	nowMS int64
 	owner string    // the fleet lock's value while this flow holds the lock
+	jti   string    // the client assertion's jti while the host signs it
 	bufs  [4][]byte // the actions' inputs of one step (at most one next, or three then)
 	nbuf  int
 	// checked: the answers come inside an input already checked as JSON (token_step), so they are
@@ -86,6 +89,9 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	f.nbuf = 0
 	switch f.phase {
 	case phaseStart:
+		if f.op == opRevoke {
+			return f.send()
+		}
 		if f.op == opInvalidate {
 			if r.AccessToken == "" {
 				return f.finish([]byte("{}"), f.deleteAction(f.key, "", ""))
@@ -113,7 +119,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 			f.owner = newRequestID()
 			return f.ask(phaseLock, f.setAction(f.key, lockSuffix, f.owner, f.lockTTL(), true))
 		}
-		return f.ask(phaseSend, f.sendAction())
+		return f.send()
 	case phaseLock:
 		// A host whose cache cannot store-if-absent answers "stored" true, or nothing: everyone fetches.
 		if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False {
@@ -123,13 +129,23 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		if !r.Force { // the previous lock holder may have stored the token since the first look
 			return f.ask(phaseRecheck, f.getAction(f.key, ""))
 		}
-		return f.ask(phaseSend, f.sendAction())
+		return f.send()
 	case phaseRecheck:
 		if out := f.cached(answer); out != nil {
 			return f.finish(out)
 		}
+		return f.send()
+	case phaseSign:
+		signed, err := f.enc.jwt.signed(r, answer, f.checked, f.jti, f.nowMS/1000)
+		if err != nil {
+			return f.finish(errorJSON(err))
+		}
+		f.enc.signed, f.jti = signed, ""
 		return f.ask(phaseSend, f.sendAction())
 	case phaseSend:
+		if f.op == opRevoke {
+			return f.revoked(answer)
+		}
 		return f.received(answer)
 	case phaseInvalidate:
 		if v, ok := f.cacheValue(answer); ok && f.ours(v) && gjson.Get(v, "access_token").String() == r.AccessToken {
@@ -215,6 +231,24 @@ func (f *Flow) finish(answer []byte, then ...Action) (Action, []byte) {
 // no longer.
 func (f *Flow) lockTTL() int64 { return f.enc.TimeoutMS + lockMarginMS }
 
+// send asks for the provider's answer: first for the host's signature of the client assertion
+// (private_key_jwt), or with one made here (client_secret_jwt, a fresh jti and time each send).
+func (f *Flow) send() (Action, []byte) {
+	f.enc.signed = ""
+	if a := f.enc.jwt; a != nil {
+		jti := a.jti
+		if jti == "" {
+			jti = newRequestID()
+		}
+		if a.hostSigns() {
+			f.jti = jti
+			return f.ask(phaseSign, f.action(ImportSign, a.signAction(f.input(), jti, f.nowMS/1000)))
+		}
+		f.enc.signed = a.hmacSigned(jti, f.nowMS/1000)
+	}
+	return f.ask(phaseSend, f.sendAction())
+}
+
 func (f *Flow) sendAction() Action {
 	return Action{Import: abi.ImportHTTPSend, Input: f.m.requestJSON(f.enc)}
 }
@@ -298,10 +332,15 @@ func perform(host Imports, a Action) []byte {
 }
 
 // Run drives the flow to its answer, calling the imports inline: the token and invalidate exports.
+// Signing is not an import: a flow that needs the host's signature ends there with
+// signing_required (a cached token is still served, and a held lock released).
 func (f *Flow) Run(host Imports) []byte {
 	var answer []byte
 	for {
 		next, final := f.Step(answer)
+		if next.Import == ImportSign {
+			next, final = f.finish(errorJSON(SigningRequired()))
+		}
 		if next.Import == "" {
 			for _, a := range f.Then {
 				perform(host, a)
@@ -314,10 +353,12 @@ func (f *Flow) Run(host Imports) []byte {
 
 // The state of a flow between two token_step calls, as the host carries it:
 //
-//	tw1.<op><phase>.<now_ms>.<binding>.<lock owner>
+//	tw1.<op><phase>.<now_ms>.<binding>.<lock owner>[.<jti>]
 //
 // binding is the first 128 bits of the request's cache-key hash: a state resumes with the request
-// whose identity it began with, and no other. Nothing in it is a secret.
+// whose identity it began with, and no other. jti, while the host signs, is the client assertion's:
+// with now_ms (its iat) it rebuilds the signing input when the signature comes back. Nothing in it
+// is a secret.
 const (
 	statePrefix  = "tw1."
 	bindingChars = 32
@@ -331,6 +372,9 @@ func (f *Flow) appendState(b []byte) []byte {
 	b = strconv.AppendInt(b, f.nowMS, 10)
 	b = append(append(b, '.'), f.binding()...)
 	b = append(append(b, '.'), f.owner...)
+	if f.phase == phaseSign {
+		b = append(append(b, '.'), f.jti...)
+	}
 	return append(b, '"')
 }
 
@@ -344,7 +388,7 @@ func (f *Flow) ours(v string) bool { return gjson.Get(v, "id").Str == f.binding(
 // resume restores the state s into f, a flow just started for the request sent with it.
 func (f *Flow) resume(s string) *abi.Error {
 	rest, ok := strings.CutPrefix(s, statePrefix)
-	if !ok || len(s) > 160 || len(rest) < 3 || rest[2] != '.' {
+	if !ok || len(s) > 224 || len(rest) < 3 || rest[2] != '.' {
 		return badState()
 	}
 	op, p := rest[0], phase(rest[1]-'0')
@@ -356,11 +400,12 @@ func (f *Flow) resume(s string) *abi.Error {
 	now, err := strconv.ParseInt(rest[:i], 10, 64)
 	rest = rest[i+1:]
 	binding, owner, ok := strings.Cut(rest, ".")
+	owner, jti, signing := strings.Cut(owner, ".")
 	switch {
 	case !ok || err != nil || now < 0:
 		return badState()
-	case op == opToken && (p < phaseCached || p > phaseSend), op == opInvalidate && p != phaseInvalidate,
-		op != opToken && op != opInvalidate:
+	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign, op == opInvalidate && p != phaseInvalidate,
+		op == opRevoke && p != phaseSend && p != phaseSign, op != opToken && op != opInvalidate && op != opRevoke:
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
@@ -371,8 +416,10 @@ func (f *Flow) resume(s string) *abi.Error {
 		return invalidRequest("token_step: state has expired; start the flow again")
 	case owner != "" && (!isRequestID(owner) || p < phaseLock || p == phaseInvalidate):
 		return badState()
+	case signing != (p == phaseSign), signing && (!validJTI(jti) || f.enc.jwt == nil || !f.enc.jwt.hostSigns()):
+		return badState()
 	}
-	f.op, f.phase, f.nowMS, f.owner = op, p, now, owner
+	f.op, f.phase, f.nowMS, f.owner, f.jti = op, p, now, owner, jti
 	return nil
 }
 
@@ -451,8 +498,10 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 	case "", `"token"`, "null":
 	case `"invalidate"`:
 		op = opInvalidate
+	case `"revoke"`:
+		op = opRevoke
 	default:
-		return errorJSON(invalidRequest(`token_step: op must be "token" or "invalidate"`))
+		return errorJSON(invalidRequest(`token_step: op must be "token", "invalidate" or "revoke"`))
 	}
 	f, out := m.stepFlow(within(input, in.request), op, now, true)
 	if f == nil {
@@ -508,6 +557,11 @@ func (m *Memo) stepFlow(request []byte, op byte, now Clock, checked bool) (*Flow
 		f = &m.scratchStep().flow
 	} else {
 		f = new(Flow)
+	}
+	if op == opRevoke {
+		if enc, err = r.EncodeRevocation(enc.URL); err != nil {
+			return nil, errorJSON(err)
+		}
 	}
 	*f = Flow{m: m, r: r, enc: enc, key: key, op: op, nowMS: r.now(now), checked: checked, Then: f.Then[:0], bufs: f.bufs}
 	return f, nil

@@ -32,7 +32,7 @@ func TestVectors(t *testing.T) {
 			answer := func(m *Memo) []byte {
 				switch v.Export {
 				case "encode":
-					return Encode(m, v.Input)
+					return Encode(m, v.Input, nil)
 				case "decode":
 					return Decode(m, v.Input, clock)
 				case "describe":

@@ -44,10 +44,10 @@ for (const v of vectors) {
   });
 }
 
-test('describe: ABI tokenwasm/1 and the four providers', async () => {
+test('describe: ABI tokenwasm/1 and the five built-in providers', async () => {
   const d = await host.describe();
   assert.equal(d.abi, 'tokenwasm/1');
-  assert.deepEqual(d.providers.map((p) => p.name).sort(), ['candescent', 'candid', 'nikohealth', 'pattern']);
+  assert.deepEqual(d.providers.map((p) => p.name).sort(), ['candescent', 'candid', 'nikohealth', 'pattern', 'smart']);
 });
 
 test('WASI: the plugin reads the real wall clock', async () => {

@@ -1,0 +1,400 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/providertest"
+)
+
+// kmsSigner stands for a key in a KMS or an HSM: only Public and Sign, never the private key.
+type kmsSigner struct {
+	inner crypto.Signer
+	calls atomic.Int64
+	fail  error                   // Sign returns this error
+	bend  func(sig []byte) []byte // changes the signature it returns
+}
+
+func (k *kmsSigner) Public() crypto.PublicKey { return k.inner.Public() }
+
+func (k *kmsSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	k.calls.Add(1)
+	if k.fail != nil {
+		return nil, k.fail
+	}
+	sig, err := k.inner.Sign(r, digest, opts)
+	if k.bend != nil {
+		sig = k.bend(sig)
+	}
+	return sig, err
+}
+
+var (
+	testKeysOnce sync.Once
+	testRSA      *rsa.PrivateKey
+	testEC384    *ecdsa.PrivateKey
+	testEC256    *ecdsa.PrivateKey
+)
+
+func testKeys() (*rsa.PrivateKey, *ecdsa.PrivateKey, *ecdsa.PrivateKey) {
+	testKeysOnce.Do(func() {
+		testRSA, _ = rsa.GenerateKey(rand.Reader, 2048)
+		testEC384, _ = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+		testEC256, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	})
+	return testRSA, testEC384, testEC256
+}
+
+// newSMART starts a SMART fake whose client registered the RSA key as "rsa-1" and the P-384 key
+// as "ec-1".
+func newSMART(t *testing.T) *providertest.SMART {
+	rk, ek, _ := testKeys()
+	s := providertest.NewSMART(providertest.SMARTConfig{ClientID: "backend-app",
+		Keys: map[string]crypto.PublicKey{"rsa-1": &rk.PublicKey, "ec-1": &ek.PublicKey}})
+	t.Cleanup(s.Close)
+	return s
+}
+
+func smartRequest(s *providertest.SMART, kid, alg string) abi.TokenRequest {
+	return abi.TokenRequest{Provider: "smart", ClientID: "backend-app", KeyID: kid, AssertionAlg: alg,
+		FHIRBase: s.FHIRBase(), Scope: "system/Patient.rs system/Observation.rs"}
+}
+
+// TestSMARTBackendServices: tokens from the SMART fake through the real plugin with an RS384 and an
+// ES384 key behind a crypto.Signer: the token URL discovered once per FHIR base, the assertion
+// verified by the fake (signature, iss, aud, exp, an unused jti), the token accepted by its API and
+// then served from the cache; a forced refresh signs a new assertion (a reused jti is refused).
+func TestSMARTBackendServices(t *testing.T) {
+	rk, ek, _ := testKeys()
+	rs, es := &kmsSigner{inner: rk}, &kmsSigner{inner: ek}
+	forEachBuild(t, func(t *testing.T, c *Client) {
+		s := newSMART(t)
+		ctx := context.Background()
+		for _, tt := range []struct {
+			kid, alg string
+			signer   *kmsSigner
+		}{{"rsa-1", "RS384", rs}, {"ec-1", "ES384", es}} {
+			before, signs := s.Requests(), tt.signer.calls.Load()
+			req := smartRequest(s, tt.kid, tt.alg)
+			tok, err := c.Token(ctx, req)
+			if err != nil {
+				t.Fatalf("%s: %v", tt.alg, err)
+			}
+			if s.Requests()-before != 1 || tt.signer.calls.Load()-signs != 1 {
+				t.Fatalf("%s: %d requests, %d signatures", tt.alg, s.Requests()-before, tt.signer.calls.Load()-signs)
+			}
+			if status := callAPI(t, s.APIURL(), tok.AccessToken); status != http.StatusOK {
+				t.Fatalf("%s: API answered %d", tt.alg, status)
+			}
+			if again, err := c.Token(ctx, req); err != nil || again.AccessToken != tok.AccessToken || s.Requests()-before != 1 {
+				t.Fatalf("%s: not served from the cache: %v", tt.alg, err)
+			}
+			req.Force = true
+			if fresh, err := c.Token(ctx, req); err != nil || fresh.AccessToken == tok.AccessToken {
+				t.Fatalf("%s: forced refresh: %v", tt.alg, err)
+			}
+		}
+		if n := s.Discoveries(); n != 1 {
+			t.Fatalf("%d discoveries for one FHIR base", n)
+		}
+		if n := c.Metrics().Snapshot()["signatures"]; n != 4 {
+			t.Fatalf("%d signatures counted, want 4", n)
+		}
+	}, WithLoopback(), WithSigner("rsa-1", rs), WithSigner("ec-1", es))
+}
+
+// TestSigningFailures: a missing key id, a key of the wrong kind or curve for the algorithm, a
+// signer that errors, and signatures of the wrong length end with kind signing and send nothing;
+// the token export, which cannot sign, answers signing_required.
+func TestSigningFailures(t *testing.T) {
+	rk, ek, e256 := testKeys()
+	s := newSMART(t)
+	tests := []struct {
+		name, kid, alg string
+		signer         crypto.Signer
+		kind           string
+		stepFlow       bool
+	}{
+		{"unknown key id", "nobody", "RS384", rk, abi.KindSigning, true},
+		{"RSA key for ES384", "rsa-1", "ES384", rk, abi.KindSigning, true},
+		{"P-256 key for ES384", "ec-1", "ES384", e256, abi.KindSigning, true},
+		{"signer error", "rsa-1", "RS384", &kmsSigner{inner: rk, fail: errors.New("kms: throttled")}, abi.KindSigning, true},
+		{"RSA signature a byte short", "rsa-1", "RS384", &kmsSigner{inner: rk, bend: func(b []byte) []byte { return b[1:] }}, abi.KindSigning, true},
+		{"ECDSA signature not DER", "ec-1", "ES384", &kmsSigner{inner: ek, bend: func(b []byte) []byte { return b[:len(b)-1] }}, abi.KindSigning, true},
+		{"token export", "rsa-1", "RS384", rk, abi.KindSigningRequired, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClient(t, WithSigner(tt.kid, tt.signer), withStepFlow(tt.stepFlow))
+			if tt.name == "unknown key id" {
+				c = newClient(t)
+			}
+			before := s.Requests()
+			_, err := c.Token(context.Background(), smartRequest(s, tt.kid, tt.alg))
+			if got := kindOf(err); got != tt.kind || s.Requests() != before {
+				t.Fatalf("kind %q (%v), %d requests sent", got, err, s.Requests()-before)
+			}
+			var ae *abi.Error
+			if errors.As(err, &ae) && ae.Retryable {
+				t.Fatal("a signing failure is retryable")
+			}
+		})
+	}
+}
+
+// TestSMARTDiscoveryPolicy: discovery goes through the host's policy, and a server that does not
+// take private_key_jwt is refused before any key signs.
+func TestSMARTDiscoveryPolicy(t *testing.T) {
+	rk, _, _ := testKeys()
+	signer := &kmsSigner{inner: rk}
+	secretOnly := providertest.NewSMART(providertest.SMARTConfig{ClientID: "backend-app", AuthMethods: []string{"client_secret_basic"}})
+	defer secretOnly.Close()
+	s := newSMART(t)
+	for _, tt := range []struct {
+		name string
+		c    *Client
+		base string
+		kind string
+	}{
+		{"loopback without the opt-in", mustNew(t, WithSigner("rsa-1", signer)), s.FHIRBase(), abi.KindPolicy},
+		{"plain http elsewhere", newClient(t, WithSigner("rsa-1", signer)), "http://fhir.example.org/r4", abi.KindPolicy},
+		{"host not allowed", newClient(t, WithSigner("rsa-1", signer)), "https://fhir.example.org/r4", abi.KindPolicy},
+		{"no private_key_jwt", newClient(t, WithSigner("rsa-1", signer)), secretOnly.FHIRBase(), abi.KindPolicy},
+		{"no configuration", newClient(t, WithSigner("rsa-1", signer)), s.URL() + "/nothing", abi.KindMalformedResponse},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := smartRequest(s, "rsa-1", "RS384")
+			req.FHIRBase = tt.base
+			_, err := tt.c.Token(context.Background(), req)
+			if kindOf(err) != tt.kind || signer.calls.Load() != 0 || s.Requests() != 0 {
+				t.Fatalf("kind %q (%v), %d signatures, %d requests", kindOf(err), err, signer.calls.Load(), s.Requests())
+			}
+		})
+	}
+}
+
+func mustNew(t *testing.T, opts ...Option) *Client {
+	t.Helper()
+	c, err := New(context.Background(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// TestMutualTLS: tls_client_auth gets a token from a loopback TLS fake that requires a client
+// certificate; another certificate's subject is invalid_client, a certificate id the host does not
+// hold is a policy refusal, and no certificate at all fails the handshake.
+func TestMutualTLS(t *testing.T) {
+	m := providertest.NewMTLS("bank-app")
+	defer m.Close()
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.RootCAs(), MinVersion: tls.VersionTLS12}}
+	c := newClient(t, WithHTTPTransport(transport),
+		WithClientCertificate("cert-1", m.ClientCertificate("bank-app")),
+		WithClientCertificate("cert-other", m.ClientCertificate("other-app")))
+	req := func(certID string) abi.TokenRequest {
+		return abi.TokenRequest{Provider: "custom", ClientID: "bank-app", KeyID: certID, TokenURL: m.TokenURL(),
+			Profile: &abi.Profile{ClientAuth: "tls_client_auth"}}
+	}
+	ctx := context.Background()
+	if _, err := c.Token(ctx, req("cert-1")); err != nil || m.Issued() != 1 {
+		t.Fatalf("%v, %d issued", err, m.Issued())
+	}
+	if _, err := c.Token(ctx, req("cert-1")); err != nil || m.Requests() != 1 {
+		t.Fatalf("not cached: %v, %d requests", err, m.Requests())
+	}
+	if _, err := c.Token(ctx, req("cert-other")); kindOf(err) != abi.KindInvalidClient {
+		t.Fatalf("another certificate: %v", err)
+	}
+	if _, err := c.Token(ctx, req("cert-missing")); kindOf(err) != abi.KindPolicy {
+		t.Fatalf("an unknown certificate id: %v", err)
+	}
+	plain := newClient(t, WithHTTPTransport(transport.Clone()))
+	noCert := req("cert-1")
+	noCert.Profile = &abi.Profile{ClientAuth: "body"}
+	noCert.ClientSecret = "x"
+	if _, err := plain.Token(ctx, noCert); kindOf(err) != abi.KindTransport {
+		t.Fatalf("no certificate: %v", err)
+	}
+	if _, err := New(ctx, WithHTTPTransport(roundTripFunc(nil)), WithClientCertificate("c", tls.Certificate{})); err == nil {
+		t.Fatal("client certificates over a transport that cannot carry them")
+	}
+}
+
+// TestPrivateKeysNeverLeak: the PEM of the key, its JWK's private members and the client secret of
+// client_secret_jwt appear in no log, error, cache entry or request sent, on success and on every
+// failure path.
+func TestPrivateKeysNeverLeak(t *testing.T) {
+	rk, ek, _ := testKeys()
+	der, _ := x509.MarshalPKCS8PrivateKey(rk)
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	signer, _, err := ParseSigner(pemKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk, _ := json.Marshal(map[string]string{"kty": "EC", "kid": "ec-1", "crv": "P-384",
+		"x": b64(ek.X.FillBytes(make([]byte, 48))), "y": b64(ek.Y.FillBytes(make([]byte, 48))), "d": b64(ek.D.FillBytes(make([]byte, 48)))})
+	ecSigner, kid, err := ParseSigner(jwk)
+	if err != nil || kid != "ec-1" {
+		t.Fatalf("JWK: %v, kid %q", err, kid)
+	}
+	const secret = "CANARY-cs-jwt +/=&\"\\<>% secret"
+	canaries := map[string]string{
+		"PEM":          string(pemKey),
+		"PKCS8 base64": base64.StdEncoding.EncodeToString(der)[64:128],
+		"RSA d":        b64(rk.D.Bytes()),
+		"RSA p":        b64(rk.Primes[0].Bytes()),
+		"EC d":         b64(ek.D.FillBytes(make([]byte, 48))),
+		"EC d hex":     ek.D.Text(16),
+		"secret":       secret,
+	}
+	var sent bytes.Buffer
+	var sentMu sync.Mutex
+	s := newSMART(t)
+	s.Intercept(func(_ http.ResponseWriter, r *http.Request) bool {
+		b, _ := io.ReadAll(r.Body)
+		sentMu.Lock()
+		sent.Write(b)
+		sentMu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		return false
+	})
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
+	cache := &recordingCache{Cache: NewMemoryCache(0)}
+	c := newClient(t, WithCache(cache), WithLogger(logger), WithSigner("rsa-1", signer), WithSigner("ec-1", ecSigner),
+		WithSigner("broken", &kmsSigner{inner: rk, fail: errors.New("hsm offline")}))
+	ctx := context.Background()
+	var errs bytes.Buffer
+	for _, req := range []abi.TokenRequest{
+		smartRequest(s, "rsa-1", "RS384"), smartRequest(s, "ec-1", "ES384"),
+		smartRequest(s, "broken", "RS384"), smartRequest(s, "ec-1", "RS384"), smartRequest(s, "missing", "ES384"),
+		{Provider: "custom", ClientID: "backend-app", ClientSecret: secret, TokenURL: s.TokenURL(), Profile: &abi.Profile{ClientAuth: "client_secret_jwt"}},
+	} {
+		if _, err := c.Token(ctx, req); err != nil {
+			errs.WriteString(err.Error())
+			b, _ := json.Marshal(err)
+			errs.Write(b)
+		}
+		_ = c.Invalidate(ctx, req)
+	}
+	if !strings.Contains(errs.String(), "hsm offline") || !strings.Contains(errs.String(), "invalid_client") {
+		t.Fatalf("the failure paths did not run: %s", errs.String())
+	}
+	for name, canary := range canaries {
+		for where, text := range map[string]string{"logs": logs.String(), "errors": errs.String(), "cache": cache.all.String(), "requests sent": sent.String()} {
+			if strings.Contains(text, canary) {
+				t.Errorf("%s appears in %s", name, where)
+			}
+		}
+	}
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// TestParseSigner: PEM in its three forms and JWKs read into keys that sign; anything else is an
+// error that does not quote the input.
+func TestParseSigner(t *testing.T) {
+	rk, ek, _ := testKeys()
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(ek)
+	sec1, _ := x509.MarshalECPrivateKey(ek)
+	rsaJWK, _ := json.Marshal(map[string]string{"kty": "RSA", "kid": "r", "n": b64(rk.N.Bytes()), "e": b64(big.NewInt(int64(rk.E)).Bytes()),
+		"d": b64(rk.D.Bytes()), "p": b64(rk.Primes[0].Bytes()), "q": b64(rk.Primes[1].Bytes())})
+	wrongX, _ := json.Marshal(map[string]string{"kty": "EC", "crv": "P-384", "x": b64(make([]byte, 48)), "d": b64(ek.D.FillBytes(make([]byte, 48)))})
+	tests := []struct {
+		name string
+		in   []byte
+		alg  string
+		ok   bool
+	}{
+		{"PKCS8 EC", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), "ES384", true},
+		{"SEC1 EC", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}), "ES384", true},
+		{"PKCS1 RSA", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)}), "PS256", true},
+		{"RSA JWK", rsaJWK, "RS384", true},
+		{"EC JWK with another key's x", wrongX, "", false},
+		{"certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("SECRETBYTES")}), "", false},
+		{"garbage PEM", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("SECRETBYTES")}), "", false},
+		{"neither", []byte("SECRETBYTES"), "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _, err := ParseSigner(tt.in)
+			if !tt.ok {
+				if err == nil || strings.Contains(err.Error(), "SECRETBYTES") || strings.Contains(err.Error(), "U0VDUkVU") {
+					t.Fatalf("err %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig, err := jwsSign(s, tt.alg, []byte("a.b"))
+			if err != nil || len(sig) == 0 {
+				t.Fatalf("sign: %v", err)
+			}
+		})
+	}
+}
+
+// TestRevoke: a SMART token revoked through the discovered revocation endpoint (a host-signed
+// assertion, like a token request) stops working at the API and leaves no cached copy: the next
+// Token fetches a new one. A revocation the provider refuses is a typed error, and the cached
+// token is dropped anyway.
+func TestRevoke(t *testing.T) {
+	_, ek, _ := testKeys()
+	signer := &kmsSigner{inner: ek}
+	forEachBuild(t, func(t *testing.T, c *Client) {
+		s := newSMART(t)
+		ctx := context.Background()
+		req := smartRequest(s, "ec-1", "ES384")
+		tok, err := c.Token(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev := req
+		rev.AccessToken = tok.AccessToken
+		if err := c.Revoke(ctx, rev); err != nil {
+			t.Fatal(err)
+		}
+		if s.Revocations() != 1 || callAPI(t, s.APIURL(), tok.AccessToken) != http.StatusUnauthorized {
+			t.Fatalf("%d revocations; the revoked token still works", s.Revocations())
+		}
+		next, err := c.Token(ctx, req)
+		if err != nil || next.AccessToken == tok.AccessToken || s.Requests() != 2 {
+			t.Fatalf("after revoke: %v, %d token requests", err, s.Requests())
+		}
+		rev.AccessToken, rev.KeyID = next.AccessToken, "nobody"
+		if err := c.Revoke(ctx, rev); kindOf(err) != abi.KindSigning {
+			t.Fatalf("revoke with an unknown key: %v", err)
+		}
+		rev.KeyID, rev.RevocationURL = "ec-1", s.URL()+"/nowhere"
+		if err := c.Revoke(ctx, rev); kindOf(err) == "" {
+			t.Fatal("a revocation endpoint that answers 404 was a success")
+		}
+		if again, err := c.Token(ctx, req); err != nil || again.AccessToken == next.AccessToken {
+			t.Fatalf("a failed revocation kept the cached token: %v", err)
+		}
+	}, WithLoopback(), WithSigner("ec-1", signer))
+}

@@ -1,0 +1,211 @@
+package host
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+
+	"github.com/tidwall/gjson"
+)
+
+// Client assertions of private_key_jwt are signed here, never in the plugin: the plugin builds the
+// JWS signing input and asks for a signature with token_step's "sign" action (abi/ABI.md); this
+// host answers it with the crypto.Signer registered for the key id. Any crypto.Signer works, so
+// keys held in a KMS or an HSM never leave it.
+
+// WithSigner registers the key that signs client assertions for key id kid (a request's key_id,
+// the assertion's "kid"): an *rsa.PrivateKey or *ecdsa.PrivateKey (ParseSigner reads PEM and JWK),
+// or any crypto.Signer whose Public() is an RSA key of 2048 bits or more or an ECDSA P-256 or P-384
+// key (a KMS or HSM key). crypto.Signer takes no context: a signer that can block (a remote KMS)
+// should bound its own calls, since the fetch waits for it.
+func WithSigner(kid string, s crypto.Signer) Option {
+	return func(c *config) {
+		if c.signers == nil {
+			c.signers = map[string]crypto.Signer{}
+		}
+		c.signers[kid] = s
+	}
+}
+
+// sign answers a sign action: {"alg","kid","signing_input"} -> {"signature"} (base64url; ECDSA as
+// the JWS r||s, not DER) or {"error"}. Errors name the key id and the algorithm, never key material.
+func (c *Client) sign(ctx context.Context, in []byte) []byte {
+	var f [3]gjson.Result
+	members(gjson.ParseBytes(in), f[:], "alg", "kid", "signing_input")
+	alg, kid, input := f[0].Str, f[1].Str, f[2].Str
+	sig, err := c.signWith(ctx, alg, kid, []byte(input))
+	if err != nil {
+		c.log.Warn("tokenwasm: signing a client assertion failed", "kid", kid, "alg", alg, "err", err)
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		return b
+	}
+	c.metrics.signatures.Add(1)
+	b, _ := json.Marshal(map[string]string{"signature": base64.RawURLEncoding.EncodeToString(sig)})
+	return b
+}
+
+func (c *Client) signWith(ctx context.Context, alg, kid string, input []byte) ([]byte, error) {
+	s, ok := c.signers[kid]
+	if !ok {
+		return nil, fmt.Errorf("no signing key for key id %q", kid)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return jwsSign(s, alg, input)
+}
+
+// jwsSign signs input as JWS alg with s, checking that the key is of the algorithm's kind.
+func jwsSign(s crypto.Signer, alg string, input []byte) ([]byte, error) {
+	var h crypto.Hash
+	var digest []byte
+	switch alg {
+	case "RS256", "ES256", "PS256":
+		sum := sha256.Sum256(input)
+		h, digest = crypto.SHA256, sum[:]
+	case "RS384", "ES384":
+		sum := sha512.Sum384(input)
+		h, digest = crypto.SHA384, sum[:]
+	default:
+		return nil, fmt.Errorf("unsupported algorithm %q", alg)
+	}
+	var opts crypto.SignerOpts = h
+	switch pub := s.Public().(type) {
+	case *rsa.PublicKey:
+		if alg[0] != 'R' && alg[0] != 'P' {
+			return nil, fmt.Errorf("an RSA key cannot sign %s", alg)
+		}
+		if pub.N.BitLen() < 2048 {
+			return nil, errors.New("RSA keys under 2048 bits are refused")
+		}
+		if alg[0] == 'P' {
+			opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}
+		}
+		sig, err := s.Sign(rand.Reader, digest, opts)
+		if err != nil {
+			return nil, fmt.Errorf("signer: %w", err)
+		}
+		if len(sig) != (pub.N.BitLen()+7)/8 {
+			return nil, fmt.Errorf("signer returned %d bytes for a %d-bit key", len(sig), pub.N.BitLen())
+		}
+		return sig, nil
+	case *ecdsa.PublicKey:
+		want := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384()}[alg]
+		if want == nil || pub.Curve != want {
+			return nil, fmt.Errorf("an ECDSA %s key cannot sign %s", pub.Curve.Params().Name, alg)
+		}
+		der, err := s.Sign(rand.Reader, digest, opts)
+		if err != nil {
+			return nil, fmt.Errorf("signer: %w", err)
+		}
+		return rawECDSA(der, (want.Params().BitSize+7)/8)
+	}
+	return nil, fmt.Errorf("key type %T cannot sign %s", s.Public(), alg)
+}
+
+// rawECDSA turns an ASN.1 DER ECDSA signature (what crypto.Signer returns) into JWS's r||s, each
+// n bytes (RFC 7518 section 3.4).
+func rawECDSA(der []byte, n int) ([]byte, error) {
+	var sig struct{ R, S *big.Int }
+	rest, err := asn1.Unmarshal(der, &sig)
+	if err != nil || len(rest) > 0 || sig.R == nil || sig.S == nil || sig.R.Sign() <= 0 || sig.S.Sign() <= 0 ||
+		sig.R.BitLen() > 8*n || sig.S.BitLen() > 8*n {
+		return nil, errors.New("signer returned a malformed ECDSA signature")
+	}
+	out := make([]byte, 2*n)
+	sig.R.FillBytes(out[:n])
+	sig.S.FillBytes(out[n:])
+	return out, nil
+}
+
+// ParseSigner reads a private key for WithSigner: PEM ("PRIVATE KEY" PKCS #8, "RSA PRIVATE KEY"
+// PKCS #1, "EC PRIVATE KEY" SEC 1) or a JWK (RFC 7517: "kty" RSA or EC with its private members).
+// kid is the JWK's "kid", "" for PEM. Errors never quote the input.
+func ParseSigner(data []byte) (s crypto.Signer, kid string, err error) {
+	if gjson.ValidBytes(data) && gjson.ParseBytes(data).IsObject() {
+		return parseJWK(data)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, "", errors.New("tokenwasm: key is neither PEM nor a JWK")
+	}
+	var key any
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	default:
+		return nil, "", fmt.Errorf("tokenwasm: PEM block %q is not a private key", block.Type)
+	}
+	if err != nil {
+		return nil, "", errors.New("tokenwasm: unreadable " + block.Type)
+	}
+	if s, ok := key.(crypto.Signer); ok {
+		return s, "", nil
+	}
+	return nil, "", fmt.Errorf("tokenwasm: %T cannot sign", key)
+}
+
+func parseJWK(data []byte) (crypto.Signer, string, error) {
+	var k struct {
+		Kty, Kid, Crv, X, Y, D, N, E, P, Q string
+	}
+	if err := json.Unmarshal(data, &k); err != nil {
+		return nil, "", errors.New("tokenwasm: unreadable JWK")
+	}
+	num := func(s string) (*big.Int, bool) {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		return new(big.Int).SetBytes(b), err == nil && len(b) > 0
+	}
+	switch k.Kty {
+	case "RSA":
+		n, ok1 := num(k.N)
+		e, ok2 := num(k.E)
+		d, ok3 := num(k.D)
+		p, ok4 := num(k.P)
+		q, ok5 := num(k.Q)
+		if !(ok1 && ok2 && ok3 && ok4 && ok5) || !e.IsInt64() {
+			return nil, "", errors.New("tokenwasm: an RSA JWK needs n, e, d, p and q")
+		}
+		key := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n, E: int(e.Int64())}, D: d, Primes: []*big.Int{p, q}}
+		if err := key.Validate(); err != nil {
+			return nil, "", errors.New("tokenwasm: inconsistent RSA JWK")
+		}
+		key.Precompute()
+		return key, k.Kid, nil
+	case "EC":
+		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[k.Crv]
+		d, err := base64.RawURLEncoding.DecodeString(k.D)
+		if curve == nil || err != nil {
+			return nil, "", errors.New("tokenwasm: an EC JWK needs crv P-256 or P-384 and d")
+		}
+		key, err := ecdsa.ParseRawPrivateKey(curve, d)
+		if err != nil {
+			return nil, "", errors.New("tokenwasm: unreadable EC JWK")
+		}
+		if x, err := base64.RawURLEncoding.DecodeString(k.X); k.X != "" {
+			pub, _ := key.PublicKey.Bytes() // 0x04 || X || Y
+			if n := (curve.Params().BitSize + 7) / 8; err != nil || len(pub) != 1+2*n || string(pub[1:1+n]) != string(x) {
+				return nil, "", errors.New("tokenwasm: EC JWK's x does not match its d")
+			}
+		}
+		return key, k.Kid, nil
+	}
+	return nil, "", errors.New("tokenwasm: JWK kty must be RSA or EC")
+}

@@ -1,0 +1,56 @@
+package core
+
+import "github.com/tokenwasm/tokenwasm/abi"
+
+// Revocation (RFC 7009): token_step's "revoke" operation posts the token to the provider's
+// revocation endpoint, authenticated as the token request is (a client assertion is signed the same
+// way), then drops the cached token of the request's identity, whatever the provider answered: the
+// caller asked for it not to be used again.
+
+// EncodeRevocation builds r's revocation request: the access_token it names (hint access_token) or,
+// without one, its refresh_token (hint refresh_token). aud is the token URL, which a client
+// assertion names as the authorization server.
+func (r *Request) EncodeRevocation(aud string) (*HTTPRequest, *abi.Error) {
+	p := r.profile
+	u := r.RevocationURL
+	if u == "" {
+		u = p.RevocationURL
+	}
+	if u == "" {
+		return nil, invalidRequest("revocation_url is required to revoke with " + p.Name)
+	}
+	if err := r.checkTokenHost(u); err != nil {
+		return nil, err
+	}
+	tok, hint := r.AccessToken, "access_token"
+	if tok == "" {
+		tok, hint = r.RefreshToken, "refresh_token"
+	}
+	if tok == "" {
+		return nil, invalidRequest("revoke needs the access_token or refresh_token to revoke")
+	}
+	jwt, err := r.assertion(aud, BodyForm)
+	if err != nil {
+		return nil, err
+	}
+	b := newBody(BodyForm)
+	b.add("token", tok)
+	b.add("token_type_hint", hint)
+	r.bodyAuth(b)
+	h := r.headerAuth([]header{{"Content-Type", "application/x-www-form-urlencoded"}, {"Accept", "application/json"}})
+	return r.request(u, append(h, p.Headers...), b, jwt), nil
+}
+
+// revoked ends a revoke flow with the provider's answer: {} for a 2xx, else its typed error; the
+// cached token is dropped either way.
+func (f *Flow) revoked(answer []byte) (Action, []byte) {
+	resp, err := parseHostResponse(answer, f.m.scratchBuf())
+	if err == nil {
+		_, _, err = f.r.responseError(resp, f.nowMS)
+	}
+	out := []byte("{}")
+	if err != nil {
+		out = errorJSON(err)
+	}
+	return f.finish(out, f.deleteAction(f.key, "", ""))
+}

@@ -53,12 +53,14 @@ type assertion struct {
 func (a *assertion) hostSigns() bool { return a.alg != AlgHS256 }
 
 // identity appends what identifies the assertion's signer to a cache key's input: a new key, kid or
-// client is a new identity; the per-request claims are not part of it.
+// client is a new identity; the per-request claims are not part of it. Each field is preceded by its
+// length: neither the kid nor the client id is in the body, and joined by a separator they could
+// hold ("k:1" for client "c" and "k" for client "1:c"), two credential sets would be one identity.
 func (a *assertion) identity(b []byte) []byte {
-	b = append(append(append(append(b, "\nassertion:"...), a.alg...), ':'), a.kid...)
-	b = append(append(b, ':'), a.iss...)
-	if a.secret != "" {
-		b = append(append(b, ':'), a.secret...) // hashed with the rest, as a Basic header is
+	b = append(b, "\nassertion"...)
+	for _, f := range [...]string{a.alg, a.kid, a.iss, a.secret} { // the secret hashed with the rest, as a Basic header is
+		b = append(strconv.AppendInt(append(b, ':'), int64(len(f)), 10), ':')
+		b = append(b, f...)
 	}
 	return b
 }

@@ -3,6 +3,8 @@ package core
 import (
 	"strings"
 	"testing"
+
+	"github.com/tokenwasm/tokenwasm/abi"
 )
 
 // The review of client authentication (issue 16): attacks on the client assertion and revocation.
@@ -28,5 +30,36 @@ func TestAssertionIdentityIsUnambiguous(t *testing.T) {
 		if key(tt.kid1, tt.client1) == key(tt.kid2, tt.client2) {
 			t.Errorf("kid %q client %q and kid %q client %q share one cache identity", tt.kid1, tt.client1, tt.kid2, tt.client2)
 		}
+	}
+}
+
+// TestRevokeStaysOnTheTokenHost: a revocation request carries the token and the client's
+// authentication, for smart a client assertion whose aud is the token URL. Sent to another host (a
+// revocation_endpoint a hostile or broken SMART configuration names, a mistyped revocation_url),
+// that host could replay the unused assertion at the real token endpoint within its four minutes
+// and get a token for the client. A revocation URL on another host than the token URL's is refused
+// before anything is signed or sent, for every profile.
+func TestRevokeStaysOnTheTokenHost(t *testing.T) {
+	for _, tt := range []struct{ name, req string }{
+		{"smart, assertion", strings.Replace(smartReq("key-1", AlgES384, `,"access_token":"tok-1"`), `"token_url"`,
+			`"revocation_url":"https://collector.example.net/revoke","token_url"`, 1)},
+		{"custom, Basic", `{"provider":"custom","client_id":"a","client_secret":"s3cret","token_url":"https://auth.example.org/token","access_token":"tok-1","revocation_url":"https://auth.example.org.evil.example/revoke","profile":{}}`},
+		{"custom profile's URL", `{"provider":"custom","client_id":"a","client_secret":"s3cret","token_url":"https://auth.example.org/token","access_token":"tok-1","profile":{"revocation_url":"https://other.example/revoke"}}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost(t, okToken(3600))
+			h.steps, h.sign = true, newTestSigner(t, AlgES384).sign
+			res := h.revoke(t, tt.req)
+			if res.Error == nil || res.Error.Kind != abi.KindPolicy || h.sends != 0 || len(h.calls) != 0 {
+				t.Fatalf("got %+v after %v, %d sends", res.Error, h.calls, h.sends)
+			}
+		})
+	}
+	// The token URL's host, another path: allowed.
+	h := newFakeHost(t, func(abi.HTTPRequest) abi.HTTPResponse { return abi.HTTPResponse{Status: 200} })
+	h.steps = true
+	res := h.revoke(t, `{"provider":"custom","client_id":"a","client_secret":"s3cret","token_url":"https://AUTH.example.org/token","access_token":"tok-1","revocation_url":"https://auth.example.org/oauth/revoke","profile":{}}`)
+	if res.Error != nil || h.sends != 1 {
+		t.Fatalf("same host: %+v, %d sends", res.Error, h.sends)
 	}
 }

@@ -22,6 +22,9 @@ func (r *Request) EncodeRevocation(aud string) (*HTTPRequest, *abi.Error) {
 	if err := r.checkTokenHost(u); err != nil {
 		return nil, err
 	}
+	if err := sameHost(u, aud); err != nil {
+		return nil, err
+	}
 	tok, hint := r.AccessToken, "access_token"
 	if tok == "" {
 		tok, hint = r.RefreshToken, "refresh_token"
@@ -39,6 +42,20 @@ func (r *Request) EncodeRevocation(aud string) (*HTTPRequest, *abi.Error) {
 	r.bodyAuth(b)
 	h := r.headerAuth([]header{{"Content-Type", "application/x-www-form-urlencoded"}, {"Accept", "application/json"}})
 	return r.request(u, append(h, p.Headers...), b, jwt), nil
+}
+
+// sameHost refuses a revocation URL on another host than the token URL's: the request carries the
+// token and the client's authentication, for private_key_jwt an assertion whose aud is the token
+// URL, which another host could replay there within its life.
+func sameHost(revocationURL, tokenURL string) *abi.Error {
+	h, msg := urlHost(revocationURL)
+	if msg != "" {
+		return policyError("revocation_url " + msg)
+	}
+	if t, _ := urlHost(tokenURL); h != t {
+		return policyError("revocation_url host " + quote(h) + " is not the token URL's host " + quote(t))
+	}
+	return nil
 }
 
 // revoked ends a revoke flow with the provider's answer: {} for a 2xx, else its typed error; the

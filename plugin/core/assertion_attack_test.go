@@ -1,6 +1,8 @@
 package core
 
 import (
+	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -61,5 +63,75 @@ func TestRevokeStaysOnTheTokenHost(t *testing.T) {
 	res := h.revoke(t, `{"provider":"custom","client_id":"a","client_secret":"s3cret","token_url":"https://AUTH.example.org/token","access_token":"tok-1","revocation_url":"https://auth.example.org/oauth/revoke","profile":{}}`)
 	if res.Error != nil || h.sends != 1 {
 		t.Fatalf("same host: %+v, %d sends", res.Error, h.sends)
+	}
+}
+
+// TestEchoedAssertionIsRedacted: a provider that refuses a client assertion often quotes it back
+// (error_description, an HTML error page). A refused assertion's jti is usually not spent, so the
+// quoted assertion, once in an error, a log or a metric label, is a credential for the token
+// endpoint until it expires. It is withheld from the error like a client secret, in both drivers
+// and whatever the provider wraps it in.
+func TestEchoedAssertionIsRedacted(t *testing.T) {
+	csjwt := `{"provider":"custom","client_id":"app","client_secret":"cs-jwt-secret-9f2","token_url":"` + smartURL +
+		`","profile":{"client_auth":"client_secret_jwt"}}`
+	for _, tt := range []struct {
+		name, req string
+		steps     bool
+		echo      func(assertion string) abi.HTTPResponse
+	}{
+		{"private_key_jwt, error_description", smartReq("key-1", AlgES384, ""), true, func(a string) abi.HTTPResponse {
+			return abi.HTTPResponse{Status: 400, Body: `{"error":"invalid_client","error_description":"assertion ` + a + ` has an unknown kid"}`}
+		}},
+		{"private_key_jwt, form echo in a 500 page", smartReq("key-1", AlgRS384, ""), true, func(a string) abi.HTTPResponse {
+			return abi.HTTPResponse{Status: 500, Body: `<html>bad request: client_assertion=` + a + `</html>`}
+		}},
+		{"client_secret_jwt, token export", csjwt, false, func(a string) abi.HTTPResponse {
+			return abi.HTTPResponse{Status: 401, Body: `{"error":"invalid_client","error_description":"` + a + `"}`}
+		}},
+		{"client_secret_jwt, token_step", csjwt, true, func(a string) abi.HTTPResponse {
+			return abi.HTTPResponse{Status: 400, Body: `{"error":"invalid_grant","error_description":"jwt=` + a + `"}`}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var sent string
+			h := newFakeHost(t, func(r abi.HTTPRequest) abi.HTTPResponse {
+				form, _ := url.ParseQuery(r.Body)
+				sent = form.Get("client_assertion")
+				return tt.echo(sent)
+			})
+			h.steps = tt.steps
+			if tt.steps {
+				alg := AlgES384
+				if strings.Contains(tt.name, "500") {
+					alg = AlgRS384
+				}
+				h.sign = newTestSigner(t, alg).sign
+			}
+			res := h.token(t, tt.req)
+			if res.Error == nil || sent == "" {
+				t.Fatalf("got %+v, sent %q", res, sent)
+			}
+			all, _ := json.Marshal(res.Error)
+			sig := sent[strings.LastIndexByte(sent, '.')+1:]
+			if strings.Contains(string(all), sig) || strings.Contains(string(all), sent[:40]) {
+				t.Fatalf("the assertion is in the error: %s", all)
+			}
+		})
+	}
+}
+
+func TestWithoutJWS(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"no token here", "no token here"},
+		{"eyJh.eyJi.c2ln", redacted},
+		{"a eyJh.eyJi.c2ln b eyJh.eyJi.c2ln.", "a " + redacted + " b " + redacted + "."},
+		{"two parts eyJh.eyJi and eyJ", "two parts eyJh.eyJi and eyJ"},
+		{"no signature eyJh.eyJi.", "no signature eyJh.eyJi."},
+		{`"eyJh.eyJi.c2ln"`, `"` + redacted + `"`},
+		{"eyJeyJh.eyJi.c2ln", redacted},
+	} {
+		if got := withoutJWS(tt.in); got != tt.want {
+			t.Errorf("withoutJWS(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

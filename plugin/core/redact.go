@@ -3,6 +3,7 @@ package core
 import (
 	"encoding/base64"
 	"net/url"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -81,6 +82,9 @@ func (r *Request) secretTexts() []string {
 // description costs no more than a short one; a secret that starts inside the shown part is
 // recognized whole, so a cut never leaves the beginning of one.
 func (r *Request) redact(s string, n int) string {
+	if p := r.profile; p != nil && (p.ClientAuth == AuthPrivateKeyJWT || p.ClientAuth == AuthClientSecretJWT) {
+		s = withoutJWS(s)
+	}
 	secrets := r.secretTexts()
 	if len(secrets) == 0 {
 		return truncate(s, n)
@@ -113,6 +117,54 @@ func (r *Request) redact(s string, n int) string {
 		i++
 	}
 	return truncate(string(b), n)
+}
+
+// withoutJWS replaces every compact JWS in s (base64url "eyJ..." "." base64url "." base64url) with
+// [redacted]. A provider that refuses a client assertion may quote it, and the assertion, whose jti
+// a refusal usually leaves unspent, would let whoever reads the error get a token until it expires.
+// The plugin does not know it by then (token_step sends it in another call than the one that reads
+// the answer), but its form: base64url and '.' need no escape in JSON, a form or HTML.
+func withoutJWS(s string) string {
+	var b []byte
+	done := 0 // s[:done] is in b, or b is nil and nothing was replaced
+	for i := strings.Index(s, "eyJ"); i >= 0; {
+		end, parts := i, 0
+		for parts < 3 {
+			j := end
+			for j < len(s) && isBase64URL(s[j]) {
+				j++
+			}
+			if j == end {
+				break
+			}
+			parts++
+			if end = j; parts < 3 && (end >= len(s) || s[end] != '.') {
+				break
+			}
+			if parts < 3 {
+				end++
+			}
+		}
+		if parts < 3 {
+			end = i + 3
+		} else {
+			b = append(append(b, s[done:i]...), redacted...)
+			done = end
+		}
+		next := strings.Index(s[end:], "eyJ")
+		if next < 0 {
+			break
+		}
+		i = end + next
+	}
+	if b == nil {
+		return s
+	}
+	return string(append(b, s[done:]...))
+}
+
+func isBase64URL(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 // matcher finds secrets in text, spelled in any mix of the encodings it knows.

@@ -29,8 +29,8 @@ import (
 // WithSigner registers the key that signs client assertions for key id kid (a request's key_id,
 // the assertion's "kid"): an *rsa.PrivateKey or *ecdsa.PrivateKey (ParseSigner reads PEM and JWK),
 // or any crypto.Signer whose Public() is an RSA key of 2048 bits or more or an ECDSA P-256 or P-384
-// key (a KMS or HSM key). crypto.Signer takes no context: a signer that can block (a remote KMS)
-// should bound its own calls, since the fetch waits for it.
+// key (a KMS or HSM key). crypto.Signer takes no context: the fetch waits for a signature no longer than its
+// context allows, and a signer that can block (a remote KMS) should still bound its own calls.
 func WithSigner(kid string, s crypto.Signer) Option {
 	return func(c *config) {
 		if c.signers == nil {
@@ -65,7 +65,24 @@ func (c *Client) signWith(ctx context.Context, alg, kid string, input []byte) ([
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return jwsSign(s, alg, input)
+	// crypto.Signer takes no context: a remote key (a KMS, an HSM over the network) that hangs must
+	// not hold the caller past its deadline, so the signature is awaited no longer than ctx allows.
+	// A signer left running finishes (or not) on its own; its answer is dropped.
+	type signed struct {
+		sig []byte
+		err error
+	}
+	done := make(chan signed, 1)
+	go func() {
+		sig, err := jwsSign(s, alg, input)
+		done <- signed{sig, err}
+	}()
+	select {
+	case r := <-done:
+		return r.sig, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("signer did not answer in time: %w", ctx.Err())
+	}
 }
 
 // jwsSign signs input as JWS alg with s, checking that the key is of the algorithm's kind.

@@ -1,0 +1,128 @@
+package host
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"io"
+	"net/http"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/tokenwasm/tokenwasm/abi"
+)
+
+// The review of client authentication (issue 16): attacks on the Go host's signing, discovery,
+// tls_client_auth and revocation.
+
+// hangingSigner is a KMS that never answers until released: crypto.Signer takes no context.
+type hangingSigner struct {
+	inner   crypto.Signer
+	release chan struct{}
+}
+
+func (h *hangingSigner) Public() crypto.PublicKey { return h.inner.Public() }
+
+func (h *hangingSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	<-h.release
+	return h.inner.Sign(r, digest, opts)
+}
+
+// TestHangingSignerHonoursTheDeadline: a remote signer that hangs does not outlive the fetch's
+// context. The caller's Token returned at its deadline (it waits for the fetch with its own
+// context), but the fetch itself waited for the signer forever, through its cancellation: each
+// later call for the credential set left one more fetch stuck, and Close never returned. Now the
+// fetch ends with the context's error, nothing is sent, and Close returns.
+func TestHangingSignerHonoursTheDeadline(t *testing.T) {
+	rk, ek, _ := testKeys()
+	s := newSMART(t)
+	hang := &hangingSigner{inner: rk, release: make(chan struct{})}
+	c, err := New(context.Background(), WithLoopback(), WithSigner("rsa-1", hang), WithSigner("ec-1", ek))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(hang.release) }) // after the test: the signer's own goroutine ends too
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err := c.Token(ctx, smartRequest(s, "rsa-1", "RS384"))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want the deadline", err)
+		}
+	}
+	if n := s.Requests(); n != 0 {
+		t.Fatalf("%d token requests sent", n)
+	}
+	if _, err := c.Token(context.Background(), smartRequest(s, "ec-1", "ES384")); err != nil {
+		t.Fatalf("the next credential set: %v", err)
+	}
+	// A watchdog, not a timing goal: with fetches stuck in the signer, Close waits for them forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Close(ctx); err != nil {
+		t.Fatalf("Close: %v (a fetch is still waiting for the signer)", err)
+	}
+}
+
+// TestSourceIndexKeepsEveryFieldApart: Client.Token's lock-free index compared the fields a request
+// had before issue 16 and none of its new ones, so two credential sets that differ only in key_id,
+// assertion_alg, fhir_base (or the profile's assertion_alg or revocation_url) shared one source: the
+// second tenant was served the first one's token. Every string field but the per-call ones, set on
+// its own, is another source.
+func TestSourceIndexKeepsEveryFieldApart(t *testing.T) {
+	c := newClient(t)
+	perCall := map[string]bool{"AccessToken": true, "RevocationURL": true} // sourceKey clears them
+	base := abi.TokenRequest{Provider: "custom", ClientID: "id", ClientSecret: "s", Profile: &abi.Profile{}}
+	sa, err := c.sources.lookup(c, &base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []struct {
+		name string
+		set  func(*abi.TokenRequest) reflect.Value
+	}{
+		{"request", func(r *abi.TokenRequest) reflect.Value { return reflect.ValueOf(r).Elem() }},
+		{"profile", func(r *abi.TokenRequest) reflect.Value { return reflect.ValueOf(r.Profile).Elem() }},
+	} {
+		typ := v.set(&base).Type()
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			if f.Type.Kind() != reflect.String || v.name == "request" && perCall[f.Name] {
+				continue
+			}
+			if s, _ := c.sources.lookup(c, &base); s != sa { // the index remembers base again
+				t.Fatal("the same request found another source")
+			}
+			b := base
+			b.Profile = &abi.Profile{}
+			v.set(&b).Field(i).SetString("other-" + f.Name)
+			if s, _ := c.sources.lookup(c, &b); s == sa {
+				t.Errorf("a request with another %s.%s got the first credential set's source", v.name, f.Name)
+			}
+		}
+	}
+}
+
+// TestSMARTTenantsApart: two hospitals on the same EHR vendor with the app's one client id (as an
+// EHR's app gallery hands out), the same scope and key: each gets a token from its own server.
+func TestSMARTTenantsApart(t *testing.T) {
+	rk, _, _ := testKeys()
+	a, b := newSMART(t), newSMART(t)
+	c := newClient(t, WithSigner("rsa-1", rk))
+	ctx := context.Background()
+	ta, err := c.Token(ctx, smartRequest(a, "rsa-1", "RS384"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := c.Token(ctx, smartRequest(b, "rsa-1", "RS384"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Requests() != 1 || ta.AccessToken == tb.AccessToken {
+		t.Fatalf("hospital b: %d token requests; the same token as hospital a: %v", b.Requests(), ta.AccessToken == tb.AccessToken)
+	}
+	if status := callAPI(t, b.APIURL(), tb.AccessToken); status != http.StatusOK {
+		t.Fatalf("hospital b's API answered %d to its token", status)
+	}
+}

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/providertest"
 )
 
 // The review of client authentication (issue 16): attacks on the Go host's signing, discovery,
@@ -124,5 +126,27 @@ func TestSMARTTenantsApart(t *testing.T) {
 	}
 	if status := callAPI(t, b.APIURL(), tb.AccessToken); status != http.StatusOK {
 		t.Fatalf("hospital b's API answered %d to its token", status)
+	}
+}
+
+// TestClientCertificateOverridesTransport: a custom transport whose TLS configuration picks a
+// client certificate itself (GetClientCertificate, as a process-wide mTLS setup does) still
+// presents, for a tls_client_auth request, the certificate registered for its key_id. Go's TLS
+// client asks GetClientCertificate before Certificates, so the registered one was never presented:
+// every credential set authenticated as whoever the transport's callback named.
+func TestClientCertificateOverridesTransport(t *testing.T) {
+	m := providertest.NewMTLS("bank-app")
+	defer m.Close()
+	other := m.ClientCertificate("other-app")
+	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.RootCAs(), MinVersion: tls.VersionTLS12,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &other, nil }}}
+	c := newClient(t, WithHTTPTransport(transport), WithClientCertificate("cert-1", m.ClientCertificate("bank-app")))
+	req := abi.TokenRequest{Provider: "custom", ClientID: "bank-app", KeyID: "cert-1", TokenURL: m.TokenURL(),
+		Profile: &abi.Profile{ClientAuth: "tls_client_auth"}}
+	if _, err := c.Token(context.Background(), req); err != nil || m.Issued() != 1 {
+		t.Fatalf("%v, %d issued", err, m.Issued())
+	}
+	if transport.TLSClientConfig.GetClientCertificate == nil {
+		t.Fatal("the caller's transport was changed")
 	}
 }

@@ -80,7 +80,10 @@ func newSender(base http.RoundTripper, allowed []string, allowLoopback bool, cer
 		if t.TLSClientConfig == nil {
 			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
+		// The registered certificate and no other: Go's TLS client would ask a callback of the
+		// caller's configuration before Certificates.
 		t.TLSClientConfig.Certificates = []tls.Certificate{cert}
+		t.TLSClientConfig.GetClientCertificate = nil
 		if s.certClients == nil {
 			s.certClients = map[string]*http.Client{}
 		}

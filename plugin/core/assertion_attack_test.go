@@ -135,3 +135,34 @@ func TestWithoutJWS(t *testing.T) {
 		}
 	}
 }
+
+// TestHostThatCannotSign: a host that drives token_step but does not know the sign action (the
+// Node.js host, whose driver answers an unknown action with nothing) gets signing_required, as the
+// token export gives, rather than kind signing, which reads as a key that failed: nothing sent, the
+// lock released. A host that answers {"error"} still gets signing.
+func TestHostThatCannotSign(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		sign func([]byte) []byte
+		kind string
+	}{
+		{"nothing", nil, abi.KindSigningRequired},
+		{"null", func([]byte) []byte { return []byte("null") }, abi.KindSigningRequired},
+		{"an error", func([]byte) []byte { return []byte(`{"error":"no key"}`) }, abi.KindSigning},
+		{"an empty object", func([]byte) []byte { return []byte(`{}`) }, abi.KindSigning},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newFakeHost(t, okToken(3600))
+			h.steps, h.sign = true, tt.sign
+			res := h.token(t, smartReq("key-1", AlgRS384, `,"fleet_lock":true`))
+			if res.Error == nil || res.Error.Kind != tt.kind || h.sends != 0 {
+				t.Fatalf("got %+v, %d sends", res.Error, h.sends)
+			}
+			for k := range h.cache {
+				if strings.HasSuffix(k, lockSuffix) {
+					t.Fatal("the fleet lock was not released")
+				}
+			}
+		})
+	}
+}

@@ -136,6 +136,10 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		}
 		return f.send()
 	case phaseSign:
+		if len(answer) == 0 || string(answer) == "null" { // a host that does not know the action
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindSigningRequired,
+				Message: "private_key_jwt needs the host to sign the client assertion: this host answered nothing to token_step's sign action"}))
+		}
 		signed, err := f.enc.jwt.signed(r, answer, f.checked, f.jti, f.nowMS/1000)
 		if err != nil {
 			return f.finish(errorJSON(err))

@@ -267,7 +267,6 @@ func TestFleetOneRequest(t *testing.T) {
 	}
 }
 
-
 // TestFleetLockOwnerKilled: the process holding the fetch lock dies mid-fetch; the others' waits end
 // with their own timeout_ms (1 s, a retryable error their callers retry), and once the lock's TTL
 // (1 s + 2 s) ends one of them takes over: all get the one token, 2 requests in all. (Before the

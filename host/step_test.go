@@ -11,34 +11,6 @@ import (
 	"github.com/tokenwasm/tokenwasm/host/providertest"
 )
 
-// TestStepDriverEndToEnd gets a token from every provider and grant through the token_step export,
-// driven by this host, against the fakes, through both builds: one request each, then the cache.
-func TestStepDriverEndToEnd(t *testing.T) {
-	set := providertest.StartAll()
-	defer set.Close()
-	forEachBuild(t, func(t *testing.T, c *Client) {
-		ctx := context.Background()
-		for name, req := range cases(set) {
-			fake := fakeOf(set, req.Provider)
-			before := fake.Requests()
-			tok, err := c.Token(ctx, req)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if status := callAPI(t, fake.APIURL(), tok.AccessToken); status != http.StatusOK {
-				t.Fatalf("%s: API answered %d to the token", name, status)
-			}
-			if err := c.Invalidate(ctx, req); err != nil {
-				t.Fatalf("%s: invalidate: %v", name, err)
-			}
-			again, err := c.Token(ctx, req)
-			if err != nil || again.AccessToken == tok.AccessToken || fake.Requests()-before != 2 {
-				t.Fatalf("%s: after invalidate: %d requests, %v", name, fake.Requests()-before, err)
-			}
-		}
-	}, WithLoopback(), withStepFlow(true))
-}
-
 // sharedMemory is a MemoryCache that says it is shared, so the plugin takes the fleet lock in it:
 // two Clients on one sharedMemory behave as two processes on one Redis.
 type sharedMemory struct{ *MemoryCache }

@@ -16,6 +16,11 @@ const MAX_BACKOFF_MS = 30_000;
 const MAX_STEPS = 16; // a flow is at most 6 steps (abi/ABI.md, token_step)
 const MAX_SOURCES = 10_000; // credential sets held in memory; the oldest idle one goes first
 const PENDING_GRACE_MS = 3_000; // waiting out another host's fetch: its timeout_ms plus this
+// A cache slower than this is down (host/rediscache's default Timeout): the operation is a failure,
+// and the cache is skipped for CACHE_RETRY_MS (rediscache's Retry), so a Redis that stalls (node-redis
+// queues commands while disconnected) costs callers a miss, never a hang or an expired flow.
+const CACHE_TIMEOUT_MS = 250;
+const CACHE_RETRY_MS = 1_000;
 
 /** TokenError is what client.fetch throws when no token could be had: `error` is the ABI's Error. */
 export class TokenError extends Error {
@@ -101,6 +106,23 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   const flights = new Set(); // every flow in progress: close() waits for them
   let nextSlot = 0;
   let closed = false;
+  let cacheDownUntil = 0;
+
+  /** cacheOp runs one cache operation, bounded by CACHE_TIMEOUT_MS; a sync answer is returned as is. */
+  function cacheOp(name, ...args) {
+    if (Date.now() < cacheDownUntil) throw new Error('the cache timed out recently');
+    const p = cache[name](...args);
+    if (typeof p?.then !== 'function') return p;
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => {
+        cacheDownUntil = Date.now() + CACHE_RETRY_MS;
+        warn(`tokenwasm: cache ${name} timed out after ${CACHE_TIMEOUT_MS} ms; skipping the cache for ${CACHE_RETRY_MS} ms`, {});
+        reject(new Error('cache timeout'));
+      }, CACHE_TIMEOUT_MS);
+    });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  }
 
   /** call runs one export on instance `slot` and returns its parsed answer; a trap replaces it. */
   function call(name, input, slot = 0) {
@@ -123,7 +145,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         return send(input);
       case 'cache_get':
         try {
-          const value = await cache.get(String(input.key));
+          const value = await cacheOp('get', String(input.key));
           return typeof value === 'string' ? { hit: true, value } : { hit: false };
         } catch (err) {
           warn('tokenwasm: cache get failed', { error: err?.name ?? 'Error' }); // a broken cache is a miss
@@ -131,14 +153,14 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         }
       case 'cache_set':
         try {
-          return { stored: Boolean(await cache.set(String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
+          return { stored: Boolean(await cacheOp('set', String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
         } catch (err) {
           warn('tokenwasm: cache set failed', { error: err?.name ?? 'Error' });
           return { error: `cache_set: ${err?.name ?? 'Error'}` };
         }
       case 'cache_delete':
         try {
-          await cache.delete(String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
+          await cacheOp('delete', String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
         } catch (err) {
           warn('tokenwasm: cache delete failed', { error: err?.name ?? 'Error' });
         }

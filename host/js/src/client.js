@@ -15,6 +15,7 @@ const REFRESH_BACKOFF_MS = 1_000; // first wait after a failed background refres
 const MAX_BACKOFF_MS = 30_000;
 const MAX_STEPS = 16; // a flow is at most 6 steps (abi/ABI.md, token_step)
 const MAX_SOURCES = 10_000; // credential sets held in memory; the oldest idle one goes first
+const REINVALIDATE_AFTER_MS = 30_000; // after a 401 dropped a token, 401s this soon are the API's (host/source.go)
 const PENDING_GRACE_MS = 3_000; // waiting out another host's fetch: its timeout_ms plus this
 // A cache slower than this is down (host/rediscache's default Timeout): the operation is a failure,
 // and the cache is skipped for CACHE_RETRY_MS (rediscache's Retry), so a Redis that stalls (node-redis
@@ -80,6 +81,7 @@ class Source {
   refreshing = false;
   retryAt = 0;
   backoff = REFRESH_BACKOFF_MS;
+  invalidatedAt = 0; // when client.fetch last dropped a token for a 401
   constructor(json, slot) {
     this.json = json;
     this.slot = slot;
@@ -359,8 +361,18 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     const [used, first] = await attempt(input);
     const once = typeof ReadableStream !== 'undefined' && init.body instanceof ReadableStream;
     if (first.status !== 401 || once) return first;
+    // Each token is dropped at most once, and a credential set drops one at most once per
+    // REINVALIDATE_AFTER_MS: an API that refuses every token would otherwise cost a token request per
+    // call (and soon the provider's 429). A token already replaced is simply retried with the new one.
+    const { force: _f, ...base } = req ?? {};
+    const s = sourceOf(base);
+    const replaced = s.held === null || s.held.answer.token.access_token !== used;
+    if (!replaced && Date.now() - s.invalidatedAt < REINVALIDATE_AFTER_MS) return first;
     await first.body?.cancel().catch(() => {});
-    await invalidate({ ...req, access_token: used });
+    if (!replaced) {
+      s.invalidatedAt = Date.now();
+      await invalidate({ ...base, access_token: used });
+    }
     return (await attempt(spare))[1];
   }
 

@@ -43,3 +43,26 @@ test('a cache that never answers is a miss: the token comes from the provider, n
     await provider.close();
   }
 });
+
+test('an API that refuses every token costs no token request per call (one invalidation per 30 s)', async () => {
+  const provider = await tokenServer();
+  const api = await serve((req, res) => {
+    res.writeHead(401);
+    res.end('no');
+  });
+  const host = await createClient({ wasm: WASM, allowLoopback: true });
+  try {
+    const req = { provider: 'candid', client_id: 'storm', client_secret: 's', token_url: provider.url };
+    const first = await host.fetch(req, api.url);
+    assert.equal(first.status, 401);
+    assert.equal(provider.count(), 2, 'the first 401 drops the token and retries once with a new one');
+    for (let i = 0; i < 10; i++) assert.equal((await host.fetch(req, api.url)).status, 401);
+    await Promise.all(Array.from({ length: 50 }, () => host.fetch(req, api.url)));
+    assert.equal(provider.count(), 2, 'later 401s within 30 s are the API\'s answer: no token request each');
+    assert.equal(api.count(), 2 + 10 + 50);
+  } finally {
+    await host.close();
+    await provider.close();
+    await api.close();
+  }
+});

@@ -46,11 +46,19 @@ export async function loadModule(wasm) {
   return WebAssembly.compile(wasm);
 }
 
-/** deepFrozen reports whether v and every object inside it are frozen (so it can never change). */
+/**
+ * deepFrozen reports whether v can never serialize differently: v and every object inside it frozen
+ * plain objects or arrays whose members are all data properties. A getter, a toJSON or a class (whose
+ * prototype may have either) could answer differently from call to call (one frozen object serving
+ * several tenants), so such a request is looked up by its JSON every time.
+ */
 function deepFrozen(v) {
   if (v === null || typeof v !== 'object') return true;
-  if (!Object.isFrozen(v)) return false;
-  for (const k in v) if (!deepFrozen(v[k])) return false;
+  const proto = Object.getPrototypeOf(v);
+  if (!Object.isFrozen(v) || (proto !== Object.prototype && proto !== Array.prototype && proto !== null)) return false;
+  const members = Object.getOwnPropertyDescriptors(v);
+  if ('toJSON' in members) return false;
+  for (const k in members) if (!('value' in members[k]) || !deepFrozen(members[k].value)) return false;
   return true;
 }
 

@@ -66,3 +66,36 @@ test('an API that refuses every token costs no token request per call (one inval
     await api.close();
   }
 });
+
+test('a frozen request whose members are getters is looked up by its JSON, not its identity', async () => {
+  const provider = await tokenServer();
+  const host = await createClient({ wasm: WASM, allowLoopback: true });
+  try {
+    // One frozen object serving two tenants (a getter reading the current tenant): each must get
+    // its own token, never the other's.
+    let tenant = 'tenant-a';
+    const req = Object.freeze({
+      provider: 'candid',
+      get client_id() {
+        return tenant;
+      },
+      client_secret: 's',
+      token_url: provider.url,
+    });
+    const a = await host.token(req);
+    tenant = 'tenant-b';
+    const b = await host.token(req);
+    assert.notEqual(b.token.access_token, a.token.access_token, "tenant b was served tenant a's token");
+    assert.equal(provider.count(), 2);
+    tenant = 'tenant-a';
+    assert.equal((await host.token(req)).token.access_token, a.token.access_token, 'tenant a again: its own, from memory');
+    // The same through a toJSON that reads the tenant.
+    const viaToJSON = Object.freeze({ toJSON: () => ({ provider: 'candid', client_id: tenant, client_secret: 's', token_url: provider.url }) });
+    const c = await host.token(viaToJSON);
+    tenant = 'tenant-b';
+    assert.notEqual((await host.token(viaToJSON)).token.access_token, c.token.access_token);
+  } finally {
+    await host.close();
+    await provider.close();
+  }
+});

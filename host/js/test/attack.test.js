@@ -99,3 +99,22 @@ test('a frozen request whose members are getters is looked up by its JSON, not i
     await provider.close();
   }
 });
+
+test("a fetch error that quotes the URL (Deno's do) reaches neither the answer nor the logs with its path or query", async () => {
+  const url = 'https://127.0.0.1:39999/t/(CANARYPATH)?key=CANARYQUERY';
+  // Deno 2.9.6's fetch, on a refused connection: the whole URL in the cause's message.
+  const denoLike = async (input) => {
+    throw new TypeError('fetch failed', {
+      cause: new Error(`error sending request for url (${input}): client error (Connect): tcp connect error: Connection refused (os error 111)`),
+    });
+  };
+  const logs = [];
+  const logger = { debug: (m, a) => logs.push(JSON.stringify([m, a])), warn: (m, a) => logs.push(JSON.stringify([m, a])) };
+  const got = await httpSender({ allowLoopback: true, fetch: denoLike, logger })({ method: 'POST', url, headers: {}, body: 'x', timeout_ms: 1000 });
+  assert.ok(got.error, JSON.stringify(got));
+  assert.doesNotMatch(JSON.stringify(got), /CANARY/);
+  assert.match(got.error, /127\.0\.0\.1:39999/, 'the host and port stay: they tell what failed');
+  assert.match(got.error, /Connection refused/);
+  assert.ok(logs.length > 0);
+  assert.doesNotMatch(logs.join('\n'), /CANARY/);
+});

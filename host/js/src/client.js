@@ -117,6 +117,9 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   let nextSlot = 0;
   let closed = false;
   let cacheDownUntil = 0;
+  // A cache shared across processes (cache.shared, as RedisCache) takes the fleet lock on every fetch,
+  // as the Go host does for its SharedCache: a mixed Go and JS fleet then makes one fetch per token.
+  const fleetJSON = cache.shared === true ? (json) => withMember(json, 'fleet_lock', 'true') : (json) => json;
 
   /** cacheOp runs one cache operation, bounded by CACHE_TIMEOUT_MS; a sync answer is returned as is. */
   function cacheOp(name, ...args) {
@@ -231,7 +234,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   /** fetchShared joins the source's flight, or starts one (minTtl: a refresh ahead's margin). */
   function fetchShared(s, req, minTtl = 0) {
     if (s.flight) return s.flight;
-    const json = minTtl > 0 ? withMember(s.json, 'min_ttl_ms', Math.ceil(minTtl)) : s.json;
+    const json = minTtl > 0 ? withMember(fleetJSON(s.json), 'min_ttl_ms', Math.ceil(minTtl)) : fleetJSON(s.json);
     const timeout = Number.isInteger(req?.timeout_ms) && req.timeout_ms > 0 ? req.timeout_ms : DEFAULT_TIMEOUT_MS;
     s.flight = track(
       flow(json, s.slot, timeout).then((res) => {
@@ -321,7 +324,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     if (req?.force) {
       const { force: _f, ...rest } = req;
       const s = sourceOf(rest);
-      const p = track(flow(JSON.stringify(req), s.slot, req.timeout_ms ?? DEFAULT_TIMEOUT_MS)).then((res) => {
+      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, req.timeout_ms ?? DEFAULT_TIMEOUT_MS)).then((res) => {
         if (res.token) s.held = hold(res.token);
         return res;
       });

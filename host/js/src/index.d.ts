@@ -62,6 +62,8 @@ export interface SharedCache {
   set(key: string, value: string, ttlMs: number, nx?: boolean): boolean | Promise<boolean>;
   /** Delete key; with ifValue only while key holds exactly that value. */
   delete(key: string, ifValue?: string): void | Promise<void>;
+  /** True for a cache shared across processes (RedisCache): every fetch then takes the fleet lock. */
+  readonly shared?: boolean;
 }
 
 export declare class MemoryCache implements SharedCache {

@@ -85,7 +85,7 @@ export interface ClientOptions {
   allowedHosts?: string[];
   /** Let token requests reach loopback, plain http included: local fakes only. */
   allowLoopback?: boolean;
-  /** Default: a MemoryCache of this client. Share one (or a RedisCache) to share tokens; set fleet_lock then. */
+  /** Default: a MemoryCache of this client. Share one (or a RedisCache) to share tokens; with a shared MemoryCache set fleet_lock (a RedisCache implies it). */
   cache?: SharedCache;
   logger?: Logger;
   /** The fetch used for token requests and client.fetch (tests). */

@@ -459,8 +459,9 @@ func (c *httpContext) OnHttpStreamDone() { delete(c.p.waiting, c.id) }
 
 // refresher schedules one refresh per token ahead of its expiry, at max(expiry - refresh_ahead_ms,
 // issued + life/2), and only for a token that traffic used. A failed refresh backs off
-// (exponentially, with jitter, capped); a non-retryable failure stops refreshing this token (traffic
-// fetches the next one when it expires); a closed 429 gate defers the refresh until it opens.
+// (exponentially, with jitter, capped); a non-retryable failure, or a refresh that brings no later
+// expiry, stops refreshing this token (traffic fetches the next one when it expires); a closed 429
+// gate defers the refresh until it opens.
 type refresher struct {
 	aheadMS         int64 // refresh_ahead_ms
 	token           string
@@ -469,9 +470,14 @@ type refresher struct {
 	next, backoffMS int64 // no attempt before next
 }
 
-// seen records the token a flow answered; a new token gets a new schedule.
+// seen records the token a flow answered; a new token, or the same one with a new expiry, gets a new
+// schedule, unless refreshing has stopped and it expires no later than the one held.
 func (r *refresher) seen(a answer) {
-	if a.token == r.token {
+	if a.token == r.token && a.expiresAtMS == r.expiresAtMS {
+		return
+	}
+	if r.stopped && a.expiresAtMS <= r.expiresAtMS {
+		r.token, r.expiresAtMS = a.token, a.expiresAtMS
 		return
 	}
 	life := a.expiresAtMS - a.issuedAtMS
@@ -488,6 +494,11 @@ func (r *refresher) due(now int64) bool {
 // done reads a refresh's answer: a new token, another worker's call in flight, or a failure.
 func (r *refresher) done(a answer, now int64) {
 	switch {
+	case a.token != "" && a.expiresAtMS <= r.expiresAtMS:
+		// The provider gives no later expiry (its own cached token, a JWT clamped to a session's end):
+		// refreshing again gains nothing; traffic fetches the next token once this one expires.
+		r.stopped = true
+		r.token, r.expiresAtMS = a.token, a.expiresAtMS
 	case a.token != "":
 		r.seen(a) // a new token: used once traffic gets it
 	case a.pending:

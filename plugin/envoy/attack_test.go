@@ -72,8 +72,18 @@ func TestUpstream401StormBounded(t *testing.T) {
 			h.answerAll()
 			h.host.CallOnResponseHeaders(id, [][2]string{{":status", "401"}}, false)
 		}
-		if n := fake.Requests(); n > 2 {
-			t.Fatalf("%d token calls for 10 upstream 401s, want at most 2", n)
+		if n := fake.Requests(); n != 2 {
+			t.Fatalf("%d token calls for 10 upstream 401s, want 2", n)
+		}
+		if h.clock != nil { // 30 s later a 401 drops the token again
+			h.clock.advance(30 * time.Second)
+			id, _ := h.request("/api/x")
+			h.answerAll()
+			h.host.CallOnResponseHeaders(id, [][2]string{{":status", "401"}}, false)
+			h.request("/api/x")
+			if h.answerAll() != 1 || fake.Requests() != 3 {
+				t.Fatalf("after 30 s: %d token calls, want 3", fake.Requests())
+			}
 		}
 	})
 }

@@ -27,6 +27,9 @@ const (
 	refreshBackoffMS = 1000
 	maxBackoffMS     = 30000
 	pendingRetryMS   = 1000
+	// reinvalidateAfterMS: after a 401 made this worker drop a token, further 401s within this time
+	// are the API's answer, not a stale token's, and drop nothing (as the Go host's source.go).
+	reinvalidateAfterMS = 30000
 	// The flow's operations (plugin/core/step.go).
 	opToken      = 't'
 	opInvalidate = 'i'
@@ -59,8 +62,10 @@ type pluginContext struct {
 	// fetching is this worker's token call in flight; refresh tells whether it is a refresh ahead.
 	fetching bool
 	refresh  refresher
-	// invalidated is the last token a 401 made this worker drop: once per token.
-	invalidated string
+	// invalidated is the last token a 401 made this worker drop, at invalidatedAtMS: once per token,
+	// and at most once every reinvalidateAfterMS.
+	invalidated     string
+	invalidatedAtMS int64
 }
 
 func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
@@ -342,11 +347,14 @@ func (p *pluginContext) OnTick() {
 
 // invalidate drops a token the upstream answered 401 to, once per token: the flow deletes it from
 // shared data only while it is still the cached one, so many workers seeing the same 401 drop it once.
+// An API that refuses every token would make every 401 a token call: a worker drops a token at most
+// once every reinvalidateAfterMS, and returns the other 401s as they are.
 func (p *pluginContext) invalidate(token string) {
-	if token == p.invalidated {
+	now := p.now()
+	if token == p.invalidated || p.invalidated != "" && now-p.invalidatedAtMS < reinvalidateAfterMS {
 		return
 	}
-	p.invalidated = token
+	p.invalidated, p.invalidatedAtMS = token, now
 	p.m.invalidated.Increment(1)
 	p.drive(p.flow(opInvalidate, appendJSONString([]byte(`"access_token":`), token)), nil, false)
 	if p.refresh.token == token {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -105,6 +106,18 @@ func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
 // worker calls the provider again, and requests get that failure at once.
 func (p *pluginContext) failureKey() string { return p.s.key + "/failure" }
 
+// rememberedFailure returns the failed call a worker remembered for this identity, if the key holds
+// one: an error answer of a known kind, ending within failure_memory_ms. Anything else there (garbage,
+// a token another filter planted, an entry outliving the memory after the clock stepped back) is
+// ignored, and the next failure overwrites it.
+func (p *pluginContext) rememberedFailure() ([]byte, bool) {
+	e := p.cache.read(p.failureKey())
+	if !e.live || e.untilMS > p.now()+p.s.failureMemoryMS || !gjson.Valid(e.value) || !knownKind(gjson.Get(e.value, "error.kind").Str) {
+		return nil, false
+	}
+	return []byte(e.value), true
+}
+
 // flow starts a token flow (or an invalidate flow) for the configured request. extra is spliced
 // into the request object ("min_ttl_ms", "access_token"); the memo makes the usual request (no extra)
 // cost one comparison.
@@ -135,8 +148,8 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 				return nil, true
 			}
 		case next.Import == abi.ImportCacheSet && gjson.GetBytes(next.Input, "nx").Bool():
-			if failure, ok := p.cache.get(p.failureKey()); ok {
-				return []byte(failure), false
+			if failure, ok := p.rememberedFailure(); ok {
+				return failure, false
 			}
 			answer = p.cache.perform(next)
 		default:
@@ -293,15 +306,7 @@ func parseAnswer(final []byte) answer {
 }
 
 // knownKind keeps metric names to the ABI's error kinds, whatever a cache entry holds.
-func knownKind(k string) bool {
-	switch k {
-	case abi.KindInvalidRequest, abi.KindInvalidClient, abi.KindInvalidGrant, abi.KindUnauthorizedClient,
-		abi.KindUnsupportedGrantType, abi.KindInvalidScope, abi.KindAccessDenied, abi.KindRateLimited,
-		abi.KindUnsupportedMediaType, abi.KindServerError, abi.KindMalformedResponse, abi.KindTransport, abi.KindPolicy:
-		return true
-	}
-	return false
-}
+func knownKind(k string) bool { return slices.Contains(abi.Kinds, k) }
 
 // settleAll answers every request paused on this worker with a flow's final answer.
 func (p *pluginContext) settleAll(a answer, final []byte) {

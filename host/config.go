@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -87,7 +88,8 @@ type Config struct {
 	Domain string
 	// Scopes are sent space-separated where the provider takes a scope.
 	Scopes []string
-	// EndpointParams are extra body fields, sent after the plugin's own; one value per key.
+	// EndpointParams are extra body fields, sent after the plugin's own; one value per key, and none
+	// of the request's own fields (client_id, grant_type, ...: set those in their fields).
 	EndpointParams url.Values
 	// AuthStyle chooses how a Custom provider gets the client's credentials; built-in providers use
 	// their documented style and accept only AuthStyleAutoDetect.
@@ -152,6 +154,9 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 	if len(c.EndpointParams) > 0 {
 		req.Params = make(map[string]string, len(c.EndpointParams))
 		for k, vs := range c.EndpointParams {
+			if slices.Contains(ownParams, k) {
+				return abi.TokenRequest{}, configError("EndpointParams[" + k + "] is a field of the request: set it in its Config field")
+			}
 			if len(vs) != 1 {
 				return abi.TokenRequest{}, configError("EndpointParams[" + k + "] must hold exactly one value")
 			}
@@ -176,6 +181,11 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 	}
 	return req, nil
 }
+
+// ownParams are the body fields the request itself sends: as x/oauth2 does, EndpointParams may not
+// send them again (a provider reading the last copy would see another client, secret or grant).
+var ownParams = []string{"grant_type", "client_id", "client_secret", "scope", "username", "password",
+	"code", "redirect_uri", "code_verifier", "refresh_token"}
 
 func configError(msg string) *abi.Error {
 	return &abi.Error{Kind: abi.KindInvalidRequest, Message: "Config: " + msg}

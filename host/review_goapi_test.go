@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -163,5 +164,23 @@ func TestObservedLabelsAreBounded(t *testing.T) {
 	m.attempt(Fetch{Provider: "candid", Kind: "not_a_kind"})
 	if s := m.Snapshot(); s["calls.candid.ok"] != 0 || s["attempts.candid.ok"] != 0 {
 		t.Errorf("a failure of an unlisted kind counted as ok: %v", s)
+	}
+}
+
+// TestEndpointParamsCannotRepeatTheRequestsOwn: as in x/oauth2, an EndpointParams key the request
+// itself sends (client_id, grant_type, a grant input) is refused, not sent a second time beside it
+// (a provider reading the last copy would see another client, secret or grant).
+func TestEndpointParamsCannotRepeatTheRequestsOwn(t *testing.T) {
+	for _, key := range []string{"grant_type", "client_id", "client_secret", "scope", "username", "password",
+		"code", "redirect_uri", "code_verifier", "refresh_token"} {
+		cfg := Config{Provider: NikoHealth, ClientID: "id", ClientSecret: "s", Domain: "acme",
+			EndpointParams: url.Values{key: {"evil"}}}
+		if _, err := cfg.TokenRequest(); !errors.Is(err, abi.ErrInvalidRequest) || !strings.Contains(err.Error(), key) {
+			t.Errorf("EndpointParams[%s]: err = %v, want invalid_request naming it", key, err)
+		}
+	}
+	cfg := Config{Provider: NikoHealth, EndpointParams: url.Values{"audience": {"api"}}}
+	if req, err := cfg.TokenRequest(); err != nil || req.Params["audience"] != "api" {
+		t.Fatalf("an ordinary param: %+v, %v", req.Params, err)
 	}
 }

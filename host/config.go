@@ -198,7 +198,9 @@ func (c *Config) Token(ctx context.Context) (*oauth2.Token, error) {
 
 // TokenSource returns a source of tokens for c's credentials, reused until they near expiry.
 // Sources are shared: two Configs that convert to the same request share one token and one fetch.
-// Its Token honours ctx (as x/oauth2's does); TokenContext takes a context per call instead.
+// Its Token honours ctx's deadline and cancellation (as x/oauth2's does); TokenContext takes a context
+// per call instead. Unlike x/oauth2, an *http.Client in ctx does not reach the token endpoint: the
+// Host's transport (WithHTTPTransport), under its host policy, does.
 func (c *Config) TokenSource(ctx context.Context) *TokenSource {
 	h, err := c.host()
 	if err != nil {
@@ -215,7 +217,8 @@ func (c *Config) TokenSource(ctx context.Context) *TokenSource {
 
 // Client returns an HTTP client that sends c's token on every request and, when the API answers 401,
 // drops it and retries once with a new one (Client.Transport). As with x/oauth2, an *http.Client in
-// ctx under oauth2.HTTPClient supplies the transport underneath.
+// ctx under oauth2.HTTPClient supplies the transport underneath, for the API's requests; the token
+// endpoint is reached through the Host's transport (WithHTTPTransport), as TokenSource says.
 func (c *Config) Client(ctx context.Context) *http.Client {
 	var base http.RoundTripper
 	if hc, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && hc != nil {

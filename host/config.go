@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -87,7 +88,8 @@ type Config struct {
 	Domain string
 	// Scopes are sent space-separated where the provider takes a scope.
 	Scopes []string
-	// EndpointParams are extra body fields, sent after the plugin's own; one value per key.
+	// EndpointParams are extra body fields, sent after the plugin's own; one value per key, and none
+	// of the request's own fields (client_id, grant_type, ...: set those in their fields).
 	EndpointParams url.Values
 	// AuthStyle chooses how a Custom provider gets the client's credentials; built-in providers use
 	// their documented style and accept only AuthStyleAutoDetect.
@@ -152,6 +154,9 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 	if len(c.EndpointParams) > 0 {
 		req.Params = make(map[string]string, len(c.EndpointParams))
 		for k, vs := range c.EndpointParams {
+			if slices.Contains(ownParams, k) {
+				return abi.TokenRequest{}, configError("EndpointParams[" + k + "] is a field of the request: set it in its Config field")
+			}
 			if len(vs) != 1 {
 				return abi.TokenRequest{}, configError("EndpointParams[" + k + "] must hold exactly one value")
 			}
@@ -177,6 +182,11 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 	return req, nil
 }
 
+// ownParams are the body fields the request itself sends: as x/oauth2 does, EndpointParams may not
+// send them again (a provider reading the last copy would see another client, secret or grant).
+var ownParams = []string{"grant_type", "client_id", "client_secret", "scope", "username", "password",
+	"code", "redirect_uri", "code_verifier", "refresh_token"}
+
 func configError(msg string) *abi.Error {
 	return &abi.Error{Kind: abi.KindInvalidRequest, Message: "Config: " + msg}
 }
@@ -188,7 +198,9 @@ func (c *Config) Token(ctx context.Context) (*oauth2.Token, error) {
 
 // TokenSource returns a source of tokens for c's credentials, reused until they near expiry.
 // Sources are shared: two Configs that convert to the same request share one token and one fetch.
-// Its Token honours ctx (as x/oauth2's does); TokenContext takes a context per call instead.
+// Its Token honours ctx's deadline and cancellation (as x/oauth2's does); TokenContext takes a context
+// per call instead. Unlike x/oauth2, an *http.Client in ctx does not reach the token endpoint: the
+// Host's transport (WithHTTPTransport), under its host policy, does.
 func (c *Config) TokenSource(ctx context.Context) *TokenSource {
 	h, err := c.host()
 	if err != nil {
@@ -205,7 +217,8 @@ func (c *Config) TokenSource(ctx context.Context) *TokenSource {
 
 // Client returns an HTTP client that sends c's token on every request and, when the API answers 401,
 // drops it and retries once with a new one (Client.Transport). As with x/oauth2, an *http.Client in
-// ctx under oauth2.HTTPClient supplies the transport underneath.
+// ctx under oauth2.HTTPClient supplies the transport underneath, for the API's requests; the token
+// endpoint is reached through the Host's transport (WithHTTPTransport), as TokenSource says.
 func (c *Config) Client(ctx context.Context) *http.Client {
 	var base http.RoundTripper
 	if hc, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && hc != nil {

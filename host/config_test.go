@@ -109,7 +109,7 @@ func TestConfigAgainstFakes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !tok.Valid() || tok.Type() != "Bearer" || tok.Extra("scope") != tt.scope || tok.Extra("expires_in") != tok.ExpiresIn {
+			if !tok.Valid() || tok.Type() != "Bearer" || tok.Extra("scope") != tt.scope || tok.Extra("expires_in") != float64(tok.ExpiresIn) {
 				t.Fatalf("token %+v, scope %v", tok, tok.Extra("scope"))
 			}
 			before := tt.fake.Requests()

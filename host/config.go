@@ -34,6 +34,10 @@ const (
 	// https://{Domain}.nikohealth.com/api/identity/connect/token, HTTP Basic with id and secret
 	// form-encoded first (RFC 6749 section 2.3.1).
 	NikoHealth Provider = "nikohealth"
+	// SMART is a SMART on FHIR server's Backend Services (Epic, Oracle Health, any certified EHR):
+	// private_key_jwt with a key the Client holds (KeyID, WithSigner), the token endpoint found
+	// from FHIRBase's .well-known/smart-configuration, scopes as system/<resource>.<access>.
+	SMART Provider = "smart"
 	// Custom is any other OAuth 2.0 token endpoint: TokenURL, AuthStyle and Profile describe it.
 	Custom Provider = "custom"
 )
@@ -111,6 +115,19 @@ type Config struct {
 	// InstitutionID is Candescent's institutionId header.
 	InstitutionID string
 
+	// KeyID names the key the Client signs client assertions with (WithSigner; private_key_jwt), or
+	// the certificate it presents (WithClientCertificate; tls_client_auth).
+	KeyID string
+	// AssertionAlg is the client assertion's algorithm where the profile allows several (RS384 or
+	// ES384 for SMART).
+	AssertionAlg string
+	// FHIRBase is a SMART server's FHIR base URL: its token and revocation endpoints are discovered
+	// from it.
+	FHIRBase string
+	// RevocationURL is the RFC 7009 endpoint Client.Revoke uses, where discovery or the profile
+	// gives none.
+	RevocationURL string
+
 	// BodyFormat is "json" or "form", where the provider accepts both (Candid).
 	BodyFormat string
 	// Headers are extra request headers; a header the plugin sets is replaced.
@@ -138,6 +155,10 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 		Domain:        c.Domain,
 		Scope:         strings.Join(c.Scopes, " "),
 		InstitutionID: c.InstitutionID,
+		KeyID:         c.KeyID,
+		AssertionAlg:  c.AssertionAlg,
+		FHIRBase:      c.FHIRBase,
+		RevocationURL: c.RevocationURL,
 		Username:      c.Username,
 		Password:      c.Password,
 		Code:          c.Code,

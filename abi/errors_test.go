@@ -11,7 +11,7 @@ import (
 func TestSentinels(t *testing.T) {
 	sentinels := []error{ErrInvalidRequest, ErrInvalidClient, ErrInvalidGrant, ErrUnauthorizedClient,
 		ErrUnsupportedGrantType, ErrInvalidScope, ErrAccessDenied, ErrRateLimited, ErrUnsupportedMediaType,
-		ErrServerError, ErrMalformedResponse, ErrTransport, ErrPolicy}
+		ErrServerError, ErrMalformedResponse, ErrTransport, ErrPolicy, ErrSigning, ErrSigningRequired}
 	if len(sentinels) != len(Kinds) {
 		t.Fatalf("%d sentinels for %d kinds", len(sentinels), len(Kinds))
 	}

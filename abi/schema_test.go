@@ -33,9 +33,10 @@ func TestSchemasMatchTypes(t *testing.T) {
 		{"cache_delete", "input", CacheDeleteInput{}},
 		{"cache_delete", "output", struct{}{}},
 		{"describe", "", struct {
-			ABI       string `json:"abi"`
-			Version   string `json:"version"`
-			Providers []any  `json:"providers"`
+			ABI        string `json:"abi"`
+			Version    string `json:"version"`
+			Providers  []any  `json:"providers"`
+			ClientAuth any    `json:"client_auth"`
 		}{}},
 	}
 	checked := map[string]bool{"token_step": true} // its shapes are the other schemas': see TestTokenStepSchema

@@ -41,7 +41,7 @@ type Client struct {
 	cancel    context.CancelFunc
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
-	stepFlow       bool                     // run the flow through token_step (step.go) instead of the token export
+	stepFlow       bool                     // drive the flow through token_step (step.go; the default), not the token export
 	signers        map[string]crypto.Signer // private_key_jwt keys by key id (signer.go)
 	discovery      discoveryCache           // SMART configurations by FHIR base URL (discovery.go)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,10 @@ const (
 	// https://{Domain}.nikohealth.com/api/identity/connect/token, HTTP Basic with id and secret
 	// form-encoded first (RFC 6749 section 2.3.1).
 	NikoHealth Provider = "nikohealth"
+	// SMART is a SMART on FHIR server's Backend Services (Epic, Oracle Health, any certified EHR):
+	// private_key_jwt with a key the Client holds (KeyID, WithSigner), the token endpoint found
+	// from FHIRBase's .well-known/smart-configuration, scopes as system/<resource>.<access>.
+	SMART Provider = "smart"
 	// Custom is any other OAuth 2.0 token endpoint: TokenURL, AuthStyle and Profile describe it.
 	Custom Provider = "custom"
 )
@@ -87,7 +92,8 @@ type Config struct {
 	Domain string
 	// Scopes are sent space-separated where the provider takes a scope.
 	Scopes []string
-	// EndpointParams are extra body fields, sent after the plugin's own; one value per key.
+	// EndpointParams are extra body fields, sent after the plugin's own; one value per key, and none
+	// of the request's own fields (client_id, grant_type, ...: set those in their fields).
 	EndpointParams url.Values
 	// AuthStyle chooses how a Custom provider gets the client's credentials; built-in providers use
 	// their documented style and accept only AuthStyleAutoDetect.
@@ -108,6 +114,19 @@ type Config struct {
 	RefreshToken string
 	// InstitutionID is Candescent's institutionId header.
 	InstitutionID string
+
+	// KeyID names the key the Client signs client assertions with (WithSigner; private_key_jwt), or
+	// the certificate it presents (WithClientCertificate; tls_client_auth).
+	KeyID string
+	// AssertionAlg is the client assertion's algorithm where the profile allows several (RS384 or
+	// ES384 for SMART).
+	AssertionAlg string
+	// FHIRBase is a SMART server's FHIR base URL: its token and revocation endpoints are discovered
+	// from it.
+	FHIRBase string
+	// RevocationURL is the RFC 7009 endpoint Client.Revoke uses, where discovery or the profile
+	// gives none.
+	RevocationURL string
 
 	// BodyFormat is "json" or "form", where the provider accepts both (Candid).
 	BodyFormat string
@@ -136,6 +155,10 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 		Domain:        c.Domain,
 		Scope:         strings.Join(c.Scopes, " "),
 		InstitutionID: c.InstitutionID,
+		KeyID:         c.KeyID,
+		AssertionAlg:  c.AssertionAlg,
+		FHIRBase:      c.FHIRBase,
+		RevocationURL: c.RevocationURL,
 		Username:      c.Username,
 		Password:      c.Password,
 		Code:          c.Code,
@@ -152,6 +175,9 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 	if len(c.EndpointParams) > 0 {
 		req.Params = make(map[string]string, len(c.EndpointParams))
 		for k, vs := range c.EndpointParams {
+			if slices.Contains(ownParams, k) {
+				return abi.TokenRequest{}, configError("EndpointParams[" + k + "] is a field of the request: set it in its Config field")
+			}
 			if len(vs) != 1 {
 				return abi.TokenRequest{}, configError("EndpointParams[" + k + "] must hold exactly one value")
 			}
@@ -177,6 +203,11 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 	return req, nil
 }
 
+// ownParams are the body fields the request itself sends: as x/oauth2 does, EndpointParams may not
+// send them again (a provider reading the last copy would see another client, secret or grant).
+var ownParams = []string{"grant_type", "client_id", "client_secret", "scope", "username", "password",
+	"code", "redirect_uri", "code_verifier", "refresh_token"}
+
 func configError(msg string) *abi.Error {
 	return &abi.Error{Kind: abi.KindInvalidRequest, Message: "Config: " + msg}
 }
@@ -188,7 +219,9 @@ func (c *Config) Token(ctx context.Context) (*oauth2.Token, error) {
 
 // TokenSource returns a source of tokens for c's credentials, reused until they near expiry.
 // Sources are shared: two Configs that convert to the same request share one token and one fetch.
-// Its Token honours ctx (as x/oauth2's does); TokenContext takes a context per call instead.
+// Its Token honours ctx's deadline and cancellation (as x/oauth2's does); TokenContext takes a context
+// per call instead. Unlike x/oauth2, an *http.Client in ctx does not reach the token endpoint: the
+// Host's transport (WithHTTPTransport), under its host policy, does.
 func (c *Config) TokenSource(ctx context.Context) *TokenSource {
 	h, err := c.host()
 	if err != nil {
@@ -205,7 +238,8 @@ func (c *Config) TokenSource(ctx context.Context) *TokenSource {
 
 // Client returns an HTTP client that sends c's token on every request and, when the API answers 401,
 // drops it and retries once with a new one (Client.Transport). As with x/oauth2, an *http.Client in
-// ctx under oauth2.HTTPClient supplies the transport underneath.
+// ctx under oauth2.HTTPClient supplies the transport underneath, for the API's requests; the token
+// endpoint is reached through the Host's transport (WithHTTPTransport), as TokenSource says.
 func (c *Config) Client(ctx context.Context) *http.Client {
 	var base http.RoundTripper
 	if hc, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && hc != nil {

@@ -34,6 +34,12 @@ func TestConfigTokenRequest(t *testing.T) {
 			func(r abi.TokenRequest) bool {
 				return r.GrantType == abi.GrantPassword && r.Username == "u" && r.Password == "p" && r.InstitutionID == "01234"
 			}, ""},
+		{"client assertion inputs", Config{Provider: SMART, KeyID: "k1", AssertionAlg: "ES384", FHIRBase: "https://fhir.example/r4",
+			RevocationURL: "https://fhir.example/revoke"},
+			func(r abi.TokenRequest) bool {
+				return r.Provider == "smart" && r.KeyID == "k1" && r.AssertionAlg == "ES384" && r.FHIRBase == "https://fhir.example/r4" &&
+					r.RevocationURL == "https://fhir.example/revoke"
+			}, ""},
 		{"custom in params", Config{Provider: Custom, TokenURL: "https://t.example/token", AuthStyle: AuthStyleInParams},
 			func(r abi.TokenRequest) bool { return r.Profile != nil && r.Profile.ClientAuth == "body" }, ""},
 		{"custom in header", Config{Provider: Custom, AuthStyle: AuthStyleInHeader, Profile: &abi.Profile{Body: "json"}},
@@ -109,7 +115,7 @@ func TestConfigAgainstFakes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !tok.Valid() || tok.Type() != "Bearer" || tok.Extra("scope") != tt.scope || tok.Extra("expires_in") != tok.ExpiresIn {
+			if !tok.Valid() || tok.Type() != "Bearer" || tok.Extra("scope") != tt.scope || tok.Extra("expires_in") != float64(tok.ExpiresIn) {
 				t.Fatalf("token %+v, scope %v", tok, tok.Extra("scope"))
 			}
 			before := tt.fake.Requests()

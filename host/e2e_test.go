@@ -46,34 +46,52 @@ func fakeOf(set *providertest.Set, provider string) *providertest.Fake {
 }
 
 // TestEveryProviderEndToEnd gets a token from every provider and grant through the real plugin in
-// this host against the fakes, uses it on the fake's API, and gets it again from the cache.
+// this host against the fakes, with each driver of the plugin's flow (the token export, and
+// token_step one step per call), uses it on the fake's API, gets it again from the cache, and after
+// invalidate a new one.
 func TestEveryProviderEndToEnd(t *testing.T) {
 	set := providertest.StartAll()
 	defer set.Close()
-	forEachBuild(t, func(t *testing.T, c *Client) {
-		ctx := context.Background()
-		for name, req := range cases(set) {
-			fake := fakeOf(set, req.Provider)
-			before := fake.Requests()
-			tok, err := c.Token(ctx, req)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if tok.TokenType != "Bearer" || tok.ExpiresIn < 60 || tok.AccessToken == "" {
-				t.Fatalf("%s: token %+v", name, tok)
-			}
-			if got := fake.Requests() - before; got != 1 {
-				t.Fatalf("%s: %d requests at the fake, want 1", name, got)
-			}
-			if status := callAPI(t, fake.APIURL(), tok.AccessToken); status != http.StatusOK {
-				t.Fatalf("%s: API answered %d to the token", name, status)
-			}
-			again, err := c.Token(ctx, req)
-			if err != nil || again.AccessToken != tok.AccessToken || fake.Requests()-before != 1 {
-				t.Fatalf("%s: second call fetched again (%d requests) or differs: %v", name, fake.Requests()-before, err)
-			}
+	for _, driver := range []struct {
+		name  string
+		steps bool
+	}{{"token", false}, {"token_step", true}} {
+		t.Run(driver.name, func(t *testing.T) {
+			forEachBuild(t, func(t *testing.T, c *Client) { endToEnd(t, c, set) }, WithLoopback(), withStepFlow(driver.steps))
+		})
+	}
+}
+
+func endToEnd(t *testing.T, c *Client, set *providertest.Set) {
+	ctx := context.Background()
+	for name, req := range cases(set) {
+		fake := fakeOf(set, req.Provider)
+		before := fake.Requests()
+		tok, err := c.Token(ctx, req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
-	}, WithLoopback())
+		if tok.TokenType != "Bearer" || tok.ExpiresIn < 60 || tok.AccessToken == "" {
+			t.Fatalf("%s: token %+v", name, tok)
+		}
+		if got := fake.Requests() - before; got != 1 {
+			t.Fatalf("%s: %d requests at the fake, want 1", name, got)
+		}
+		if status := callAPI(t, fake.APIURL(), tok.AccessToken); status != http.StatusOK {
+			t.Fatalf("%s: API answered %d to the token", name, status)
+		}
+		again, err := c.Token(ctx, req)
+		if err != nil || again.AccessToken != tok.AccessToken || fake.Requests()-before != 1 {
+			t.Fatalf("%s: second call fetched again (%d requests) or differs: %v", name, fake.Requests()-before, err)
+		}
+		if err := c.Invalidate(ctx, req); err != nil {
+			t.Fatalf("%s: invalidate: %v", name, err)
+		}
+		fresh, err := c.Token(ctx, req)
+		if err != nil || fresh.AccessToken == tok.AccessToken || fake.Requests()-before != 2 {
+			t.Fatalf("%s: after invalidate: %d requests, %v", name, fake.Requests()-before, err)
+		}
+	}
 }
 
 // TestUnitsNormalized checks each provider's expiry in seconds: Candid's JWT exp (5 h) wins over its

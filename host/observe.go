@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -15,7 +16,7 @@ import (
 // an Observer see. It holds no secret, key or token.
 type Fetch struct {
 	Provider string        // the request's provider ("other" for a name the plugin does not know)
-	Grant    string        // the grant type; client_credentials when the request left it out
+	Grant    string        // the grant type; client_credentials when left out, "other" when not a known one
 	Kind     string        // "" on success, else the *abi.Error's kind (abi.Kinds), or "plugin" for a fault
 	Status   int           // the provider's HTTP status, when it answered with an error
 	Attempt  int           // the attempt's number (1 for the first try); for a whole fetch, the attempts made
@@ -48,14 +49,31 @@ func providerLabel(name string) string {
 	return "other"
 }
 
+// grants are the grant labels: a fixed set, so a made-up grant type cannot grow them.
+var grants = []string{abi.GrantClientCredentials, abi.GrantPassword, abi.GrantAuthorizationCode, abi.GrantRefreshToken}
+
+// grantLabel is req's grant for logs and metrics: client_credentials when left out, "other" when
+// not one the plugin knows.
+func grantLabel(grant string) string {
+	if grant == "" {
+		return abi.GrantClientCredentials
+	}
+	if slices.Contains(grants, grant) {
+		return grant
+	}
+	return "other"
+}
+
 // errorKind is err's kind for logs and metrics.
 func errorKind(err error) (kind string, status int) {
 	var ae *abi.Error
 	switch {
 	case err == nil:
 		return "", 0
-	case errors.As(err, &ae):
+	case errors.As(err, &ae) && slices.Contains(abi.Kinds, ae.Kind):
 		return ae.Kind, ae.Status
+	case ae != nil: // a kind no list holds (another build of the plugin): a fault, never a label of its own
+		return "plugin", ae.Status
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "canceled", 0
 	}
@@ -64,12 +82,8 @@ func errorKind(err error) (kind string, status int) {
 
 // newFetch describes a finished attempt or fetch of req.
 func newFetch(req *abi.TokenRequest, attempt int, start time.Time, cached bool, err error) Fetch {
-	grant := req.GrantType
-	if grant == "" {
-		grant = abi.GrantClientCredentials
-	}
 	kind, status := errorKind(err)
-	return Fetch{Provider: providerLabel(req.Provider), Grant: grant, Kind: kind, Status: status,
+	return Fetch{Provider: providerLabel(req.Provider), Grant: grantLabel(req.GrantType), Kind: kind, Status: status,
 		Attempt: attempt, Latency: time.Since(start), Cached: cached}
 }
 
@@ -119,7 +133,10 @@ func newByOutcome() byOutcome {
 }
 
 func (b byOutcome) add(f Fetch) {
-	p, o := 0, 0
+	p, o := len(providers)-1, 0
+	if f.Kind != "" {
+		o = len(outcomes) - 1 // a kind not listed is a fault, never "ok"
+	}
 	for i, name := range providers {
 		if string(name) == f.Provider {
 			p = i

@@ -61,11 +61,12 @@ func newHeld(t *abi.Token) *held {
 	}
 }
 
-// extra is what oauth2.Token.Extra answers: the response's members the token does not hold as
-// fields, as the plugin normalized them (expires_in in seconds, token_type "Bearer"). Secrets stay
-// in their fields only.
+// extra is what oauth2.Token.Extra answers: token_type, expires_in and scope, as the plugin
+// normalized them (expires_in in seconds, token_type "Bearer"), typed as x/oauth2 gives a JSON
+// answer's members (a number is a float64). The plugin's Token holds no other member of the response
+// (abi.Token), so Extra has none of them; secrets stay in their fields only.
 func extra(t *abi.Token) map[string]any {
-	m := map[string]any{"token_type": t.TokenType, "expires_in": t.ExpiresIn}
+	m := map[string]any{"token_type": t.TokenType, "expires_in": float64(t.ExpiresIn)}
 	if t.Scope != "" {
 		m["scope"] = t.Scope
 	}

@@ -52,16 +52,16 @@ func (sm *sourceMap) slot(req *abi.TokenRequest) uint64 {
 
 // sameCredentials reports whether a and b name the same credential set: every field but the
 // per-call ones equal. Stricter than the map's key (a nil Profile differs from an empty one), never
-// looser. A field added to abi.TokenRequest or abi.Profile must be compared here
-// (TestSourceIndexKeepsEveryFieldApart sets each one).
+// looser. A field added to abi.TokenRequest or abi.Profile must be compared here:
+// TestSameCredentialsComparesEveryField fails until it is.
 func sameCredentials(a, b *abi.TokenRequest) bool {
 	return same(a.ClientID, b.ClientID) && same(a.Provider, b.Provider) && same(a.ClientSecret, b.ClientSecret) &&
 		same(a.GrantType, b.GrantType) && same(a.TokenURL, b.TokenURL) && same(a.Domain, b.Domain) &&
 		same(a.Scope, b.Scope) && same(a.InstitutionID, b.InstitutionID) && same(a.Username, b.Username) &&
 		same(a.Password, b.Password) && same(a.Code, b.Code) && same(a.RedirectURI, b.RedirectURI) &&
 		same(a.CodeVerifier, b.CodeVerifier) && same(a.RefreshToken, b.RefreshToken) && same(a.Body, b.Body) &&
-		same(a.KeyID, b.KeyID) && same(a.AssertionAlg, b.AssertionAlg) && same(a.AssertionJTI, b.AssertionJTI) &&
-		same(a.FHIRBase, b.FHIRBase) && a.TimeoutMS == b.TimeoutMS &&
+		a.TimeoutMS == b.TimeoutMS && same(a.KeyID, b.KeyID) && same(a.AssertionAlg, b.AssertionAlg) &&
+		same(a.AssertionJTI, b.AssertionJTI) && same(a.FHIRBase, b.FHIRBase) && same(a.RevocationURL, b.RevocationURL) &&
 		sameMap(a.Params, b.Params) && sameMap(a.Headers, b.Headers) && sameProfile(a.Profile, b.Profile)
 }
 
@@ -91,8 +91,9 @@ func sameProfile(a, b *abi.Profile) bool {
 		return a == b
 	}
 	if a.Name != b.Name || a.TokenURL != b.TokenURL || a.Body != b.Body || a.ClientAuth != b.ClientAuth ||
-		a.ExpiresInUnit != b.ExpiresInUnit || a.AssertionAlg != b.AssertionAlg || a.RevocationURL != b.RevocationURL || !sameBool(a.SendGrantType, b.SendGrantType) ||
-		!sameBool(a.SendScope, b.SendScope) || !sameMap(a.Headers, b.Headers) || len(a.Grants) != len(b.Grants) {
+		a.ExpiresInUnit != b.ExpiresInUnit || !sameBool(a.SendGrantType, b.SendGrantType) ||
+		!sameBool(a.SendScope, b.SendScope) || !sameMap(a.Headers, b.Headers) || len(a.Grants) != len(b.Grants) ||
+		a.AssertionAlg != b.AssertionAlg || a.RevocationURL != b.RevocationURL {
 		return false
 	}
 	for i := range a.Grants {

@@ -6,38 +6,11 @@ import (
 	"net/http"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tokenwasm/tokenwasm/abi"
 	"github.com/tokenwasm/tokenwasm/host/providertest"
 )
-
-// TestStepDriverEndToEnd gets a token from every provider and grant through the token_step export,
-// driven by this host, against the fakes, through both builds: one request each, then the cache.
-func TestStepDriverEndToEnd(t *testing.T) {
-	set := providertest.StartAll()
-	defer set.Close()
-	forEachBuild(t, func(t *testing.T, c *Client) {
-		ctx := context.Background()
-		for name, req := range cases(set) {
-			fake := fakeOf(set, req.Provider)
-			before := fake.Requests()
-			tok, err := c.Token(ctx, req)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if status := callAPI(t, fake.APIURL(), tok.AccessToken); status != http.StatusOK {
-				t.Fatalf("%s: API answered %d to the token", name, status)
-			}
-			if err := c.Invalidate(ctx, req); err != nil {
-				t.Fatalf("%s: invalidate: %v", name, err)
-			}
-			again, err := c.Token(ctx, req)
-			if err != nil || again.AccessToken == tok.AccessToken || fake.Requests()-before != 2 {
-				t.Fatalf("%s: after invalidate: %d requests, %v", name, fake.Requests()-before, err)
-			}
-		}
-	}, WithLoopback(), withStepFlow(true))
-}
 
 // sharedMemory is a MemoryCache that says it is shared, so the plugin takes the fleet lock in it:
 // two Clients on one sharedMemory behave as two processes on one Redis.
@@ -87,5 +60,68 @@ func TestDriversShareOneFleet(t *testing.T) {
 	}
 	if fake.Requests() != 2 {
 		t.Fatalf("%d requests: the gate one driver closed did not hold the other", fake.Requests())
+	}
+}
+
+// TestSlowProviderHoldsNoInstance: with one plugin instance, a fetch from a provider that stalls
+// does not hold it, so another credential set's fetch completes meanwhile (token_step: the I/O runs
+// between plugin calls). Through the token export, the stalled fetch holds the only instance and the
+// other waits behind it: the reason the Go host drives token_step.
+func TestSlowProviderHoldsNoInstance(t *testing.T) {
+	set := providertest.StartAll()
+	defer set.Close()
+	release := make(chan struct{})
+	set.Candid.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		<-release
+		return false
+	})
+	for _, driver := range []struct {
+		name      string
+		steps     bool
+		fastFirst bool // the fast fetch ends while the slow one is still stalled
+	}{{"token_step", true, true}, {"token", false, false}} {
+		t.Run(driver.name, func(t *testing.T) {
+			c, err := New(context.Background(), WithLoopback(), WithMaxInstances(1), withStepFlow(driver.steps))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			reqs := cases(set)
+			before := set.Candid.Requests()
+			slowDone := make(chan error, 1)
+			go func() {
+				_, err := c.Token(context.Background(), reqs["candid/json"])
+				slowDone <- err
+			}()
+			for set.Candid.Requests() == before { // the slow fetch is at the provider
+				time.Sleep(5 * time.Millisecond)
+			}
+			fastDone := make(chan error, 1)
+			go func() {
+				_, err := c.Token(context.Background(), reqs["nikohealth/client_credentials"])
+				fastDone <- err
+			}()
+			select {
+			case err := <-fastDone:
+				if !driver.fastFirst {
+					t.Fatal("the fast fetch ended while the slow one held the only instance")
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				release <- struct{}{}
+			case <-time.After(time.Second):
+				if driver.fastFirst {
+					t.Fatal("the fast fetch waited for the slow provider")
+				}
+				release <- struct{}{}
+				if err := <-fastDone; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-slowDone; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

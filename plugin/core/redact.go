@@ -2,6 +2,7 @@ package core
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"net/url"
 	"strings"
 	"unicode/utf8"
@@ -18,7 +19,8 @@ import (
 // position it accepts, for the next character of a secret, that character or any escape that decodes
 // to it, up to two layers deep. Base64 has no such per-character form, so the Basic credentials
 // (id:secret as given and form-encoded first, standard and URL-safe alphabets; a padded form starts
-// with the unpadded one) and the base64 of each client secret are matched as secrets of their own.
+// with the unpadded one), and the base64 and hex of each client secret are matched as secrets of
+// their own.
 
 const (
 	redacted = "[redacted]"
@@ -72,6 +74,10 @@ func (r *Request) secretTexts() []string {
 			add(base64.RawStdEncoding.EncodeToString([]byte(c)))
 			add(base64.RawURLEncoding.EncodeToString([]byte(c)))
 		}
+		// Hex has no per-character escape either: a provider that dumps what it got as hex.
+		h := hex.EncodeToString([]byte(r.ClientSecret))
+		add(h)
+		add(strings.ToUpper(h))
 	}
 	r.secretList = out
 	return out

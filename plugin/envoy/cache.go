@@ -49,26 +49,23 @@ func (c *sharedCache) perform(a core.Action) []byte {
 	case abi.ImportCacheSet:
 		value, ttl := in.Get("value").String(), in.Get("ttl_ms").Int()
 		if in.Get("nx").Bool() {
-			ok := c.write(key, c.entry(value, ttl), func(_ string, live bool) bool { return !live })
+			// An entry that would outlive the TTL it is stored with (a clock stepped back, another
+			// filter's value) counts as absent: a lock never stops calls for longer than its TTL.
+			limit := c.now() + ttl
+			ok := c.write(key, c.entry(value, ttl), func(e entry) bool { return !e.live || e.untilMS > limit })
 			return []byte(`{"stored":` + strconv.FormatBool(ok) + `}`)
 		}
 		c.set(key, value, ttl)
 	case abi.ImportCacheDelete:
 		ifValue := in.Get("if_value")
-		c.write(key, nil, func(cur string, live bool) bool { return !ifValue.Exists() || live && cur == ifValue.Str })
+		c.write(key, nil, func(e entry) bool { return !ifValue.Exists() || e.live && e.value == ifValue.Str })
 	}
 	return []byte("{}")
 }
 
-// get returns the live value under key.
-func (c *sharedCache) get(key string) (string, bool) {
-	e := c.read(key)
-	return e.value, e.live
-}
-
 // set stores value under key for ttlMS, whatever the key holds.
 func (c *sharedCache) set(key, value string, ttlMS int64) {
-	c.write(key, c.entry(value, ttlMS), func(string, bool) bool { return true })
+	c.write(key, c.entry(value, ttlMS), func(entry) bool { return true })
 }
 
 func (c *sharedCache) entry(value string, ttlMS int64) []byte {
@@ -98,10 +95,10 @@ func (c *sharedCache) read(key string) entry {
 // write stores entry under key if cond holds for what the key holds now, with that value's CAS, and
 // reports whether it did. A key seen for the first time is created empty first: Envoy skips the
 // check for CAS 0, so only a real CAS makes two workers' writes exclusive.
-func (c *sharedCache) write(key string, value []byte, cond func(cur string, live bool) bool) bool {
+func (c *sharedCache) write(key string, value []byte, cond func(cur entry) bool) bool {
 	for range 8 {
 		e := c.read(key)
-		if !cond(e.value, e.live) {
+		if !cond(e) {
 			return false
 		}
 		if !e.exists {

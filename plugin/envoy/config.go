@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tidwall/gjson"
 	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
@@ -53,6 +54,32 @@ var requestFields = map[string]bool{
 	"timeout_ms": true, "params": true, "headers": true, "profile": true,
 }
 
+// reservedHeaders are header names the token must never be written into: they route or frame the
+// request, and an access log records some of them.
+var reservedHeaders = map[string]bool{
+	"host": true, "content-length": true, "transfer-encoding": true, "connection": true, "keep-alive": true,
+	"proxy-connection": true, "te": true, "trailer": true, "upgrade": true,
+}
+
+// checkMembers refuses a repeated key and a null value among an object's members: encoding/json keeps
+// the last of a repeated key and reads null as absent, so {"paths":["/api"],"paths":null} would put
+// the token on every request. Messages name the key, never a value.
+func checkMembers(where string, v gjson.Result) error {
+	seen := map[string]bool{}
+	var err error
+	v.ForEach(func(k, x gjson.Result) bool {
+		switch {
+		case seen[k.Str]:
+			err = fmt.Errorf("configuration: %s%q is given twice", where, k.Str)
+		case x.Type == gjson.Null:
+			err = fmt.Errorf("configuration: %s%q is null: leave it out for its default", where, k.Str)
+		}
+		seen[k.Str] = true
+		return err == nil
+	})
+	return err
+}
+
 // secretFields are the TokenRequest fields secret_env may fill from the VM's environment.
 var secretFields = map[string]bool{
 	"client_secret": true, "password": true, "refresh_token": true, "code": true, "code_verifier": true,
@@ -60,14 +87,23 @@ var secretFields = map[string]bool{
 
 // parseConfig validates a plugin configuration. Its errors name fields, never values.
 func parseConfig(data []byte) (*settings, error) {
+	v := gjson.ParseBytes(data)
+	if !gjson.ValidBytes(data) || !v.IsObject() {
+		return nil, errors.New("configuration is not one valid JSON object (nothing after it)")
+	}
+	if err := checkMembers("", v); err != nil {
+		return nil, err
+	}
+	if r := v.Get("request"); r.IsObject() {
+		if err := checkMembers("request.", r); err != nil {
+			return nil, err
+		}
+	}
 	var c Config
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		return nil, configError(err)
-	}
-	if dec.More() {
-		return nil, errors.New("configuration has data after its JSON object")
 	}
 	s := &settings{cluster: c.Cluster, header: c.Header}
 	if s.cluster == "" || !visibleASCII(s.cluster) {
@@ -78,6 +114,12 @@ func parseConfig(data []byte) (*settings, error) {
 	}
 	if !isToken(s.header) {
 		return nil, errors.New("header must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)")
+	}
+	if reservedHeaders[strings.ToLower(s.header)] {
+		return nil, errors.New("header must not be one that routes or frames the request (host, content-length, transfer-encoding, connection and other hop-by-hop headers)")
+	}
+	if c.Paths != nil && len(c.Paths) == 0 || c.Hosts != nil && len(c.Hosts) == 0 {
+		return nil, errors.New("paths and hosts must not be empty lists: leave a field out to match everything")
 	}
 	var err error
 	if s.scope, err = newScope(c.Paths, c.Hosts); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -27,6 +28,9 @@ const (
 	refreshBackoffMS = 1000
 	maxBackoffMS     = 30000
 	pendingRetryMS   = 1000
+	// reinvalidateAfterMS: after a 401 made this worker drop a token, further 401s within this time
+	// are the API's answer, not a stale token's, and drop nothing (as the Go host's source.go).
+	reinvalidateAfterMS = 30000
 	// The flow's operations (plugin/core/step.go).
 	opToken      = 't'
 	opInvalidate = 'i'
@@ -59,8 +63,10 @@ type pluginContext struct {
 	// fetching is this worker's token call in flight; refresh tells whether it is a refresh ahead.
 	fetching bool
 	refresh  refresher
-	// invalidated is the last token a 401 made this worker drop: once per token.
-	invalidated string
+	// invalidated is the last token a 401 made this worker drop, at invalidatedAtMS: once per token,
+	// and at most once every reinvalidateAfterMS.
+	invalidated     string
+	invalidatedAtMS int64
 }
 
 func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
@@ -100,6 +106,18 @@ func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
 // worker calls the provider again, and requests get that failure at once.
 func (p *pluginContext) failureKey() string { return p.s.key + "/failure" }
 
+// rememberedFailure returns the failed call a worker remembered for this identity, if the key holds
+// one: an error answer of a known kind, ending within failure_memory_ms. Anything else there (garbage,
+// a token another filter planted, an entry outliving the memory after the clock stepped back) is
+// ignored, and the next failure overwrites it.
+func (p *pluginContext) rememberedFailure() ([]byte, bool) {
+	e := p.cache.read(p.failureKey())
+	if !e.live || e.untilMS > p.now()+p.s.failureMemoryMS || !gjson.Valid(e.value) || !knownKind(gjson.Get(e.value, "error.kind").Str) {
+		return nil, false
+	}
+	return []byte(e.value), true
+}
+
 // flow starts a token flow (or an invalidate flow) for the configured request. extra is spliced
 // into the request object ("min_ttl_ms", "access_token"); the memo makes the usual request (no extra)
 // cost one comparison.
@@ -130,8 +148,8 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 				return nil, true
 			}
 		case next.Import == abi.ImportCacheSet && gjson.GetBytes(next.Input, "nx").Bool():
-			if failure, ok := p.cache.get(p.failureKey()); ok {
-				return []byte(failure), false
+			if failure, ok := p.rememberedFailure(); ok {
+				return failure, false
 			}
 			answer = p.cache.perform(next)
 		default:
@@ -288,15 +306,7 @@ func parseAnswer(final []byte) answer {
 }
 
 // knownKind keeps metric names to the ABI's error kinds, whatever a cache entry holds.
-func knownKind(k string) bool {
-	switch k {
-	case abi.KindInvalidRequest, abi.KindInvalidClient, abi.KindInvalidGrant, abi.KindUnauthorizedClient,
-		abi.KindUnsupportedGrantType, abi.KindInvalidScope, abi.KindAccessDenied, abi.KindRateLimited,
-		abi.KindUnsupportedMediaType, abi.KindServerError, abi.KindMalformedResponse, abi.KindTransport, abi.KindPolicy:
-		return true
-	}
-	return false
-}
+func knownKind(k string) bool { return slices.Contains(abi.Kinds, k) }
 
 // settleAll answers every request paused on this worker with a flow's final answer.
 func (p *pluginContext) settleAll(a answer, final []byte) {
@@ -342,11 +352,14 @@ func (p *pluginContext) OnTick() {
 
 // invalidate drops a token the upstream answered 401 to, once per token: the flow deletes it from
 // shared data only while it is still the cached one, so many workers seeing the same 401 drop it once.
+// An API that refuses every token would make every 401 a token call: a worker drops a token at most
+// once every reinvalidateAfterMS, and returns the other 401s as they are.
 func (p *pluginContext) invalidate(token string) {
-	if token == p.invalidated {
+	now := p.now()
+	if token == p.invalidated || p.invalidated != "" && now-p.invalidatedAtMS < reinvalidateAfterMS {
 		return
 	}
-	p.invalidated = token
+	p.invalidated, p.invalidatedAtMS = token, now
 	p.m.invalidated.Increment(1)
 	p.drive(p.flow(opInvalidate, appendJSONString([]byte(`"access_token":`), token)), nil, false)
 	if p.refresh.token == token {
@@ -459,8 +472,9 @@ func (c *httpContext) OnHttpStreamDone() { delete(c.p.waiting, c.id) }
 
 // refresher schedules one refresh per token ahead of its expiry, at max(expiry - refresh_ahead_ms,
 // issued + life/2), and only for a token that traffic used. A failed refresh backs off
-// (exponentially, with jitter, capped); a non-retryable failure stops refreshing this token (traffic
-// fetches the next one when it expires); a closed 429 gate defers the refresh until it opens.
+// (exponentially, with jitter, capped); a non-retryable failure, or a refresh that brings no later
+// expiry, stops refreshing this token (traffic fetches the next one when it expires); a closed 429
+// gate defers the refresh until it opens.
 type refresher struct {
 	aheadMS         int64 // refresh_ahead_ms
 	token           string
@@ -469,9 +483,14 @@ type refresher struct {
 	next, backoffMS int64 // no attempt before next
 }
 
-// seen records the token a flow answered; a new token gets a new schedule.
+// seen records the token a flow answered; a new token, or the same one with a new expiry, gets a new
+// schedule, unless refreshing has stopped and it expires no later than the one held.
 func (r *refresher) seen(a answer) {
-	if a.token == r.token {
+	if a.token == r.token && a.expiresAtMS == r.expiresAtMS {
+		return
+	}
+	if r.stopped && a.expiresAtMS <= r.expiresAtMS {
+		r.token, r.expiresAtMS = a.token, a.expiresAtMS
 		return
 	}
 	life := a.expiresAtMS - a.issuedAtMS
@@ -488,6 +507,11 @@ func (r *refresher) due(now int64) bool {
 // done reads a refresh's answer: a new token, another worker's call in flight, or a failure.
 func (r *refresher) done(a answer, now int64) {
 	switch {
+	case a.token != "" && a.expiresAtMS <= r.expiresAtMS:
+		// The provider gives no later expiry (its own cached token, a JWT clamped to a session's end):
+		// refreshing again gains nothing; traffic fetches the next token once this one expires.
+		r.stopped = true
+		r.token, r.expiresAtMS = a.token, a.expiresAtMS
 	case a.token != "":
 		r.seen(a) // a new token: used once traffic gets it
 	case a.pending:

@@ -127,6 +127,12 @@ func startHarness(t testing.TB, runner, upstream string, conf map[string]any) *h
 func emulate(t testing.TB, runner string, conf map[string]any) *harness {
 	t.Helper()
 	b, _ := json.Marshal(conf)
+	return emulateRaw(t, runner, b)
+}
+
+// emulateRaw is emulate with the configuration's bytes as given.
+func emulateRaw(t testing.TB, runner string, b []byte) *harness {
+	t.Helper()
 	h := &harness{t: t, answered: map[uint32]int{}}
 	var vm types.VMContext
 	if runner == "wasm" {

@@ -7,12 +7,13 @@ import (
 
 // scope decides which requests get the token: a path under one of paths, compared segment by
 // segment on the normalized path, and an :authority equal to one of hosts, without port or trailing
-// dot, case-insensitively. Empty lists match everything.
+// dot, case-insensitively. A list not configured matches everything.
 //
 // The path is normalized as an upstream would before routing on it: percent-escapes of unreserved
 // characters are decoded (%61pi is api, %2e%2e is ..), dot segments are resolved (/api/../admin is
 // /admin), and a path the filter cannot read the way every upstream would (an encoded slash or
-// backslash, a raw backslash) is out of scope: it never gets the token.
+// backslash, a raw backslash, a dot segment with ";" parameters, a double-encoded dot, slash or
+// backslash) is out of scope: it never gets the token.
 type scope struct {
 	paths [][]string
 	hosts []string
@@ -91,7 +92,7 @@ func normalizePath(p string) (segs []string, ok bool) {
 	}
 	for _, raw := range strings.Split(p[1:], "/") {
 		seg, ok := decodeUnreserved(raw)
-		if !ok {
+		if !ok || ambiguous(seg) {
 			return nil, false
 		}
 		switch seg {
@@ -108,6 +109,27 @@ func normalizePath(p string) (segs []string, ok bool) {
 		segs = segs[:n-1]
 	}
 	return segs, true
+}
+
+// ambiguous reports whether some upstreams read a decoded segment as a dot segment or a slash where
+// others do not: a dot segment with ";" parameters (Tomcat and Spring drop them first: /api/..;/admin
+// is /admin there), or a double-encoded dot, slash or backslash (%252e is "." to an upstream that
+// decodes twice).
+func ambiguous(seg string) bool {
+	base := seg
+	if i := strings.IndexByte(seg, ';'); i >= 0 {
+		base = seg[:i]
+	} else if i := strings.Index(seg, "%3B"); i >= 0 {
+		base = seg[:i]
+	}
+	if base != seg && (base == "." || base == "..") {
+		return true
+	}
+	if i := strings.Index(seg, "%25"); i >= 0 {
+		l := strings.ToLower(seg[i:])
+		return strings.Contains(l, "%252e") || strings.Contains(l, "%252f") || strings.Contains(l, "%255c")
+	}
+	return false
 }
 
 // decodeUnreserved decodes the percent-escapes of unreserved characters (RFC 3986 2.3) in one

@@ -151,8 +151,8 @@ func classify(err error) (*abi.Error, int) {
 		return ae, exitRateLimit
 	case ae.Kind == abi.KindTransport, ae.Kind == abi.KindPolicy, ae.Kind == abi.KindServerError, ae.Kind == abi.KindMalformedResponse:
 		return ae, exitTransport
-	case ae.Status == 0 && ae.Kind == abi.KindInvalidRequest:
-		return ae, exitUsage // refused before sending: the request itself is wrong
+	case ae.Status == 0:
+		return ae, exitUsage // refused before sending (no provider answered): the request itself is wrong
 	}
 	return ae, exitRefused
 }

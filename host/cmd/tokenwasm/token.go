@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -42,6 +43,9 @@ func runToken(ctx context.Context, w io.Writer, args []string) error {
 	}
 	var err error
 	if *profileFile != "" {
+		if req.Provider != "custom" {
+			return usageError{"-profile-file describes a custom provider; " + strconv.Quote(req.Provider) + " has its own"}
+		}
 		if req.Profile, err = readProfile(*profileFile); err != nil {
 			return err
 		}
@@ -90,6 +94,9 @@ func readProfile(file string) (*abi.Profile, error) {
 	var p abi.Profile
 	if err := dec.Decode(&p); err != nil {
 		return nil, usageError{"profile file " + file + ": " + err.Error()}
+	}
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		return nil, usageError{"profile file " + file + ": more than one JSON value"}
 	}
 	return &p, nil
 }

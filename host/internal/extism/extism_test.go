@@ -45,7 +45,14 @@ func TestEcho(t *testing.T) {
 			t.Fatalf("echo %d bytes: got %d bytes, %v", n, len(out), err)
 		}
 	}
-	// The arena is reset per call: a million echoes would not fit otherwise.
+	// The arena is reset per call: 16 echoes of 1 MiB keep it at one call's size (input and output,
+	// 2 MiB, then doubled), where without the reset it would hold all 32 MiB.
+	in := bytes.Repeat([]byte{'y'}, 1<<20)
+	for range 16 {
+		if out, err := i.Call(context.Background(), "echo", in); err != nil || !bytes.Equal(out, in) {
+			t.Fatalf("echo 1 MiB: got %d bytes, %v", len(out), err)
+		}
+	}
 	if cap(i.arena) > 4<<20 {
 		t.Fatalf("arena grew to %d", cap(i.arena))
 	}

@@ -15,7 +15,13 @@ const REFRESH_BACKOFF_MS = 1_000; // first wait after a failed background refres
 const MAX_BACKOFF_MS = 30_000;
 const MAX_STEPS = 16; // a flow is at most 6 steps (abi/ABI.md, token_step)
 const MAX_SOURCES = 10_000; // credential sets held in memory; the oldest idle one goes first
+const REINVALIDATE_AFTER_MS = 30_000; // after a 401 dropped a token, 401s this soon are the API's (host/source.go)
 const PENDING_GRACE_MS = 3_000; // waiting out another host's fetch: its timeout_ms plus this
+// A cache slower than this is down (host/rediscache's default Timeout): the operation is a failure,
+// and the cache is skipped for CACHE_RETRY_MS (rediscache's Retry), so a Redis that stalls (node-redis
+// queues commands while disconnected) costs callers a miss, never a hang or an expired flow.
+const CACHE_TIMEOUT_MS = 250;
+const CACHE_RETRY_MS = 1_000;
 
 /** TokenError is what client.fetch throws when no token could be had: `error` is the ABI's Error. */
 export class TokenError extends Error {
@@ -40,11 +46,19 @@ export async function loadModule(wasm) {
   return WebAssembly.compile(wasm);
 }
 
-/** deepFrozen reports whether v and every object inside it are frozen (so it can never change). */
+/**
+ * deepFrozen reports whether v can never serialize differently: v and every object inside it frozen
+ * plain objects or arrays whose members are all data properties. A getter, a toJSON or a class (whose
+ * prototype may have either) could answer differently from call to call (one frozen object serving
+ * several tenants), so such a request is looked up by its JSON every time.
+ */
 function deepFrozen(v) {
   if (v === null || typeof v !== 'object') return true;
-  if (!Object.isFrozen(v)) return false;
-  for (const k in v) if (!deepFrozen(v[k])) return false;
+  const proto = Object.getPrototypeOf(v);
+  if (!Object.isFrozen(v) || (proto !== Object.prototype && proto !== Array.prototype && proto !== null)) return false;
+  const members = Object.getOwnPropertyDescriptors(v);
+  if ('toJSON' in members) return false;
+  for (const k in members) if (!('value' in members[k]) || !deepFrozen(members[k].value)) return false;
   return true;
 }
 
@@ -75,6 +89,7 @@ class Source {
   refreshing = false;
   retryAt = 0;
   backoff = REFRESH_BACKOFF_MS;
+  invalidatedAt = 0; // when client.fetch last dropped a token for a 401
   constructor(json, slot) {
     this.json = json;
     this.slot = slot;
@@ -101,6 +116,26 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   const flights = new Set(); // every flow in progress: close() waits for them
   let nextSlot = 0;
   let closed = false;
+  let cacheDownUntil = 0;
+  // A cache shared across processes (cache.shared, as RedisCache) takes the fleet lock on every fetch,
+  // as the Go host does for its SharedCache: a mixed Go and JS fleet then makes one fetch per token.
+  const fleetJSON = cache.shared === true ? (json) => withMember(json, 'fleet_lock', 'true') : (json) => json;
+
+  /** cacheOp runs one cache operation, bounded by CACHE_TIMEOUT_MS; a sync answer is returned as is. */
+  function cacheOp(name, ...args) {
+    if (Date.now() < cacheDownUntil) throw new Error('the cache timed out recently');
+    const p = cache[name](...args);
+    if (typeof p?.then !== 'function') return p;
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => {
+        cacheDownUntil = Date.now() + CACHE_RETRY_MS;
+        warn(`tokenwasm: cache ${name} timed out after ${CACHE_TIMEOUT_MS} ms; skipping the cache for ${CACHE_RETRY_MS} ms`, {});
+        reject(new Error('cache timeout'));
+      }, CACHE_TIMEOUT_MS);
+    });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  }
 
   /** call runs one export on instance `slot` and returns its parsed answer; a trap replaces it. */
   function call(name, input, slot = 0) {
@@ -123,7 +158,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         return send(input);
       case 'cache_get':
         try {
-          const value = await cache.get(String(input.key));
+          const value = await cacheOp('get', String(input.key));
           return typeof value === 'string' ? { hit: true, value } : { hit: false };
         } catch (err) {
           warn('tokenwasm: cache get failed', { error: err?.name ?? 'Error' }); // a broken cache is a miss
@@ -131,14 +166,14 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         }
       case 'cache_set':
         try {
-          return { stored: Boolean(await cache.set(String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
+          return { stored: Boolean(await cacheOp('set', String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
         } catch (err) {
           warn('tokenwasm: cache set failed', { error: err?.name ?? 'Error' });
           return { error: `cache_set: ${err?.name ?? 'Error'}` };
         }
       case 'cache_delete':
         try {
-          await cache.delete(String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
+          await cacheOp('delete', String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
         } catch (err) {
           warn('tokenwasm: cache delete failed', { error: err?.name ?? 'Error' });
         }
@@ -199,7 +234,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   /** fetchShared joins the source's flight, or starts one (minTtl: a refresh ahead's margin). */
   function fetchShared(s, req, minTtl = 0) {
     if (s.flight) return s.flight;
-    const json = minTtl > 0 ? withMember(s.json, 'min_ttl_ms', Math.ceil(minTtl)) : s.json;
+    const json = minTtl > 0 ? withMember(fleetJSON(s.json), 'min_ttl_ms', Math.ceil(minTtl)) : fleetJSON(s.json);
     const timeout = Number.isInteger(req?.timeout_ms) && req.timeout_ms > 0 ? req.timeout_ms : DEFAULT_TIMEOUT_MS;
     s.flight = track(
       flow(json, s.slot, timeout).then((res) => {
@@ -289,7 +324,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     if (req?.force) {
       const { force: _f, ...rest } = req;
       const s = sourceOf(rest);
-      const p = track(flow(JSON.stringify(req), s.slot, req.timeout_ms ?? DEFAULT_TIMEOUT_MS)).then((res) => {
+      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, req.timeout_ms ?? DEFAULT_TIMEOUT_MS)).then((res) => {
         if (res.token) s.held = hold(res.token);
         return res;
       });
@@ -337,8 +372,18 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     const [used, first] = await attempt(input);
     const once = typeof ReadableStream !== 'undefined' && init.body instanceof ReadableStream;
     if (first.status !== 401 || once) return first;
+    // Each token is dropped at most once, and a credential set drops one at most once per
+    // REINVALIDATE_AFTER_MS: an API that refuses every token would otherwise cost a token request per
+    // call (and soon the provider's 429). A token already replaced is simply retried with the new one.
+    const { force: _f, ...base } = req ?? {};
+    const s = sourceOf(base);
+    const replaced = s.held === null || s.held.answer.token.access_token !== used;
+    if (!replaced && Date.now() - s.invalidatedAt < REINVALIDATE_AFTER_MS) return first;
     await first.body?.cancel().catch(() => {});
-    await invalidate({ ...req, access_token: used });
+    if (!replaced) {
+      s.invalidatedAt = Date.now();
+      await invalidate({ ...base, access_token: used });
+    }
     return (await attempt(spare))[1];
   }
 

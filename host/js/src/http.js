@@ -171,10 +171,27 @@ async function exchange(req, timeout, fetchImpl) {
     // with an address) in err.cause. Other errors come from building the request, and their messages
     // may quote a header value, so only their name is passed on. (The plugin prefixes the message
     // with "token request failed: " and redacts the request's secrets anyway.)
+    // Deno's cause quotes the whole URL, path and query included: only its host and port are kept.
     const cause = err?.cause;
-    if (cause) return { error: `${cause.code ?? cause.name ?? 'Error'}: ${cause.message ?? ''}`.trim() };
+    if (cause) return { error: withoutURLs(`${cause.code ?? cause.name ?? 'Error'}: ${cause.message ?? ''}`.trim(), req.url) };
     return { error: `${err?.name ?? 'Error'}: the request could not be sent` };
   }
+}
+
+/**
+ * withoutURLs replaces the request's URL (as given and as parsed) and any other URL in msg with its
+ * host (and port): a path or query may hold a secret.
+ */
+function withoutURLs(msg, url) {
+  const host = new URL(url).host;
+  for (const u of [url, new URL(url).href]) msg = msg.split(u).join(host);
+  return msg.replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s()<>"']+/gi, (u) => {
+    try {
+      return new URL(u).host || '<url>';
+    } catch {
+      return '<url>';
+    }
+  });
 }
 
 /**

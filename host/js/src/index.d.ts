@@ -62,6 +62,8 @@ export interface SharedCache {
   set(key: string, value: string, ttlMs: number, nx?: boolean): boolean | Promise<boolean>;
   /** Delete key; with ifValue only while key holds exactly that value. */
   delete(key: string, ifValue?: string): void | Promise<void>;
+  /** True for a cache shared across processes (RedisCache): every fetch then takes the fleet lock. */
+  readonly shared?: boolean;
 }
 
 export declare class MemoryCache implements SharedCache {
@@ -83,7 +85,7 @@ export interface ClientOptions {
   allowedHosts?: string[];
   /** Let token requests reach loopback, plain http included: local fakes only. */
   allowLoopback?: boolean;
-  /** Default: a MemoryCache of this client. Share one (or a RedisCache) to share tokens; set fleet_lock then. */
+  /** Default: a MemoryCache of this client. Share one (or a RedisCache) to share tokens; with a shared MemoryCache set fleet_lock (a RedisCache implies it). */
   cache?: SharedCache;
   logger?: Logger;
   /** The fetch used for token requests and client.fetch (tests). */

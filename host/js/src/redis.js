@@ -1,6 +1,6 @@
 // RedisCache: the shared cache on Redis (Node), so tokens, 429 gates and the fleet lock are shared by
-// every process of a fleet. It follows host/rediscache's (Go) key names and sealing, written from its
-// source; sharing one Redis between a Go and a JS fleet is not tested yet.
+// every process of a fleet. It follows host/rediscache's (Go) key names and sealing: a Go and a JS
+// process on one Redis share tokens, gates and locks (test/gofleet.test.js).
 //   - Redis keys are `tokenwasm/1/<provider>/<hex HMAC-SHA256 of the plugin's key>` plus its
 //     `/gate` or `/lock` suffix, under a hash key only the fleet holds (abi/ABI.md, "Cache keys"):
 //     whoever lists the keys cannot test secret guesses against them.
@@ -45,6 +45,11 @@ export class RedisCache {
     this.#keys = keys.map((k) => Buffer.from(k));
     this.#hashKey = hashKey ? Buffer.from(hashKey) : Buffer.from(hkdfSync('sha256', this.#keys[0], Buffer.alloc(0), HASH_KEY_INFO, 32));
     this.#redis = client.withTypeMapping({ 36: Buffer }); // RESP_TYPES.BLOB_STRING ('$') as Buffers: values are binary
+  }
+
+  /** shared: the client takes the fleet lock on every fetch, as the Go host does on host/rediscache. */
+  get shared() {
+    return true;
   }
 
   /** redisKey maps a plugin key to its Redis key (see the file's comment). */

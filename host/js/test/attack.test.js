@@ -1,0 +1,120 @@
+// An attacker's and a new user's findings (a review of the package), each a test that failed before
+// its fix: a cache that stalls, an API that refuses every token, a frozen request with a getter, a
+// runtime whose fetch errors quote the URL.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient, httpSender } from '../src/index.js';
+import { WASM, serve } from './support.js';
+
+/** tokenServer answers tok-<client_id>-<n> for every request (n counts from 1). */
+const tokenServer = () =>
+  serve((req, res, n) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ access_token: `tok-${n}`, token_type: 'Bearer', expires_in: 3600 }));
+  });
+
+/** settled resolves to p's outcome, or to 'hung' when p has not settled after ms. */
+const settled = (p, ms) => {
+  let timer;
+  const hung = new Promise((resolve) => (timer = setTimeout(resolve, ms, 'hung')));
+  return Promise.race([p.then((v) => v, (err) => ({ threw: err })), hung]).finally(() => clearTimeout(timer));
+};
+
+test('a cache that never answers is a miss: the token comes from the provider, nothing hangs', async () => {
+  const provider = await tokenServer();
+  const stalled = () => new Promise(() => {});
+  const warnings = [];
+  const host = await createClient({
+    wasm: WASM,
+    allowLoopback: true,
+    cache: { get: stalled, set: stalled, delete: stalled },
+    logger: { warn: (msg) => warnings.push(msg) },
+  });
+  try {
+    const req = { provider: 'candid', client_id: 'stall', client_secret: 's', token_url: provider.url, timeout_ms: 1000 };
+    const first = await settled(host.token(req), 8000);
+    assert.notEqual(first, 'hung', 'token() must not wait on a cache that never answers');
+    assert.equal(first.token?.access_token, 'tok-1', JSON.stringify(first));
+    const other = await settled(host.token({ ...req, client_id: 'stall-2' }), 8000);
+    assert.equal(other.token?.access_token, 'tok-2', JSON.stringify(other));
+    assert.ok(warnings.some((m) => /cache/.test(m)), 'the stalled cache is logged');
+  } finally {
+    await settled(host.close(), 8000);
+    await provider.close();
+  }
+});
+
+test('an API that refuses every token costs no token request per call (one invalidation per 30 s)', async () => {
+  const provider = await tokenServer();
+  const api = await serve((req, res) => {
+    res.writeHead(401);
+    res.end('no');
+  });
+  const host = await createClient({ wasm: WASM, allowLoopback: true });
+  try {
+    const req = { provider: 'candid', client_id: 'storm', client_secret: 's', token_url: provider.url };
+    const first = await host.fetch(req, api.url);
+    assert.equal(first.status, 401);
+    assert.equal(provider.count(), 2, 'the first 401 drops the token and retries once with a new one');
+    for (let i = 0; i < 10; i++) assert.equal((await host.fetch(req, api.url)).status, 401);
+    await Promise.all(Array.from({ length: 50 }, () => host.fetch(req, api.url)));
+    assert.equal(provider.count(), 2, 'later 401s within 30 s are the API\'s answer: no token request each');
+    assert.equal(api.count(), 2 + 10 + 50);
+  } finally {
+    await host.close();
+    await provider.close();
+    await api.close();
+  }
+});
+
+test('a frozen request whose members are getters is looked up by its JSON, not its identity', async () => {
+  const provider = await tokenServer();
+  const host = await createClient({ wasm: WASM, allowLoopback: true });
+  try {
+    // One frozen object serving two tenants (a getter reading the current tenant): each must get
+    // its own token, never the other's.
+    let tenant = 'tenant-a';
+    const req = Object.freeze({
+      provider: 'candid',
+      get client_id() {
+        return tenant;
+      },
+      client_secret: 's',
+      token_url: provider.url,
+    });
+    const a = await host.token(req);
+    tenant = 'tenant-b';
+    const b = await host.token(req);
+    assert.notEqual(b.token.access_token, a.token.access_token, "tenant b was served tenant a's token");
+    assert.equal(provider.count(), 2);
+    tenant = 'tenant-a';
+    assert.equal((await host.token(req)).token.access_token, a.token.access_token, 'tenant a again: its own, from memory');
+    // The same through a toJSON that reads the tenant.
+    const viaToJSON = Object.freeze({ toJSON: () => ({ provider: 'candid', client_id: tenant, client_secret: 's', token_url: provider.url }) });
+    const c = await host.token(viaToJSON);
+    tenant = 'tenant-b';
+    assert.notEqual((await host.token(viaToJSON)).token.access_token, c.token.access_token);
+  } finally {
+    await host.close();
+    await provider.close();
+  }
+});
+
+test("a fetch error that quotes the URL (Deno's do) reaches neither the answer nor the logs with its path or query", async () => {
+  const url = 'https://127.0.0.1:39999/t/(CANARYPATH)?key=CANARYQUERY';
+  // Deno 2.9.6's fetch, on a refused connection: the whole URL in the cause's message.
+  const denoLike = async (input) => {
+    throw new TypeError('fetch failed', {
+      cause: new Error(`error sending request for url (${input}): client error (Connect): tcp connect error: Connection refused (os error 111)`),
+    });
+  };
+  const logs = [];
+  const logger = { debug: (m, a) => logs.push(JSON.stringify([m, a])), warn: (m, a) => logs.push(JSON.stringify([m, a])) };
+  const got = await httpSender({ allowLoopback: true, fetch: denoLike, logger })({ method: 'POST', url, headers: {}, body: 'x', timeout_ms: 1000 });
+  assert.ok(got.error, JSON.stringify(got));
+  assert.doesNotMatch(JSON.stringify(got), /CANARY/);
+  assert.match(got.error, /127\.0\.0\.1:39999/, 'the host and port stay: they tell what failed');
+  assert.match(got.error, /Connection refused/);
+  assert.ok(logs.length > 0);
+  assert.doesNotMatch(logs.join('\n'), /CANARY/);
+});

@@ -1,0 +1,110 @@
+// A Go process (the Go host on host/rediscache, test/gofleet) and this package (RedisCache) sharing
+// one real Redis, as a mixed fleet would: one token, one 429 gate and one fetch lock between them,
+// in both directions. Skipped without REDIS_URL (make test starts a redis-server).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient as createRedis } from 'redis';
+import { createClient } from '../src/index.js';
+import { RedisCache } from '../src/redis.js';
+import { WASM, ROOT, serve } from './support.js';
+
+const REDIS_URL = process.env.REDIS_URL;
+const skip = REDIS_URL ? false : 'REDIS_URL is not set (make test starts a redis-server)';
+const key = new Uint8Array(32).fill(9);
+const hexKey = Buffer.from(key).toString('hex');
+let dir, bin, redis, js;
+
+before(async () => {
+  if (skip) return;
+  dir = mkdtempSync(join(tmpdir(), 'tokenwasm-gofleet-'));
+  bin = join(dir, 'gofleet');
+  execFileSync('go', ['build', '-o', bin, './host/js/test/gofleet'], { cwd: ROOT, stdio: 'inherit' });
+  redis = createRedis({ url: REDIS_URL });
+  redis.on('error', () => {});
+  await redis.connect();
+  js = await createClient({ wasm: WASM, allowLoopback: true, cache: new RedisCache(redis, { keys: [key] }) });
+});
+after(async () => {
+  await js?.close();
+  await redis?.quit();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** goToken runs the Go process for req and resolves to its answer ({token} or {error}). */
+const goToken = (req) =>
+  new Promise((resolve, reject) =>
+    execFile(bin, [REDIS_URL, hexKey, JSON.stringify(req)], (err, stdout, stderr) => (err ? reject(new Error(`${err.message}: ${stderr}`)) : resolve(JSON.parse(stdout)))),
+  );
+
+/** provider answers tok-<n>; the first request waits firstDelay ms; onRequest(n) is told of each. */
+async function provider({ status = 200, firstDelay = 0, onRequest = () => {} } = {}) {
+  return serve((req, res, n) => {
+    onRequest(n);
+    const answer = () => {
+      if (status === 429) {
+        res.writeHead(429, { 'Retry-After': '30', 'Content-Type': 'application/json' });
+        return res.end('{"message":"slow down"}');
+      }
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ access_token: `tok-${n}`, token_type: 'Bearer', expires_in: 3600 }));
+    };
+    setTimeout(answer, n === 1 ? firstDelay : 0);
+  });
+}
+
+const request = (p, id) => ({ provider: 'candid', client_id: id, client_secret: `secret-${id}`, token_url: p.url });
+
+test('a token fetched by JS is served to Go from Redis, and one fetched by Go to JS', { skip }, async () => {
+  const p = await provider();
+  try {
+    const a = await js.token(request(p, 'js-first'));
+    assert.equal(a.token?.access_token, 'tok-1', JSON.stringify(a));
+    const goA = await goToken(request(p, 'js-first'));
+    assert.equal(goA.token?.access_token, 'tok-1', `Go: ${JSON.stringify(goA)}`);
+    const goB = await goToken(request(p, 'go-first'));
+    assert.equal(goB.token?.access_token, 'tok-2');
+    const b = await js.token(request(p, 'go-first'));
+    assert.equal(b.token?.access_token, 'tok-2', JSON.stringify(b));
+    assert.equal(b.cached, true);
+    assert.equal(p.count(), 2, 'one token request per credential set for the whole fleet');
+  } finally {
+    await p.close();
+  }
+});
+
+test('a 429 seen by JS closes the gate for Go, and one seen by Go for JS', { skip }, async () => {
+  const p = await provider({ status: 429 });
+  try {
+    assert.equal((await js.token(request(p, 'gate-js'))).error?.kind, 'rate_limited');
+    assert.equal((await goToken(request(p, 'gate-js'))).error?.kind, 'rate_limited');
+    assert.equal((await goToken(request(p, 'gate-go'))).error?.kind, 'rate_limited');
+    assert.equal((await js.token(request(p, 'gate-go'))).error?.kind, 'rate_limited');
+    assert.equal(p.count(), 2, 'the gate held in both directions: nothing sent');
+  } finally {
+    await p.close();
+  }
+});
+
+test('the fetch lock: while one side fetches, the other waits for its token (fleet_lock not named)', { skip }, async () => {
+  for (const first of ['js', 'go']) {
+    let seen;
+    const started = new Promise((resolve) => (seen = resolve));
+    const p = await provider({ firstDelay: 2000, onRequest: seen });
+    try {
+      const req = request(p, `lock-${first}-first`); // no fleet_lock: a shared cache implies it, as in Go
+      const one = first === 'js' ? js.token(req) : goToken(req);
+      await started; // the first side holds the lock and waits for the provider
+      const two = first === 'js' ? goToken(req) : js.token(req);
+      const [a, b] = await Promise.all([one, two]);
+      assert.equal(a.token?.access_token, 'tok-1', `${first} first: ${JSON.stringify(a)}`);
+      assert.equal(b.token?.access_token, 'tok-1', `${first} first, the other: ${JSON.stringify(b)}`);
+      assert.equal(p.count(), 1, `${first} first: one token request for the fleet`);
+    } finally {
+      await p.close();
+    }
+  }
+});

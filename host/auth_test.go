@@ -398,3 +398,29 @@ func TestRevoke(t *testing.T) {
 		}
 	}, WithLoopback(), WithSigner("ec-1", signer))
 }
+
+// TestSignerBoundToItsClients: a key registered for some clients signs only their assertions. A key
+// id is public (it is in the JWKS), so on a Client serving several tenants a request naming another
+// client's kid must not get that client's assertion signed: kind signing, nothing sent. A key
+// registered without clients signs for any (the single-tenant case).
+func TestSignerBoundToItsClients(t *testing.T) {
+	rk, _, _ := testKeys()
+	bound := &kmsSigner{inner: rk}
+	s := newSMART(t)
+	c, err := New(context.Background(), WithLoopback(), WithSigner("rsa-1", bound, "backend-app", "other-app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Token(context.Background(), smartRequest(s, "rsa-1", "RS384")); err != nil {
+		t.Fatalf("the bound client: %v", err)
+	}
+	stranger := smartRequest(s, "rsa-1", "RS384")
+	stranger.ClientID = "stranger-app"
+	before, signs := s.Requests(), bound.calls.Load()
+	_, err = c.Token(context.Background(), stranger)
+	var e *abi.Error
+	if !errors.As(err, &e) || e.Kind != abi.KindSigning || s.Requests() != before || bound.calls.Load() != signs {
+		t.Fatalf("another client with the bound kid: %v; %d requests, %d signatures", err, s.Requests()-before, bound.calls.Load()-signs)
+	}
+}

@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"crypto"
 	"crypto/tls"
 	_ "embed"
 	"encoding/json"
@@ -41,9 +40,9 @@ type Client struct {
 	cancel    context.CancelFunc
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
-	stepFlow       bool                     // drive the flow through token_step (step.go; the default), not the token export
-	signers        map[string]crypto.Signer // private_key_jwt keys by key id (signer.go)
-	discovery      discoveryCache           // SMART configurations by FHIR base URL (discovery.go)
+	stepFlow       bool                  // drive the flow through token_step (step.go; the default), not the token export
+	signers        map[string]signingKey // private_key_jwt keys by key id (signer.go)
+	discovery      discoveryCache        // SMART configurations by FHIR base URL (discovery.go)
 
 	mu       sync.Mutex // guards the transition to closed against inflight.Add
 	closed   atomic.Bool
@@ -70,7 +69,7 @@ type config struct {
 	stepFlow      bool
 	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	observers     []Observer
-	signers       map[string]crypto.Signer
+	signers       map[string]signingKey
 	clientCerts   map[string]tls.Certificate
 }
 

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -31,13 +32,48 @@ import (
 // or any crypto.Signer whose Public() is an RSA key of 2048 bits or more or an ECDSA P-256 or P-384
 // key (a KMS or HSM key). crypto.Signer takes no context: the fetch waits for a signature no longer than its
 // context allows, and a signer that can block (a remote KMS) should still bound its own calls.
-func WithSigner(kid string, s crypto.Signer) Option {
+//
+// clientIDs, when given, are the only clients the key signs for (the assertion's iss): a key id is
+// public (it is in the JWKS), so a Client that serves requests from more than one tenant binds each
+// key to its client, or a request naming another client's kid gets that client's tokens signed.
+func WithSigner(kid string, s crypto.Signer, clientIDs ...string) Option {
 	return func(c *config) {
 		if c.signers == nil {
-			c.signers = map[string]crypto.Signer{}
+			c.signers = map[string]signingKey{}
 		}
-		c.signers[kid] = s
+		k := signingKey{Signer: s}
+		if len(clientIDs) > 0 {
+			k.clients = map[string]bool{}
+			for _, id := range clientIDs {
+				k.clients[id] = true
+			}
+		}
+		c.signers[kid] = k
 	}
+}
+
+// signingKey is a registered key and the clients it signs for (nil: any).
+type signingKey struct {
+	crypto.Signer
+	clients map[string]bool
+}
+
+// signsFor reports whether k may sign the JWS signing input "header.payload": its payload's iss is
+// one of k's clients, when k names any.
+func (k signingKey) signsFor(input []byte) bool {
+	if k.clients == nil {
+		return true
+	}
+	_, payload, ok := bytes.Cut(input, []byte{'.'})
+	if !ok {
+		return false
+	}
+	claims, err := base64.RawURLEncoding.DecodeString(string(payload))
+	if err != nil || !gjson.ValidBytes(claims) {
+		return false
+	}
+	iss := gjson.GetBytes(claims, "iss")
+	return iss.Type == gjson.String && k.clients[iss.Str]
 }
 
 // sign answers a sign action: {"alg","kid","signing_input"} -> {"signature"} (base64url; ECDSA as
@@ -61,6 +97,9 @@ func (c *Client) signWith(ctx context.Context, alg, kid string, input []byte) ([
 	s, ok := c.signers[kid]
 	if !ok {
 		return nil, fmt.Errorf("no signing key for key id %q", kid)
+	}
+	if !s.signsFor(input) {
+		return nil, fmt.Errorf("key id %q does not sign for this client", kid)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -41,6 +41,8 @@ type Client struct {
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	stepFlow       bool                  // drive the flow through token_step (step.go; the default), not the token export
+	clock          func() time.Time      // tells when held tokens are fresh or valid; tests may set it (withClock)
+	testClock      bool                  // clock is not the wall clock: the plugin is given it as now_ms
 	signers        map[string]signingKey // private_key_jwt keys by key id (signer.go)
 	discovery      discoveryCache        // SMART configurations by FHIR base URL (discovery.go)
 
@@ -67,6 +69,7 @@ type config struct {
 	memoryPages   uint32
 	compileCache  wazero.CompilationCache
 	stepFlow      bool
+	clock         func() time.Time
 	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	observers     []Observer
 	signers       map[string]signingKey
@@ -150,6 +153,8 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 
 		onRefreshToken: cfg.onRefresh,
 		stepFlow:       cfg.stepFlow,
+		clock:          time.Now,
+		testClock:      cfg.clock != nil,
 		signers:        cfg.signers,
 	}
 	imports := map[string]extism.HostFunc{
@@ -165,6 +170,9 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tokenwasm: compile plugin: %w", err)
+	}
+	if cfg.clock != nil {
+		c.clock = cfg.clock
 	}
 	c.module = m
 	c.pool = newPool(m, cfg.maxInstances)

@@ -10,11 +10,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokenwasm/tokenwasm/abi"
 	"github.com/tokenwasm/tokenwasm/host/providertest"
+	"golang.org/x/oauth2"
 )
 
 // TestAllowList: token URLs the host does not allow are refused with a typed error, and the fake
@@ -80,7 +82,9 @@ func TestRefreshAhead(t *testing.T) {
 	cfg.Lifetime = 3 * time.Second // skew 0.75 s, refresh window the last 1 s
 	fake := providertest.NewNikoHealth(cfg)
 	defer fake.Close()
-	c, err := New(context.Background(), WithLoopback())
+	var clock atomic.Int64 // Unix ns: the Client's clock, moved by the test instead of sleeping
+	clock.Store(time.Now().UnixNano())
+	c, err := New(context.Background(), WithLoopback(), withClock(func() time.Time { return time.Unix(0, clock.Load()) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,19 +94,28 @@ func TestRefreshAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2100 * time.Millisecond) // inside the refresh window, outside the skew
+	clock.Add(int64(1900 * time.Millisecond)) // outside the refresh window: served, nothing fetched
+	if tok, err := ts.Token(); err != nil || tok.AccessToken != first.AccessToken || fake.Requests() != 1 {
+		t.Fatalf("before the refresh window: %v, %d requests", err, fake.Requests())
+	}
+	clock.Add(int64(200 * time.Millisecond)) // inside the refresh window, outside the skew
 	for range 50 {
 		tok, err := ts.Token()
 		if err != nil || tok.AccessToken != first.AccessToken && fake.Requests() < 2 {
 			t.Fatalf("during refresh: %v", err)
 		}
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(5 * time.Second) // the background refresh runs on its own goroutine
 	for fake.Requests() < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
-	time.Sleep(20 * time.Millisecond)
-	second, err := ts.Token()
+	var second *oauth2.Token
+	for time.Now().Before(deadline) { // until the refreshed token is held
+		if second, err = ts.Token(); err != nil || second.AccessToken != first.AccessToken {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err != nil || second.AccessToken == first.AccessToken {
 		t.Fatalf("token not refreshed in the background: %v", err)
 	}

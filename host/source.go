@@ -133,7 +133,7 @@ func (s *source) get(ctx context.Context) (*held, error) {
 	}
 	h := s.cur.Load()
 	if h != nil {
-		n := now().UnixNano()
+		n := s.c.clock().UnixNano()
 		if n < h.freshUntil {
 			return h, nil
 		}
@@ -143,7 +143,7 @@ func (s *source) get(ctx context.Context) (*held, error) {
 		}
 	}
 	fresh, err := s.fetchShared(ctx, false, 0)
-	if err != nil && h != nil && time.Now().UnixMilli() < h.tok.ExpiresAtMS && !errors.Is(err, ErrClosed) {
+	if err != nil && h != nil && s.c.clock().UnixMilli() < h.tok.ExpiresAtMS && !errors.Is(err, ErrClosed) {
 		// The provider failed, but the held token has not expired yet: serve it rather than fail.
 		s.c.log.Warn("tokenwasm: fetch failed inside the expiry skew; serving the current token",
 			"provider", s.req.Provider, "err", err)
@@ -255,6 +255,9 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 	ctx = context.WithValue(ctx, fetchDeadlineKey{}, deadline)
 	req.Force = force
 	req.MinTTLMS = minTTL.Milliseconds()
+	if s.c.testClock {
+		req.NowMS = s.c.clock().UnixMilli() // the plugin judges expiry by the same clock as the source
+	}
 	if sc, ok := s.c.cache.(SharedCache); ok && sc.Shared() {
 		req.FleetLock = true
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
@@ -205,3 +206,8 @@ func (c *Client) Revoke(ctx context.Context, req abi.TokenRequest) error {
 
 // withStepFlow chooses the flow's driver: token_step (true) or the token export.
 func withStepFlow(on bool) Option { return func(c *config) { c.stepFlow = on } }
+
+// withClock makes the Client judge its held tokens by clock instead of the wall clock, and give the
+// plugin that time as now_ms: tests move time forward without sleeping. Deadlines stay on the wall
+// clock.
+func withClock(clock func() time.Time) Option { return func(c *config) { c.clock = clock } }

@@ -46,7 +46,7 @@ func parseResponse(v gjson.Result, scratch *[]byte) (*Response, *abi.Error) {
 		return nil, invalidRequest("response must be a JSON object")
 	}
 	var m [len(responseMembers)]string
-	members(v.Raw, responseMembers[:], m[:])
+	Members(v.Raw, responseMembers[:], m[:])
 	transport, policy, status, headers, body := m[0], m[1], m[2], m[3], m[4]
 	r := &Response{}
 	if transport != "" {
@@ -222,10 +222,10 @@ type tokenFields struct {
 var tokenMembers = [...]string{"error", "error_description", "access_token", "token_type", "expires_in", "refresh_token", "scope"}
 
 // read gathers the fields from doc, parsing no other member: an extra field of a megabyte costs
-// no allocation (rawjson.go). Of a repeated member the first is read (members).
+// no allocation (rawjson.go). Of a repeated member the first is read (Members).
 func (f *tokenFields) read(doc gjson.Result) {
 	var m [len(tokenMembers)]string
-	members(doc.Raw, tokenMembers[:], m[:])
+	Members(doc.Raw, tokenMembers[:], m[:])
 	for i, dst := range [...]*gjson.Result{&f.err, &f.description, &f.accessToken, &f.tokenType, &f.expiresIn, &f.refreshToken, &f.scope} {
 		if m[i] != "" {
 			*dst = gjson.Parse(m[i])

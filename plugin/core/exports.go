@@ -98,7 +98,7 @@ func Encode(m *Memo, input []byte, now Clock) []byte {
 	return m.encodeAnswer(enc)
 }
 
-// decodeMembers are decode's input members; of a repeated one the first is read (members).
+// decodeMembers are decode's input members; of a repeated one the first is read (Members).
 var decodeMembers = [...]string{"request", "response", "now_ms"}
 
 // Decode is the decode export: {"request","response","now_ms"?} -> {"token"} | {"error"}.
@@ -108,7 +108,7 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 		return errorJSON(err)
 	}
 	var in [len(decodeMembers)]string
-	members(v.Raw, decodeMembers[:], in[:])
+	Members(v.Raw, decodeMembers[:], in[:])
 	reqV, respV, nowV := gjson.Parse(in[0]), gjson.Parse(in[1]), gjson.Parse(in[2])
 	if !reqV.IsObject() || !respV.IsObject() {
 		return errorJSON(invalidRequest("decode needs request and response objects"))

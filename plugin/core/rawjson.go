@@ -44,14 +44,14 @@ func parseJSONView(b []byte, what string) (gjson.Result, *abi.Error) {
 	return asObject(gjson.Parse(view(b)), what)
 }
 
-// members reads the members of obj, a valid JSON object, that names lists: out[i] is the raw text of
+// Members reads the members of obj, a valid JSON object, that names lists: out[i] is the raw text of
 // the value of names[i], "" when it is absent. It is the plugin's one member reader, and it has the
 // one rule for a repeated member that every reader here and in the hosts has (abi/ABI.md, "Shapes"):
 // the first is read and the later ones are skipped, unparsed and unchecked, as gjson's Get reads
 // them. An attacker who repeats access_token in a token response gets the same token read by every
 // path. One pass, in order, unescaping no value (a caller parses the values it wants with
 // gjson.Parse), and it stops once every name is found: the members after cost nothing.
-func members(obj string, names, out []string) {
+func Members(obj string, names, out []string) {
 	found := 0
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {

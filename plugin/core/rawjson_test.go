@@ -24,7 +24,7 @@ func TestRawJSONMatchesGJSON(t *testing.T) {
 			return true
 		})
 		got := make([]string, len(keys)+1)
-		members(in, append(keys, "absent"), got)
+		Members(in, append(keys, "absent"), got)
 		if strings.Join(got, "|") != strings.Join(append(raws, ""), "|") {
 			t.Fatalf("%s: members %q, gjson %q", in, got, raws)
 		}

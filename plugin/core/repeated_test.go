@@ -76,11 +76,11 @@ func TestRepeatedMemberFirstRead(t *testing.T) {
 func TestMembersStopsWhenAllFound(t *testing.T) {
 	obj := `{"a":1,"b":"x","a":2,"big":"` + strings.Repeat("y", 1<<20) + `","b":3}`
 	var out [2]string
-	members(obj, []string{"a", "b"}, out[:])
+	Members(obj, []string{"a", "b"}, out[:])
 	if out != [2]string{"1", `"x"`} {
 		t.Fatalf("members = %q", out)
 	}
-	allocs := testing.AllocsPerRun(100, func() { members(obj, []string{"b", "a"}, out[:]) })
+	allocs := testing.AllocsPerRun(100, func() { Members(obj, []string{"b", "a"}, out[:]) })
 	if allocs != 0 {
 		t.Fatalf("members allocates %v times", allocs)
 	}

@@ -129,11 +129,11 @@ var requestMembers = [...]string{"provider", "grant_type", "client_id", "client_
 	"params", "headers", "profile", "force", "fleet_lock", "timeout_ms", "now_ms", "min_ttl_ms"}
 
 // ParseRequest reads a TokenRequest from v. Unknown fields are ignored; of a repeated field the first
-// is read (members); a known field of the wrong type is invalid_request, named in the message.
+// is read (Members); a known field of the wrong type is invalid_request, named in the message.
 func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 	r := &Request{}
 	var m [len(requestMembers)]string
-	members(v.Raw, requestMembers[:], m[:])
+	Members(v.Raw, requestMembers[:], m[:])
 	var profile gjson.Result
 	for i, name := range requestMembers {
 		if m[i] == "" {
@@ -267,14 +267,14 @@ func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {
 		hs = append(hs, header{k.Str, val.Str})
 		return true
 	})
-	// Of a repeated name the first is read, as of any repeated member (members): sorted stably, the
+	// Of a repeated name the first is read, as of any repeated member (Members): sorted stably, the
 	// first of equal names comes first, and the later ones go.
 	sort.SliceStable(hs, func(i, j int) bool { return hs[i].name < hs[j].name })
 	hs = slices.CompactFunc(hs, func(a, b header) bool { return a.name == b.name })
 	return hs, err
 }
 
-// profileMembers are the members of a custom Profile; of a repeated one the first is read (members).
+// profileMembers are the members of a custom Profile; of a repeated one the first is read (Members).
 var profileMembers = [...]string{"token_url", "revocation_url", "body", "client_auth", "assertion_alg",
 	"expires_in_unit", "send_grant_type", "send_scope", "headers", "grants"}
 
@@ -372,7 +372,7 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 		return true
 	}
 	var m [len(profileMembers)]string
-	members(custom.Raw, profileMembers[:], m[:])
+	Members(custom.Raw, profileMembers[:], m[:])
 	for i, name := range profileMembers {
 		val := gjson.Parse(m[i])
 		if m[i] == "" || val.Type == gjson.Null {

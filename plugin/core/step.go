@@ -451,7 +451,7 @@ func badState() *abi.Error {
 	return invalidRequest("token_step: state is not one this plugin gave for this request")
 }
 
-// stepMembers are token_step's input members; of a repeated one the first is read (members).
+// stepMembers are token_step's input members; of a repeated one the first is read (Members).
 var stepMembers = [...]string{"request", "state", "answer", "op"}
 
 // TokenStep is the token_step export: one step of the token (or invalidate) flow. Input
@@ -467,7 +467,7 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 		return errorJSON(err)
 	}
 	var in [len(stepMembers)]string
-	members(v.Raw, stepMembers[:], in[:])
+	Members(v.Raw, stepMembers[:], in[:])
 	request, state, answerRaw, opRaw := in[0], in[1], in[2], in[3]
 	if request == "" || request[0] != '{' {
 		return errorJSON(invalidRequest("token_step needs a request object"))

@@ -305,7 +305,7 @@ func (c *Client) Describe(ctx context.Context) (json.RawMessage, error) {
 // Encode returns the HTTP request the provider expects for req, without sending it.
 func (c *Client) Encode(ctx context.Context, req abi.TokenRequest) (*abi.HTTPRequest, error) {
 	var res abi.Result
-	if err := c.callJSON(ctx, abi.ExportEncode, req, &res); err != nil {
+	if err := c.callJSON(ctx, abi.ExportEncode, req, (*result)(&res)); err != nil {
 		return nil, err
 	}
 	if res.Error != nil {
@@ -317,7 +317,7 @@ func (c *Client) Encode(ctx context.Context, req abi.TokenRequest) (*abi.HTTPReq
 // Decode turns a provider's response to req into a token or a typed *abi.Error.
 func (c *Client) Decode(ctx context.Context, req abi.TokenRequest, resp abi.HTTPResponse) (*abi.Token, error) {
 	var res abi.Result
-	if err := c.callJSON(ctx, abi.ExportDecode, abi.DecodeInput{Request: req, Response: resp}, &res); err != nil {
+	if err := c.callJSON(ctx, abi.ExportDecode, abi.DecodeInput{Request: req, Response: resp}, (*result)(&res)); err != nil {
 		return nil, err
 	}
 	if res.Error != nil {

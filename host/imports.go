@@ -20,14 +20,7 @@ func (c *Client) httpSend(ctx context.Context, in []byte) []byte {
 	if !gjson.ValidBytes(in) {
 		return []byte(`{"error":"host: malformed http_send request"}`)
 	}
-	var f [6]gjson.Result
-	members(gjson.ParseBytes(in), f[:], "method", "url", "body", "timeout_ms", "headers", "client_cert")
-	req := abi.HTTPRequest{Method: f[0].Str, URL: f[1].Str, Body: f[2].Str, TimeoutMS: f[3].Int(),
-		Headers: map[string]string{}, ClientCert: f[5].Str}
-	f[4].ForEach(func(k, val gjson.Result) bool {
-		req.Headers[k.Str] = val.Str
-		return true
-	})
+	req := httpRequest(gjson.ParseBytes(in))
 	if d, ok := fetchDeadline(ctx); ok {
 		if !time.Now().Before(d) {
 			return []byte(`{"error":"timeout waiting for the token endpoint"}`)

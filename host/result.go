@@ -13,11 +13,29 @@ type tokenResult abi.Result
 var errNotJSON = errors.New("plugin answered invalid JSON")
 
 func (r *tokenResult) parse(b []byte) error {
+	if err := readResult(b, (*abi.Result)(r)); err != nil {
+		return err
+	}
+	if r.Token == nil && r.Error == nil && r.Pending == nil {
+		return errors.New("plugin answered neither token, error nor pending")
+	}
+	return nil
+}
+
+// result is the answer of another export (encode, decode, invalidate, a token_step op's final
+// answer): read as tokenResult is, {} included.
+type result abi.Result
+
+func (r *result) parse(b []byte) error { return readResult(b, (*abi.Result)(r)) }
+
+// readResult reads a plugin's Result answer with members: of a repeated member the first is read,
+// as the plugin reads its inputs (abi/ABI.md, "Shapes").
+func readResult(b []byte, r *abi.Result) error {
 	if !gjson.ValidBytes(b) {
 		return errNotJSON
 	}
-	var top [4]gjson.Result
-	members(gjson.ParseBytes(b), top[:], "token", "cached", "error", "pending")
+	var top [5]gjson.Result
+	members(gjson.ParseBytes(b), top[:], "token", "cached", "error", "pending", "request")
 	if f := top[0]; f.IsObject() {
 		var t [7]gjson.Result
 		members(f, t[:], "access_token", "token_type", "expires_in", "expires_at_ms", "issued_at_ms", "refresh_token", "scope")
@@ -36,14 +54,32 @@ func (r *tokenResult) parse(b []byte) error {
 		members(p, f[:], "retry_after_ms")
 		r.Pending = &abi.Pending{RetryAfterMS: f[0].Int()}
 	}
-	if r.Token == nil && r.Error == nil && r.Pending == nil {
-		return errors.New("plugin answered neither token, error nor pending")
+	if q := top[4]; q.IsObject() {
+		req := httpRequest(q)
+		r.Request = &req
 	}
 	return nil
 }
 
+// httpRequest reads an HttpRequest (an encode answer, an http_send input). Of a repeated header name
+// the first is read, as of any repeated member.
+func httpRequest(v gjson.Result) abi.HTTPRequest {
+	var f [6]gjson.Result
+	members(v, f[:], "method", "url", "body", "timeout_ms", "headers", "client_cert")
+	req := abi.HTTPRequest{Method: f[0].Str, URL: f[1].Str, Body: f[2].Str, TimeoutMS: f[3].Int(),
+		Headers: map[string]string{}, ClientCert: f[5].Str}
+	f[4].ForEach(func(k, val gjson.Result) bool {
+		if _, repeated := req.Headers[k.Str]; !repeated {
+			req.Headers[k.Str] = val.Str
+		}
+		return true
+	})
+	return req
+}
+
 // members reads the named members of object v in one pass into out (gjson's Get and GetMany scan the
-// object once per name); of a repeated member the first wins, as with Get.
+// object once per name). It is the Go host's one member reader, with the plugin's rule (abi/ABI.md,
+// "Shapes"): of a repeated member the first is read, as with Get.
 func members(v gjson.Result, out []gjson.Result, names ...string) {
 	v.ForEach(func(k, val gjson.Result) bool {
 		for i, n := range names {

@@ -139,7 +139,7 @@ func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error 
 		return err
 	}
 	if !c.stepFlow {
-		if err := c.callJSON(ctx, abi.ExportInvalidate, req, &res); err != nil {
+		if err := c.callJSON(ctx, abi.ExportInvalidate, req, (*result)(&res)); err != nil {
 			return err
 		}
 	} else {
@@ -168,7 +168,7 @@ func (c *Client) stepOp(ctx context.Context, req abi.TokenRequest, op string) (a
 	if err != nil {
 		return res, err
 	}
-	if err := json.Unmarshal(out, &res); err != nil {
+	if err := (*result)(&res).parse(out); err != nil {
 		return res, fmt.Errorf("tokenwasm: %s: %w", abi.ExportTokenStep, err)
 	}
 	return res, nil

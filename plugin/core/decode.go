@@ -36,79 +36,59 @@ type Response struct {
 // ParseResponse reads an HttpResponse in one pass over its fields.
 func ParseResponse(v gjson.Result) (*Response, *abi.Error) { return parseResponse(v, nil) }
 
+// responseMembers are the members of an HttpResponse, in the order parseResponse checks them.
+var responseMembers = [...]string{"error", "policy", "status", "headers", "body"}
+
 // parseResponse is ParseResponse with a body buffer to reuse (nil: none). It unescapes the body
 // only, and only up to MaxBodyBytes + 1 bytes: past that its length alone decides (rawjson.go).
 func parseResponse(v gjson.Result, scratch *[]byte) (*Response, *abi.Error) {
 	if !v.IsObject() {
 		return nil, invalidRequest("response must be a JSON object")
 	}
-	p := &responseParser{scratch: scratch}
-	eachMember(v.Raw, p)
-	r := &p.r
-	if p.err != nil {
-		return nil, p.err
+	var m [len(responseMembers)]string
+	Members(v.Raw, responseMembers[:], m[:])
+	transport, policy, status, headers, body := m[0], m[1], m[2], m[3], m[4]
+	r := &Response{}
+	if transport != "" {
+		val := gjson.Parse(transport)
+		if val.Type != gjson.String {
+			return nil, invalidRequest("response.error must be a string")
+		}
+		r.Transport = val.Str
 	}
-	if p.transport {
+	if policy != "" {
+		val := gjson.Parse(policy)
+		if val.Type != gjson.True && val.Type != gjson.False && val.Type != gjson.Null {
+			return nil, invalidRequest("response.policy must be a boolean")
+		}
+		r.Policy = val.Type == gjson.True
+	}
+	if headers != "" {
+		val := gjson.Parse(headers)
+		if val.Type != gjson.Null && !val.IsObject() {
+			return nil, invalidRequest("response.headers must be an object")
+		}
+		r.Headers = val
+	}
+	switch {
+	case body == "", body == "null":
+	case body[0] != '"':
+		return nil, invalidRequest("response.body must be a string")
+	default:
+		r.Body = unescapeString(body, scratch, MaxBodyBytes)
+	}
+	if transport != "" {
 		if r.Transport == "" {
 			r.Transport = "transport failed"
 		}
 		return r, nil
 	}
-	status := p.status
-	if status.Type != gjson.Number || status.Num < 100 || status.Num > 999 || status.Num != float64(int(status.Num)) {
+	st := gjson.Parse(status)
+	if st.Type != gjson.Number || st.Num < 100 || st.Num > 999 || st.Num != float64(int(st.Num)) {
 		return nil, invalidRequest("response.status must be an HTTP status code")
 	}
-	r.Status = int(status.Num)
+	r.Status = int(st.Num)
 	return r, nil
-}
-
-// responseParser is ParseResponse's state: one allocation, where a closure over locals makes TinyGo
-// allocate each of them.
-type responseParser struct {
-	r         Response
-	status    gjson.Result
-	err       *abi.Error
-	transport bool
-	scratch   *[]byte
-}
-
-func (p *responseParser) member(k, raw string) bool {
-	switch k {
-	case "error":
-		val := gjson.Parse(raw)
-		if val.Type != gjson.String {
-			p.err = invalidRequest("response.error must be a string")
-			return false
-		}
-		p.r.Transport, p.transport = val.Str, true
-	case "policy":
-		val := gjson.Parse(raw)
-		if val.Type != gjson.True && val.Type != gjson.False && val.Type != gjson.Null {
-			p.err = invalidRequest("response.policy must be a boolean")
-			return false
-		}
-		p.r.Policy = val.Type == gjson.True
-	case "status":
-		p.status = gjson.Parse(raw)
-	case "headers":
-		val := gjson.Parse(raw)
-		if val.Type != gjson.Null && !val.IsObject() {
-			p.err = invalidRequest("response.headers must be an object")
-			return false
-		}
-		p.r.Headers = val
-	case "body":
-		switch {
-		case raw == "null":
-			p.r.Body = ""
-		case raw[0] != '"':
-			p.err = invalidRequest("response.body must be a string")
-			return false
-		default:
-			p.r.Body = unescapeString(raw, p.scratch, MaxBodyBytes)
-		}
-	}
-	return true
 }
 
 // header returns the first response header named name, compared without case.
@@ -238,35 +218,19 @@ type tokenFields struct {
 	err, description, accessToken, tokenType, expiresIn, refreshToken, scope gjson.Result
 }
 
-// read gathers the fields from doc, parsing no other member: an extra field of a megabyte costs
-// no allocation (rawjson.go).
-func (f *tokenFields) read(doc gjson.Result) { eachMember(doc.Raw, f) }
+// tokenMembers are the names of tokenFields' fields, in their order.
+var tokenMembers = [...]string{"error", "error_description", "access_token", "token_type", "expires_in", "refresh_token", "scope"}
 
-func (f *tokenFields) member(k, raw string) bool {
-	var v gjson.Result
-	switch k {
-	case "error", "error_description", "access_token", "token_type", "expires_in", "refresh_token", "scope":
-		v = gjson.Parse(raw)
-	default:
-		return true
+// read gathers the fields from doc, parsing no other member: an extra field of a megabyte costs
+// no allocation (rawjson.go). Of a repeated member the first is read (Members).
+func (f *tokenFields) read(doc gjson.Result) {
+	var m [len(tokenMembers)]string
+	Members(doc.Raw, tokenMembers[:], m[:])
+	for i, dst := range [...]*gjson.Result{&f.err, &f.description, &f.accessToken, &f.tokenType, &f.expiresIn, &f.refreshToken, &f.scope} {
+		if m[i] != "" {
+			*dst = gjson.Parse(m[i])
+		}
 	}
-	switch k {
-	case "error":
-		f.err = v
-	case "error_description":
-		f.description = v
-	case "access_token":
-		f.accessToken = v
-	case "token_type":
-		f.tokenType = v
-	case "expires_in":
-		f.expiresIn = v
-	case "refresh_token":
-		f.refreshToken = v
-	case "scope":
-		f.scope = v
-	}
-	return true
 }
 
 func normalizeTokenType(v gjson.Result) string {

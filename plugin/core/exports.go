@@ -98,26 +98,8 @@ func Encode(m *Memo, input []byte, now Clock) []byte {
 	return m.encodeAnswer(enc)
 }
 
-// decodeInput holds decode's fields, read in one pass; the first of a repeated key wins.
-type decodeInput struct{ request, response, nowMS gjson.Result }
-
-func (in *decodeInput) field(k, v gjson.Result) bool {
-	var dst *gjson.Result
-	switch k.Str {
-	case "request":
-		dst = &in.request
-	case "response":
-		dst = &in.response
-	case "now_ms":
-		dst = &in.nowMS
-	default:
-		return true
-	}
-	if !dst.Exists() {
-		*dst = v
-	}
-	return true
-}
+// decodeMembers are decode's input members; of a repeated one the first is read (Members).
+var decodeMembers = [...]string{"request", "response", "now_ms"}
 
 // Decode is the decode export: {"request","response","now_ms"?} -> {"token"} | {"error"}.
 func Decode(m *Memo, input []byte, now Clock) []byte {
@@ -125,9 +107,9 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 	if err != nil {
 		return errorJSON(err)
 	}
-	var in decodeInput
-	v.ForEach(in.field)
-	reqV, respV := in.request, in.response
+	var in [len(decodeMembers)]string
+	Members(v.Raw, decodeMembers[:], in[:])
+	reqV, respV, nowV := gjson.Parse(in[0]), gjson.Parse(in[1]), gjson.Parse(in[2])
 	if !reqV.IsObject() || !respV.IsObject() {
 		return errorJSON(invalidRequest("decode needs request and response objects"))
 	}
@@ -142,7 +124,7 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 		return errorJSON(err)
 	}
 	var nowMS int64 // decode's own now_ms, else the request's, else the clock
-	if n := in.nowMS; n.Type == gjson.Number && n.Num > 0 {
+	if n := nowV; n.Type == gjson.Number && n.Num > 0 {
 		nowMS = int64(n.Num)
 	} else {
 		nowMS = r.now(now)

@@ -44,22 +44,21 @@ func parseJSONView(b []byte, what string) (gjson.Result, *abi.Error) {
 	return asObject(gjson.Parse(view(b)), what)
 }
 
-// memberVisitor receives the members of a JSON object: the key (unescaped) and the raw text of the
-// value. Returning false stops the walk.
-type memberVisitor interface {
-	member(key, raw string) bool
-}
-
-// eachMember walks the members of obj, a valid JSON object, in order, without unescaping any value:
-// a visitor parses only the values it wants (gjson.Parse(raw)). Like gjson's ForEach, it visits every
-// member of a repeated key.
-func eachMember(obj string, v memberVisitor) {
+// Members reads the members of obj, a valid JSON object, that names lists: out[i] is the raw text of
+// the value of names[i], "" when it is absent. It is the plugin's one member reader, and it has the
+// one rule for a repeated member that every reader here and in the hosts has (abi/ABI.md, "Shapes"):
+// the first is read and the later ones are skipped, unparsed and unchecked, as gjson's Get reads
+// them. An attacker who repeats access_token in a token response gets the same token read by every
+// path. One pass, in order, unescaping no value (a caller parses the values it wants with
+// gjson.Parse), and it stops once every name is found: the members after cost nothing.
+func Members(obj string, names, out []string) {
+	found := 0
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
 		return
 	}
 	i++
-	for {
+	for found < len(names) {
 		i = skipSpace(obj, i)
 		if i >= len(obj) || obj[i] != '"' {
 			return
@@ -75,8 +74,14 @@ func eachMember(obj string, v memberVisitor) {
 		}
 		i = skipSpace(obj, i+1)
 		end = valueEnd(obj, i)
-		if !v.member(key, obj[i:end]) {
-			return
+		for n, name := range names {
+			if key == name {
+				if out[n] == "" {
+					out[n] = obj[i:end]
+					found++
+				}
+				break
+			}
 		}
 		i = skipSpace(obj, end)
 		if i >= len(obj) || obj[i] != ',' {

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"slices"
 	"sort"
 	"strings"
 
@@ -121,31 +122,39 @@ func depth(b []byte) int {
 	return max
 }
 
-// ParseRequest reads a TokenRequest from v. Unknown fields are ignored; a known field of the wrong
-// type is invalid_request, named in the message.
+// requestMembers are the members of a TokenRequest: the string fields (stringField), then the others.
+var requestMembers = [...]string{"provider", "grant_type", "client_id", "client_secret", "token_url", "domain",
+	"scope", "institution_id", "username", "password", "code", "redirect_uri", "code_verifier", "refresh_token",
+	"body", "access_token", "key_id", "assertion_alg", "assertion_jti", "revocation_url",
+	"params", "headers", "profile", "force", "fleet_lock", "timeout_ms", "now_ms", "min_ttl_ms"}
+
+// ParseRequest reads a TokenRequest from v. Unknown fields are ignored; of a repeated field the first
+// is read (Members); a known field of the wrong type is invalid_request, named in the message.
 func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 	r := &Request{}
-	var err *abi.Error
+	var m [len(requestMembers)]string
+	Members(v.Raw, requestMembers[:], m[:])
 	var profile gjson.Result
-	v.ForEach(func(k, val gjson.Result) bool {
-		name := k.Str
+	for i, name := range requestMembers {
+		if m[i] == "" {
+			continue
+		}
+		val := gjson.Parse(m[i])
 		if s := r.stringField(name); s != nil {
 			if val.Type == gjson.Null {
-				return true
+				continue
 			}
 			if val.Type != gjson.String {
-				err = invalidRequest(name + " must be a string")
-				return false
+				return nil, invalidRequest(name + " must be a string")
 			}
 			*s = val.Str
-			return true
+			continue
 		}
 		switch name {
 		case "params", "headers":
 			hs, e := stringMap(name, val)
 			if e != nil {
-				err = e
-				return false
+				return nil, e
 			}
 			if name == "params" {
 				r.Params = hs
@@ -156,8 +165,7 @@ func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 			profile = val
 		case "force", "fleet_lock":
 			if val.Type != gjson.True && val.Type != gjson.False && val.Type != gjson.Null {
-				err = invalidRequest(name + " must be a boolean")
-				return false
+				return nil, invalidRequest(name + " must be a boolean")
 			}
 			if name == "force" {
 				r.Force = val.Type == gjson.True
@@ -166,11 +174,10 @@ func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 			}
 		case "timeout_ms", "now_ms", "min_ttl_ms":
 			if val.Type == gjson.Null {
-				return true
+				continue
 			}
 			if val.Type != gjson.Number || val.Num < 0 || val.Num > 1e15 {
-				err = invalidRequest(name + " must be a non-negative number of milliseconds")
-				return false
+				return nil, invalidRequest(name + " must be a non-negative number of milliseconds")
 			}
 			switch name {
 			case "now_ms":
@@ -181,10 +188,6 @@ func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 				r.TimeoutMS = int64(val.Num)
 			}
 		}
-		return true
-	})
-	if err != nil {
-		return nil, err
 	}
 	if err := r.resolveProfile(profile); err != nil {
 		return nil, err
@@ -264,9 +267,16 @@ func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {
 		hs = append(hs, header{k.Str, val.Str})
 		return true
 	})
-	sort.Slice(hs, func(i, j int) bool { return hs[i].name < hs[j].name })
+	// Of a repeated name the first is read, as of any repeated member (Members): sorted stably, the
+	// first of equal names comes first, and the later ones go.
+	sort.SliceStable(hs, func(i, j int) bool { return hs[i].name < hs[j].name })
+	hs = slices.CompactFunc(hs, func(a, b header) bool { return a.name == b.name })
 	return hs, err
 }
+
+// profileMembers are the members of a custom Profile; of a repeated one the first is read (Members).
+var profileMembers = [...]string{"token_url", "revocation_url", "body", "client_auth", "assertion_alg",
+	"expires_in_unit", "send_grant_type", "send_scope", "headers", "grants"}
 
 func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 	if r.Provider == "" {
@@ -299,11 +309,8 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 		*dst = val.Str
 		return true
 	}
-	custom.ForEach(func(k, val gjson.Result) bool {
-		if val.Type == gjson.Null {
-			return true // null is absent, as in the request (abi/ABI.md)
-		}
-		switch k.Str {
+	set := func(name string, val gjson.Result) bool {
+		switch name {
 		case "token_url":
 			if val.Type != gjson.String {
 				err = invalidRequest("profile.token_url must be a string")
@@ -331,10 +338,10 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 			return choice("expires_in_unit", val, &p.ExpiresInUnit, UnitSeconds, UnitMilliseconds)
 		case "send_grant_type", "send_scope":
 			if val.Type != gjson.True && val.Type != gjson.False {
-				err = invalidRequest("profile." + k.Str + " must be a boolean")
+				err = invalidRequest("profile." + name + " must be a boolean")
 				return false
 			}
-			if k.Str == "send_grant_type" {
+			if name == "send_grant_type" {
 				p.SendGrantType = val.Type == gjson.True
 			} else {
 				p.SendScope = val.Type == gjson.True
@@ -363,7 +370,18 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 			return err == nil
 		}
 		return true
-	})
+	}
+	var m [len(profileMembers)]string
+	Members(custom.Raw, profileMembers[:], m[:])
+	for i, name := range profileMembers {
+		val := gjson.Parse(m[i])
+		if m[i] == "" || val.Type == gjson.Null {
+			continue // null is absent, as in the request (abi/ABI.md)
+		}
+		if !set(name, val) {
+			break
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -451,28 +451,8 @@ func badState() *abi.Error {
 	return invalidRequest("token_step: state is not one this plugin gave for this request")
 }
 
-// stepInput holds token_step's fields, read in one pass; the first of a repeated key wins.
-type stepInput struct{ request, state, answer, op string }
-
-func (in *stepInput) member(k, raw string) bool {
-	var dst *string
-	switch k {
-	case "request":
-		dst = &in.request
-	case "state":
-		dst = &in.state
-	case "answer":
-		dst = &in.answer
-	case "op":
-		dst = &in.op
-	default:
-		return true
-	}
-	if *dst == "" {
-		*dst = raw
-	}
-	return true
-}
+// stepMembers are token_step's input members; of a repeated one the first is read (Members).
+var stepMembers = [...]string{"request", "state", "answer", "op"}
 
 // TokenStep is the token_step export: one step of the token (or invalidate) flow. Input
 // {"request", "state"?, "answer"?, "op"?}; output the next action {"next":{"import","input"},
@@ -486,19 +466,14 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 	if err != nil {
 		return errorJSON(err)
 	}
-	var in *stepInput
-	if m != nil {
-		in = &m.scratchStep().in
-		*in = stepInput{}
-	} else {
-		in = new(stepInput)
-	}
-	eachMember(v.Raw, in)
-	if in.request == "" || in.request[0] != '{' {
+	var in [len(stepMembers)]string
+	Members(v.Raw, stepMembers[:], in[:])
+	request, state, answerRaw, opRaw := in[0], in[1], in[2], in[3]
+	if request == "" || request[0] != '{' {
 		return errorJSON(invalidRequest("token_step needs a request object"))
 	}
 	op := byte(opToken)
-	switch in.op {
+	switch opRaw {
 	case "", `"token"`, "null":
 	case `"invalidate"`:
 		op = opInvalidate
@@ -507,21 +482,21 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 	default:
 		return errorJSON(invalidRequest(`token_step: op must be "token", "invalidate" or "revoke"`))
 	}
-	f, out := m.stepFlow(within(input, in.request), op, now, true)
+	f, out := m.stepFlow(within(input, request), op, now, true)
 	if f == nil {
 		return out
 	}
 	var answer []byte
-	if in.state != "" && in.state != "null" {
-		st := gjson.Parse(in.state)
+	if state != "" && state != "null" {
+		st := gjson.Parse(state)
 		if st.Type != gjson.String {
 			return errorJSON(invalidRequest("token_step: state must be a string"))
 		}
 		if err := f.resume(st.Str); err != nil {
 			return errorJSON(err)
 		}
-		if in.answer != "" && in.answer != "null" {
-			answer = within(input, in.answer)
+		if answerRaw != "" && answerRaw != "null" {
+			answer = within(input, answerRaw)
 		}
 	}
 	next, final := f.Step(answer)
@@ -544,7 +519,6 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 // stepScratch is what a Memo keeps for token_step: a flow, and the buffer of its answers.
 type stepScratch struct {
 	flow Flow
-	in   stepInput
 	out  []byte
 }
 

@@ -270,23 +270,17 @@ type answer struct {
 	retryAfterMS            int64
 }
 
+// answerTokenMembers are the members of the answer's token the filter reads.
+var answerTokenMembers = [...]string{"access_token", "token_type", "expires_at_ms", "issued_at_ms"}
+
 func parseAnswer(final []byte) answer {
 	var a answer
 	v := gjson.ParseBytes(final)
 	if t := v.Get("token"); t.IsObject() {
-		t.ForEach(func(k, x gjson.Result) bool {
-			switch k.Str {
-			case "access_token":
-				a.token = x.Str
-			case "token_type":
-				a.tokenType = x.Str
-			case "expires_at_ms":
-				a.expiresAtMS = x.Int()
-			case "issued_at_ms":
-				a.issuedAtMS = x.Int()
-			}
-			return true
-		})
+		var m [len(answerTokenMembers)]string
+		core.Members(t.Raw, answerTokenMembers[:], m[:]) // the plugin's reader and rule: the first of a repeat
+		a.token, a.tokenType = gjson.Parse(m[0]).Str, gjson.Parse(m[1]).Str
+		a.expiresAtMS, a.issuedAtMS = gjson.Parse(m[2]).Int(), gjson.Parse(m[3]).Int()
 		a.cached = v.Get("cached").Bool()
 		return a
 	}

@@ -413,11 +413,14 @@ func (f *Flow) resume(s string) *abi.Error {
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
-	case now != f.nowMS && (f.r.NowMS > 0 || f.nowMS-now > f.lockTTL() || now-f.nowMS > f.lockTTL()):
+	case now != f.nowMS && (f.r.NowMS > 0 || f.nowMS-now > stateLife(f, p) || now-f.nowMS > stateLife(f, p)):
 		// The state's clock is the flow's for every later step: a state kept past the lock's TTL
 		// (or replayed after its flow ended) would judge a cached token by a time long gone and claim
-		// a lock that has expired. A request that fixes now_ms fixes the state's too.
-		return invalidRequest("token_step: state has expired; start the flow again")
+		// a lock that has expired. A request that fixes now_ms fixes the state's too. A fresh flow
+		// may succeed: retryable.
+		e := invalidRequest("token_step: state has expired; start the flow again")
+		e.Retryable = true
+		return e
 	case owner != "" && (!isRequestID(owner) || p < phaseLock || p == phaseInvalidate):
 		return badState()
 	case signing != (p == phaseSign), signing && (!validJTI(jti) || f.enc.jwt == nil || !f.enc.jwt.hostSigns()):
@@ -425,6 +428,20 @@ func (f *Flow) resume(s string) *abi.Error {
 	}
 	f.op, f.phase, f.nowMS, f.owner, f.jti = op, p, now, owner, jti
 	return nil
+}
+
+// stateSlackMS is how much longer than the lock's TTL a state waiting for the provider's answer or
+// the host's signature lives: those take the network's time, and a host slowed down (a busy machine,
+// a remote KMS) must not lose an answer that arrived within its own timeout. Such a state judges no
+// cached token: its clock only dates the token it decodes, a little early.
+const stateSlackMS = 60000
+
+// stateLife is how long after the flow's start a state in phase p may be resumed.
+func stateLife(f *Flow, p phase) int64 {
+	if p == phaseSend || p == phaseSign {
+		return f.lockTTL() + stateSlackMS
+	}
+	return f.lockTTL()
 }
 
 // isRequestID reports whether s is what newRequestID writes (lower-case hex in the 8-4-4-4-12 form):

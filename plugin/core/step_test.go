@@ -359,3 +359,57 @@ func TestFlowCachedUntil(t *testing.T) {
 		t.Fatalf("%d sends, cache %v: want the token fetched, then invalidated", h.sends, h.cache)
 	}
 }
+
+// TestSlowAnswerIsNotLost: a state waiting for the provider's answer outlives the lock's TTL by
+// stateSlackMS, so a host slowed down after its http_send (a busy machine) does not lose an answer
+// that came within its own timeout; a state that judges the cache does not, and its expiry is
+// retryable: a fresh flow may succeed.
+func TestSlowAnswerIsNotLost(t *testing.T) {
+	const start = int64(1767225600000)
+	clock := start
+	now := func() int64 { return clock }
+	m := new(Memo)
+	step := func(in string) map[string]json.RawMessage {
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal(TokenStep(m, []byte(in), now), &got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	var cachedState, gateState, sendState string
+	json.Unmarshal(step(`{"request":` + nikoReq + `}`)["state"], &cachedState)
+	json.Unmarshal(step(`{"request":` + nikoReq + `,"state":"` + cachedState + `","answer":{"hit":false}}`)["state"], &gateState)
+	json.Unmarshal(step(`{"request":` + nikoReq + `,"state":"` + gateState + `","answer":{"hit":false}}`)["state"], &sendState)
+	lockTTL := int64(DefaultTimeoutMS + lockMarginMS)
+	answer := `{"status":200,"headers":{},"body":"{\"access_token\":\"slow-tok\",\"expires_in\":3600}"}`
+	for _, tt := range []struct {
+		name, state, answer string
+		late                int64
+		want                string // a token, or the error's message
+	}{
+		{"send, at the lock's TTL + 30 s", sendState, answer, lockTTL + 30000, "slow-tok"},
+		{"send, at the lock's TTL + slack", sendState, answer, lockTTL + stateSlackMS, "slow-tok"},
+		{"send, past the slack", sendState, answer, lockTTL + stateSlackMS + 1, "token_step: state has expired; start the flow again"},
+		{"cache, past the lock's TTL", cachedState, `{"hit":false}`, lockTTL + 1, "token_step: state has expired; start the flow again"},
+	} {
+		clock = start + tt.late
+		got := step(`{"request":` + nikoReq + `,"state":"` + tt.state + `","answer":` + tt.answer + `}`)
+		var res struct {
+			Token *struct {
+				AccessToken string `json:"access_token"`
+			}
+			Error *struct {
+				Message   string
+				Retryable bool
+			}
+		}
+		b, _ := json.Marshal(got)
+		json.Unmarshal(b, &res)
+		switch {
+		case res.Token != nil && res.Token.AccessToken == tt.want:
+		case res.Error != nil && res.Error.Message == tt.want && res.Error.Retryable:
+		default:
+			t.Errorf("%s: %s, want %q", tt.name, b, tt.want)
+		}
+	}
+}

@@ -45,7 +45,9 @@ func headerBlock(n int) [][2]string {
 // MaxResponseBytes - 1, headers up to MaxResponseHeaderBytes) decodes on every call of one long-lived
 // instance, and every response over a limit is a typed error: never a trap. Before the fix, 1,000 KiB
 // of ASCII in an extra field and 512 KiB of '<' (6 bytes each once the host JSON-escapes the body)
-// trapped the plugin after a few calls, and 8 MiB of headers grew the heap until it trapped.
+// trapped the plugin after a few calls, and 8 MiB of headers grew the heap until it trapped. A key
+// of a megabyte spelled with one escape grew the instance from 48 to 384 pages (core.Members
+// unescaped it whole).
 func TestResponseLimits(t *testing.T) {
 	const mib = 1 << 20
 	tests := []struct {
@@ -59,6 +61,10 @@ func TestResponseLimits(t *testing.T) {
 		{"scope 1000 KiB", `{"access_token":"big-token","expires_in":3600,"scope":"` + strings.Repeat("s", 1000<<10) + `"}`, nil, abi.KindMalformedResponse},
 		{"scope of 500 KiB of quotes", `{"access_token":"big-token","expires_in":3600,"scope":"` + strings.Repeat(`\"`, 500<<10) + `"}`, nil, abi.KindMalformedResponse},
 		{"access_token 900 KiB", `{"access_token":"` + strings.Repeat("t", 900<<10) + `","expires_in":3600}`, nil, abi.KindMalformedResponse},
+		{"escaped key 1000 KiB", `{"\u0070` + strings.Repeat("k", 1000<<10) + `":1,"access_token":"big-token","expires_in":3600}`, nil, ""},
+		{"escaped key 1000 KiB after the token", `{"access_token":"big-token","expires_in":3600,"k\u0065` + strings.Repeat("k", 1000<<10) + `":1}`, nil, ""},
+		{"escaped keys, two of 500 KiB", `{"\u0070` + strings.Repeat("k", 500<<10) + `":1,"\u0071` + strings.Repeat("k", 500<<10) + `":1,"access_token":"big-token","expires_in":3600}`, nil, ""},
+		{"escaped keys of 100 KiB", `{` + strings.Repeat(`"\u0070`+strings.Repeat("k", 100<<10)+`":1,`, 10) + `"access_token":"big-token","expires_in":3600}`, nil, ""},
 		{"body 1 MiB exactly", tokenBody(core.MaxBodyBytes, 'x'), nil, ""},
 		{"body 1 MiB exactly of <", tokenBody(core.MaxBodyBytes, '<'), nil, ""},
 		{"body 1 MiB + 1", tokenBody(core.MaxBodyBytes+1, 'x'), nil, abi.KindMalformedResponse},
@@ -104,6 +110,9 @@ func TestResponseLimits(t *testing.T) {
 			pages := instancePages(t, c)
 			t.Logf("%d calls: %d tokens, typed errors %v, %d provider requests, %d plugin faults, instance memory %d pages",
 				limitCalls, tokens, typed, fake.Requests(), m["plugin_faults"], pages)
+			if strings.HasPrefix(tt.name, "escaped") && pages > 64 {
+				t.Fatalf("instance memory %d pages, want at most 64 (a plain key of the same size: 48)", pages)
+			}
 			if m["plugin_faults"] != 0 {
 				t.Fatalf("%d plugin faults in %d calls", m["plugin_faults"], limitCalls)
 			}

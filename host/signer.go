@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 
 	"github.com/tidwall/gjson"
 )
@@ -35,21 +36,29 @@ import (
 //
 // clientIDs, when given, are the only clients the key signs for (the assertion's iss): a key id is
 // public (it is in the JWKS), so a Client that serves requests from more than one tenant binds each
-// key to its client, or a request naming another client's kid gets that client's tokens signed.
+// key to its client, or a request naming another client's kid gets that client's tokens signed. An
+// empty list that is not nil (WithSigner(kid, s, ids...) with ids loaded empty) binds the key to no
+// client: it signs nothing, rather than for every client.
 func WithSigner(kid string, s crypto.Signer, clientIDs ...string) Option {
 	return func(c *config) {
 		if c.signers == nil {
 			c.signers = map[string]signingKey{}
 		}
 		k := signingKey{Signer: s}
-		if len(clientIDs) > 0 {
-			k.clients = map[string]bool{}
-			for _, id := range clientIDs {
-				k.clients[id] = true
-			}
+		if clientIDs != nil {
+			k.clients = clientSet(clientIDs)
 		}
 		c.signers[kid] = k
 	}
+}
+
+// clientSet is a bound key's clients: never nil, so an empty list binds to none.
+func clientSet(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
 }
 
 // signingKey is a registered key and the clients it signs for (nil: any).
@@ -58,8 +67,11 @@ type signingKey struct {
 	clients map[string]bool
 }
 
-// signsFor reports whether k may sign the JWS signing input "header.payload": its payload's iss is
-// one of k's clients, when k names any.
+// signsFor reports whether k may sign the JWS signing input "header.payload": when k is bound, its
+// payload names one of k's clients as iss and as sub (RFC 7523; the plugin writes iss = sub =
+// client_id), each once. A repeated iss or sub, in any spelling a server could match (an escape, another
+// case), is refused: servers differ on which of a repeat they read (encoding/json and JSON.parse keep
+// the last, gjson the first), so such a payload could name another client to the server.
 func (k signingKey) signsFor(input []byte) bool {
 	if k.clients == nil {
 		return true
@@ -72,8 +84,22 @@ func (k signingKey) signsFor(input []byte) bool {
 	if err != nil || !gjson.ValidBytes(claims) {
 		return false
 	}
-	iss := gjson.GetBytes(claims, "iss")
-	return iss.Type == gjson.String && k.clients[iss.Str]
+	var iss, sub gjson.Result
+	single := true
+	gjson.ParseBytes(claims).ForEach(func(key, v gjson.Result) bool {
+		dst := &iss
+		switch {
+		case strings.EqualFold(key.Str, "iss"):
+		case strings.EqualFold(key.Str, "sub"):
+			dst = &sub
+		default:
+			return true
+		}
+		single = single && !dst.Exists()
+		*dst = v
+		return single
+	})
+	return single && iss.Type == gjson.String && sub.Type == gjson.String && iss.Str == sub.Str && k.clients[iss.Str]
 }
 
 // sign answers a sign action: {"alg","kid","signing_input"} -> {"signature"} (base64url; ECDSA as

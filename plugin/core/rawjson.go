@@ -50,9 +50,12 @@ func parseJSONView(b []byte, what string) (gjson.Result, *abi.Error) {
 // the first is read and the later ones are skipped, unparsed and unchecked, as gjson's Get reads
 // them. An attacker who repeats access_token in a token response gets the same token read by every
 // path. One pass, in order, unescaping no value (a caller parses the values it wants with
-// gjson.Parse), and it stops once every name is found: the members after cost nothing.
+// gjson.Parse), and it stops once every name is found: the members after cost nothing. A key spelled
+// with escapes is compared unescaped, into a buffer of maxNameBytes (no name is longer): nothing is
+// allocated, however long the key.
 func Members(obj string, names, out []string) {
 	found := 0
+	var buf [maxNameBytes + utf8.UTFMax]byte // an escaped key, unescaped: no longer than a name can be
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
 		return
@@ -64,9 +67,12 @@ func Members(obj string, names, out []string) {
 			return
 		}
 		end := stringEnd(obj, i)
+		if end-1 <= i { // an unterminated key: not valid JSON
+			return
+		}
 		key := obj[i+1 : end-1]
 		if strings.IndexByte(key, '\\') >= 0 {
-			key = gjson.Parse(obj[i:end]).Str
+			key = unescapeKey(key, &buf)
 		}
 		i = skipSpace(obj, end)
 		if i >= len(obj) || obj[i] != ':' {
@@ -89,6 +95,16 @@ func Members(obj string, names, out []string) {
 		}
 		i++
 	}
+}
+
+// maxNameBytes bounds the names Members looks for: an escaped key is unescaped only this far.
+const maxNameBytes = 64
+
+// unescapeKey unescapes key (as gjson does) into buf, allocating nothing: a key of a megabyte with an
+// escape in it costs no megabyte. A key whose unescaped form is longer than maxNameBytes is cut at
+// maxNameBytes + 1 bytes, which no name equals. The result aliases buf.
+func unescapeKey(key string, buf *[maxNameBytes + utf8.UTFMax]byte) string {
+	return view(appendUnescaped(buf[:0], key, maxNameBytes+1))
 }
 
 func skipSpace(s string, i int) int {

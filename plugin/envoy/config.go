@@ -63,18 +63,20 @@ var reservedHeaders = map[string]bool{
 
 // checkMembers refuses a repeated key and a null value among an object's members: encoding/json keeps
 // the last of a repeated key and reads null as absent, so {"paths":["/api"],"paths":null} would put
-// the token on every request. Messages name the key, never a value.
+// the token on every request. encoding/json also matches a key without case (Unicode folding: "Paths"
+// and "pathſ" are paths), so keys are compared folded. Messages name the key, never a value.
 func checkMembers(where string, v gjson.Result) error {
 	seen := map[string]bool{}
 	var err error
 	v.ForEach(func(k, x gjson.Result) bool {
+		folded := strings.ToUpper(strings.ToLower(k.Str)) // as encoding/json folds a key
 		switch {
-		case seen[k.Str]:
+		case seen[folded]:
 			err = fmt.Errorf("configuration: %s%q is given twice", where, k.Str)
 		case x.Type == gjson.Null:
 			err = fmt.Errorf("configuration: %s%q is null: leave it out for its default", where, k.Str)
 		}
-		seen[k.Str] = true
+		seen[folded] = true
 		return err == nil
 	})
 	return err

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -422,5 +423,30 @@ func TestSignerBoundToItsClients(t *testing.T) {
 	var e *abi.Error
 	if !errors.As(err, &e) || e.Kind != abi.KindSigning || s.Requests() != before || bound.calls.Load() != signs {
 		t.Fatalf("another client with the bound kid: %v; %d requests, %d signatures", err, s.Requests()-before, bound.calls.Load()-signs)
+	}
+}
+
+// TestDiscoveryReadsTheFirstOfARepeatedMember: a configuration document naming token_endpoint twice
+// (or again in another case) is read as every reader here reads JSON: the first, exactly named. The
+// later spelling, pointing at a host outside the allow-list, is never used.
+func TestDiscoveryReadsTheFirstOfARepeatedMember(t *testing.T) {
+	rk, _, _ := testKeys()
+	s := newSMART(t)
+	doc := `{"token_endpoint":"` + s.TokenURL() + `","token_endpoint_auth_methods_supported":["private_key_jwt"],` +
+		`"token_endpoint":"https://evil.example/token","Token_Endpoint":"https://evil.example/token"}`
+	conf := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(doc))
+	}))
+	defer conf.Close()
+	c, err := New(context.Background(), WithLoopback(), WithSigner("rsa-1", rk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	req := smartRequest(s, "rsa-1", "RS384")
+	req.FHIRBase = conf.URL + "/fhir"
+	if _, err := c.Token(context.Background(), req); err != nil || s.Requests() != 1 {
+		t.Fatalf("%v, %d requests at the first token_endpoint", err, s.Requests())
 	}
 }

@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"github.com/tokenwasm/tokenwasm/abi"
 )
 
@@ -112,12 +112,14 @@ func (c *Client) discover(ctx context.Context, base string) (discovered, *abi.Er
 	case len(body) > discoveryMaxBytes:
 		return fail(abi.KindMalformedResponse, "configuration exceeds 64 KiB")
 	}
-	var conf struct {
-		TokenEndpoint      string   `json:"token_endpoint"`
-		RevocationEndpoint string   `json:"revocation_endpoint"`
-		AuthMethods        []string `json:"token_endpoint_auth_methods_supported"`
+	// Read as every reader here reads (abi/ABI.md, "Shapes"): the first of a repeated member, with
+	// its type checked; encoding/json would take the last, and match names without case.
+	var f [3]gjson.Result
+	if gjson.ValidBytes(body) {
+		members(gjson.ParseBytes(body), f[:], "token_endpoint", "revocation_endpoint", "token_endpoint_auth_methods_supported")
 	}
-	if json.Unmarshal(body, &conf) != nil || conf.TokenEndpoint == "" {
+	conf := struct{ TokenEndpoint, RevocationEndpoint string }{f[0].Str, f[1].Str}
+	if f[0].Type != gjson.String || conf.TokenEndpoint == "" || f[1].Exists() && f[1].Type != gjson.String {
 		return fail(abi.KindMalformedResponse, "no token_endpoint in the configuration")
 	}
 	t, err := url.Parse(conf.TokenEndpoint)
@@ -132,8 +134,8 @@ func (c *Client) discover(ctx context.Context, base string) (discovered, *abi.Er
 			return fail(abi.KindPolicy, "revocation_endpoint is not an allowed absolute URL")
 		}
 	}
-	for _, m := range conf.AuthMethods {
-		if m == "private_key_jwt" {
+	for _, m := range f[2].Array() {
+		if m.Type == gjson.String && m.Str == "private_key_jwt" {
 			return discovered{tokenURL: conf.TokenEndpoint, revocationURL: conf.RevocationEndpoint}, nil
 		}
 	}

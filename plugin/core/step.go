@@ -74,11 +74,7 @@ type Flow struct {
 // NewFlow starts a flow for the TokenRequest in input (op opToken or opInvalidate). An invalid
 // request is an error answer, with no flow.
 func NewFlow(m *Memo, input []byte, op byte, now Clock) (*Flow, []byte) {
-	r, enc, key, err := m.Prepare(input)
-	if err != nil {
-		return nil, errorJSON(err)
-	}
-	return &Flow{m: m, r: r, enc: enc, key: key, op: op, nowMS: r.now(now)}, nil
+	return m.startFlow(new(Flow), input, op, now, false)
 }
 
 // Step advances the flow with the answer to the last action (nil on the first step, or when the host
@@ -543,15 +539,17 @@ type stepScratch struct {
 // ends within the call (token_step's one step, the token export's loop). checked: the answers come
 // inside an input already checked as JSON.
 func (m *Memo) stepFlow(request []byte, op byte, now Clock, checked bool) (*Flow, []byte) {
+	if m == nil {
+		return m.startFlow(new(Flow), request, op, now, checked)
+	}
+	return m.startFlow(&m.scratchStep().flow, request, op, now, checked)
+}
+
+// startFlow starts in f (its buffers kept) a flow for the TokenRequest in request.
+func (m *Memo) startFlow(f *Flow, request []byte, op byte, now Clock, checked bool) (*Flow, []byte) {
 	r, enc, key, err := m.Prepare(request)
 	if err != nil {
 		return nil, errorJSON(err)
-	}
-	var f *Flow
-	if m != nil {
-		f = &m.scratchStep().flow
-	} else {
-		f = new(Flow)
 	}
 	if op == opRevoke {
 		if enc, err = r.EncodeRevocation(enc.URL); err != nil {

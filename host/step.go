@@ -22,11 +22,16 @@ import (
 const maxSteps = 16
 
 // step runs one flow (token, or invalidate with op "invalidate") to its final answer and does the
-// actions the answer leaves in "then". The answer is the plugin's, less nothing: "then" is ignored by
-// the result readers.
-func (c *Client) step(ctx context.Context, request []byte, op string) ([]byte, error) {
+// actions the answer leaves in "then". It returns the plugin's final answer as it came ("then"
+// included: the result readers skip it). A flow that ends otherwise releases the fetch locks it took.
+func (c *Client) step(ctx context.Context, request []byte, op string) (final []byte, err error) {
 	locks := &heldLocks{}
 	ctx = context.WithValue(ctx, heldLocksKey{}, locks)
+	defer func() {
+		if err != nil {
+			locks.release(context.WithoutCancel(ctx), c.cache)
+		}
+	}()
 	in := make([]byte, 0, len(request)+160)
 	var state, answer []byte
 	for range maxSteps {
@@ -43,7 +48,6 @@ func (c *Client) step(ctx context.Context, request []byte, op string) ([]byte, e
 		in = append(in, '}')
 		out, err := c.callRaw(ctx, abi.ExportTokenStep, in)
 		if err != nil {
-			locks.release(context.WithoutCancel(ctx), c.cache)
 			return nil, err
 		}
 		var f [3]gjson.Result
@@ -51,28 +55,28 @@ func (c *Client) step(ctx context.Context, request []byte, op string) ([]byte, e
 		next, st := f[0], f[1]
 		if !next.Exists() {
 			f[2].ForEach(func(_, a gjson.Result) bool {
-				var g [2]gjson.Result
-				members(a, g[:], "import", "input")
-				c.perform(ctx, g[0].Str, []byte(g[1].Raw))
+				c.performAction(ctx, a)
 				return true
 			})
 			return out, nil
 		}
 		if st.Type != gjson.String {
-			locks.release(context.WithoutCancel(ctx), c.cache)
 			return nil, fmt.Errorf("tokenwasm: %s: an action without a state", abi.ExportTokenStep)
 		}
 		state = []byte(st.Raw)
-		var g [2]gjson.Result
-		members(next, g[:], "import", "input")
-		answer = c.perform(ctx, g[0].Str, []byte(g[1].Raw))
+		answer = c.performAction(ctx, next)
 		if err := ctx.Err(); err != nil {
-			locks.release(context.WithoutCancel(ctx), c.cache)
 			return nil, err
 		}
 	}
-	locks.release(context.WithoutCancel(ctx), c.cache)
 	return nil, errors.New("tokenwasm: token_step did not end")
+}
+
+// performAction does one {"import","input"} action of the flow.
+func (c *Client) performAction(ctx context.Context, a gjson.Result) []byte {
+	var g [2]gjson.Result
+	members(a, g[:], "import", "input")
+	return c.perform(ctx, g[0].Str, []byte(g[1].Raw))
 }
 
 // perform does one action of the flow with the same functions the plugin's imports call.

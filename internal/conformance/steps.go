@@ -20,6 +20,15 @@ type Step struct {
 	State   *string         `json:"state,omitempty"`
 }
 
+// stepInput is token_step's input (abi/ABI.md): the request on every step, then the state and the
+// last action's answer.
+type stepInput struct {
+	Request json.RawMessage `json:"request"`
+	State   string          `json:"state,omitempty"`
+	Answer  json.RawMessage `json:"answer,omitempty"`
+	Op      string          `json:"op,omitempty"`
+}
+
 // Call runs one export of the plugin with input and returns its answer.
 type Call func(export string, input []byte) ([]byte, error)
 
@@ -32,10 +41,7 @@ func (v Vector) Check(call Call) error {
 		return err
 	}
 	if len(v.Steps) > 0 {
-		var in struct {
-			Request json.RawMessage `json:"request"`
-			Op      string          `json:"op,omitempty"`
-		}
+		var in stepInput
 		if err := json.Unmarshal(v.Input, &in); err != nil {
 			return fmt.Errorf("input: %w", err)
 		}
@@ -50,12 +56,7 @@ func (v Vector) Check(call Call) error {
 			if s.State != nil {
 				state = *s.State
 			}
-			next := struct {
-				Request json.RawMessage `json:"request"`
-				State   string          `json:"state"`
-				Answer  json.RawMessage `json:"answer,omitempty"`
-				Op      string          `json:"op,omitempty"`
-			}{in.Request, state, s.Answer, in.Op}
+			next := stepInput{in.Request, state, s.Answer, in.Op}
 			if s.Request != nil {
 				next.Request = s.Request
 			}
@@ -142,13 +143,7 @@ func without(b []byte, name string) []byte {
 // do, whose answer goes back with the state; the final answer's "then" actions are done in order.
 // It returns the final answer without "then": what the token (or invalidate) export answers.
 func Drive(call Call, do func(a Action) []byte, request []byte, op string) ([]byte, error) {
-	type input struct {
-		Request json.RawMessage `json:"request"`
-		State   string          `json:"state,omitempty"`
-		Answer  json.RawMessage `json:"answer,omitempty"`
-		Op      string          `json:"op,omitempty"`
-	}
-	in := input{Request: request, Op: op}
+	in := stepInput{Request: request, Op: op}
 	for range 16 {
 		b, _ := json.Marshal(in)
 		out, err := call("token_step", b)

@@ -206,7 +206,7 @@ func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 // ownParams are the body fields the request itself sends: as x/oauth2 does, EndpointParams may not
 // send them again (a provider reading the last copy would see another client, secret or grant).
 var ownParams = []string{"grant_type", "client_id", "client_secret", "scope", "username", "password",
-	"code", "redirect_uri", "code_verifier", "refresh_token"}
+	"code", "redirect_uri", "code_verifier", "refresh_token", "client_assertion", "client_assertion_type"}
 
 func configError(msg string) *abi.Error {
 	return &abi.Error{Kind: abi.KindInvalidRequest, Message: "Config: " + msg}

@@ -176,7 +176,7 @@ func TestObservedLabelsAreBounded(t *testing.T) {
 // (a provider reading the last copy would see another client, secret or grant).
 func TestEndpointParamsCannotRepeatTheRequestsOwn(t *testing.T) {
 	for _, key := range []string{"grant_type", "client_id", "client_secret", "scope", "username", "password",
-		"code", "redirect_uri", "code_verifier", "refresh_token"} {
+		"code", "redirect_uri", "code_verifier", "refresh_token", "client_assertion", "client_assertion_type"} {
 		cfg := Config{Provider: NikoHealth, ClientID: "id", ClientSecret: "s", Domain: "acme",
 			EndpointParams: url.Values{key: {"evil"}}}
 		if _, err := cfg.TokenRequest(); !errors.Is(err, abi.ErrInvalidRequest) || !strings.Contains(err.Error(), key) {

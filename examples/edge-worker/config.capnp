@@ -10,6 +10,7 @@ const config :Workerd.Config = (
 const gateway :Workerd.Worker = (
   modules = [
     (name = "worker.js", esModule = embed "worker.js"),
+    (name = "upstream.js", esModule = embed "upstream.js"),
     (name = "tokenwasm.wasm", wasm = embed "../../host/js/tokenwasm.wasm"),
     # The package under its own name, its files beside it (its relative imports resolve to them).
     (name = "tokenwasm", esModule = embed "../../host/js/src/index.js"),

@@ -7,14 +7,16 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startFakes } from '../../host/js/test/support.js';
+import { upstreamURL } from './upstream.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const WORKERD = join(here, '../../host/js/node_modules/.bin/workerd');
-let fakes, stopFakes, upstream, workerd, base, configPath;
+let fakes, stopFakes, upstream, other, otherPort, workerd, base, configPath;
+const stolen = []; // what another host received: must stay empty
 const seen = []; // what the upstream received: {path, auth}
 let rejected = 0;
 
@@ -36,6 +38,12 @@ before(async () => {
     res.end(`upstream ${req.method} ${req.url}`);
   });
   const upPort = await listen(upstream);
+  // Another host on loopback that a crafted path might try to reach.
+  other = createServer((req, res) => {
+    stolen.push({ path: req.url, auth: req.headers.authorization ?? '' });
+    res.end('other');
+  });
+  otherPort = await listen(other);
   const port = await freePort();
   const niko = fakes.nikohealth;
   const tokenRequest = { provider: 'nikohealth', client_id: niko.config.client_id, client_secret: niko.config.client_secret, token_url: niko.token_url };
@@ -65,6 +73,7 @@ before(async () => {
 after(async () => {
   workerd?.kill('SIGTERM');
   upstream?.close();
+  other?.close();
   await stopFakes?.();
   if (configPath) rmSync(configPath, { force: true });
 });
@@ -103,4 +112,65 @@ test('a 401 from the upstream: the token is invalidated once and the request ret
   assert.equal(tries.length, 2, 'sent twice');
   assert.notEqual(tries[0].auth, tries[1].auth, 'with a fresh token the second time');
   assert.equal((await requests()) - start, 1, 'one new token request');
+});
+
+// Request paths that name another host, or a path above UPSTREAM's, when resolved as a URL reference
+// or decoded by an upstream. Each is sent raw (no client-side normalization).
+const crafted = (host) => [
+  `/http://${host}/steal`,
+  `///${host}/steal`,
+  `//${host}/steal`,
+  `/http:${host}/steal`,
+  `/https://${host}/steal`,
+  `/https:${host}/steal`,
+  `/\\${host}/steal`,
+  `/\\\\${host}/steal`,
+  `/%2F%2F${host}/steal`,
+  `/%2f%2f${host}/steal`,
+  `/%5C%5C${host}/steal`,
+  `/..%2F..%2Fadmin`,
+  `/%2e%2e/admin`,
+  `/%2E%2E%2Fadmin`,
+  `/../admin`,
+  `/x/../../admin`,
+  `/./../admin`,
+];
+
+test('upstreamURL: no spelling leaves UPSTREAM\'s origin or path', () => {
+  const upstream = 'https://api.example.com/v1';
+  for (const path of crafted('evil.example')) {
+    const target = upstreamURL(`http://gw.example${path}`, upstream);
+    if (target) {
+      assert.equal(target.origin, 'https://api.example.com', path);
+      assert.ok(target.pathname.startsWith('/v1/'), path);
+    }
+  }
+  for (const path of ['/%2F%2Fevil/x', '/\\evil/x', '/..%2fadmin', '/a/../b', '/%2e/x']) {
+    assert.equal(upstreamURL(`http://gw.example${path}`, upstream), null, path);
+  }
+  assert.equal(upstreamURL('http://gw.example/orders?page=1', upstream).href, 'https://api.example.com/v1/orders?page=1');
+  assert.equal(upstreamURL('http://gw.example/', 'https://api.example.com/v1/').href, 'https://api.example.com/v1/');
+  assert.equal(upstreamURL('http://gw.example/x', 'https://api.example.com').href, 'https://api.example.com/x');
+});
+
+/** rawGet sends a GET with the path exactly as given and resolves to its status. */
+const rawGet = (path) =>
+  new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const req = httpRequest({ host: hostname, port, path, method: 'GET' }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+
+test('no crafted path sends the token to another host or above the upstream path', async () => {
+  const before = seen.length;
+  for (const path of crafted(`127.0.0.1:${otherPort}`)) {
+    const status = await rawGet(path);
+    assert.ok(status === 200 || status === 400 || status === 404, `${path}: ${status}`);
+  }
+  assert.deepEqual(stolen, [], 'another host received a request');
+  for (const s of seen.slice(before)) assert.ok(s.path.startsWith('/v1/'), `upstream saw ${s.path}`);
 });

@@ -4,11 +4,13 @@
 // 401 from the upstream drops it and retries once with a fresh one.
 //
 // Bindings (config.capnp, or wrangler's vars and secrets):
-//   UPSTREAM       the API's base URL; a request for /path?query goes to UPSTREAM/path?query
+//   UPSTREAM       the API's base URL; a request for /path?query goes to UPSTREAM/path?query, and
+//                  to nowhere else: the upstream comes from this binding only (see upstreamURL)
 //   TOKEN_REQUEST  the TokenRequest (JSON) whose token the upstream wants: keep it a secret binding
 //   TOKEN_HOSTS    optional: extra allowed token hosts, comma-separated (Pattern's per-customer host)
 //   ALLOW_LOOPBACK optional: "true" lets token requests reach loopback (tests against local fakes)
 import { createClient, TokenError } from 'tokenwasm';
+import { upstreamURL } from './upstream.js';
 import wasm from './tokenwasm.wasm'; // workerd compiles no wasm at run time: the plugin is a module
 
 let client; // one per isolate: its tokens outlive requests
@@ -22,8 +24,8 @@ export default {
     });
     const tokens = await client;
     const tokenRequest = typeof env.TOKEN_REQUEST === 'string' ? JSON.parse(env.TOKEN_REQUEST) : env.TOKEN_REQUEST;
-    const url = new URL(request.url);
-    const target = new URL(url.pathname.slice(1) + url.search, env.UPSTREAM.endsWith('/') ? env.UPSTREAM : `${env.UPSTREAM}/`);
+    const target = upstreamURL(request.url, env.UPSTREAM);
+    if (!target) return Response.json({ error: 'invalid_request', message: 'path not allowed' }, { status: 400 });
     const headers = new Headers(request.headers);
     headers.delete('Authorization'); // the caller's own credentials never go upstream
     headers.delete('Host');

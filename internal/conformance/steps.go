@@ -255,8 +255,17 @@ func (v Vector) ThroughSteps(call Call) (bool, error) {
 		}
 		return true, nil
 	}
-	if _, ok := want["token"]; ok {
+	if tok, ok := want["token"]; ok {
 		want["cached"] = json.RawMessage("false")
+		var t struct {
+			ExpiresAtMS int64 `json:"expires_at_ms"`
+			IssuedAtMS  int64 `json:"issued_at_ms"`
+		}
+		_ = json.Unmarshal(tok, &t)
+		// The schedule the flow adds to a token (abi/ABI.md, "The schedule").
+		life := max(0, t.ExpiresAtMS-t.IssuedAtMS)
+		want["refresh_at_ms"], _ = json.Marshal(t.ExpiresAtMS - min(300000, life/3))
+		want["stale_at_ms"], _ = json.Marshal(t.ExpiresAtMS - min(60000, life/4))
 	}
 	if json.Unmarshal(want["error"], &e) == nil && e.Kind == "invalid_request" && strings.HasPrefix(e.Message, "response") {
 		// decode's caller sent a malformed response; in the flow it comes from the host's http_send

@@ -39,6 +39,16 @@ func skewMS(t *abi.Token) int64 {
 // covers the request as sent (method, URL, headers but the per-request id, body): whatever reaches
 // the provider defines the token, and a rotated secret gets a new key. No secret appears in clear.
 func CacheKey(provider string, h *HTTPRequest) string {
+	sum := sha256.Sum256(identity(h))
+	key := make([]byte, 0, len("tokenwasm/1/")+len(provider)+1+2*sha256.Size)
+	key = append(append(append(key, "tokenwasm/1/"...), provider...), '/')
+	key = hex.AppendEncode(key, sum[:])
+	return string(key)
+}
+
+// identity returns the bytes that define a token: the request as sent, but the per-request id, and
+// a client assertion or certificate by what it names (see CacheKey).
+func identity(h *HTTPRequest) []byte {
 	n := len(h.Method) + len(h.URL) + len(h.Body) + 4
 	for _, kv := range h.Headers {
 		n += len(kv.name) + len(kv.value) + 2
@@ -64,17 +74,26 @@ func CacheKey(provider string, h *HTTPRequest) string {
 	if h.ClientCert != "" {
 		b = append(append(b, "\nclient_cert:"...), h.ClientCert...)
 	}
-	sum := sha256.Sum256(b)
-	key := make([]byte, 0, len("tokenwasm/1/")+len(provider)+1+2*sha256.Size)
-	key = append(append(append(key, "tokenwasm/1/"...), provider...), '/')
-	key = hex.AppendEncode(key, sum[:])
-	return string(key)
+	return b
 }
 
-// The suffixes of an identity's 429 gate and fetch lock keys.
+// stateKey is the key that authenticates a token_step state (step.go): a hash of the request's
+// identity under another label than the cache key's, so it cannot be derived from a cache key, and
+// every instance that is given the request (secret included) derives the same one.
+func stateKey(h *HTTPRequest) [sha256.Size]byte {
+	d := sha256.New()
+	d.Write([]byte("tokenwasm/state-key/1\n"))
+	d.Write(identity(h))
+	var k [sha256.Size]byte
+	d.Sum(k[:0])
+	return k
+}
+
+// The suffixes of an identity's 429 gate, fetch lock and grant lineage keys.
 const (
-	gateSuffix = "/gate"
-	lockSuffix = "/lock"
+	gateSuffix  = "/gate"
+	lockSuffix  = "/lock"
+	grantSuffix = "/grant" // a one-time grant's lineage: its newest refresh token, or that its code was used
 )
 
 // GateKey names the 429 gate of one identity.
@@ -82,6 +101,10 @@ func GateKey(tokenKey string) string { return tokenKey + gateSuffix }
 
 // LockKey names the fetch lock of one identity: held by the one host fetching its token.
 func LockKey(tokenKey string) string { return tokenKey + lockSuffix }
+
+// GrantKey names the lineage of one identity's one-time grant (refresh_token, authorization_code):
+// the newest refresh token the provider returned, which the flow sends instead of the request's.
+func GrantKey(tokenKey string) string { return tokenKey + grantSuffix }
 
 const (
 	lockMarginMS   = 2000 // a lock outlives its fetch's timeout by this much; a crashed owner costs no more
@@ -215,21 +238,39 @@ func tokenJSONCached(t *abi.Token, id string) []byte {
 	return o.end()
 }
 
-// tokenJSON writes {"token":...,"cached":...} for the token export, or {"token":...} for decode
-// (cached < 0). A cached token never carries a refresh token.
+// tokenJSON writes {"token":...,"cached":...,"refresh_at_ms":...,"stale_at_ms":...} for the token
+// export, or {"token":...} for decode (cached < 0). A cached token never carries a refresh token.
 func tokenJSON(t *abi.Token, cached bool) []byte { return tokenResult(t, b2i(cached)) }
 
 func tokenResult(t *abi.Token, cached int) []byte {
-	o := newObject(make([]byte, 0, 256+len(t.AccessToken)+len(t.RefreshToken)))
+	o := newObject(make([]byte, 0, 300+len(t.AccessToken)+len(t.RefreshToken)))
 	o.key("token")
 	inner := newObject(o.b)
 	writeToken(&inner, t, cached != 1)
 	o.b = inner.end()
 	if cached >= 0 {
 		o.bool("cached", cached == 1)
+		o.int("refresh_at_ms", RefreshAtMS(t))
+		o.int("stale_at_ms", StaleAtMS(t))
 	}
 	return o.end()
 }
+
+// The schedule of a held token, decided here once for every host (abi/ABI.md, "The schedule"):
+// before RefreshAtMS a host serves it; from then on it serves it and refreshes in the background;
+// from StaleAtMS a caller waits for a fetch, and is still served the token until expires_at_ms if
+// that fetch fails.
+const maxAheadMS = 5 * 60 * 1000
+
+// RefreshAtMS is when a held token is due for a refresh ahead of expiry: five minutes before it
+// expires, or a third of its life when that is shorter.
+func RefreshAtMS(t *abi.Token) int64 {
+	return t.ExpiresAtMS - min(maxAheadMS, max(0, t.ExpiresAtMS-t.IssuedAtMS)/3)
+}
+
+// StaleAtMS is when a held token stops being served without a fetch: the cache's skew before its
+// expiry.
+func StaleAtMS(t *abi.Token) int64 { return servedUntil(t, 0) }
 
 func b2i(b bool) int {
 	if b {

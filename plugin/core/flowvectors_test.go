@@ -28,6 +28,26 @@ func TestWriteFlowVectors(t *testing.T) {
 	zeros := func(n int) string { return `{"signature":"` + strings.Repeat("A", n*4/3) + `"}` } // base64url of n zero bytes, n%3 == 0
 	csJWT := `{"provider":"custom","client_id":"app","client_secret":"cs-jwt-secret-1","token_url":"https://auth.example.org/token","profile":{"client_auth":"client_secret_jwt"},"assertion_jti":"jti-0002",` + now + `}`
 	ok := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"bearer\",\"expires_in\":3600,\"refresh_token\":\"rt-1\"}"}`
+	// One-time grants (Candescent): their lineage, the newest refresh token or a used code, names
+	// the identity as a cached token does.
+	cdRefresh := `{"provider":"candescent","grant_type":"refresh_token","client_id":"cd-client","client_secret":"cd-secret-1","refresh_token":"rt-0",` + now + `}`
+	cdFleet := strings.Replace(cdRefresh, `{`, `{"fleet_lock":true,`, 1)
+	cdCode := `{"provider":"candescent","grant_type":"authorization_code","client_id":"cd-client","client_secret":"cd-secret-1","institution_id":"inst-1","code":"code-1","redirect_uri":"https://app.example.org/cb",` + now + `}`
+	id := func(req string) string {
+		_, _, key, err := Prepare([]byte(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key[len(key)-bindingChars:]
+	}
+	lineage := func(req, rt string) string {
+		if rt == "" {
+			return `{"hit":true,"value":"{\"used\":true,\"id\":\"` + id(req) + `\"}"}`
+		}
+		return `{"hit":true,"value":"{\"refresh_token\":\"` + rt + `\",\"id\":\"` + id(req) + `\"}"}`
+	}
+	rotated := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"refresh_token\":\"rt-2\"}"}`
+	noRefresh := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600}"}`
 	// A cached value names its identity ("id": the last 32 hex digits of the key): these are the
 	// request's. A value of another identity is a miss (cached_other_identity).
 	scripts := []struct {
@@ -60,9 +80,18 @@ func TestWriteFlowVectors(t *testing.T) {
 		{"sign_wrong_length", "an ES384 signature must be 96 bytes of r||s: a 64-byte one is refused, nothing sent", smart + `,"assertion_alg":"ES384"}`, "", []string{miss, miss, zeros(63)}, "", ""},
 		{"client_secret_jwt", "client_secret_jwt: the plugin signs the assertion with HMAC-SHA256 under the secret; the secret is not sent", csJWT, "", []string{miss, miss, ok}, "", ""},
 		{"revoke", "revoke (RFC 7009): the token to the revocation URL, authenticated as the token request (here a host-signed assertion), then the cached token dropped", smart + `,"access_token":"tok-1","revocation_url":"https://ehr.example.org/oauth2/revoke"}`, "revoke", []string{zeros(384), `{"status":200,"headers":{},"body":""}`}, "", ""},
+		{"rotation_first", "refresh_token grant, no lineage yet: the request's refresh token is sent; the new one becomes the lineage's newest, stored after the token", cdRefresh, "", []string{miss, miss, miss, rotated}, "", ""},
+		{"rotation_newest", "refresh_token grant with a lineage: its newest refresh token is sent, never the request's used one", cdRefresh, "", []string{miss, miss, lineage(cdRefresh, "rt-1"), rotated}, "", ""},
+		{"rotation_not_rotated", "a provider that returns no new refresh token: the lineage is kept as it is", cdRefresh, "", []string{miss, miss, lineage(cdRefresh, "rt-1"), noRefresh}, "", ""},
+		{"rotation_fleet", "with the fleet lock: the lineage is read holding it, written after the token and before the lock's release", cdFleet, "", []string{miss, miss, `{"stored":true}`, miss, lineage(cdFleet, "rt-1"), rotated}, "", ""},
+		{"rotation_cache_error", "the cache could not be read for the lineage: nothing is sent (the request's refresh token may be a used one)", cdRefresh, "", []string{miss, miss, `{"error":"cache down"}`}, "", ""},
+		{"code_first", "authorization_code: the code is marked used (nx) before it is sent; the refresh token it returns becomes the lineage's newest", cdCode, "", []string{miss, miss, miss, `{"stored":true}`, rotated}, "", ""},
+		{"code_followed", "authorization_code whose code was exchanged: the lineage's refresh token is sent with the refresh_token grant, never the code", cdCode, "", []string{miss, miss, lineage(cdCode, "rt-1"), rotated}, "", ""},
+		{"code_used", "authorization_code whose code was used and brought no refresh token: invalid_grant, nothing sent", cdCode, "", []string{miss, miss, lineage(cdCode, "")}, "", ""},
+		{"code_marked_elsewhere", "another host marked the code first: pending, nothing sent", cdCode, "", []string{miss, miss, miss, `{"stored":false}`}, "", ""},
 		{"encode_error", "an invalid request ends at once", `{"provider":"nikohealth","client_id":"c",` + now + `}`, "", nil, "", ""},
 		{"state_of_another_request", "a state resumes only with the request it began with", req, "", []string{miss}, "", strings.Replace(req, "niko-secret-1", "niko-secret-2", 1)},
-		{"forged_state", "a state the plugin did not give is refused", req, "", []string{miss}, "tw1.t5.1767225600000.00000000000000000000000000000000.", ""},
+		{"forged_state", "a state the plugin did not give is refused", req, "", []string{miss}, "tw2.t5.1767225600000.12000.de31598ff01ef13602ab0336049a7787..00000000000000000000000000000000", ""},
 	}
 	for _, s := range scripts {
 		input := `{"request":` + s.request

@@ -1,6 +1,9 @@
 package core
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"math"
 	"strconv"
 	"strings"
@@ -35,6 +38,8 @@ const (
 	phaseSend                    // http_send
 	phaseInvalidate              // invalidate's cache_get(K), to compare access_token
 	phaseSign                    // sign: the host signs the client assertion (private_key_jwt)
+	phaseGrant                   // cache_get(K/grant): a one-time grant's newest refresh token
+	phaseSpend                   // cache_set(K/grant, nx): an authorization code is marked used before it is sent
 	phaseEnd                     // not a state: the flow has answered
 )
 
@@ -58,6 +63,12 @@ type Flow struct {
 	nowMS int64
 	owner string    // the fleet lock's value while this flow holds the lock
 	jti   string    // the client assertion's jti while the host signs it
+	// lifeMS is how long after nowMS the flow's state may be resumed: the fleet lock's TTL at the
+	// flow's start, carried in the state (the resuming request's timeout_ms has no say).
+	lifeMS int64
+	// sealKey authenticates the state (stateKey), derived on first use.
+	sealKey  [sha256.Size]byte
+	sealDone bool
 	bufs  [4][]byte // the actions' inputs of one step (at most one next, or three then)
 	nbuf  int
 	// checked: the answers come inside an input already checked as JSON (token_step), so they are
@@ -115,7 +126,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 			f.owner = newRequestID()
 			return f.ask(phaseLock, f.setAction(f.key, lockSuffix, f.owner, f.lockTTL(), true))
 		}
-		return f.send()
+		return f.fetch()
 	case phaseLock:
 		// A host whose cache cannot store-if-absent answers "stored" true, or nothing: everyone fetches.
 		if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False {
@@ -125,10 +136,18 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		if !r.Force { // the previous lock holder may have stored the token since the first look
 			return f.ask(phaseRecheck, f.getAction(f.key, ""))
 		}
-		return f.send()
+		return f.fetch()
 	case phaseRecheck:
 		if out := f.cached(answer); out != nil {
 			return f.finish(out)
+		}
+		return f.fetch()
+	case phaseGrant:
+		return f.lineage(answer)
+	case phaseSpend:
+		if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False {
+			// Another host marked the code first: it sends it, and its lineage answers the next flow.
+			return f.finish(pendingJSON(pendingRetryMS))
 		}
 		return f.send()
 	case phaseSign:
@@ -156,18 +175,26 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	return f.finish(errorJSON(invalidRequest("token_step: the flow has ended")))
 }
 
-// received decodes the provider's answer: a token is cached for no longer than its life, a 429
-// closes the gate that every host sharing the cache honours until it ends.
+// received decodes the provider's answer: a token is cached for no longer than its life, and a
+// one-time grant's new refresh token becomes its lineage's newest, stored before the lock is
+// released; a 429 closes the gate that every host sharing the cache honours until it ends.
 func (f *Flow) received(answer []byte) (Action, []byte) {
 	resp, err := parseHostResponse(answer, f.m.scratchBuf())
 	if err == nil {
 		var t *abi.Token
 		if t, err = f.r.Decode(resp, f.nowMS); err == nil {
 			out := tokenJSON(t, false)
+			var then [2]Action
+			n := 0
 			if ttl := t.ExpiresAtMS - f.nowMS - skewMS(t); ttl > 0 {
-				return f.finish(out, f.setAction(f.key, "", view(tokenJSONCached(t, f.binding())), ttl, false))
+				then[n] = f.setAction(f.key, "", view(tokenJSONCached(t, f.binding())), ttl, false)
+				n++
 			}
-			return f.finish(out)
+			if f.oneTime() && t.RefreshToken != "" {
+				then[n] = f.setAction(f.key, grantSuffix, f.grantRecord(t.RefreshToken), GrantTTLMS, false)
+				n++
+			}
+			return f.finish(out, then[:n]...)
 		}
 	}
 	if err.Kind == abi.KindRateLimited && err.RetryAfterMS > 0 {
@@ -230,6 +257,87 @@ func (f *Flow) finish(answer []byte, then ...Action) (Action, []byte) {
 // lockTTL is how long the fleet lock lives: the fetch's timeout, and a margin. A flow's state lives
 // no longer.
 func (f *Flow) lockTTL() int64 { return f.enc.TimeoutMS + lockMarginMS }
+
+// oneTime reports whether the flow fetches with a grant that uses up a credential when sent: a
+// refresh token the provider may rotate, or an authorization code, which works once.
+func (f *Flow) oneTime() bool {
+	return f.op == opToken && oneTimeGrant(f.r.GrantType)
+}
+
+func oneTimeGrant(grant string) bool {
+	return grant == abi.GrantRefreshToken || grant == abi.GrantAuthorizationCode
+}
+
+// GrantTTLMS is how long a grant's lineage is kept after its last exchange: providers in the table
+// give no refresh-token lifetime, and a lineage that expires sends the request's own refresh token
+// again. Each exchange writes it anew.
+const GrantTTLMS = 90 * 24 * 3600 * 1000
+
+// fetch goes to the provider: a one-time grant first reads its lineage, so that of every host
+// sharing the cache the one holding the lock sends the newest refresh token, and a code only once.
+func (f *Flow) fetch() (Action, []byte) {
+	if f.oneTime() {
+		return f.ask(phaseGrant, f.getAction(f.key, grantSuffix))
+	}
+	return f.send()
+}
+
+// lineage reads the grant's lineage and sends what it says: its newest refresh token (an
+// authorization code gives way to the refresh_token grant), or the request's own credential when
+// there is none yet, an authorization code after marking it used.
+func (f *Flow) lineage(answer []byte) (Action, []byte) {
+	if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "error").Exists() {
+		// A cache that could not answer may hold the newest refresh token: sending the request's own
+		// could replay a used one (RFC 9700 4.14), so nothing is sent.
+		return f.finish(errorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true,
+			Message: "the cache could not be read for this grant's newest refresh token; nothing was sent"}))
+	}
+	if v, ok := f.cacheValue(answer); ok && f.ours(v) {
+		rec := gjson.Parse(v)
+		if rt := rec.Get("refresh_token"); rt.Type == gjson.String && rt.Str != "" {
+			if err := f.follow(rt.Str); err != nil {
+				return f.finish(errorJSON(err))
+			}
+			return f.send()
+		}
+		if rec.Get("used").Type == gjson.True {
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
+				Message: "the authorization code has been used and the provider returned no refresh token: start a new authorization"}))
+		}
+	}
+	if f.r.GrantType == abi.GrantAuthorizationCode {
+		return f.ask(phaseSpend, f.setAction(f.key, grantSuffix, f.grantRecord(""), GrantTTLMS, true))
+	}
+	return f.send()
+}
+
+// follow makes the flow send the refresh_token grant with rt, the lineage's newest, in place of
+// the request's own credential. The cache key stays the request's: the lineage is the credential
+// set's as first given.
+func (f *Flow) follow(rt string) *abi.Error {
+	r := *f.r
+	r.GrantType, r.RefreshToken = abi.GrantRefreshToken, rt
+	r.Code, r.RedirectURI, r.CodeVerifier = "", "", ""
+	r.secretList, r.secretsDone = nil, false
+	enc, err := r.Encode()
+	if err != nil {
+		return err
+	}
+	f.r, f.enc = &r, enc
+	return nil
+}
+
+// grantRecord is a lineage's value: its newest refresh token, or (none) that its code was used.
+func (f *Flow) grantRecord(rt string) string {
+	o := newObject(make([]byte, 0, 96+len(rt)))
+	if rt != "" {
+		o.str("refresh_token", rt)
+	} else {
+		o.bool("used", true)
+	}
+	o.str("id", f.binding())
+	return view(o.end())
+}
 
 // send asks for the provider's answer: first for the host's signature of the client assertion
 // (private_key_jwt), or with one made here (client_secret_jwt, a fresh jti and time each send).
@@ -353,29 +461,50 @@ func (f *Flow) Run(host Imports) []byte {
 
 // The state of a flow between two token_step calls, as the host carries it:
 //
-//	tw1.<op><phase>.<now_ms>.<binding>.<lock owner>[.<jti>]
+//	tw2.<op><phase>.<now_ms>.<life_ms>.<binding>.<lock owner>[.<jti>].<seal>
 //
 // binding is the first 128 bits of the request's cache-key hash: a state resumes with the request
-// whose identity it began with, and no other. jti, while the host signs, is the client assertion's:
-// with now_ms (its iat) it rebuilds the signing input when the signature comes back. Nothing in it
-// is a secret.
+// whose identity it began with, and no other. life_ms is how long after now_ms it may be resumed.
+// jti, while the host signs, is the client assertion's: with now_ms (its iat) it rebuilds the
+// signing input when the signature comes back. seal is an HMAC-SHA256 (128 bits, hex) of all that
+// came before it, keyed by stateKey: a state the plugin did not write, or changed in any byte, is
+// refused, and every instance given the request can check it with no shared configuration. Nothing
+// in it is a secret.
 const (
-	statePrefix  = "tw1."
+	statePrefix  = "tw2."
 	bindingChars = 32
+	sealChars    = 32
+	maxState     = 256
 )
 
 // appendState appends the state, as a JSON string (it needs no escaping).
 func (f *Flow) appendState(b []byte) []byte {
 	b = append(b, '"')
+	start := len(b)
 	b = append(b, statePrefix...)
 	b = append(b, f.op, '0'+byte(f.phase), '.')
 	b = strconv.AppendInt(b, f.nowMS, 10)
+	b = append(b, '.')
+	b = strconv.AppendInt(b, f.lifeMS, 10)
 	b = append(append(b, '.'), f.binding()...)
 	b = append(append(b, '.'), f.owner...)
 	if f.phase == phaseSign {
 		b = append(append(b, '.'), f.jti...)
 	}
+	b = append(b, '.')
+	b = f.appendSeal(b, b[start:len(b)-1])
 	return append(b, '"')
+}
+
+// appendSeal appends the seal of body: the first sealChars hex digits of its HMAC under stateKey.
+func (f *Flow) appendSeal(b, body []byte) []byte {
+	if !f.sealDone {
+		f.sealKey, f.sealDone = stateKey(f.enc), true
+	}
+	mac := hmac.New(sha256.New, f.sealKey[:])
+	mac.Write(body)
+	var sum [sha256.Size]byte
+	return hex.AppendEncode(b, mac.Sum(sum[:0])[:sealChars/2])
 }
 
 func (f *Flow) binding() string { return f.key[len(f.key)-bindingChars:] }
@@ -387,29 +516,48 @@ func (f *Flow) ours(v string) bool { return gjson.Get(v, "id").Str == f.binding(
 
 // resume restores the state s into f, a flow just started for the request sent with it.
 func (f *Flow) resume(s string) *abi.Error {
-	rest, ok := strings.CutPrefix(s, statePrefix)
-	if !ok || len(s) > 224 || len(rest) < 3 || rest[2] != '.' {
+	if len(s) > maxState || len(s) < len(statePrefix)+sealChars+1 || !strings.HasPrefix(s, statePrefix) {
+		return badState()
+	}
+	body, seal := s[:len(s)-sealChars-1], s[len(s)-sealChars:]
+	if s[len(body)] != '.' {
+		return badState()
+	}
+	var buf [sealChars]byte
+	if !hmac.Equal(f.appendSeal(buf[:0], []byte(body)), []byte(seal)) {
+		// Not written by this plugin for this request: another request's state (its binding differs)
+		// is told apart, for the host's sake.
+		if !strings.Contains(body, "."+f.binding()+".") {
+			return invalidRequest("token_step: state belongs to another request")
+		}
+		return badState()
+	}
+	rest := body[len(statePrefix):]
+	if len(rest) < 3 || rest[2] != '.' {
 		return badState()
 	}
 	op, p := rest[0], phase(rest[1]-'0')
-	rest = rest[3:]
-	i := strings.IndexByte(rest, '.')
-	if i < 0 {
+	fields := strings.SplitN(rest[3:], ".", 5)
+	if len(fields) < 4 {
 		return badState()
 	}
-	now, err := strconv.ParseInt(rest[:i], 10, 64)
-	rest = rest[i+1:]
-	binding, owner, ok := strings.Cut(rest, ".")
-	owner, jti, signing := strings.Cut(owner, ".")
+	now, err1 := strconv.ParseInt(fields[0], 10, 64)
+	life, err2 := strconv.ParseInt(fields[1], 10, 64)
+	binding, owner := fields[2], fields[3]
+	jti, signing := "", len(fields) == 5
+	if signing {
+		jti = fields[4]
+	}
 	switch {
-	case !ok || err != nil || now < 0:
+	case err1 != nil || err2 != nil || now < 0 || life <= 0:
 		return badState()
-	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign, op == opInvalidate && p != phaseInvalidate,
+	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend,
+		op == opInvalidate && p != phaseInvalidate,
 		op == opRevoke && p != phaseSend && p != phaseSign, op != opToken && op != opInvalidate && op != opRevoke:
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
-	case now != f.nowMS && (f.r.NowMS > 0 || f.nowMS-now > stateLife(f, p) || now-f.nowMS > stateLife(f, p)):
+	case now != f.nowMS && (f.r.NowMS > 0 || f.nowMS-now > stateLife(life, p) || now-f.nowMS > stateLife(life, p)):
 		// The state's clock is the flow's for every later step: a state kept past the lock's TTL
 		// (or replayed after its flow ended) would judge a cached token by a time long gone and claim
 		// a lock that has expired. A request that fixes now_ms fixes the state's too. A fresh flow
@@ -422,7 +570,7 @@ func (f *Flow) resume(s string) *abi.Error {
 	case signing != (p == phaseSign), signing && (!validJTI(jti) || f.enc.jwt == nil || !f.enc.jwt.hostSigns()):
 		return badState()
 	}
-	f.op, f.phase, f.nowMS, f.owner, f.jti = op, p, now, owner, jti
+	f.op, f.phase, f.nowMS, f.lifeMS, f.owner, f.jti = op, p, now, life, owner, jti
 	return nil
 }
 
@@ -432,12 +580,13 @@ func (f *Flow) resume(s string) *abi.Error {
 // cached token: its clock only dates the token it decodes, a little early.
 const stateSlackMS = 60000
 
-// stateLife is how long after the flow's start a state in phase p may be resumed.
-func stateLife(f *Flow, p phase) int64 {
+// stateLife is how long after the flow's start a state in phase p may be resumed, for a flow whose
+// lock lives lockTTL.
+func stateLife(lockTTL int64, p phase) int64 {
 	if p == phaseSend || p == phaseSign {
-		return f.lockTTL() + stateSlackMS
+		return lockTTL + stateSlackMS
 	}
-	return f.lockTTL()
+	return lockTTL
 }
 
 // isRequestID reports whether s is what newRequestID writes (lower-case hex in the 8-4-4-4-12 form):
@@ -556,7 +705,15 @@ func (m *Memo) startFlow(f *Flow, request []byte, op byte, now Clock, checked bo
 			return nil, errorJSON(err)
 		}
 	}
+	if op == opToken && oneTimeGrant(r.GrantType) && enc.jwt != nil && enc.jwt.hostSigns() {
+		// The newest refresh token is read from the cache in the step before the send, and the
+		// host's signature arrives in a step of its own: one of the two would have to wait in the
+		// state, which holds no credential.
+		return nil, errorJSON(invalidRequest(r.profile.ClientAuth + " cannot be combined with the " + r.GrantType +
+			" grant: the host-signed assertion and the grant's newest refresh token would have to cross steps"))
+	}
 	*f = Flow{m: m, r: r, enc: enc, key: key, op: op, nowMS: r.now(now), checked: checked, Then: f.Then[:0], bufs: f.bufs}
+	f.lifeMS = f.lockTTL()
 	return f, nil
 }
 

@@ -8,7 +8,8 @@ import (
 )
 
 // stepState walks a fleet-locked flow to the step that has just taken the lock and returns that
-// step's state, split at its dots: tw1, <op><phase>, now_ms, binding, lock owner.
+// step's state without its seal, split at its dots: tw2, <op><phase>, now_ms, life_ms, binding,
+// lock owner.
 func stepState(t *testing.T, req string, nowMS int64) []string {
 	t.Helper()
 	m := new(Memo)
@@ -25,8 +26,8 @@ func stepState(t *testing.T, req string, nowMS int64) []string {
 		}
 		state = got.State
 	}
-	parts := strings.Split(state, ".")
-	if len(parts) != 5 || parts[1] != "t3" || len(parts[4]) != 36 {
+	parts := strings.Split(unseal(state), ".")
+	if len(parts) != 6 || parts[1] != "t3" || len(parts[5]) != 36 {
 		t.Fatalf("lock step state = %q", state)
 	}
 	return parts
@@ -43,9 +44,10 @@ func TestStepForgedOwnerIsRefused(t *testing.T) {
 		`"},"next":{"import":"http_send","xy"`, // 36 bytes: JSON injection into the next state
 		"\x00" + strings.Repeat("a", 35),       // a control character
 		strings.Repeat("é", 18),                // 36 bytes, not ASCII
-		strings.ToUpper(parts[4]),              // not what the plugin writes
+		strings.ToUpper(parts[5]),              // not what the plugin writes
 	} {
-		state, _ := json.Marshal(strings.Join(append(parts[:4:4], owner), "."))
+		// Sealed again, as a holder of the request could: the owner check stands behind the seal.
+		state, _ := json.Marshal(sealed(t, fleet, strings.Join(append(parts[:5:5], owner), ".")))
 		out := TokenStep(new(Memo), []byte(`{"request":`+fleet+`,"state":`+string(state)+`,"answer":{"stored":true}}`),
 			func() int64 { return now })
 		var got struct {
@@ -76,7 +78,10 @@ func TestStepStateTimeIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	fixed := strings.Replace(nikoReq, `{`, `{"now_ms":`+strconv.Itoa(start+3*3600_000)+`,`, 1)
-	huge := strings.Replace(got.State, ".1767225600000.", ".9223372036854775807.", 1)
+	huge := sealed(t, nikoReq, strings.Replace(unseal(got.State), ".1767225600000.", ".9223372036854775807.", 1))
+	// A longer timeout_ms in the resuming request does not lengthen the state's life: it is the
+	// state's own (sealed), not the request's.
+	longer := strings.Replace(nikoReq, `{`, `{"timeout_ms":60000,`, 1)
 	cases := []struct {
 		name, req, state string
 		clockMS          int64
@@ -86,6 +91,7 @@ func TestStepStateTimeIsBounded(t *testing.T) {
 		{"resumed within the lock's TTL", nikoReq, got.State, start + DefaultTimeoutMS + lockMarginMS, ""},
 		{"resumed two hours later", nikoReq, got.State, start + 2*3600_000, "token_step: state has expired; start the flow again"},
 		{"from the future", nikoReq, huge, start, "token_step: state has expired; start the flow again"},
+		{"after the lock's TTL, a longer timeout_ms resuming", longer, got.State, start + DefaultTimeoutMS + lockMarginMS + 300, "token_step: state has expired; start the flow again"},
 		{"request fixes another now_ms", fixed, got.State, start, "token_step: state has expired; start the flow again"},
 	}
 	for _, c := range cases {
@@ -122,7 +128,7 @@ func TestStepAnswerAtTheDepthLimit(t *testing.T) {
 		t.Fatalf("depth %d", depth([]byte(deep)))
 	}
 	// token_step: the lock is held (state t3 answered stored), the recheck answers the deep miss.
-	recheck := TokenStep(new(Memo), []byte(`{"request":`+fleet+`,"state":"`+strings.Join(parts, ".")+`","answer":{"stored":true}}`),
+	recheck := TokenStep(new(Memo), []byte(`{"request":`+fleet+`,"state":"`+sealed(t, fleet, strings.Join(parts, "."))+`","answer":{"stored":true}}`),
 		func() int64 { return now })
 	var got struct{ State string }
 	if err := json.Unmarshal(recheck, &got); err != nil || got.State == "" {

@@ -135,7 +135,10 @@ func TestStepStateIsBoundToItsRequest(t *testing.T) {
 	if !strings.Contains(string(lock["next"]), `"nx":true`) {
 		t.Fatalf("third step = %s", lock["next"])
 	}
-	owner := state[strings.LastIndexByte(state, '.')+1:]
+	owner := strings.Split(unseal(state), ".")[5]
+	// Phases changed by a holder of the request, who can seal them: refused by the checks behind the
+	// seal. Changed by anyone else: refused by the seal.
+	resealed := func(from, to string) string { return sealed(t, fleet, strings.Replace(unseal(state), from, to, 1)) }
 	kind := func(got map[string]json.RawMessage) string {
 		var e struct{ Kind, Message string }
 		json.Unmarshal(got["error"], &e)
@@ -144,9 +147,10 @@ func TestStepStateIsBoundToItsRequest(t *testing.T) {
 	cases := []struct{ name, in, want string }{
 		{"another request", `{"request":` + other + `,"state":"` + state + `","answer":{"stored":true}}`, "invalid_request: token_step: state belongs to another request"},
 		{"not ours", `{"request":` + fleet + `,"state":"x","answer":{}}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
-		{"phase out of range", `{"request":` + fleet + `,"state":"` + strings.Replace(state, "tw1.t3", "tw1.t9", 1) + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
-		{"invalidate phase for token", `{"request":` + fleet + `,"state":"` + strings.Replace(state, "tw1.t3", "tw1.i6", 1) + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
-		{"owner before the lock", `{"request":` + fleet + `,"state":"` + strings.Replace(state, "tw1.t3", "tw1.t1", 1) + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
+		{"phase out of range", `{"request":` + fleet + `,"state":"` + resealed("tw2.t3", "tw2.t;") + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
+		{"invalidate phase for token", `{"request":` + fleet + `,"state":"` + resealed("tw2.t3", "tw2.i6") + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
+		{"owner before the lock", `{"request":` + fleet + `,"state":"` + resealed("tw2.t3", "tw2.t1") + `"}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
+		{"phase changed, not resealed", `{"request":` + fleet + `,"state":"` + strings.Replace(state, "tw2.t3", "tw2.t5", 1) + `","answer":{"status":200,"headers":{},"body":"{\"access_token\":\"x\"}"}}`, "invalid_request: token_step: state is not one this plugin gave for this request"},
 		{"state a number", `{"request":` + fleet + `,"state":7}`, "invalid_request: token_step: state must be a string"},
 		{"no request", `{"state":"` + state + `"}`, "invalid_request: token_step needs a request object"},
 		{"bad op", `{"request":` + fleet + `,"op":"refresh"}`, `invalid_request: token_step: op must be "token", "invalidate" or "revoke"`},

@@ -61,16 +61,16 @@ type Flow struct {
 	op    byte
 	phase phase
 	nowMS int64
-	owner string    // the fleet lock's value while this flow holds the lock
-	jti   string    // the client assertion's jti while the host signs it
+	owner string // the fleet lock's value while this flow holds the lock
+	jti   string // the client assertion's jti while the host signs it
 	// lifeMS is how long after nowMS the flow's state may be resumed: the fleet lock's TTL at the
 	// flow's start, carried in the state (the resuming request's timeout_ms has no say).
 	lifeMS int64
 	// sealKey authenticates the state (stateKey), derived on first use.
 	sealKey  [sha256.Size]byte
 	sealDone bool
-	bufs  [4][]byte // the actions' inputs of one step (at most one next, or three then)
-	nbuf  int
+	bufs     [4][]byte // the actions' inputs of one step (at most one next, or three then)
+	nbuf     int
 	// checked: the answers come inside an input already checked as JSON (token_step), so they are
 	// not checked again.
 	checked bool

@@ -277,7 +277,8 @@ func fillWithTokens(c *Client, from, n int) {
 	exp := time.Now().Add(time.Hour).UnixMilli()
 	for i := from; i < from+n; i++ {
 		ts := c.TokenSource(abi.TokenRequest{Provider: "nikohealth", ClientID: "fill", ClientSecret: "s", Scope: "f" + fmtInt(i)})
-		ts.s.cur.Store(newHeld(&abi.Token{AccessToken: "a", TokenType: "Bearer", IssuedAtMS: time.Now().UnixMilli(), ExpiresAtMS: exp}))
+		ts.s.cur.Store(newHeld(&abi.Result{Token: &abi.Token{AccessToken: "a", TokenType: "Bearer", IssuedAtMS: time.Now().UnixMilli(), ExpiresAtMS: exp},
+			RefreshAtMS: exp - 300_000, StaleAtMS: exp - 60_000}))
 	}
 }
 

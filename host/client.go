@@ -342,12 +342,12 @@ func (c *Client) callJSON(ctx context.Context, export string, in, out any) error
 // fetch runs the plugin's token export with an already encoded request. While another process
 // sharing the cache fetches the same token, the plugin answers pending: wait and ask again (a cache
 // hit once that process is done, or the lock once it has died and its lock expired).
-func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Token, bool, error) {
+func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Result, error) {
 	var res abi.Result
 	for {
 		res = abi.Result{}
 		if err := c.runToken(ctx, input, &res); err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		if res.Pending == nil {
 			break
@@ -355,26 +355,26 @@ func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Token, bool, err
 		c.metrics.pendingWaits.Add(1)
 		wait := time.Duration(res.Pending.RetryAfterMS) * time.Millisecond
 		if d, ok := fetchDeadline(ctx); ok && now().Add(wait).After(d) {
-			return nil, false, &abi.Error{Kind: abi.KindTransport, Retryable: true,
+			return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true,
 				Message: "timed out waiting for another process's fetch of this token"}
 		}
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return nil, false, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 	if res.Error != nil {
 		c.metrics.countError(res.Error.Kind)
-		return nil, false, res.Error
+		return nil, res.Error
 	}
 	if res.Token == nil {
-		return nil, false, errors.New("tokenwasm: token export answered neither token nor error")
+		return nil, errors.New("tokenwasm: token export answered neither token nor error")
 	}
 	if res.Cached {
 		c.metrics.sharedHits.Add(1)
 	}
-	return res.Token, res.Cached, nil
+	return &res, nil
 }
 
 // Token returns a valid token for req: from the in-process cache, else from the plugin (shared cache,

@@ -44,8 +44,10 @@ func (c *Client) cacheGet(ctx context.Context, in []byte) []byte {
 	}
 	v, ok, err := c.cache.Get(ctx, key.Str)
 	if err != nil {
+		// The flow reads a failure as a miss, except where a miss would be a guess: a grant's lineage
+		// (its newest refresh token) it does not read is never replaced by the request's own.
 		c.cacheFailed("get", err)
-		return []byte(`{"hit":false}`)
+		return []byte(`{"hit":false,"error":"cache_get failed"}`)
 	}
 	if !ok {
 		return []byte(`{"hit":false}`)

@@ -95,10 +95,10 @@ func TestResponseLimits(t *testing.T) {
 			tokens, typed := 0, map[string]int{}
 			for i := range limitCalls {
 				// One token export per call, on the client's one instance: no retries, no source.
-				tok, _, err := c.fetch(context.Background(), in)
+				res, err := c.fetch(context.Background(), in)
 				var ae *abi.Error
 				switch {
-				case err == nil && tok.AccessToken == "big-token":
+				case err == nil && res.Token.AccessToken == "big-token":
 					tokens++
 				case errors.As(err, &ae):
 					typed[ae.Kind]++

@@ -24,15 +24,23 @@ type recordingCache struct {
 	Cache
 	mu  sync.Mutex
 	all bytes.Buffer
+	// lineage holds the values of grant lineages (keys ending "/grant"): the one place a refresh
+	// token is meant to be (abi/ABI.md, "One-time grants and their lineage").
+	lineage bytes.Buffer
 }
 
-func (r *recordingCache) record(parts ...string) {
+func (r *recordingCache) record(key, value string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range parts {
-		r.all.WriteString(p)
-		r.all.WriteByte('\n')
+	r.all.WriteString(key)
+	r.all.WriteByte('\n')
+	if strings.HasSuffix(key, "/grant") {
+		r.lineage.WriteString(value)
+		r.lineage.WriteByte('\n')
+		return
 	}
+	r.all.WriteString(value)
+	r.all.WriteByte('\n')
 }
 
 func (r *recordingCache) Get(ctx context.Context, key string) ([]byte, bool, error) {
@@ -47,13 +55,14 @@ func (r *recordingCache) Set(ctx context.Context, key string, value []byte, ttl 
 }
 
 func (r *recordingCache) Delete(ctx context.Context, key string) error {
-	r.record(key)
+	r.record(key, "")
 	return r.Cache.Delete(ctx, key)
 }
 
 // TestSecretsNeverLeak runs every provider and grant, every error path and the faults with canary
 // secrets, and fails if a canary shows up in a log, an error, the metrics or the cache (keys, and
-// values but for access tokens, the only credential a cache may hold).
+// values but for access tokens and the refresh tokens of grant lineages, the only credentials a cache
+// may hold).
 func TestSecretsNeverLeak(t *testing.T) {
 	// Every canary holds the characters an encoding changes: + / = & " \ < > % and spaces.
 	const special = ` +/=&"\<>% `
@@ -210,6 +219,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	if logs.Len() == 0 || !strings.Contains(cacheText, "tokenwasm/1/") {
 		t.Fatal("nothing was logged or cached: the test is not testing")
+	}
+	// The lineages hold refresh tokens and nothing else of the canaries.
+	lineage := cache.lineage.String()
+	if !strings.Contains(lineage, `"refresh_token"`) {
+		t.Fatal("no grant lineage was written: the test is not testing")
+	}
+	for _, secret := range canaries {
+		if strings.Contains(lineage, secret) {
+			t.Errorf("%q appears in a lineage", secret)
+		}
 	}
 }
 

@@ -225,7 +225,8 @@ func TestDeadlines(t *testing.T) {
 
 // TestRefreshTokenRotation: a TokenSource for the refresh_token grant against the rotating
 // Candescent fake (each refresh token works once) keeps refreshing, sending the newest refresh token
-// every time; the hook fires once per rotation with the new value, which no log record holds.
+// every time (the flow follows the grant's lineage); the hook fires once per rotation with the new
+// value, which no log record holds.
 func TestRefreshTokenRotation(t *testing.T) {
 	cfg := providertest.DefaultConfig("candescent")
 	cfg.Lifetime = time.Second
@@ -264,7 +265,7 @@ func TestRefreshTokenRotation(t *testing.T) {
 		seen[tok.AccessToken] = true
 		time.Sleep(1100 * time.Millisecond)
 	}
-	// Forcing with the original request: the source it names moved on to the newest refresh token.
+	// Forcing with the original request: its lineage moved on to the newest refresh token.
 	forced := rt
 	forced.Force = true
 	if _, err := c.Token(ctx, forced); err != nil {
@@ -276,10 +277,13 @@ func TestRefreshTokenRotation(t *testing.T) {
 	if len(hooked) != 6 || hooked[0] != first.RefreshToken {
 		t.Fatalf("hook fired %d times, want 6 (first value the password grant's)", len(hooked))
 	}
+	// The hook names the credential set as first given (the lineage's), with each new value once.
+	distinct := map[string]bool{}
 	for i := 1; i < len(hooked); i++ {
-		if hooked[i] == hooked[i-1] || from[i] != hooked[i-1] {
-			t.Fatalf("rotation %d: hook got a value that does not follow the previous one", i)
+		if distinct[hooked[i]] || hooked[i] == first.RefreshToken || from[i] != first.RefreshToken {
+			t.Fatalf("rotation %d: hook got a repeated value, or another credential set", i)
 		}
+		distinct[hooked[i]] = true
 	}
 	if n := c.Metrics().Snapshot()["rotations"]; n != 6 {
 		t.Fatalf("rotations metric %d, want 6", n)

@@ -15,12 +15,10 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// Refresh timing. A token is served from memory until its refresh point, refreshed in the background
-// between that point and its expiry skew (callers keep getting the valid token), and fetched in the
-// caller's path only once past the skew.
+// Refresh timing. The plugin decides a token's schedule (abi/ABI.md, "The schedule"): it is served
+// from memory until its refresh point, refreshed in the background between that point and its stale
+// point (callers keep getting the valid token), and fetched in the caller's path only once stale.
 const (
-	maxSkew        = 60 * time.Second // as the plugin's cache skew (abi/ABI.md)
-	maxAhead       = 5 * time.Minute
 	refreshBackoff = time.Second // first wait after a failed background refresh; doubles to maxBackoff
 	maxBackoff     = 30 * time.Second
 	retryAttempts  = 3 // tries of one fetch on a transient failure
@@ -34,8 +32,8 @@ const (
 	reinvalidateAfter = 30 * time.Second
 )
 
-// held is a token with its precomputed refresh points, swapped atomically so a cache hit is one
-// atomic load and one clock read.
+// held is a token with its refresh points, swapped atomically so a cache hit is one atomic load and
+// one clock read.
 type held struct {
 	tok        *abi.Token
 	oauth      *oauth2.Token
@@ -43,9 +41,9 @@ type held struct {
 	validUntil int64 // Unix ns: before this, serve (and refresh in the background)
 }
 
-func newHeld(t *abi.Token) *held {
-	life := time.Duration(t.ExpiresAtMS-t.IssuedAtMS) * time.Millisecond
-	skew, ahead := min(maxSkew, life/4), min(maxAhead, life/3)
+// newHeld holds the token of a token answer, with the schedule the plugin gave it.
+func newHeld(res *abi.Result) *held {
+	t := res.Token
 	exp := time.UnixMilli(t.ExpiresAtMS)
 	return &held{
 		tok: t,
@@ -56,8 +54,8 @@ func newHeld(t *abi.Token) *held {
 			Expiry:       exp,
 			ExpiresIn:    t.ExpiresIn,
 		}).WithExtra(extra(t)),
-		freshUntil: exp.Add(-ahead).UnixNano(),
-		validUntil: exp.Add(-skew).UnixNano(),
+		freshUntil: time.UnixMilli(min(res.RefreshAtMS, t.ExpiresAtMS)).UnixNano(),
+		validUntil: time.UnixMilli(min(res.StaleAtMS, t.ExpiresAtMS)).UnixNano(),
 	}
 }
 
@@ -77,9 +75,11 @@ func extra(t *abi.Token) map[string]any {
 type source struct {
 	c *Client
 
-	mu     sync.Mutex       // guards req and flight
-	req    abi.TokenRequest // its refresh token follows the provider's rotation
+	mu     sync.Mutex       // guards flight and lastRefresh
+	req    abi.TokenRequest // the credential set as first given: the flow follows its grant's lineage
 	flight *flight
+	// lastRefresh is the newest refresh token the hook was given, so it gets each new value once.
+	lastRefresh string
 
 	cur           atomic.Pointer[held]
 	refreshing    atomic.Bool
@@ -88,9 +88,6 @@ type source struct {
 	lastUsed      atomic.Int64 // Unix ns; the source map evicts the least recently used idle source
 	active        atomic.Int32 // callers waiting on a fetch plus fetches running: never evicted while > 0
 	invalidatedAt atomic.Int64 // Unix ns of the last 401 that dropped the token
-
-	alias   [sha256.Size]byte // guarded by sourceMap.mu: the key of its newest refresh token
-	aliased bool
 }
 
 // flight is one fetch in progress; every caller that needs it waits on done. It runs on its own
@@ -111,12 +108,9 @@ func oneTime(req abi.TokenRequest) bool {
 	return req.GrantType == abi.GrantRefreshToken || req.GrantType == abi.GrantAuthorizationCode
 }
 
-// request returns the credential set as it is now (the refresh token may have rotated).
-func (s *source) request() abi.TokenRequest {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.req
-}
+// request returns the credential set as first given; the flow sends its grant's newest refresh
+// token in place of the request's.
+func (s *source) request() abi.TokenRequest { return s.req }
 
 // token returns a valid token, fetching only when none is held or the held one is past its skew.
 func (s *source) token(ctx context.Context) (*abi.Token, error) {
@@ -225,11 +219,11 @@ func (s *source) start(force bool, minTTL time.Duration) *flight {
 func (s *source) run(ctx context.Context, f *flight, req abi.TokenRequest, force bool, minTTL time.Duration) {
 	defer s.c.inflight.Done()
 	defer s.active.Add(-1)
-	tok, err := s.fetchWithRetry(ctx, req, force, minTTL)
+	res, err := s.fetchWithRetry(ctx, req, force, minTTL)
 	if err == nil {
-		f.h = newHeld(tok)
+		f.h = newHeld(res)
 		s.cur.Store(f.h)
-		s.rotated(ctx, req, tok)
+		s.newRefreshToken(ctx, req, res.Token)
 	}
 	f.err = err
 	s.mu.Lock()
@@ -244,7 +238,7 @@ func (s *source) run(ctx context.Context, f *flight, req abi.TokenRequest, force
 // fetchWithRetry calls the plugin's token export, retrying transient failures (transport, 5xx) with
 // exponential backoff and full jitter. Never 4xx, never a 429 (the gate handles those), never a
 // policy refusal. The request's timeout_ms bounds the whole fetch, retries included.
-func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force bool, minTTL time.Duration) (*abi.Token, error) {
+func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force bool, minTTL time.Duration) (*abi.Result, error) {
 	timeout := defaultTimeout
 	if req.TimeoutMS > 0 {
 		timeout = min(time.Duration(req.TimeoutMS)*time.Millisecond, maxTimeout)
@@ -272,12 +266,13 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		at := time.Now()
-		tok, cached, err := s.c.fetch(ctx, input)
+		res, err := s.c.fetch(ctx, input)
+		cached := res != nil && res.Cached
 		s.c.observeAttempt(ctx, newFetch(&req, attempt, at, cached, err))
 		var ae *abi.Error
 		if err == nil || attempt == retryAttempts || !errors.As(err, &ae) || !ae.Retryable || ae.Kind == abi.KindRateLimited {
 			s.c.observeFetch(ctx, newFetch(&req, attempt, start, cached, err))
-			return tok, err
+			return res, err
 		}
 		wait := time.Duration(rand.Int64N(int64(retryBase << (attempt - 1))))
 		if now().Add(wait).After(deadline) {
@@ -304,35 +299,23 @@ func fetchDeadline(ctx context.Context) (time.Time, bool) {
 	return d, ok
 }
 
-// rotated follows a refresh token the provider returned: later fetches send the newest one (reusing
-// a rotated refresh token is a replay that providers answer by revoking the grant, RFC 9700 4.14),
-// an authorization code (single use) gives way to the refresh_token grant, and the Client's hook
-// gets the new value to persist it.
-func (s *source) rotated(ctx context.Context, used abi.TokenRequest, tok *abi.Token) {
+// newRefreshToken gives the Client's hook each new refresh token the provider returned, to persist
+// it beyond the cache's life. Following it is the flow's (the grant's lineage, abi/ABI.md): the next
+// fetch sends it, in this process and in every one sharing the cache.
+func (s *source) newRefreshToken(ctx context.Context, used abi.TokenRequest, tok *abi.Token) {
 	rt := tok.RefreshToken
-	if rt == "" || rt == used.RefreshToken {
-		return
-	}
 	s.mu.Lock()
-	if s.req.RefreshToken != used.RefreshToken || s.req.GrantType != used.GrantType {
-		s.mu.Unlock() // a newer flight already moved on
+	seen := rt == "" || rt == s.lastRefresh || rt == used.RefreshToken
+	if !seen {
+		s.lastRefresh = rt
+	}
+	s.mu.Unlock()
+	if seen {
 		return
 	}
-	orig, follow := s.req, false
-	if s.req.GrantType == abi.GrantAuthorizationCode {
-		s.req.GrantType, s.req.Code, s.req.CodeVerifier, s.req.RedirectURI = abi.GrantRefreshToken, "", "", ""
-	}
-	if s.req.GrantType == abi.GrantRefreshToken {
-		s.req.RefreshToken, follow = rt, true
-	}
-	next := s.req
-	s.mu.Unlock()
 	s.c.metrics.rotations.Add(1)
-	if follow {
-		s.c.sources.alias(next, s)
-	}
 	if hook := s.c.onRefreshToken; hook != nil {
-		hook(ctx, orig, rt)
+		hook(ctx, used, rt)
 	}
 }
 
@@ -457,48 +440,20 @@ func (sm *sourceMap) drop(key [sha256.Size]byte) {
 	sm.gen.Add(1)
 }
 
-// alias makes req (a credential set after a refresh token rotated) name the source s too, so a
-// caller that persisted the new refresh token and asks with it shares s's token.
-// The previous alias goes: one source holds at most two keys, its first and its newest.
-func (sm *sourceMap) alias(req abi.TokenRequest, s *source) {
-	key, _, err := sourceKey(req)
-	if err != nil {
-		return
-	}
-	sm.mu.Lock()
-	defer sm.mu.Unlock()
-	if s.aliased && sm.m[s.alias] == s {
-		sm.drop(s.alias)
-	}
-	if _, ok := sm.m[key]; !ok && len(sm.m) >= maxSources {
-		sm.evict(now().UnixNano())
-	}
-	sm.m[key] = s // may replace another source under key: the index must not keep it
-	sm.gen.Add(1)
-	s.alias, s.aliased = key, true
-}
-
 // evict drops every idle source whose token has expired or that holds none, or, if that frees
 // nothing, the least recently used idle source. A source with a caller waiting or a fetch running is
-// never dropped: its callers would stop sharing one fetch. A source whose refresh token rotated goes
-// last: dropped, the request it was made with would send a used-up refresh token again. Callers
-// holding a dropped source keep using it; it just is not shared anymore.
+// never dropped: its callers would stop sharing one fetch. Callers holding a dropped source keep
+// using it; it just is not shared anymore.
 func (sm *sourceMap) evict(n int64) {
 	nowMS := n / int64(time.Millisecond)
-	var lru, lruRotated [sha256.Size]byte
-	lruAt, lruRotatedAt := int64(-1), int64(-1)
+	var lru [sha256.Size]byte
+	lruAt := int64(-1)
 	freed := false
 	for k, s := range sm.m {
 		if s.active.Load() > 0 || s.refreshing.Load() {
 			continue
 		}
 		u := s.lastUsed.Load()
-		if s.aliased {
-			if lruRotatedAt < 0 || u < lruRotatedAt {
-				lruRotated, lruRotatedAt = k, u
-			}
-			continue
-		}
 		// A source without a live token goes, unless it was asked for just now: its first caller may
 		// be between finding it and starting its fetch.
 		if h := s.cur.Load(); (h == nil || h.tok.ExpiresAtMS <= nowMS) && n-u > int64(evictGrace) {
@@ -514,8 +469,6 @@ func (sm *sourceMap) evict(n int64) {
 	case freed:
 	case lruAt >= 0:
 		sm.drop(lru)
-	case lruRotatedAt >= 0:
-		sm.drop(lruRotated)
 	}
 }
 

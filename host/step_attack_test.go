@@ -53,16 +53,18 @@ func TestStepAttacksThroughWasm(t *testing.T) {
 					t.Fatalf("round %d: %v", round, got)
 				}
 			}
-			parts := strings.Split(state, ".")
-			if len(parts) != 5 || parts[1] != "t3" {
+			parts := strings.Split(state, ".") // tw2, t3, now_ms, life_ms, binding, owner, seal
+			if len(parts) != 7 || parts[1] != "t3" {
 				t.Fatalf("round %d: lock state %q", round, state)
 			}
-			forgedOwner, _ := json.Marshal(strings.Join(append(parts[:4:4], `"},"next":{"import":"http_send","xy"`), "."))
-			stale := strings.Replace(state, "."+parts[2]+".", "."+strconv.FormatInt(now-3600_000, 10)+".", 1)
+			forgedOwner, _ := json.Marshal(strings.Join(append(parts[:5:5], `"},"next":{"import":"http_send","xy"`, parts[6]), "."))
+			// The state is sealed: an hour later is told by the clock, here the request's now_ms.
+			later := strings.Replace(req, `{`, `{"now_ms":`+strconv.FormatInt(now+3600_000, 10)+`,`, 1)
 			deep := strings.Repeat(`{"a":`, 31) + `{"stored":true}` + strings.Repeat(`}`, 31)
 			cases := []struct{ name, in, want string }{
 				{"forged owner", `{"request":` + req + `,"state":` + string(forgedOwner) + `,"answer":{"stored":true}}`, "token_step: state is not one this plugin gave for this request"},
-				{"state an hour old", `{"request":` + req + `,"state":"` + stale + `","answer":{"stored":true}}`, "token_step: state has expired; start the flow again"},
+				{"resumed an hour later", `{"request":` + later + `,"state":"` + state + `","answer":{"stored":true}}`, "token_step: state has expired; start the flow again"},
+				{"the phase changed", `{"request":` + req + `,"state":"` + strings.Replace(state, ".t3.", ".t5.", 1) + `","answer":{"stored":true}}`, "token_step: state is not one this plugin gave for this request"},
 				{"the other identity's request", `{"request":` + other + `,"state":"` + state + `","answer":{"stored":true}}`, "token_step: state belongs to another request"},
 				{"answer 33 deep", `{"request":` + req + `,"state":"` + state + `","answer":{"a":` + deep + `}}`, "input is nested too deeply"},
 				{"8 MiB + 1", `{"request":` + req + `,"pad":"` + strings.Repeat("x", 8<<20+1-len(`{"request":`+req+`,"pad":""}`)) + `"}`, "input exceeds 8 MiB"},

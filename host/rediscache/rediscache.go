@@ -278,7 +278,12 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		raw, found = b, err == nil
 		return err
 	}) == unavailable {
-		return c.fallback.Get(ctx, key)
+		v, ok, err := c.fallback.Get(ctx, key)
+		if !ok && err == nil && strings.HasSuffix(key, grantSuffix) {
+			// A grant's lineage (its newest refresh token) is in Redis: a local miss is not an answer.
+			return nil, false, errLineageUnavailable
+		}
+		return v, ok, err
 	}
 	if !found {
 		return nil, false, nil
@@ -286,6 +291,12 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	v, ok := c.open(key, raw)
 	return v, ok, nil
 }
+
+// grantSuffix ends the key of a one-time grant's lineage (abi/ABI.md, "Cache keys").
+const grantSuffix = "/grant"
+
+// errLineageUnavailable: Redis is down and the fallback does not hold the grant's lineage.
+var errLineageUnavailable = errors.New("rediscache: redis unavailable; a grant's lineage is read from redis only")
 
 // Set implements host.Cache. Redis's SET replaces a value of any type, so a wrong-typed key is
 // overwritten.

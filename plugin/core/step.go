@@ -30,17 +30,18 @@ type Action struct {
 type phase uint8
 
 const (
-	phaseStart      phase = iota // nothing asked yet
-	phaseCached                  // cache_get(K)
-	phaseGate                    // cache_get(K/gate)
-	phaseLock                    // cache_set(K/lock, nx)
-	phaseRecheck                 // cache_get(K) again, holding the lock
-	phaseSend                    // http_send
-	phaseInvalidate              // invalidate's cache_get(K), to compare access_token
-	phaseSign                    // sign: the host signs the client assertion (private_key_jwt)
-	phaseGrant                   // cache_get(K/grant): a one-time grant's newest refresh token
-	phaseSpend                   // cache_set(K/grant, nx): an authorization code is marked used before it is sent
-	phaseEnd                     // not a state: the flow has answered
+	phaseStart       phase = iota // nothing asked yet
+	phaseCached                   // cache_get(K)
+	phaseGate                     // cache_get(K/gate)
+	phaseLock                     // cache_set(K/lock, nx)
+	phaseRecheck                  // cache_get(K) again, holding the lock
+	phaseSend                     // http_send
+	phaseInvalidate               // invalidate's cache_get(K), to compare access_token
+	phaseSign                     // sign: the host signs the client assertion (private_key_jwt)
+	phaseGrant                    // cache_get(K/grant): a one-time grant's newest refresh token
+	phaseSpend                    // cache_set(K/grant, nx): an authorization code is marked used before it is sent
+	phaseSendLineage              // http_send of the lineage's refresh token (see withheld)
+	phaseEnd                      // not a state: the flow has answered
 )
 
 // Flow operations.
@@ -66,6 +67,8 @@ type Flow struct {
 	// lifeMS is how long after nowMS the flow's state may be resumed: the fleet lock's TTL at the
 	// flow's start, carried in the state (the resuming request's timeout_ms has no say).
 	lifeMS int64
+	// followed: the flow sends the lineage's refresh token, not the request's (see withheld).
+	followed bool
 	// sealKey authenticates the state (stateKey), derived on first use.
 	sealKey  [sha256.Size]byte
 	sealDone bool
@@ -160,8 +163,8 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 			return f.finish(errorJSON(err))
 		}
 		f.enc.signed, f.jti = signed, ""
-		return f.ask(phaseSend, f.sendAction())
-	case phaseSend:
+		return f.ask(f.sendPhase(), f.sendAction())
+	case phaseSend, phaseSendLineage:
 		if f.op == opRevoke {
 			return f.revoked(answer)
 		}
@@ -196,6 +199,9 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 			}
 			return f.finish(out, then[:n]...)
 		}
+	}
+	if f.phase == phaseSendLineage {
+		err = withheld(err)
 	}
 	if err.Kind == abi.KindRateLimited && err.RetryAfterMS > 0 {
 		o := newObject(nil)
@@ -323,8 +329,36 @@ func (f *Flow) follow(rt string) *abi.Error {
 	if err != nil {
 		return err
 	}
-	f.r, f.enc = &r, enc
+	f.r, f.enc, f.followed = &r, enc, true
 	return nil
+}
+
+// withheld drops from an error what the provider or the host could have quoted of a request that
+// sent the lineage's refresh token: that token is not in the request the later step is given, so
+// redaction would not know it. The kind, status and an RFC 6749 error code stay.
+func withheld(err *abi.Error) *abi.Error {
+	e := *err
+	e.Description = ""
+	if !knownOAuthError(e.OAuthError) {
+		e.OAuthError = ""
+	}
+	if e.Kind == abi.KindTransport || e.Kind == abi.KindPolicy {
+		e.Message = "token request failed (the host's message is withheld: it may quote the grant's newest refresh token)"
+		if e.Kind == abi.KindPolicy {
+			e.Message = "token request refused by the host's policy (its message is withheld: it may quote the grant's newest refresh token)"
+		}
+	}
+	return &e
+}
+
+// knownOAuthError reports whether code is one of RFC 6749's token error codes.
+func knownOAuthError(code string) bool {
+	switch code {
+	case "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
+		"invalid_scope", "server_error", "temporarily_unavailable", "access_denied":
+		return true
+	}
+	return false
 }
 
 // grantRecord is a lineage's value: its newest refresh token, or (none) that its code was used.
@@ -354,7 +388,15 @@ func (f *Flow) send() (Action, []byte) {
 		}
 		f.enc.signed = a.hmacSigned(jti, f.nowMS/1000)
 	}
-	return f.ask(phaseSend, f.sendAction())
+	return f.ask(f.sendPhase(), f.sendAction())
+}
+
+// sendPhase is the phase that waits for http_send's answer.
+func (f *Flow) sendPhase() phase {
+	if f.followed {
+		return phaseSendLineage
+	}
+	return phaseSend
 }
 
 func (f *Flow) sendAction() Action {
@@ -551,7 +593,7 @@ func (f *Flow) resume(s string) *abi.Error {
 	switch {
 	case err1 != nil || err2 != nil || now < 0 || life <= 0:
 		return badState()
-	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend,
+	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend && p != phaseSendLineage,
 		op == opInvalidate && p != phaseInvalidate,
 		op == opRevoke && p != phaseSend && p != phaseSign, op != opToken && op != opInvalidate && op != opRevoke:
 		return badState()
@@ -583,7 +625,7 @@ const stateSlackMS = 60000
 // stateLife is how long after the flow's start a state in phase p may be resumed, for a flow whose
 // lock lives lockTTL.
 func stateLife(lockTTL int64, p phase) int64 {
-	if p == phaseSend || p == phaseSign {
+	if p == phaseSend || p == phaseSign || p == phaseSendLineage {
 		return lockTTL + stateSlackMS
 	}
 	return lockTTL

@@ -173,9 +173,9 @@ type Result struct {
 	// RefreshAtMS and StaleAtMS (token only) are the token's schedule, decided by the plugin
 	// (ABI.md, "The schedule"): refresh in the background from RefreshAtMS; from StaleAtMS a caller
 	// waits for a fetch, and is served the token until its expiry if that fetch fails.
-	RefreshAtMS int64 `json:"refresh_at_ms,omitempty"`
-	StaleAtMS   int64 `json:"stale_at_ms,omitempty"`
-	Error   *Error       `json:"error,omitempty"`
+	RefreshAtMS int64  `json:"refresh_at_ms,omitempty"`
+	StaleAtMS   int64  `json:"stale_at_ms,omitempty"`
+	Error       *Error `json:"error,omitempty"`
 	// Pending (token only) says another host sharing the cache is fetching this token: call token again
 	// after RetryAfterMS. Only a host whose cache_set honours "nx" ever sees it.
 	Pending *Pending `json:"pending,omitempty"`

@@ -6,14 +6,18 @@ import (
 )
 
 // scope decides which requests get the token: a path under one of paths, compared segment by
-// segment on the normalized path, and an :authority equal to one of hosts, without port or trailing
-// dot, case-insensitively. A list not configured matches everything.
+// segment, and an :authority equal to one of hosts, without port or trailing dot,
+// case-insensitively. A list not configured matches everything.
 //
-// The path is normalized as an upstream would before routing on it: percent-escapes of unreserved
-// characters are decoded (%61pi is api, %2e%2e is ..), dot segments are resolved (/api/../admin is
-// /admin), and a path the filter cannot read the way every upstream would (an encoded slash or
-// backslash, a raw backslash, a dot segment with ";" parameters, a double-encoded dot, slash or
-// backslash) is out of scope: it never gets the token.
+// The filter does not normalize the path: readers disagree on how. RFC 3986 resolves /api//../admin
+// to /api/admin, nginx (merge_slashes on) to /admin; Envoy's router without normalize_path matches
+// /x/../api/y on its raw text (as /x); Tomcat drops ";" parameters before resolving; an upstream
+// that decodes twice reads %252e as "."; a Windows best-fit conversion turns a full-width solidus
+// into "/". So a path is in scope only if it is already in the one form every reader agrees on (see
+// pathSegments); anything else never gets the token, however harmless it looks. Envoy's
+// normalize_path and merge_slashes (envoy.yaml) rewrite dot segments, backslashes and repeated
+// slashes before any filter runs, for the router, this filter and the upstream alike; this check is
+// the second line.
 type scope struct {
 	paths [][]string
 	hosts []string
@@ -22,9 +26,9 @@ type scope struct {
 func newScope(paths, hosts []string) (scope, error) {
 	var s scope
 	for _, p := range paths {
-		segs, ok := normalizePath(p)
-		if !ok || p == "" || p[0] != '/' || strings.ContainsAny(p, "?#") || "/"+strings.Join(segs, "/") != strings.TrimSuffix(p, "/") && p != "/" {
-			return s, errors.New("paths: each must be a normalized absolute path such as /api (no dot segments, escapes, query or empty entry)")
+		segs, ok := pathSegments(p)
+		if !ok || strings.ContainsAny(p, "?#") || "/"+strings.Join(segs, "/") != strings.TrimSuffix(p, "/") && p != "/" {
+			return s, errors.New("paths: each must be a normalized absolute path such as /api (no empty or dot segments, escaped separators or unreserved characters, query or empty entry)")
 		}
 		s.paths = append(s.paths, segs)
 	}
@@ -41,7 +45,7 @@ func newScope(paths, hosts []string) (scope, error) {
 // applies reports whether a request with this :path and :authority is in scope.
 func (s *scope) applies(path, authority string) bool {
 	if len(s.paths) > 0 {
-		segs, ok := normalizePath(path)
+		segs, ok := pathSegments(path)
 		if !ok {
 			return false
 		}
@@ -80,85 +84,76 @@ func hasPrefix(segs, prefix []string) bool {
 	return true
 }
 
-// normalizePath returns the segments of an absolute path (query and fragment dropped) with unreserved
-// escapes decoded and dot segments resolved; ok is false for a path that is not absolute or holds an
-// encoded slash or backslash, or a raw backslash. A trailing empty segment ("/api/") is dropped.
-func normalizePath(p string) (segs []string, ok bool) {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
+// pathSegments returns the raw segments of an absolute path (the query dropped; a trailing slash
+// dropped, so /api/ is [api]) when every reader reads the path the same way, and ok false when one
+// might not: the filter then gives no token. Refused:
+//   - an empty segment other than the last (//api, /api//x, /api//../admin): merging slashes before or
+//     after resolving dot segments, or not at all, gives different paths;
+//   - a dot segment, or any segment made only of dots and spaces, before or without ";" parameters
+//     (/api/./x, /x/../api, /api/..;/admin, /api/;/../admin, /api/.../admin, /api/..%20/admin): a
+//     router on the raw path, an RFC 3986 resolver, a Tomcat that drops parameters and a Windows that
+//     trims trailing dots and spaces each read them differently;
+//   - a backslash, a "#", a control character, a space or a byte outside ASCII, raw;
+//   - an escape of an unreserved character (%2e, %61), of "/", "\", ";", "?", "#", of a control
+//     character or of a byte outside ASCII (overlong UTF-8, full-width and best-fit forms of "." and
+//     "/"), a double escape (%25 then two hex digits) and a malformed escape. Other escapes (%20, %3A,
+//     %25 not before two hex digits) stay, compared as written.
+func pathSegments(p string) (segs []string, ok bool) {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
 		p = p[:i]
 	}
-	if p == "" || p[0] != '/' || strings.IndexByte(p, '\\') >= 0 {
+	if p == "" || p[0] != '/' {
 		return nil, false
 	}
-	for _, raw := range strings.Split(p[1:], "/") {
-		seg, ok := decodeUnreserved(raw)
-		if !ok || ambiguous(seg) {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c <= ' ' || c >= 0x7f || c == '\\' || c == '#' {
 			return nil, false
 		}
-		switch seg {
-		case ".":
-		case "..":
-			if len(segs) > 0 {
-				segs = segs[:len(segs)-1]
-			}
-		default:
-			segs = append(segs, seg)
+		if c != '%' {
+			continue
 		}
+		if i+2 >= len(p) || unhex(p[i+1]) < 0 || unhex(p[i+2]) < 0 {
+			return nil, false
+		}
+		d := byte(unhex(p[i+1])<<4 | unhex(p[i+2]))
+		switch {
+		case d < ' ' || d >= 0x7f, unreserved(d), strings.IndexByte("/\\;?#", d) >= 0:
+			return nil, false
+		case d == '%' && i+4 < len(p) && unhex(p[i+3]) >= 0 && unhex(p[i+4]) >= 0:
+			return nil, false
+		}
+		i += 2
 	}
-	if n := len(segs); n > 0 && segs[n-1] == "" {
-		segs = segs[:n-1]
+	raw := strings.Split(p[1:], "/")
+	for i, seg := range raw {
+		if i == len(raw)-1 && seg == "" {
+			break
+		}
+		if onlyDots(seg) {
+			return nil, false
+		}
+		segs = append(segs, seg)
 	}
 	return segs, true
 }
 
-// ambiguous reports whether some upstreams read a decoded segment as a dot segment or a slash where
-// others do not: a dot segment with ";" parameters (Tomcat and Spring drop them first: /api/..;/admin
-// is /admin there), or a double-encoded dot, slash or backslash (%252e is "." to an upstream that
-// decodes twice).
-func ambiguous(seg string) bool {
-	base := seg
+// onlyDots reports whether a segment, before any ";" parameters and with "%20" read as a space, is
+// made only of dots and spaces (or is empty).
+func onlyDots(seg string) bool {
 	if i := strings.IndexByte(seg, ';'); i >= 0 {
-		base = seg[:i]
-	} else if i := strings.Index(seg, "%3B"); i >= 0 {
-		base = seg[:i]
+		seg = seg[:i]
 	}
-	if base != seg && (base == "." || base == "..") {
-		return true
+	for _, c := range strings.Split(seg, "%20") {
+		if strings.Trim(c, ". ") != "" {
+			return false
+		}
 	}
-	if i := strings.Index(seg, "%25"); i >= 0 {
-		l := strings.ToLower(seg[i:])
-		return strings.Contains(l, "%252e") || strings.Contains(l, "%252f") || strings.Contains(l, "%255c")
-	}
-	return false
+	return true
 }
 
-// decodeUnreserved decodes the percent-escapes of unreserved characters (RFC 3986 2.3) in one
-// segment and upper-cases the hex of the others; an escaped slash or backslash refuses the segment.
-func decodeUnreserved(s string) (string, bool) {
-	if strings.IndexByte(s, '%') < 0 {
-		return s, true
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			b = append(b, s[i])
-			continue
-		}
-		if i+2 >= len(s) || unhex(s[i+1]) < 0 || unhex(s[i+2]) < 0 {
-			return "", false
-		}
-		c := byte(unhex(s[i+1])<<4 | unhex(s[i+2]))
-		switch {
-		case c == '/' || c == '\\':
-			return "", false
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~':
-			b = append(b, c)
-		default:
-			b = append(b, '%', upperHex[c>>4], upperHex[c&15])
-		}
-		i += 2
-	}
-	return string(b), true
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 const upperHex = "0123456789ABCDEF"

@@ -450,3 +450,35 @@ func TestDiscoveryReadsTheFirstOfARepeatedMember(t *testing.T) {
 		t.Fatalf("%v, %d requests at the first token_endpoint", err, s.Requests())
 	}
 }
+
+// dropFailingCache is a memory cache whose deletes fail, as a shared cache that cannot be reached.
+type dropFailingCache struct{ *MemoryCache }
+
+func (dropFailingCache) Delete(context.Context, string) error { return errors.New("cache unreachable") }
+
+// TestRevokeSaysWhatItCouldNotDo: a revocation the provider accepted but whose token the cache
+// could not drop is an error that says both, not nil; one the provider refused says that too.
+func TestRevokeSaysWhatItCouldNotDo(t *testing.T) {
+	_, ek, _ := testKeys()
+	s := newSMART(t)
+	ctx := context.Background()
+	c := newClient(t, WithLoopback(), WithSigner("ec-1", &kmsSigner{inner: ek}), WithCache(dropFailingCache{NewMemoryCache(0)}))
+	req := smartRequest(s, "ec-1", "ES384")
+	tok, err := c.Token(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := req
+	rev.AccessToken = tok.AccessToken
+	var nd *NotDroppedError
+	if err := c.Revoke(ctx, rev); !errors.As(err, &nd) || !nd.Revoked || nd.Err != nil || s.Revocations() != 1 {
+		t.Fatalf("revoked, not dropped: %v (%d revocations)", err, s.Revocations())
+	}
+	rev.RevocationURL = s.URL() + "/nowhere"
+	if err := c.Revoke(ctx, rev); !errors.As(err, &nd) || nd.Revoked || kindOf(err) == "" {
+		t.Fatalf("refused, not dropped: %v", err)
+	}
+	if err := c.Invalidate(ctx, req); !errors.As(err, &nd) {
+		t.Fatalf("invalidate, not dropped: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -100,9 +101,17 @@ func (c *Client) cacheDelete(ctx context.Context, in []byte) []byte {
 	} // a conditional delete a plain Cache cannot do is left to the TTL
 	if err != nil {
 		c.cacheFailed("delete", err)
+		if f, ok := ctx.Value(dropFailuresKey{}).(*atomic.Int32); ok {
+			f.Add(1)
+		}
+		return []byte(`{"error":"cache_delete failed"}`)
 	}
 	return []byte(`{}`)
 }
+
+// dropFailuresKey carries a counter of the cache_delete calls that failed during one Revoke or
+// Invalidate, so they can say the shared cache still holds the token.
+type dropFailuresKey struct{}
 
 // cacheFailed logs a cache failure; the error comes from the Cache, which never sees secrets.
 func (c *Client) cacheFailed(op string, err error) {

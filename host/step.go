@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -142,6 +143,8 @@ func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error 
 	if err != nil {
 		return err
 	}
+	var dropFailed atomic.Int32
+	ctx = context.WithValue(ctx, dropFailuresKey{}, &dropFailed)
 	if !c.stepFlow {
 		if err := c.callJSON(ctx, abi.ExportInvalidate, req, (*result)(&res)); err != nil {
 			return err
@@ -158,8 +161,32 @@ func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error 
 	if res.Error != nil {
 		return res.Error
 	}
+	if dropFailed.Load() > 0 {
+		return &NotDroppedError{}
+	}
 	return nil
 }
+
+// NotDroppedError is what Revoke and Invalidate return when the cache could not drop the token: a
+// shared cache may serve it again (to this process and others) until it expires. Revoked tells
+// whether the provider accepted the revocation; Err is the provider's answer when it did not.
+type NotDroppedError struct {
+	Revoked bool
+	Err     error
+}
+
+func (e *NotDroppedError) Error() string {
+	msg := "tokenwasm: the cache could not drop the token; it may be served again until it expires"
+	switch {
+	case e.Err != nil:
+		return msg + " (the provider did not accept the revocation: " + e.Err.Error() + ")"
+	case e.Revoked:
+		return msg + " (the provider accepted the revocation)"
+	}
+	return msg
+}
+
+func (e *NotDroppedError) Unwrap() error { return e.Err }
 
 // stepOp runs the flow op for req through token_step and reads its answer.
 func (c *Client) stepOp(ctx context.Context, req abi.TokenRequest, op string) (abi.Result, error) {
@@ -197,13 +224,20 @@ func (c *Client) Revoke(ctx context.Context, req abi.TokenRequest) error {
 	if err != nil {
 		return err
 	}
-	res, err := c.stepOp(ctx, req, "revoke")
+	var dropFailed atomic.Int32
+	res, err := c.stepOp(context.WithValue(ctx, dropFailuresKey{}, &dropFailed), req, "revoke")
 	if err != nil {
 		return err
 	}
 	if res.Error != nil {
 		c.metrics.countError(res.Error.Kind)
+		if dropFailed.Load() > 0 {
+			return &NotDroppedError{Err: res.Error}
+		}
 		return res.Error
+	}
+	if dropFailed.Load() > 0 {
+		return &NotDroppedError{Revoked: true}
 	}
 	return nil
 }

@@ -308,14 +308,22 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	return nil
 }
 
-// Delete implements host.Cache.
+// Delete implements host.Cache. With Redis unavailable the local copy is dropped and the error says
+// the shared one was not: a token that was revoked or refused would be served again once Redis is
+// back, so the caller (Revoke, Invalidate) must learn it.
 func (c *Cache) Delete(ctx context.Context, key string) error {
 	rk := c.redisKey(key)
 	if c.redis(ctx, rk, func(ctx context.Context) error { return c.rdb.Del(ctx, rk).Err() }) == unavailable {
-		return c.fallback.Delete(ctx, key)
+		if err := c.fallback.Delete(ctx, key); err != nil {
+			return err
+		}
+		return ErrNotDropped
 	}
 	return nil
 }
+
+// ErrNotDropped: Redis was unavailable, so a Delete dropped the entry from the local fallback only.
+var ErrNotDropped = errors.New("rediscache: redis unavailable; the entry was dropped locally, not in redis")
 
 // setNXScript is SET NX PX that also takes over a stale key: one without a TTL (set by hand, or by
 // a client that forgot PX) or with a TTL longer than any fetch lock can have (ARGV[3]). Without

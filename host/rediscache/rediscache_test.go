@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"fmt"
 	"log/slog"
 	"net"
@@ -734,4 +735,109 @@ func coldKnownKey(t *testing.T, rdb *redis.Client) (*providertest.Fake, *recorde
 	k := cache.tokenKey(t)
 	rdb.Del(context.Background(), cache.redisKey(k))
 	return fake, cache, k
+}
+
+// tcpProxy forwards loopback connections to a Redis until stopped: then it cuts every connection and
+// answers new ones by closing them, as a network that stops forwarding would.
+type tcpProxy struct {
+	ln      net.Listener
+	target  string
+	mu      sync.Mutex
+	stopped bool
+	conns   []net.Conn
+}
+
+func newTCPProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.stop() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.stopped {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *tcpProxy) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *tcpProxy) resume() {
+	p.mu.Lock()
+	p.stopped = false
+	p.mu.Unlock()
+}
+
+// TestInvalidateWithRedisUnreachable: an Invalidate while Redis cannot be reached says the shared
+// cache still holds the token (it would be served again once Redis is back), instead of nil.
+func TestInvalidateWithRedisUnreachable(t *testing.T) {
+	opt, err := redis.ParseURL(redisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newTCPProxy(t, opt.Addr)
+	opt.Addr = proxy.ln.Addr().String()
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	cache, err := New(rdb, Options{Keys: [][]byte{testKey}, Retry: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := freshFake(t)
+	cfg := fake.Config()
+	req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL()}
+	ctx := context.Background()
+	c, err := host.New(ctx, host.WithCache(cache), host.WithLoopback())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	tok, err := c.Token(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.stop()
+	err = c.Invalidate(ctx, req)
+	var nd *host.NotDroppedError
+	if !errors.As(err, &nd) {
+		t.Fatalf("Invalidate with Redis unreachable: %v, want a NotDroppedError", err)
+	}
+	if strings.Contains(err.Error(), tok.AccessToken) || strings.Contains(err.Error(), cfg.ClientSecret) {
+		t.Fatal("the error holds a secret")
+	}
+	proxy.resume()
+	time.Sleep(150 * time.Millisecond) // past Options.Retry
+	if err := c.Invalidate(ctx, req); err != nil {
+		t.Fatalf("Invalidate with Redis back: %v", err)
+	}
 }

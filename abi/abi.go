@@ -176,6 +176,10 @@ type Result struct {
 	RefreshAtMS int64  `json:"refresh_at_ms,omitempty"`
 	StaleAtMS   int64  `json:"stale_at_ms,omitempty"`
 	Error       *Error `json:"error,omitempty"`
+	// Retry (invalidate with an access_token only) tells whether a new token is worth trying: false
+	// when a token of this identity was already dropped for a 401 within the window (ABI.md,
+	// "invalidate"), so the 401 is the API's answer.
+	Retry *bool `json:"retry,omitempty"`
 	// Pending (token only) says another host sharing the cache is fetching this token: call token again
 	// after RetryAfterMS. Only a host whose cache_set honours "nx" ever sees it.
 	Pending *Pending `json:"pending,omitempty"`

@@ -401,7 +401,8 @@ func (c *Client) Invalidate(ctx context.Context, req abi.TokenRequest) error {
 	if err != nil {
 		return err
 	}
-	return s.invalidate(ctx, "")
+	_, err = s.invalidate(ctx, "")
+	return err
 }
 
 // now is the host's clock, in one place so the refresh logic reads it one way.

@@ -34,14 +34,19 @@ func readResult(b []byte, r *abi.Result) error {
 	if !gjson.ValidBytes(b) {
 		return errNotJSON
 	}
-	var top [5]gjson.Result
-	members(gjson.ParseBytes(b), top[:], "token", "cached", "error", "pending", "request")
+	var top [8]gjson.Result
+	members(gjson.ParseBytes(b), top[:], "token", "cached", "error", "pending", "request", "refresh_at_ms", "stale_at_ms", "retry")
 	if f := top[0]; f.IsObject() {
 		var t [7]gjson.Result
 		members(f, t[:], "access_token", "token_type", "expires_in", "expires_at_ms", "issued_at_ms", "refresh_token", "scope")
 		r.Token = &abi.Token{AccessToken: t[0].Str, TokenType: t[1].Str, ExpiresIn: t[2].Int(), ExpiresAtMS: t[3].Int(),
 			IssuedAtMS: t[4].Int(), RefreshToken: t[5].Str, Scope: t[6].Str}
 		r.Cached = top[1].Bool()
+		r.RefreshAtMS, r.StaleAtMS = top[5].Int(), top[6].Int()
+	}
+	if top[7].IsBool() {
+		retry := top[7].Bool()
+		r.Retry = &retry
 	}
 	if e := top[2]; e.IsObject() {
 		var f [7]gjson.Result

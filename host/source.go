@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"hash/maphash"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,17 +18,13 @@ import (
 // from memory until its refresh point, refreshed in the background between that point and its stale
 // point (callers keep getting the valid token), and fetched in the caller's path only once stale.
 const (
-	refreshBackoff = time.Second // first wait after a failed background refresh; doubles to maxBackoff
-	maxBackoff     = 30 * time.Second
-	retryAttempts  = 3 // tries of one fetch on a transient failure
-	retryBase      = 100 * time.Millisecond
+	// retryAttempts: tries of one fetch on a transient failure, each after the retry_after_ms the
+	// plugin gave the failure (its fleet-wide backoff: 1 s, 2 s, ...), within the fetch's timeout.
+	retryAttempts = 3
 	// defaultTimeout and maxTimeout bound one fetch, retries included, as the plugin bounds timeout_ms
 	// (abi/ABI.md, TokenRequest).
 	defaultTimeout = 10 * time.Second
 	maxTimeout     = 120 * time.Second
-	// reinvalidateAfter: after a 401 made a source drop its token, further 401s within this time are
-	// the API's answer, not a stale token's, and are returned without another fetch.
-	reinvalidateAfter = 30 * time.Second
 )
 
 // held is a token with its refresh points, swapped atomically so a cache hit is one atomic load and
@@ -81,13 +76,11 @@ type source struct {
 	// lastRefresh is the newest refresh token the hook was given, so it gets each new value once.
 	lastRefresh string
 
-	cur           atomic.Pointer[held]
-	refreshing    atomic.Bool
-	retryAt       atomic.Int64 // Unix ns before which no background refresh starts
-	backoff       atomic.Int64 // current background backoff, ns
-	lastUsed      atomic.Int64 // Unix ns; the source map evicts the least recently used idle source
-	active        atomic.Int32 // callers waiting on a fetch plus fetches running: never evicted while > 0
-	invalidatedAt atomic.Int64 // Unix ns of the last 401 that dropped the token
+	cur        atomic.Pointer[held]
+	refreshing atomic.Bool
+	retryAt    atomic.Int64 // Unix ns before which no background refresh starts (the plugin's retry_after_ms)
+	lastUsed   atomic.Int64 // Unix ns; the source map evicts the least recently used idle source
+	active     atomic.Int32 // callers waiting on a fetch plus fetches running: never evicted while > 0
 }
 
 // flight is one fetch in progress; every caller that needs it waits on done. It runs on its own
@@ -274,7 +267,7 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 			s.c.observeFetch(ctx, newFetch(&req, attempt, start, cached, err))
 			return res, err
 		}
-		wait := time.Duration(rand.Int64N(int64(retryBase << (attempt - 1))))
+		wait := time.Duration(ae.RetryAfterMS) * time.Millisecond
 		if now().Add(wait).After(deadline) {
 			s.c.observeFetch(ctx, newFetch(&req, attempt, start, false, err))
 			return nil, err // no time left for another try
@@ -337,44 +330,50 @@ func (s *source) refreshAhead(h *held) {
 		defer s.refreshing.Store(false)
 		fresh, err := s.fetchShared(s.c.ctx, false, window)
 		if err != nil {
+			// The plugin says when to try again (retry_after_ms, its fleet-wide backoff); a failure it
+			// does not call retryable ends refreshing ahead: callers fetch once the token is stale.
 			s.c.metrics.refreshFailures.Add(1)
-			b := min(max(2*time.Duration(s.backoff.Load()), refreshBackoff), maxBackoff)
-			s.backoff.Store(int64(b))
-			s.retryAt.Store(now().Add(b).UnixNano())
+			retryAt := time.Unix(0, h.validUntil)
+			var ae *abi.Error
+			if errors.As(err, &ae) && ae.Retryable && ae.RetryAfterMS > 0 {
+				retryAt = now().Add(time.Duration(ae.RetryAfterMS) * time.Millisecond)
+			}
+			s.retryAt.Store(retryAt.UnixNano())
 			kind, _ := errorKind(err)
 			s.c.log.Info("tokenwasm: refresh ahead of expiry failed; serving the current token",
-				"provider", providerLabel(s.req.Provider), "kind", kind, "retry_in", b, "err", err)
+				"provider", providerLabel(s.req.Provider), "kind", kind, "retry_in", time.Until(retryAt).Round(time.Millisecond), "err", err)
 			return
 		}
-		s.backoff.Store(0)
 		s.c.log.Info("tokenwasm: refreshed ahead of expiry", "provider", providerLabel(s.req.Provider),
 			"expires_in", time.Until(time.UnixMilli(fresh.tok.ExpiresAtMS)).Round(time.Second))
 	}()
 }
 
-// invalidate drops the token (only if it is still bad, when bad is given) here and in the shared cache.
-func (s *source) invalidate(ctx context.Context, bad string) error {
-	if h := s.cur.Load(); h != nil && (bad == "" || h.tok.AccessToken == bad) {
-		s.cur.CompareAndSwap(h, nil)
-	}
+// invalidate drops the token (only if it is still bad, when bad is given) here and in the shared
+// cache, and reports whether a new token is worth trying (the plugin's 401 window, for bad).
+func (s *source) invalidate(ctx context.Context, bad string) (bool, error) {
 	req := s.request()
 	req.AccessToken = bad
-	return s.c.runInvalidate(ctx, req)
+	retry, err := s.c.invalidateFlow(ctx, req)
+	if h := s.cur.Load(); h != nil && (bad == "" || h.tok.AccessToken == bad) && (retry || err != nil) {
+		s.cur.CompareAndSwap(h, nil)
+	}
+	return retry, err
 }
 
 // unauthorized handles an API's 401 to a request sent with h and reports whether a new token is worth
-// trying. Each token is dropped at most once, and a source drops one at most once per
-// reinvalidateAfter: an API that refuses every token would otherwise cost a fetch per request.
+// trying. The plugin decides, fleet-wide: a token is dropped for a 401 at most once per window per
+// identity (abi/ABI.md, "invalidate"), and within it a 401 is the API's answer: an API that refuses
+// every token would otherwise cost a fetch per request, in every process.
 func (s *source) unauthorized(ctx context.Context, h *held) (bool, error) {
 	if s.cur.Load() != h {
 		return true, nil // already replaced: retry with the new one
 	}
-	n, last := now().UnixNano(), s.invalidatedAt.Load()
-	if last != 0 && n-last < int64(reinvalidateAfter) || !s.invalidatedAt.CompareAndSwap(last, n) {
-		return false, nil
+	retry, err := s.invalidate(ctx, h.tok.AccessToken)
+	if retry {
+		s.c.metrics.invalidations.Add(1)
 	}
-	s.c.metrics.invalidations.Add(1)
-	return true, s.invalidate(ctx, h.tok.AccessToken)
+	return retry, err
 }
 
 // sourceMap holds one source per credential set, keyed by a hash of the request (never the secret).

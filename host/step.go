@@ -138,33 +138,40 @@ func (c *Client) runToken(ctx context.Context, input []byte, res *abi.Result) er
 
 // runInvalidate runs the invalidate flow with the Client's driver.
 func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error {
+	_, err := c.invalidateFlow(ctx, req)
+	return err
+}
+
+// invalidateFlow runs the invalidate flow and reports whether a new token is worth trying (for an
+// access_token: the plugin's 401 window, fleet-wide).
+func (c *Client) invalidateFlow(ctx context.Context, req abi.TokenRequest) (retry bool, err error) {
 	var res abi.Result
-	req, err := c.resolve(ctx, req)
+	req, err = c.resolve(ctx, req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var dropFailed atomic.Int32
 	ctx = context.WithValue(ctx, dropFailuresKey{}, &dropFailed)
 	if !c.stepFlow {
 		if err := c.callJSON(ctx, abi.ExportInvalidate, req, (*result)(&res)); err != nil {
-			return err
+			return false, err
 		}
 	} else {
 		if err := c.enter(); err != nil {
-			return err
+			return false, err
 		}
 		defer c.leave()
 		if res, err = c.stepOp(ctx, req, "invalidate"); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if res.Error != nil {
-		return res.Error
+		return false, res.Error
 	}
 	if dropFailed.Load() > 0 {
-		return &NotDroppedError{}
+		return false, &NotDroppedError{}
 	}
-	return nil
+	return res.Retry == nil || *res.Retry, nil
 }
 
 // NotDroppedError is what Revoke and Invalidate return when the cache could not drop the token: a

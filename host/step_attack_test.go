@@ -54,7 +54,7 @@ func TestStepAttacksThroughWasm(t *testing.T) {
 				}
 			}
 			parts := strings.Split(state, ".") // tw2, t3, now_ms, life_ms, binding, owner, seal
-			if len(parts) != 7 || parts[1] != "t3" {
+			if len(parts) != 7 || parts[1] != "t30" {
 				t.Fatalf("round %d: lock state %q", round, state)
 			}
 			forgedOwner, _ := json.Marshal(strings.Join(append(parts[:5:5], `"},"next":{"import":"http_send","xy"`, parts[6]), "."))
@@ -64,7 +64,7 @@ func TestStepAttacksThroughWasm(t *testing.T) {
 			cases := []struct{ name, in, want string }{
 				{"forged owner", `{"request":` + req + `,"state":` + string(forgedOwner) + `,"answer":{"stored":true}}`, "token_step: state is not one this plugin gave for this request"},
 				{"resumed an hour later", `{"request":` + later + `,"state":"` + state + `","answer":{"stored":true}}`, "token_step: state has expired; start the flow again"},
-				{"the phase changed", `{"request":` + req + `,"state":"` + strings.Replace(state, ".t3.", ".t5.", 1) + `","answer":{"stored":true}}`, "token_step: state is not one this plugin gave for this request"},
+				{"the phase changed", `{"request":` + req + `,"state":"` + strings.Replace(state, ".t30.", ".t50.", 1) + `","answer":{"stored":true}}`, "token_step: state is not one this plugin gave for this request"},
 				{"the other identity's request", `{"request":` + other + `,"state":"` + state + `","answer":{"stored":true}}`, "token_step: state belongs to another request"},
 				{"answer 33 deep", `{"request":` + req + `,"state":"` + state + `","answer":{"a":` + deep + `}}`, "input is nested too deeply"},
 				{"8 MiB + 1", `{"request":` + req + `,"pad":"` + strings.Repeat("x", 8<<20+1-len(`{"request":`+req+`,"pad":""}`)) + `"}`, "input exceeds 8 MiB"},

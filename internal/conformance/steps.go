@@ -271,6 +271,12 @@ func (v Vector) ThroughSteps(call Call) (bool, error) {
 		// decode's caller sent a malformed response; in the flow it comes from the host's http_send
 		want["error"], _ = json.Marshal(map[string]any{"kind": "transport", "message": "host http_send: " + e.Message, "retryable": true})
 	}
+	var werr map[string]any
+	if json.Unmarshal(want["error"], &werr) == nil && werr["retryable"] == true && werr["kind"] != "rate_limited" {
+		// The flow remembers a transient failure for a backoff, the first time 1 s (abi/ABI.md).
+		werr["retry_after_ms"] = 1000
+		want["error"], _ = json.Marshal(werr)
+	}
 	w, _ := json.Marshal(want)
 	return true, Match(w, final)
 }

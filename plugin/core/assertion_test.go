@@ -392,14 +392,14 @@ func TestSignState(t *testing.T) {
 		in = `{"request":` + req + `,"state":` + string(got["state"]) + `,"answer":{"hit":false}}`
 	}
 	parts := strings.Split(unseal(state), ".")
-	if len(parts) != 7 || !uuidRE.MatchString(parts[6]) || !strings.HasPrefix(state, "tw2.t7.") {
+	if len(parts) != 7 || !uuidRE.MatchString(parts[6]) || !strings.HasPrefix(state, "tw2.t70.") {
 		t.Fatalf("sign state %q", state)
 	}
 	for name, tt := range map[string]struct{ req, state, want string }{
 		"another kid":        {smartReq("key-2", AlgRS384, ""), state, "another request"},
 		"jti with a quote":   {req, sealed(t, req, unseal(state)[:len(unseal(state))-1]+`"`), "not one this plugin gave"},
 		"no jti":             {req, sealed(t, req, strings.Join(parts[:6], ".")), "not one this plugin gave"},
-		"jti in send phase":  {req, sealed(t, req, strings.Replace(unseal(state), "tw2.t7.", "tw2.t5.", 1)), "not one this plugin gave"},
+		"jti in send phase":  {req, sealed(t, req, strings.Replace(unseal(state), "tw2.t70.", "tw2.t50.", 1)), "not one this plugin gave"},
 		"jti changed":        {req, flipLast(unseal(state)) + "." + state[len(state)-sealChars:], "not one this plugin gave"},
 		"sign on nikohealth": {nikoReq, nikoSignState(t), "not one this plugin gave"},
 	} {
@@ -418,7 +418,7 @@ func nikoSignState(t *testing.T) string {
 	var st string
 	json.Unmarshal(stepOnce(t, new(Memo), `{"request":`+nikoReq+`}`)["state"], &st)
 	p := strings.Split(st, ".")
-	return sealed(t, nikoReq, "tw2.t7."+p[2]+"."+p[3]+"."+p[4]+"..0b0f3c4e-5d6a-4b7c-8d9e-0f1a2b3c4d5e")
+	return sealed(t, nikoReq, "tw2.t70."+p[2]+"."+p[3]+"."+p[4]+"..0b0f3c4e-5d6a-4b7c-8d9e-0f1a2b3c4d5e")
 }
 
 // TestPrepareRefusesAssertions: an entry point that sends the encoded request as is (the Envoy

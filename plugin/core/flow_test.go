@@ -274,17 +274,50 @@ func TestTokenGate(t *testing.T) {
 	}
 }
 
-func TestTokenErrorsAreNotCached(t *testing.T) {
-	h := newFakeHost(t, func(abi.HTTPRequest) abi.HTTPResponse { return abi.HTTPResponse{Error: "connection reset by peer"} })
-	for i := 1; i <= 2; i++ {
+// TestTransientFailuresAreRemembered: a transient failure is not cached as a token, but remembered
+// in the identity's gate for a backoff that doubles with each failure in a row (1 s, 2 s, ...): until
+// it ends every caller sharing the cache gets that failure without a request; the first success
+// clears the count.
+func TestTransientFailuresAreRemembered(t *testing.T) {
+	failing := true
+	h := newFakeHost(t, func(abi.HTTPRequest) abi.HTTPResponse {
+		if failing {
+			return abi.HTTPResponse{Error: "connection reset by peer"}
+		}
+		return okToken(3600)(abi.HTTPRequest{})
+	})
+	for i, wantMS := range []int64{1000, 2000, 4000} {
 		r := h.token(t, nikoReq)
-		if r.Error == nil || r.Error.Kind != abi.KindTransport || !r.Error.Retryable || h.sends != i {
-			t.Fatalf("call %d: %+v sends %d", i, r.Error, h.sends)
+		if r.Error == nil || r.Error.Kind != abi.KindTransport || !r.Error.Retryable || r.Error.RetryAfterMS != wantMS || h.sends != i+1 {
+			t.Fatalf("failure %d: %+v sends %d, want retry_after_ms %d", i+1, r.Error, h.sends, wantMS)
+		}
+		again := h.token(t, nikoReq)
+		if again.Error == nil || again.Error.Kind != abi.KindTransport || again.Error.RetryAfterMS != wantMS || h.sends != i+1 {
+			t.Fatalf("within the backoff: %+v sends %d, want the remembered failure and no request", again.Error, h.sends)
+		}
+		h.advance(wantMS)
+	}
+	for k := range h.cache {
+		if !strings.HasSuffix(k, "/gate") {
+			t.Fatalf("a failure cached %s", k)
 		}
 	}
-	if len(h.cache) != 0 {
-		t.Fatalf("cache = %v", h.cache)
+	failing = false
+	if r := h.token(t, nikoReq); r.Token == nil || h.sends != 4 {
+		t.Fatalf("after the backoff: %+v sends %d", r.Error, h.sends)
 	}
+	if _, ok := h.cache[GateKey(mustKey(t, nikoReq))]; ok {
+		t.Fatal("a success left the failures' count")
+	}
+}
+
+func mustKey(t *testing.T, req string) string {
+	t.Helper()
+	_, _, key, err := Prepare([]byte(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 func TestTokenHostGarbage(t *testing.T) {

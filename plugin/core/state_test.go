@@ -62,7 +62,7 @@ func TestStateSealRefusesEveryChange(t *testing.T) {
 	// Every phase digit, resealed by a holder of another request: still refused.
 	other := strings.Replace(fleet, "niko-secret-1", "niko-secret-2", 1)
 	for p := byte('0'); p <= '9'; p++ {
-		body := strings.Replace(unseal(good), ".t3.", ".t"+string(p)+".", 1)
+		body := strings.Replace(unseal(good), ".t30.", ".t"+string(p)+"0.", 1)
 		refused("phase "+string(p)+" sealed for another request", sealed(t, other, body))
 		if p != '3' {
 			refused("phase "+string(p)+" unsealed", body+"."+good[len(good)-sealChars:])

@@ -41,6 +41,7 @@ const (
 	phaseGrant                    // cache_get(K/grant): a one-time grant's newest refresh token
 	phaseSpend                    // cache_set(K/grant, nx): an authorization code is marked used before it is sent
 	phaseSendLineage              // http_send of the lineage's refresh token (see withheld)
+	phaseDrop                     // invalidate's cache_set(K/drop, nx): one 401 drop per window, fleet-wide
 	phaseEnd                      // not a state: the flow has answered
 )
 
@@ -69,6 +70,8 @@ type Flow struct {
 	lifeMS int64
 	// followed: the flow sends the lineage's refresh token, not the request's (see withheld).
 	followed bool
+	// fails is how many transient failures in a row the identity's gate counted (read at the gate).
+	fails int64
 	// sealKey authenticates the state (stateKey), derived on first use.
 	sealKey  [sha256.Size]byte
 	sealDone bool
@@ -119,7 +122,12 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		return f.ask(phaseGate, f.getAction(f.key, gateSuffix))
 	case phaseGate:
 		if v, ok := f.cacheValue(answer); ok && f.ours(v) {
-			if until := int64(gjson.Get(v, "until_ms").Num); until > f.nowMS {
+			g := gjson.Parse(v)
+			f.fails = min(max(0, int64(g.Get("fails").Num)), maxFails)
+			if until := int64(g.Get("until_ms").Num); until > f.nowMS {
+				if e := g.Get("error"); e.IsObject() {
+					return f.finish(errorJSON(rememberedError(e, until-f.nowMS)))
+				}
 				return f.finish(errorJSON(&abi.Error{Kind: abi.KindRateLimited, Retryable: true, RetryAfterMS: until - f.nowMS,
 					Message: "provider rate-limited token requests; waiting for its Retry-After"}))
 			}
@@ -171,9 +179,16 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		return f.received(answer)
 	case phaseInvalidate:
 		if v, ok := f.cacheValue(answer); ok && f.ours(v) && gjson.Get(v, "access_token").String() == r.AccessToken {
-			return f.finish([]byte("{}"), f.deleteAction(f.key, "", ""))
+			// The 401 window: of every host sharing the cache, one drops this identity's token per
+			// window; a 401 within it is the API's answer, not a stale token's.
+			return f.ask(phaseDrop, f.setAction(f.key, dropSuffix, f.dropRecord(), DropWindowMS, true))
 		}
-		return f.finish([]byte("{}"))
+		return f.finish([]byte(`{"retry":true}`)) // already replaced (or gone): a fresh token is worth a try
+	case phaseDrop:
+		if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False {
+			return f.finish([]byte(`{"retry":false}`))
+		}
+		return f.finish([]byte(`{"retry":true}`), f.deleteAction(f.key, "", ""))
 	}
 	return f.finish(errorJSON(invalidRequest("token_step: the flow has ended")))
 }
@@ -187,7 +202,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 		var t *abi.Token
 		if t, err = f.r.Decode(resp, f.nowMS); err == nil {
 			out := tokenJSON(t, false)
-			var then [2]Action
+			var then [3]Action
 			n := 0
 			if ttl := t.ExpiresAtMS - f.nowMS - skewMS(t); ttl > 0 {
 				then[n] = f.setAction(f.key, "", view(tokenJSONCached(t, f.binding())), ttl, false)
@@ -195,6 +210,10 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 			}
 			if f.oneTime() && t.RefreshToken != "" {
 				then[n] = f.setAction(f.key, grantSuffix, f.grantRecord(t.RefreshToken), GrantTTLMS, false)
+				n++
+			}
+			if f.fails > 0 { // the provider answers again: the failures' count starts over
+				then[n] = f.deleteAction(f.key, gateSuffix, "")
 				n++
 			}
 			return f.finish(out, then[:n]...)
@@ -206,10 +225,64 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 	if err.Kind == abi.KindRateLimited && err.RetryAfterMS > 0 {
 		o := newObject(nil)
 		o.int("until_ms", f.nowMS+err.RetryAfterMS)
+		if f.fails > 0 {
+			o.int("fails", f.fails)
+		}
 		o.str("id", f.binding())
 		return f.finish(errorJSON(err), f.setAction(f.key, gateSuffix, view(o.end()), err.RetryAfterMS, false))
 	}
+	if err.Retryable {
+		// A transient failure closes the gate for a backoff that doubles with each failure in a row,
+		// fleet-wide: every host sharing the cache is answered this error until then, and the
+		// provider is not asked again before.
+		e := *err
+		n := min(f.fails+1, maxFails)
+		e.RetryAfterMS = backoffMS(n)
+		o := newObject(nil)
+		o.int("until_ms", f.nowMS+e.RetryAfterMS)
+		o.int("fails", n)
+		o.key("error")
+		o.b = append(o.b, errorJSON(&abi.Error{Kind: e.Kind, Status: e.Status, Message: e.Message, Retryable: true})[len(`{"error":`):]...)
+		o.b = o.b[:len(o.b)-1] // errorJSON's closing brace
+		o.str("id", f.binding())
+		return f.finish(errorJSON(&e), f.setAction(f.key, gateSuffix, view(o.end()), 2*e.RetryAfterMS, false))
+	}
 	return f.finish(errorJSON(err))
+}
+
+// The backoff after transient failures: 1 s after the first, doubling, at most 30 s.
+const (
+	firstBackoffMS = 1000
+	maxBackoffMS   = 30000
+	maxFails       = 15 // one hex digit in the state
+)
+
+func backoffMS(fails int64) int64 {
+	return min(maxBackoffMS, int64(firstBackoffMS)<<min(fails-1, 5))
+}
+
+// rememberedError is the answer while a transient failure's gate is closed: that failure, retryable,
+// with the time left.
+func rememberedError(e gjson.Result, retryAfterMS int64) *abi.Error {
+	kind := e.Get("kind").Str
+	if kind != abi.KindTransport && kind != abi.KindServerError {
+		kind = abi.KindServerError
+	}
+	return &abi.Error{Kind: kind, Status: int(e.Get("status").Int()), Retryable: true, RetryAfterMS: retryAfterMS,
+		Message: "an earlier token request failed; waiting before asking the provider again: " + e.Get("message").Str}
+}
+
+// DropWindowMS is the 401 window: a token is dropped for an API's 401 at most once per window per
+// identity, across every host sharing the cache.
+const DropWindowMS = 30000
+
+// dropSuffix names an identity's 401 window.
+const dropSuffix = "/drop"
+
+func (f *Flow) dropRecord() string {
+	o := newObject(make([]byte, 0, 64))
+	o.str("id", f.binding())
+	return view(o.end())
 }
 
 // cached returns the token answer for a cache_get answer holding a token that is still valid (past
@@ -503,9 +576,10 @@ func (f *Flow) Run(host Imports) []byte {
 
 // The state of a flow between two token_step calls, as the host carries it:
 //
-//	tw2.<op><phase>.<now_ms>.<life_ms>.<binding>.<lock owner>[.<jti>].<seal>
+//	tw2.<op><phase><fails>.<now_ms>.<life_ms>.<binding>.<lock owner>[.<jti>].<seal>
 //
-// binding is the first 128 bits of the request's cache-key hash: a state resumes with the request
+// fails (one hex digit) is the count of transient failures in a row the gate showed, for the
+// backoff of the next one. binding is the first 128 bits of the request's cache-key hash: a state resumes with the request
 // whose identity it began with, and no other. life_ms is how long after now_ms it may be resumed.
 // jti, while the host signs, is the client assertion's: with now_ms (its iat) it rebuilds the
 // signing input when the signature comes back. seal is an HMAC-SHA256 (128 bits, hex) of all that
@@ -524,7 +598,7 @@ func (f *Flow) appendState(b []byte) []byte {
 	b = append(b, '"')
 	start := len(b)
 	b = append(b, statePrefix...)
-	b = append(b, f.op, '0'+byte(f.phase), '.')
+	b = append(b, f.op, '0'+byte(f.phase), hexDigits[f.fails], '.')
 	b = strconv.AppendInt(b, f.nowMS, 10)
 	b = append(b, '.')
 	b = strconv.AppendInt(b, f.lifeMS, 10)
@@ -575,11 +649,12 @@ func (f *Flow) resume(s string) *abi.Error {
 		return badState()
 	}
 	rest := body[len(statePrefix):]
-	if len(rest) < 3 || rest[2] != '.' {
+	if len(rest) < 4 || rest[3] != '.' {
 		return badState()
 	}
 	op, p := rest[0], phase(rest[1]-'0')
-	fields := strings.SplitN(rest[3:], ".", 5)
+	fails := int64(strings.IndexByte(hexDigits, rest[2]))
+	fields := strings.SplitN(rest[4:], ".", 5)
 	if len(fields) < 4 {
 		return badState()
 	}
@@ -591,10 +666,10 @@ func (f *Flow) resume(s string) *abi.Error {
 		jti = fields[4]
 	}
 	switch {
-	case err1 != nil || err2 != nil || now < 0 || life <= 0:
+	case err1 != nil || err2 != nil || now < 0 || life <= 0 || fails < 0 || fails > maxFails:
 		return badState()
 	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend && p != phaseSendLineage,
-		op == opInvalidate && p != phaseInvalidate,
+		op == opInvalidate && p != phaseInvalidate && p != phaseDrop,
 		op == opRevoke && p != phaseSend && p != phaseSign, op != opToken && op != opInvalidate && op != opRevoke:
 		return badState()
 	case binding != f.binding():
@@ -607,12 +682,12 @@ func (f *Flow) resume(s string) *abi.Error {
 		e := invalidRequest("token_step: state has expired; start the flow again")
 		e.Retryable = true
 		return e
-	case owner != "" && (!isRequestID(owner) || p < phaseLock || p == phaseInvalidate):
+	case owner != "" && (!isRequestID(owner) || p < phaseLock || p == phaseInvalidate || p == phaseDrop):
 		return badState()
 	case signing != (p == phaseSign), signing && (!validJTI(jti) || f.enc.jwt == nil || !f.enc.jwt.hostSigns()):
 		return badState()
 	}
-	f.op, f.phase, f.nowMS, f.lifeMS, f.owner, f.jti = op, p, now, life, owner, jti
+	f.op, f.phase, f.nowMS, f.lifeMS, f.owner, f.jti, f.fails = op, p, now, life, owner, jti, fails
 	return nil
 }
 

@@ -27,7 +27,7 @@ func stepState(t *testing.T, req string, nowMS int64) []string {
 		state = got.State
 	}
 	parts := strings.Split(unseal(state), ".")
-	if len(parts) != 6 || parts[1] != "t3" || len(parts[5]) != 36 {
+	if len(parts) != 6 || parts[1] != "t30" || len(parts[5]) != 36 {
 		t.Fatalf("lock step state = %q", state)
 	}
 	return parts

@@ -250,6 +250,9 @@ type CacheGetInput struct {
 type CacheGetOutput struct {
 	Hit   bool   `json:"hit"`
 	Value string `json:"value,omitempty"`
+	// Error says the cache failed: a miss, except for a grant's lineage, which the flow does not
+	// guess (ABI.md, "One-time grants and their lineage").
+	Error string `json:"error,omitempty"`
 }
 
 // CacheSetInput is the input of cache_set. With NX the value is stored only if the key is absent

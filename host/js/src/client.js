@@ -121,9 +121,14 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   // as the Go host does for its SharedCache: a mixed Go and JS fleet then makes one fetch per token.
   const fleetJSON = cache.shared === true ? (json) => withMember(json, 'fleet_lock', 'true') : (json) => json;
 
-  /** cacheOp runs one cache operation, bounded by CACHE_TIMEOUT_MS; a sync answer is returned as is. */
-  function cacheOp(name, ...args) {
-    if (Date.now() < cacheDownUntil) throw new Error('the cache timed out recently');
+  /**
+   * cacheOp runs one cache operation, bounded by CACHE_TIMEOUT_MS; a sync answer is returned as is.
+   * While the cache is skipped (one timed out recently) it fails at once, unless `always`: the then
+   * actions of a flow (the new token, a grant's newest refresh token, the lock's release) are tried
+   * whatever happened to other operations.
+   */
+  function cacheOp(always, name, ...args) {
+    if (!always && Date.now() < cacheDownUntil) throw new Error('the cache timed out recently');
     const p = cache[name](...args);
     if (typeof p?.then !== 'function') return p;
     let timer;
@@ -151,29 +156,35 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     return true;
   }
 
-  /** perform does one import a step asked for and returns its answer (undefined: none). Never throws. */
-  async function perform({ import: name, input }) {
+  /**
+   * perform does one import a step asked for and returns its answer (undefined: none). Never throws.
+   * `then`: the action is one of a final answer's then actions (see cacheOp).
+   */
+  async function perform({ import: name, input }, then = false) {
     switch (name) {
       case 'http_send':
         return send(input);
       case 'cache_get':
         try {
-          const value = await cacheOp('get', String(input.key));
+          const value = await cacheOp(then, 'get', String(input.key));
           return typeof value === 'string' ? { hit: true, value } : { hit: false };
         } catch (err) {
-          warn('tokenwasm: cache get failed', { error: err?.name ?? 'Error' }); // a broken cache is a miss
-          return { hit: false };
+          // Said, not hidden as a miss: the flow reads a failure as a miss, except for a one-time
+          // grant's lineage, where it sends nothing rather than a refresh token that may be used.
+          const error = err?.name ?? 'Error';
+          warn('tokenwasm: cache get failed', { error });
+          return { error };
         }
       case 'cache_set':
         try {
-          return { stored: Boolean(await cacheOp('set', String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
+          return { stored: Boolean(await cacheOp(then, 'set', String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
         } catch (err) {
           warn('tokenwasm: cache set failed', { error: err?.name ?? 'Error' });
           return { error: `cache_set: ${err?.name ?? 'Error'}` };
         }
       case 'cache_delete':
         try {
-          await cacheOp('delete', String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
+          await cacheOp(then, 'delete', String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
         } catch (err) {
           warn('tokenwasm: cache delete failed', { error: err?.name ?? 'Error' });
         }
@@ -185,8 +196,10 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
 
   /**
    * drive runs one token_step flow for the request JSON (op '' or 'invalidate') and returns its final
-   * answer, after the "then" actions. If the plugin fails mid-flow, a fleet lock it took is released,
-   * so other hosts do not wait out its TTL.
+   * answer, after the "then" actions: a one-time grant's newest refresh token is stored before anyone
+   * is answered, so the next flow sends it. Nothing a caller does stops a flow: an aborted caller is
+   * only detached from it (abortable). If the plugin fails mid-flow, a fleet lock it took is
+   * released, so other hosts do not wait out its TTL.
    */
   async function drive(json, op, slot) {
     let input = op ? `{"request":${json},"op":"${op}"}` : `{"request":${json}}`;
@@ -196,7 +209,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         const out = call('token_step', input, slot);
         if (!out.next) {
           const { then, ...final } = out;
-          for (const a of then ?? []) await perform(a); // in order: the lock release follows the store
+          for (const a of then ?? []) await perform(a, true); // in order: the lock release follows the stores
           return final;
         }
         const answer = await perform(out.next);
@@ -205,7 +218,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
       }
       throw new Error(`tokenwasm: token_step did not end within ${MAX_STEPS} steps`);
     } catch (err) {
-      if (lock) await perform({ import: 'cache_delete', input: { key: lock.key, if_value: lock.value } });
+      if (lock) await perform({ import: 'cache_delete', input: { key: lock.key, if_value: lock.value } }, true);
       throw err;
     }
   }

@@ -6,11 +6,10 @@ import { Instance } from './kernel.js';
 import { httpSender, DEFAULT_TIMEOUT_MS } from './http.js';
 import { MemoryCache } from './cache.js';
 
-// Refresh timing, as the Go host's (host/source.go): a token is served from memory until its
-// refresh point, refreshed in the background between that point and its expiry skew (callers keep
-// getting it), and fetched in the caller's path only once past the skew.
-const MAX_SKEW_MS = 60_000; // the plugin's cache skew (abi/ABI.md, token)
-const MAX_AHEAD_MS = 300_000;
+// Refresh timing is the plugin's: each token answer carries refresh_at_ms and stale_at_ms. A held
+// token is served from memory until refresh_at_ms, refreshed in the background from then (callers
+// keep getting it), and fetched in the caller's path from stale_at_ms; if that fetch fails, it is
+// still served until it expires.
 const REFRESH_BACKOFF_MS = 1_000; // first wait after a failed background refresh; doubles to 30 s
 const MAX_BACKOFF_MS = 30_000;
 const MAX_STEPS = 16; // a flow is at most 6 steps (abi/ABI.md, token_step)
@@ -65,16 +64,19 @@ function deepFrozen(v) {
 /** withMember returns the JSON object text `json` with one more member (name: a JSON value). */
 const withMember = (json, name, value) => (json === '{}' ? `{"${name}":${value}}` : `${json.slice(0, -1)},"${name}":${value}}`);
 
-/** hold makes a held token: the answer served from memory and its refresh points. */
-function hold(token) {
+/**
+ * hold makes a held token of a token answer: the answer served from memory and the plugin's schedule
+ * for it. An answer without the schedule (a plugin older than it) is never served from memory
+ * without a flow, only when a fetch fails before it expires.
+ */
+function hold({ token, refresh_at_ms: refreshAt, stale_at_ms: staleAt }) {
   const { refresh_token: _never, ...t } = token; // a token served again never carries refresh_token
-  const life = t.expires_at_ms - t.issued_at_ms;
-  const skew = Math.min(MAX_SKEW_MS, life / 4);
-  const ahead = Math.min(MAX_AHEAD_MS, life / 3);
+  const when = (ms) => (Number.isFinite(ms) ? Math.min(ms, t.expires_at_ms) : -Infinity);
+  const schedule = Number.isFinite(refreshAt) && Number.isFinite(staleAt) ? { refresh_at_ms: refreshAt, stale_at_ms: staleAt } : {};
   return {
-    answer: Object.freeze({ token: Object.freeze(t), cached: true }),
-    freshUntil: t.expires_at_ms - ahead, // before this, serve without refreshing
-    validUntil: t.expires_at_ms - skew, // before this, serve (and refresh in the background)
+    answer: Object.freeze({ token: Object.freeze(t), cached: true, ...schedule }),
+    refreshAt: when(refreshAt), // before this, serve without refreshing
+    staleAt: when(staleAt), // before this, serve (and refresh in the background)
   };
 }
 
@@ -252,13 +254,12 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     s.flight = track(
       flow(json, s.slot, timeout).then((res) => {
         if (res.token) {
-          s.held = hold(res.token);
+          s.held = hold(res);
           return Object.freeze(res);
         }
         const h = s.held;
         if (res.error && h && Date.now() < h.answer.token.expires_at_ms) {
-          // The provider failed, but the held token has not expired yet: serve it rather than fail.
-          warn('tokenwasm: fetch failed inside the expiry skew; serving the current token', { kind: res.error.kind });
+          warn('tokenwasm: fetch failed before the held token expired; serving it', { kind: res.error.kind });
           return h.answer;
         }
         return res;
@@ -273,7 +274,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   function refreshAhead(s, h, req) {
     if (s.refreshing || Date.now() < s.retryAt || closed) return;
     s.refreshing = true;
-    const window = h.answer.token.expires_at_ms - h.freshUntil + 1; // a token not itself due for refresh
+    const window = h.answer.token.expires_at_ms - h.refreshAt + 1; // a token not itself due for refresh
     fetchShared(s, req, window)
       .then(
         (res) => {
@@ -328,9 +329,9 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   }
 
   /**
-   * token answers {token, cached} or {error}: from memory when a valid token is held, else through
-   * the plugin (the cache, then the provider). Concurrent callers of one credential set share one
-   * flow. `force` skips every cache (not a closed 429 gate).
+   * token answers {token, cached, refresh_at_ms, stale_at_ms} or {error}: from memory when a valid
+   * token is held, else through the plugin (the cache, then the provider). Concurrent callers of one
+   * credential set share one flow. `force` skips every cache (not a closed 429 gate).
    */
   async function token(req, { signal } = {}) {
     open();
@@ -338,7 +339,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
       const { force: _f, ...rest } = req;
       const s = sourceOf(rest);
       const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, req.timeout_ms ?? DEFAULT_TIMEOUT_MS)).then((res) => {
-        if (res.token) s.held = hold(res.token);
+        if (res.token) s.held = hold(res);
         return res;
       });
       return abortable(p, signal);
@@ -347,8 +348,8 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     const h = s.held;
     if (h !== null) {
       const now = Date.now();
-      if (now < h.freshUntil) return h.answer;
-      if (now < h.validUntil) {
+      if (now < h.refreshAt) return h.answer;
+      if (now < h.staleAt) {
         refreshAhead(s, h, req);
         return h.answer;
       }

@@ -80,6 +80,9 @@ function hold({ token, refresh_at_ms: refreshAt, stale_at_ms: staleAt }) {
   };
 }
 
+/** oneTime reports whether a request's grant uses up its credential when sent (the flow's lineage). */
+const oneTime = (req) => req?.grant_type === 'refresh_token' || req?.grant_type === 'authorization_code';
+
 /**
  * A Source serves the tokens of one credential set (one request's JSON): hits from memory, one
  * flight at a time, refresh ahead with backoff. Its slot picks the instance its steps run on, so an
@@ -102,7 +105,8 @@ class Source {
  * createClient compiles the plugin and returns a client. See index.d.ts for the options and the
  * answers; README.md for each runtime.
  */
-export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4 } = {}) {
+export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken } = {}) {
+  if (onRefreshToken !== undefined && typeof onRefreshToken !== 'function') throw new TypeError('tokenwasm: onRefreshToken must be a function');
   const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger }); // throws on a bad allow-list
   const module = await loadModule(wasm);
   const doFetch = fetchImpl ?? ((input, init) => fetch(input, init));
@@ -246,28 +250,91 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     return p;
   }
 
-  /** fetchShared joins the source's flight, or starts one (minTtl: a refresh ahead's margin). */
-  function fetchShared(s, req, minTtl = 0) {
-    if (s.flight) return s.flight;
-    const json = minTtl > 0 ? withMember(fleetJSON(s.json), 'min_ttl_ms', Math.ceil(minTtl)) : fleetJSON(s.json);
-    const timeout = Number.isInteger(req?.timeout_ms) && req.timeout_ms > 0 ? req.timeout_ms : DEFAULT_TIMEOUT_MS;
+  /**
+   * tell hands onRefreshToken a refresh token a fetched answer carried, for the application to keep
+   * beyond the cache's life. It is not awaited, and its errors (thrown or rejected) are swallowed
+   * unlogged: they may quote the token.
+   */
+  function tell(req, token) {
+    if (!onRefreshToken || typeof token?.refresh_token !== 'string' || token.refresh_token === req?.refresh_token) return;
+    try {
+      const r = onRefreshToken(req, token.refresh_token);
+      if (typeof r?.then === 'function') r.then(undefined, () => {});
+    } catch {}
+  }
+
+  /** timeoutOf is the request's timeout_ms, or the default. */
+  const timeoutOf = (req) => (Number.isInteger(req?.timeout_ms) && req.timeout_ms > 0 ? req.timeout_ms : DEFAULT_TIMEOUT_MS);
+
+  /**
+   * settle takes a flow's answer for s: a token is held (and its refresh token told), and its answer
+   * frozen, as callers share it.
+   */
+  function settle(s, req, res) {
+    if (!res.token) return res;
+    s.held = hold(res);
+    if (res.cached === false) tell(req, res.token);
+    return Object.freeze(res);
+  }
+
+  /** startFlight starts the flight of s: one flow for the request JSON, which callers join. */
+  function startFlight(s, req, json) {
     s.flight = track(
-      flow(json, s.slot, timeout).then((res) => {
-        if (res.token) {
-          s.held = hold(res);
-          return Object.freeze(res);
-        }
+      flow(json, s.slot, timeoutOf(req)).then((res) => {
         const h = s.held;
         if (res.error && h && Date.now() < h.answer.token.expires_at_ms) {
           warn('tokenwasm: fetch failed before the held token expired; serving it', { kind: res.error.kind });
-          return h.answer;
         }
-        return res;
+        return settle(s, req, res);
       }),
     ).finally(() => {
       s.flight = null;
     });
     return s.flight;
+  }
+
+  /**
+   * orHeld is the answer for a caller who did not force a fetch: the flight's, or, when the flight
+   * failed (an error answer, or a throw), the held token while it has not expired.
+   */
+  function orHeld(s, p) {
+    const held = () => {
+      const h = s.held;
+      return h && Date.now() < h.answer.token.expires_at_ms ? h.answer : null;
+    };
+    return p.then(
+      (res) => (res.error && held()) || res,
+      (err) => {
+        const h = held();
+        if (h) return h;
+        throw err;
+      },
+    );
+  }
+
+  /** fetchShared joins the source's flight, or starts one (minTtl: a refresh ahead's margin). */
+  function fetchShared(s, req, minTtl = 0) {
+    if (s.flight) return orHeld(s, s.flight);
+    const json = minTtl > 0 ? withMember(fleetJSON(s.json), 'min_ttl_ms', Math.ceil(minTtl)) : fleetJSON(s.json);
+    return orHeld(s, startFlight(s, req, json));
+  }
+
+  /**
+   * forceShared is a forced fetch of a one-time grant: two exchanges of one refresh token at once are
+   * a replay, so it joins the flight in progress (which callers of the source then join too). When
+   * that flight did not fetch a token (a cache hit, an error), the forced flight follows it (unless
+   * the client closed meanwhile).
+   */
+  function forceShared(s, req) {
+    const start = () => s.flight ?? startFlight(s, req, fleetJSON(JSON.stringify(req)));
+    if (!s.flight) return start();
+    return s.flight.then(
+      (res) => ((res.token && res.cached === false) || closed ? res : start()),
+      (err) => {
+        if (closed) throw err;
+        return start();
+      },
+    );
   }
 
   /** refreshAhead starts one background refresh of s unless one runs or a failed one backs off. */
@@ -331,17 +398,16 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   /**
    * token answers {token, cached, refresh_at_ms, stale_at_ms} or {error}: from memory when a valid
    * token is held, else through the plugin (the cache, then the provider). Concurrent callers of one
-   * credential set share one flow. `force` skips every cache (not a closed 429 gate).
+   * credential set share one flow. `force` skips every cache (not a closed 429 gate); for a one-time
+   * grant (refresh_token, authorization_code) it joins the flow in progress.
    */
   async function token(req, { signal } = {}) {
     open();
     if (req?.force) {
       const { force: _f, ...rest } = req;
       const s = sourceOf(rest);
-      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, req.timeout_ms ?? DEFAULT_TIMEOUT_MS)).then((res) => {
-        if (res.token) s.held = hold(res);
-        return res;
-      });
+      if (oneTime(rest)) return abortable(forceShared(s, req), signal);
+      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, timeoutOf(req))).then((res) => settle(s, req, res));
       return abortable(p, signal);
     }
     const s = sourceOf(req);

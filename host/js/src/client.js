@@ -175,11 +175,12 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
           const value = await cacheOp(then, 'get', String(input.key));
           return typeof value === 'string' ? { hit: true, value } : { hit: false };
         } catch (err) {
-          // Said, not hidden as a miss: the flow reads a failure as a miss, except for a one-time
-          // grant's lineage, where it sends nothing rather than a refresh token that may be used.
+          // Said, not hidden as a bare miss (abi/ABI.md, cache_get): the flow reads a failure as a
+          // miss, except for a one-time grant's lineage, where it sends nothing rather than a
+          // refresh token that may be a used one.
           const error = err?.name ?? 'Error';
           warn('tokenwasm: cache get failed', { error });
-          return { error };
+          return { hit: false, error };
         }
       case 'cache_set':
         try {
@@ -277,7 +278,10 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     return Object.freeze(res);
   }
 
-  /** startFlight starts the flight of s: one flow for the request JSON, which callers join. */
+  /**
+   * startFlight starts the flight of s: one flow for the request JSON, which callers join. req is the
+   * request of the caller who started it, without force (onRefreshToken is given it).
+   */
   function startFlight(s, req, json) {
     s.flight = track(
       flow(json, s.slot, timeoutOf(req)).then((res) => {
@@ -325,8 +329,8 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
    * that flight did not fetch a token (a cache hit, an error), the forced flight follows it (unless
    * the client closed meanwhile).
    */
-  function forceShared(s, req) {
-    const start = () => s.flight ?? startFlight(s, req, fleetJSON(JSON.stringify(req)));
+  function forceShared(s, req, base) {
+    const start = () => s.flight ?? startFlight(s, base, fleetJSON(JSON.stringify(req)));
     if (!s.flight) return start();
     return s.flight.then(
       (res) => ((res.token && res.cached === false) || closed ? res : start()),
@@ -406,8 +410,8 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     if (req?.force) {
       const { force: _f, ...rest } = req;
       const s = sourceOf(rest);
-      if (oneTime(rest)) return abortable(forceShared(s, req), signal);
-      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, timeoutOf(req))).then((res) => settle(s, req, res));
+      if (oneTime(rest)) return abortable(forceShared(s, req, rest), signal);
+      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, timeoutOf(req))).then((res) => settle(s, rest, res));
       return abortable(p, signal);
     }
     const s = sourceOf(req);

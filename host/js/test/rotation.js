@@ -200,7 +200,8 @@ export async function forcedJoins(env) {
   const f = candescent(env);
   const replays = await replaysSince(f);
   const rec = recorder({ delayMs: 300 });
-  const client = await createClient({ wasm: env.wasm, allowLoopback: true, fetch: rec.fetch });
+  const told = [];
+  const client = await createClient({ wasm: env.wasm, allowLoopback: true, fetch: rec.fetch, onRefreshToken: (request, rt) => told.push([request, rt]) });
   try {
     const req = refreshRequest(f.c, await firstRefreshToken(env, f, 0));
     const [a, b] = await Promise.all([client.token(req), client.token({ ...req, force: true })]);
@@ -218,6 +219,8 @@ export async function forcedJoins(env) {
     eq(rec.sent.length, 3, 'exchanges after a forced fetch alone');
     eq(rec.sent[2].get('refresh_token'), rec.received[1], 'it sends the newest refresh token');
     eq((await client.token(req)).token.access_token, e.token.access_token, 'the forced token is the one held');
+    eq(told.map(([, rt]) => rt).join(), rec.received.join(), 'onRefreshToken: each new refresh token once');
+    ok(told.every(([r]) => r.force === undefined && r.refresh_token === req.refresh_token), 'onRefreshToken: the credential set as given, without force');
 
     const code = await f.authorize(0);
     const creq = codeRequest(f.c, code);

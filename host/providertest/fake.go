@@ -94,21 +94,43 @@ type Fake struct {
 	issued    atomic.Int64
 	apiCalls  atomic.Int64
 	missingTx atomic.Int64
+	replays   atomic.Int64
 	refuse    atomic.Bool
 
 	mu        sync.Mutex
 	tokens    map[string]time.Time     // live access token -> expiry
 	refresh   map[string]refreshRecord // live refresh tokens (Candescent)
+	spent     map[string]*lineage      // used refresh tokens, to count replays; nil lineage: not a minted code's
+	codes     map[string]*codeGrant    // authorization codes minted by Authorize (Candescent)
 	txIDs     map[string]struct{}      // distinct transactionId values (Candescent)
 	lastAdmit time.Time                // last token request let through the MinInterval gate
 	intercept func(w http.ResponseWriter, r *http.Request) bool
 }
 
-// refreshRecord is what a refresh token stands for: when it stops working and the scope it carries
-// over to the tokens it refreshes.
+// refreshRecord is what a refresh token stands for: when it stops working, the scope it carries
+// over to the tokens it refreshes, and the lineage it belongs to (nil: not a minted code's).
 type refreshRecord struct {
 	expires time.Time
 	scope   string
+	lin     *lineage
+}
+
+// lineage is everything one minted authorization code (Authorize) granted: the access and refresh
+// tokens issued from it and from the refresh tokens it led to. Presenting its code again, or one of
+// its used refresh tokens, revokes all of them, as RFC 6749 4.1.2 and RFC 9700 4.14.2 ask of a
+// server that detects a replay.
+type lineage struct {
+	life    time.Duration // its access tokens' life; zero: the fake's
+	access  []string
+	refresh []string
+	revoked bool
+}
+
+// codeGrant is one minted authorization code: it works once, for CodeTTL.
+type codeGrant struct {
+	lin     *lineage
+	expires time.Time
+	used    bool
 }
 
 // APIPath is the path of every fake's protected API.
@@ -123,7 +145,8 @@ func newFake(name, path string, cfg Config, issue func(*Fake, http.ResponseWrite
 // unstartedFake is a fake whose server the caller starts (with more routes, or TLS).
 func unstartedFake(name, path string, cfg Config, issue func(*Fake, http.ResponseWriter, *http.Request)) (*Fake, *http.ServeMux) {
 	f := &Fake{name: name, path: path, cfg: cfg, issue: issue,
-		tokens: map[string]time.Time{}, refresh: map[string]refreshRecord{}, txIDs: map[string]struct{}{}}
+		tokens: map[string]time.Time{}, refresh: map[string]refreshRecord{}, txIDs: map[string]struct{}{},
+		spent: map[string]*lineage{}, codes: map[string]*codeGrant{}}
 	// Exact-path patterns: anything else is the mux's 404, as on a real host.
 	mux := http.NewServeMux()
 	mux.HandleFunc(path, f.serveToken)
@@ -193,6 +216,11 @@ func (f *Fake) Intercept(h func(w http.ResponseWriter, r *http.Request) bool) {
 	f.intercept = h
 	f.mu.Unlock()
 }
+
+// Replays returns how many token requests presented a credential that had already been used: a
+// rotated-away refresh token, or a minted authorization code sent a second time (Candescent). A
+// client that follows rotation correctly keeps it at zero.
+func (f *Fake) Replays() int64 { return f.replays.Load() }
 
 // MissingTransactionID returns how many token requests reaching the Candescent handler lacked a
 // transactionId header.
@@ -273,7 +301,7 @@ func (f *Fake) serveAPI(w http.ResponseWriter, r *http.Request) {
 
 // serveStats serves the counters as JSON, for the CLI's fakes command and hosts in other languages.
 func (f *Fake) serveStats(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]int64{"requests": f.Requests(), "issued": f.Issued(), "api_calls": f.APICalls()})
+	writeJSON(w, http.StatusOK, map[string]int64{"requests": f.Requests(), "issued": f.Issued(), "api_calls": f.APICalls(), "replays": f.Replays()})
 }
 
 // lifetime returns the configured access token life or the provider's default.

@@ -433,12 +433,17 @@ func TestCandescentRefreshRotationAndTransactionID(t *testing.T) {
 	if r = refresh(rt2, "tx-45"); r.status != 200 {
 		t.Fatalf("the rotated refresh token: %d %s", r.status, r.body)
 	}
+	// The reuse of rt1 counts as a replay (a made-up token would not); outside a minted code's
+	// lineage it revokes nothing, which is why rt2 still worked.
+	if f.Replays() != 1 {
+		t.Fatalf("replays %d, want 1", f.Replays())
+	}
 
 	// A request without transactionId is counted; a repeated id is not a new distinct one.
 	post(t, f.TokenURL(), formType, "grant_type=client_credentials", map[string]string{"Authorization": auth, "institutionId": cfg.InstitutionID})
 	post(t, f.TokenURL(), formType, "grant_type=client_credentials", map[string]string{"Authorization": auth, "institutionId": cfg.InstitutionID, "transactionId": "tx-45"})
 	distinct, missing := f.TransactionIDs()
-	if distinct != 4 || missing != 1 || f.MissingTransactionID() != 1 || f.Requests() != 6 {
+	if distinct != 4 || missing != 1 || f.MissingTransactionID() != 1 || f.Requests() != 6 || f.Replays() != 1 {
 		t.Fatalf("transaction ids: %d distinct, %d missing (%d), %d requests; want 4, 1, 6", distinct, missing, f.MissingTransactionID(), f.Requests())
 	}
 }
@@ -714,5 +719,124 @@ func TestCandescentPKCE(t *testing.T) {
 				t.Fatalf("%d %s, want %d", r.status, r.body, tt.status)
 			}
 		})
+	}
+}
+
+// TestCandescentAuthorizedCode: a code minted by Authorize works once; presenting it again is a
+// replay that revokes everything it granted; its lineage's access tokens have the life asked for;
+// Config.Code keeps working any number of times.
+func TestCandescentAuthorizedCode(t *testing.T) {
+	cfg := DefaultConfig("candescent")
+	f := NewCandescent(cfg)
+	defer f.Close()
+	h := map[string]string{"Authorization": basicAuth(cfg.ClientID, cfg.ClientSecret), "institutionId": cfg.InstitutionID, "transactionId": "tx-1"}
+	exchange := func(code, verifier string) reply {
+		return post(t, f.TokenURL(), formType, form("grant_type", "authorization_code", "code", code, "redirect_uri", cfg.RedirectURI,
+			"code_verifier", verifier, "scope", "openid offline_access"), h)
+	}
+	refresh := func(rt string) reply {
+		return post(t, f.TokenURL(), formType, form("grant_type", "refresh_token", "refresh_token", rt), h)
+	}
+
+	// Minted over HTTP, as hosts in other languages do, with 2 s access tokens.
+	r := post(t, f.URL()+"/_authorize", formType, "lifetime_ms=2000", nil)
+	code, _ := r.json(t)["code"].(string)
+	if r.status != 200 || code == "" {
+		t.Fatalf("/_authorize: %d %s", r.status, r.body)
+	}
+	if r = exchange(code, "wrong-verifier-0123456789-0123456789-0123"); r.status != 400 || f.Replays() != 0 {
+		t.Fatalf("a wrong verifier: %d %s, replays %d (it spends nothing)", r.status, r.body, f.Replays())
+	}
+	r = exchange(code, cfg.CodeVerifier)
+	first := r.json(t)
+	at1, _ := first["access_token"].(string)
+	rt1, _ := first["refresh_token"].(string)
+	if r.status != 200 || first["expires_in"] != "2" || at1 == "" || rt1 == "" {
+		t.Fatalf("exchange: %d %s", r.status, r.body)
+	}
+	r = refresh(rt1)
+	second := r.json(t)
+	at2, _ := second["access_token"].(string)
+	rt2, _ := second["refresh_token"].(string)
+	if r.status != 200 || second["expires_in"] != "2" || rt2 == "" {
+		t.Fatalf("refresh: %d %s", r.status, r.body)
+	}
+	if callAPI(t, f, at1) != 200 || callAPI(t, f, at2) != 200 || f.Replays() != 0 {
+		t.Fatalf("before any replay: replays %d", f.Replays())
+	}
+	// The code again: refused, counted, and every token of the lineage revoked.
+	if r = exchange(code, cfg.CodeVerifier); r.status != 400 || !strings.Contains(r.body, `"invalid_grant"`) || f.Replays() != 1 {
+		t.Fatalf("the code again: %d %s, replays %d", r.status, r.body, f.Replays())
+	}
+	if callAPI(t, f, at1) != 401 || callAPI(t, f, at2) != 401 {
+		t.Fatal("the lineage's access tokens still work after the code's replay")
+	}
+	if r = refresh(rt2); r.status != 400 || f.Replays() != 1 {
+		t.Fatalf("the lineage's live refresh token after the replay: %d %s, replays %d (revoked, not replayed)", r.status, r.body, f.Replays())
+	}
+
+	// A used refresh token of a lineage presented again revokes the lineage too.
+	code2 := f.Authorize(0)
+	r = exchange(code2, cfg.CodeVerifier)
+	rtA, _ := r.json(t)["refresh_token"].(string)
+	if r.status != 200 || r.json(t)["expires_in"] != "900" {
+		t.Fatalf("exchange with the fake's lifetime: %d %s", r.status, r.body)
+	}
+	r = refresh(rtA)
+	atB, _ := r.json(t)["access_token"].(string)
+	rtB, _ := r.json(t)["refresh_token"].(string)
+	if r = refresh(rtA); r.status != 400 || f.Replays() != 2 {
+		t.Fatalf("a used refresh token again: %d %s, replays %d", r.status, r.body, f.Replays())
+	}
+	if callAPI(t, f, atB) != 401 {
+		t.Fatal("the lineage's access token works after a refresh token's replay")
+	}
+	if r = refresh(rtB); r.status != 400 {
+		t.Fatalf("the lineage's newest refresh token after a replay: %d %s", r.status, r.body)
+	}
+
+	// Config.Code is not minted: it works every time, and counts no replay.
+	for i := 0; i < 2; i++ {
+		if r = exchange(cfg.Code, cfg.CodeVerifier); r.status != 200 {
+			t.Fatalf("Config.Code, exchange %d: %d %s", i+1, r.status, r.body)
+		}
+	}
+	var stats map[string]int64
+	if err := json.Unmarshal([]byte(do(t, http.MethodGet, f.URL()+"/_stats", "", "", nil).body), &stats); err != nil || stats["replays"] != 2 {
+		t.Fatalf("/_stats: %v %v, want replays 2", stats, err)
+	}
+	for _, bad := range []string{"lifetime_ms=999", "lifetime_ms=x"} {
+		if r = post(t, f.URL()+"/_authorize", formType, bad, nil); r.status != 400 {
+			t.Fatalf("/_authorize %s: %d", bad, r.status)
+		}
+	}
+	if r = do(t, http.MethodGet, f.URL()+"/_authorize", "", "", nil); r.status != 405 {
+		t.Fatalf("GET /_authorize: %d", r.status)
+	}
+}
+
+// TestCandescentCodeRace: of concurrent exchanges of one minted code, one gets tokens and every other
+// one is a replay.
+func TestCandescentCodeRace(t *testing.T) {
+	cfg := DefaultConfig("candescent")
+	f := NewCandescent(cfg)
+	defer f.Close()
+	code := f.Authorize(0)
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := post(t, f.TokenURL(), formType, form("grant_type", "authorization_code", "code", code, "redirect_uri", cfg.RedirectURI, "code_verifier", cfg.CodeVerifier),
+				map[string]string{"Authorization": basicAuth(cfg.ClientID, cfg.ClientSecret), "institutionId": cfg.InstitutionID, "transactionId": randomHex(8)})
+			if r.status == 200 {
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 1 || f.Replays() != 7 {
+		t.Fatalf("%d exchanges succeeded, %d replays; want 1 and 7", ok.Load(), f.Replays())
 	}
 }

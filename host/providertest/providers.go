@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,9 +64,69 @@ func NewPattern(cfg Config) *Fake { return newFake("pattern", PatternPath, cfg, 
 // authorization_code and refresh_token grants, the institutionId header for all but refresh_token
 // (400 invalid_request when missing or wrong), a transactionId header echoed back, expires_in and
 // refresh_token_expires_in as strings, and refresh tokens that work once (rotation: a used one is
-// invalid_grant).
+// invalid_grant, and counts in Replays). Config.Code works any number of times; codes minted by
+// Authorize (or POST /_authorize) work once, as real ones do.
 func NewCandescent(cfg Config) *Fake {
-	return newFake("candescent", CandescentPath, cfg, (*Fake).candescent)
+	f, mux := unstartedFake("candescent", CandescentPath, cfg, (*Fake).candescent)
+	mux.HandleFunc("/_authorize", f.serveAuthorize)
+	f.srv = httptest.NewServer(mux)
+	return f
+}
+
+// CodeTTL is how long a code minted by Authorize can be exchanged.
+const CodeTTL = 10 * time.Minute
+
+// Authorize mints a one-time authorization code for the fake's client, as its authorization
+// endpoint would after a user consented: it is exchanged with Config's RedirectURI and PKCE
+// verifier like Config.Code, but only once. Every token issued from it, and from the refresh tokens
+// it leads to, is one lineage: accessLife (zero: the fake's lifetime) is its access tokens' life,
+// and presenting the code again, or a used refresh token of the lineage, revokes every token of it
+// (the API refuses its access tokens, its live refresh token is invalid_grant) and counts in
+// Replays. Tests use it for a fresh grant of their own and short-lived tokens on a shared fake.
+func (f *Fake) Authorize(accessLife time.Duration) string {
+	code := randomHex(16)
+	f.mu.Lock()
+	f.codes[code] = &codeGrant{lin: &lineage{life: accessLife}, expires: time.Now().Add(CodeTTL)}
+	f.mu.Unlock()
+	return code
+}
+
+// serveAuthorize is Authorize over HTTP, for hosts in other languages: POST /_authorize, with an
+// optional lifetime_ms (form or query; at least 1000, as Candescent counts whole seconds) answers
+// {"code": "..."}.
+func (f *Fake) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"message": "POST only"})
+		return
+	}
+	var life time.Duration
+	if r.ParseForm() != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"message": "malformed form"})
+		return
+	}
+	if v := r.Form.Get("lifetime_ms"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 1000 || ms > int64(24*time.Hour/time.Millisecond) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"message": "lifetime_ms must be an integer from 1000 to 86400000"})
+			return
+		}
+		life = time.Duration(ms) * time.Millisecond
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"code": f.Authorize(life)})
+}
+
+// revokeLineage revokes every token of lin: its access tokens stop working at the API, its live
+// refresh tokens are forgotten. Called with f.mu held.
+func (f *Fake) revokeLineage(lin *lineage) {
+	lin.revoked = true
+	for _, t := range lin.access {
+		delete(f.tokens, t)
+	}
+	for _, rt := range lin.refresh {
+		delete(f.refresh, rt)
+	}
+	lin.access, lin.refresh = nil, nil
 }
 
 // NewNikoHealth fakes NikoHealth's IdentityServer endpoint at NikoHealthPath: a form body (415
@@ -174,6 +235,7 @@ func (f *Fake) candescent(w http.ResponseWriter, r *http.Request) {
 	}
 	scope := form.Get("scope")
 	withRefresh := false
+	var lin *lineage // a minted code's lineage, which what is issued here joins
 	switch grant {
 	case "password":
 		if form.Get("username") == "" || form.Get("password") == "" {
@@ -186,13 +248,30 @@ func (f *Fake) candescent(w http.ResponseWriter, r *http.Request) {
 		}
 		withRefresh = true
 	case "authorization_code":
-		if form.Get("code") == "" || form.Get("redirect_uri") == "" {
+		code := form.Get("code")
+		if code == "" || form.Get("redirect_uri") == "" {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "code and redirect_uri required")
 			return
 		}
 		challenge := f.cfg.challenge()
-		if form.Get("code") != f.cfg.Code || form.Get("redirect_uri") != f.cfg.RedirectURI ||
-			challenge != "" && S256(form.Get("code_verifier")) != challenge {
+		proof := form.Get("redirect_uri") == f.cfg.RedirectURI && (challenge == "" || S256(form.Get("code_verifier")) == challenge)
+		f.mu.Lock()
+		g, minted := f.codes[code]
+		replay := minted && g.used
+		ok := proof && (minted && !replay && time.Now().Before(g.expires) || !minted && code == f.cfg.Code)
+		switch {
+		case replay:
+			f.revokeLineage(g.lin) // RFC 6749 4.1.2: a code used twice revokes what it granted
+		case ok && minted:
+			g.used, lin = true, g.lin
+		}
+		f.mu.Unlock()
+		if replay {
+			f.replays.Add(1)
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "authorization code already used")
+			return
+		}
+		if !ok {
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "invalid authorization code, redirect_uri or code_verifier")
 			return
 		}
@@ -206,29 +285,57 @@ func (f *Fake) candescent(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		rec, live := f.refresh[rt]
 		delete(f.refresh, rt) // rotation: a refresh token works once
+		valid := live && time.Now().Before(rec.expires)
+		spentLin, replay := f.spent[rt]
+		if valid {
+			f.spent[rt] = rec.lin
+		} else if replay && spentLin != nil {
+			f.revokeLineage(spentLin) // RFC 9700 4.14.2: a used refresh token presented again
+		}
 		f.mu.Unlock()
-		if !live || !time.Now().Before(rec.expires) {
+		if !valid {
+			if replay {
+				f.replays.Add(1)
+			}
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "refresh token invalid, expired or already used")
 			return
 		}
 		if scope == "" {
 			scope = rec.scope
 		}
+		lin = rec.lin
 		withRefresh = true
 	}
 	life := f.lifetime(CandescentLifetime)
+	if lin != nil && lin.life > 0 {
+		life = lin.life
+	}
 	tok := randomHex(24)
 	f.remember(tok, life)
 	resp := map[string]any{"access_token": tok, "token_type": "Bearer",
 		"expires_in": strconv.FormatInt(int64(life/time.Second), 10), "refresh_token_expires_in": "0", "scope": scope}
+	var rt string
 	if withRefresh {
-		rt := randomHex(24)
-		f.mu.Lock()
-		f.refresh[rt] = refreshRecord{expires: time.Now().Add(candescentRefreshLifetime), scope: scope}
-		f.mu.Unlock()
+		rt = randomHex(24)
 		resp["refresh_token"] = rt
 		resp["refresh_token_expires_in"] = strconv.FormatInt(int64(candescentRefreshLifetime/time.Second), 10)
 	}
+	f.mu.Lock()
+	if rt != "" {
+		f.refresh[rt] = refreshRecord{expires: time.Now().Add(candescentRefreshLifetime), scope: scope, lin: lin}
+	}
+	if lin != nil {
+		if lin.revoked { // revoked while this request was answered: what it issues is revoked too
+			delete(f.tokens, tok)
+			delete(f.refresh, rt)
+		} else {
+			lin.access = append(lin.access, tok)
+			if rt != "" {
+				lin.refresh = append(lin.refresh, rt)
+			}
+		}
+	}
+	f.mu.Unlock()
 	writeJSON(w, http.StatusOK, resp)
 }
 

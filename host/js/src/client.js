@@ -6,11 +6,10 @@ import { Instance } from './kernel.js';
 import { httpSender, DEFAULT_TIMEOUT_MS } from './http.js';
 import { MemoryCache } from './cache.js';
 
-// Refresh timing, as the Go host's (host/source.go): a token is served from memory until its
-// refresh point, refreshed in the background between that point and its expiry skew (callers keep
-// getting it), and fetched in the caller's path only once past the skew.
-const MAX_SKEW_MS = 60_000; // the plugin's cache skew (abi/ABI.md, token)
-const MAX_AHEAD_MS = 300_000;
+// Refresh timing is the plugin's: each token answer carries refresh_at_ms and stale_at_ms. A held
+// token is served from memory until refresh_at_ms, refreshed in the background from then (callers
+// keep getting it), and fetched in the caller's path from stale_at_ms; if that fetch fails, it is
+// still served until it expires.
 const REFRESH_BACKOFF_MS = 1_000; // first wait after a failed background refresh; doubles to 30 s
 const MAX_BACKOFF_MS = 30_000;
 const MAX_STEPS = 16; // a flow is at most 6 steps (abi/ABI.md, token_step)
@@ -65,18 +64,24 @@ function deepFrozen(v) {
 /** withMember returns the JSON object text `json` with one more member (name: a JSON value). */
 const withMember = (json, name, value) => (json === '{}' ? `{"${name}":${value}}` : `${json.slice(0, -1)},"${name}":${value}}`);
 
-/** hold makes a held token: the answer served from memory and its refresh points. */
-function hold(token) {
+/**
+ * hold makes a held token of a token answer: the answer served from memory and the plugin's schedule
+ * for it. An answer without the schedule (a plugin older than it) is never served from memory
+ * without a flow, only when a fetch fails before it expires.
+ */
+function hold({ token, refresh_at_ms: refreshAt, stale_at_ms: staleAt }) {
   const { refresh_token: _never, ...t } = token; // a token served again never carries refresh_token
-  const life = t.expires_at_ms - t.issued_at_ms;
-  const skew = Math.min(MAX_SKEW_MS, life / 4);
-  const ahead = Math.min(MAX_AHEAD_MS, life / 3);
+  const when = (ms) => (Number.isFinite(ms) ? Math.min(ms, t.expires_at_ms) : -Infinity);
+  const schedule = Number.isFinite(refreshAt) && Number.isFinite(staleAt) ? { refresh_at_ms: refreshAt, stale_at_ms: staleAt } : {};
   return {
-    answer: Object.freeze({ token: Object.freeze(t), cached: true }),
-    freshUntil: t.expires_at_ms - ahead, // before this, serve without refreshing
-    validUntil: t.expires_at_ms - skew, // before this, serve (and refresh in the background)
+    answer: Object.freeze({ token: Object.freeze(t), cached: true, ...schedule }),
+    refreshAt: when(refreshAt), // before this, serve without refreshing
+    staleAt: when(staleAt), // before this, serve (and refresh in the background)
   };
 }
+
+/** oneTime reports whether a request's grant uses up its credential when sent (the flow's lineage). */
+const oneTime = (req) => req?.grant_type === 'refresh_token' || req?.grant_type === 'authorization_code';
 
 /**
  * A Source serves the tokens of one credential set (one request's JSON): hits from memory, one
@@ -100,7 +105,8 @@ class Source {
  * createClient compiles the plugin and returns a client. See index.d.ts for the options and the
  * answers; README.md for each runtime.
  */
-export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4 } = {}) {
+export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken } = {}) {
+  if (onRefreshToken !== undefined && typeof onRefreshToken !== 'function') throw new TypeError('tokenwasm: onRefreshToken must be a function');
   const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger }); // throws on a bad allow-list
   const module = await loadModule(wasm);
   const doFetch = fetchImpl ?? ((input, init) => fetch(input, init));
@@ -121,9 +127,14 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   // as the Go host does for its SharedCache: a mixed Go and JS fleet then makes one fetch per token.
   const fleetJSON = cache.shared === true ? (json) => withMember(json, 'fleet_lock', 'true') : (json) => json;
 
-  /** cacheOp runs one cache operation, bounded by CACHE_TIMEOUT_MS; a sync answer is returned as is. */
-  function cacheOp(name, ...args) {
-    if (Date.now() < cacheDownUntil) throw new Error('the cache timed out recently');
+  /**
+   * cacheOp runs one cache operation, bounded by CACHE_TIMEOUT_MS; a sync answer is returned as is.
+   * While the cache is skipped (one timed out recently) it fails at once, unless `always`: the then
+   * actions of a flow (the new token, a grant's newest refresh token, the lock's release) are tried
+   * whatever happened to other operations.
+   */
+  function cacheOp(always, name, ...args) {
+    if (!always && Date.now() < cacheDownUntil) throw new Error('the cache timed out recently');
     const p = cache[name](...args);
     if (typeof p?.then !== 'function') return p;
     let timer;
@@ -151,29 +162,36 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     return true;
   }
 
-  /** perform does one import a step asked for and returns its answer (undefined: none). Never throws. */
-  async function perform({ import: name, input }) {
+  /**
+   * perform does one import a step asked for and returns its answer (undefined: none). Never throws.
+   * `then`: the action is one of a final answer's then actions (see cacheOp).
+   */
+  async function perform({ import: name, input }, then = false) {
     switch (name) {
       case 'http_send':
         return send(input);
       case 'cache_get':
         try {
-          const value = await cacheOp('get', String(input.key));
+          const value = await cacheOp(then, 'get', String(input.key));
           return typeof value === 'string' ? { hit: true, value } : { hit: false };
         } catch (err) {
-          warn('tokenwasm: cache get failed', { error: err?.name ?? 'Error' }); // a broken cache is a miss
-          return { hit: false };
+          // Said, not hidden as a bare miss (abi/ABI.md, cache_get): the flow reads a failure as a
+          // miss, except for a one-time grant's lineage, where it sends nothing rather than a
+          // refresh token that may be a used one.
+          const error = err?.name ?? 'Error';
+          warn('tokenwasm: cache get failed', { error });
+          return { hit: false, error };
         }
       case 'cache_set':
         try {
-          return { stored: Boolean(await cacheOp('set', String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
+          return { stored: Boolean(await cacheOp(then, 'set', String(input.key), String(input.value), input.ttl_ms, input.nx === true)) };
         } catch (err) {
           warn('tokenwasm: cache set failed', { error: err?.name ?? 'Error' });
           return { error: `cache_set: ${err?.name ?? 'Error'}` };
         }
       case 'cache_delete':
         try {
-          await cacheOp('delete', String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
+          await cacheOp(then, 'delete', String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
         } catch (err) {
           warn('tokenwasm: cache delete failed', { error: err?.name ?? 'Error' });
         }
@@ -185,8 +203,10 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
 
   /**
    * drive runs one token_step flow for the request JSON (op '' or 'invalidate') and returns its final
-   * answer, after the "then" actions. If the plugin fails mid-flow, a fleet lock it took is released,
-   * so other hosts do not wait out its TTL.
+   * answer, after the "then" actions: a one-time grant's newest refresh token is stored before anyone
+   * is answered, so the next flow sends it. Nothing a caller does stops a flow: an aborted caller is
+   * only detached from it (abortable). If the plugin fails mid-flow, a fleet lock it took is
+   * released, so other hosts do not wait out its TTL.
    */
   async function drive(json, op, slot) {
     let input = op ? `{"request":${json},"op":"${op}"}` : `{"request":${json}}`;
@@ -196,7 +216,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         const out = call('token_step', input, slot);
         if (!out.next) {
           const { then, ...final } = out;
-          for (const a of then ?? []) await perform(a); // in order: the lock release follows the store
+          for (const a of then ?? []) await perform(a, true); // in order: the lock release follows the stores
           return final;
         }
         const answer = await perform(out.next);
@@ -205,7 +225,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
       }
       throw new Error(`tokenwasm: token_step did not end within ${MAX_STEPS} steps`);
     } catch (err) {
-      if (lock) await perform({ import: 'cache_delete', input: { key: lock.key, if_value: lock.value } });
+      if (lock) await perform({ import: 'cache_delete', input: { key: lock.key, if_value: lock.value } }, true);
       throw err;
     }
   }
@@ -231,24 +251,45 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     return p;
   }
 
-  /** fetchShared joins the source's flight, or starts one (minTtl: a refresh ahead's margin). */
-  function fetchShared(s, req, minTtl = 0) {
-    if (s.flight) return s.flight;
-    const json = minTtl > 0 ? withMember(fleetJSON(s.json), 'min_ttl_ms', Math.ceil(minTtl)) : fleetJSON(s.json);
-    const timeout = Number.isInteger(req?.timeout_ms) && req.timeout_ms > 0 ? req.timeout_ms : DEFAULT_TIMEOUT_MS;
+  /**
+   * tell hands onRefreshToken a refresh token a fetched answer carried, for the application to keep
+   * beyond the cache's life. It is not awaited, and its errors (thrown or rejected) are swallowed
+   * unlogged: they may quote the token.
+   */
+  function tell(req, token) {
+    if (!onRefreshToken || typeof token?.refresh_token !== 'string' || token.refresh_token === req?.refresh_token) return;
+    try {
+      const r = onRefreshToken(req, token.refresh_token);
+      if (typeof r?.then === 'function') r.then(undefined, () => {});
+    } catch {}
+  }
+
+  /** timeoutOf is the request's timeout_ms, or the default. */
+  const timeoutOf = (req) => (Number.isInteger(req?.timeout_ms) && req.timeout_ms > 0 ? req.timeout_ms : DEFAULT_TIMEOUT_MS);
+
+  /**
+   * settle takes a flow's answer for s: a token is held (and its refresh token told), and its answer
+   * frozen, as callers share it.
+   */
+  function settle(s, req, res) {
+    if (!res.token) return res;
+    s.held = hold(res);
+    if (res.cached === false) tell(req, res.token);
+    return Object.freeze(res);
+  }
+
+  /**
+   * startFlight starts the flight of s: one flow for the request JSON, which callers join. req is the
+   * request of the caller who started it, without force (onRefreshToken is given it).
+   */
+  function startFlight(s, req, json) {
     s.flight = track(
-      flow(json, s.slot, timeout).then((res) => {
-        if (res.token) {
-          s.held = hold(res.token);
-          return Object.freeze(res);
-        }
+      flow(json, s.slot, timeoutOf(req)).then((res) => {
         const h = s.held;
         if (res.error && h && Date.now() < h.answer.token.expires_at_ms) {
-          // The provider failed, but the held token has not expired yet: serve it rather than fail.
-          warn('tokenwasm: fetch failed inside the expiry skew; serving the current token', { kind: res.error.kind });
-          return h.answer;
+          warn('tokenwasm: fetch failed before the held token expired; serving it', { kind: res.error.kind });
         }
-        return res;
+        return settle(s, req, res);
       }),
     ).finally(() => {
       s.flight = null;
@@ -256,11 +297,55 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     return s.flight;
   }
 
+  /**
+   * orHeld is the answer for a caller who did not force a fetch: the flight's, or, when the flight
+   * failed (an error answer, or a throw), the held token while it has not expired.
+   */
+  function orHeld(s, p) {
+    const held = () => {
+      const h = s.held;
+      return h && Date.now() < h.answer.token.expires_at_ms ? h.answer : null;
+    };
+    return p.then(
+      (res) => (res.error && held()) || res,
+      (err) => {
+        const h = held();
+        if (h) return h;
+        throw err;
+      },
+    );
+  }
+
+  /** fetchShared joins the source's flight, or starts one (minTtl: a refresh ahead's margin). */
+  function fetchShared(s, req, minTtl = 0) {
+    if (s.flight) return orHeld(s, s.flight);
+    const json = minTtl > 0 ? withMember(fleetJSON(s.json), 'min_ttl_ms', Math.ceil(minTtl)) : fleetJSON(s.json);
+    return orHeld(s, startFlight(s, req, json));
+  }
+
+  /**
+   * forceShared is a forced fetch of a one-time grant: two exchanges of one refresh token at once are
+   * a replay, so it joins the flight in progress (which callers of the source then join too). When
+   * that flight did not fetch a token (a cache hit, an error), the forced flight follows it (unless
+   * the client closed meanwhile).
+   */
+  function forceShared(s, req, base) {
+    const start = () => s.flight ?? startFlight(s, base, fleetJSON(JSON.stringify(req)));
+    if (!s.flight) return start();
+    return s.flight.then(
+      (res) => ((res.token && res.cached === false) || closed ? res : start()),
+      (err) => {
+        if (closed) throw err;
+        return start();
+      },
+    );
+  }
+
   /** refreshAhead starts one background refresh of s unless one runs or a failed one backs off. */
   function refreshAhead(s, h, req) {
     if (s.refreshing || Date.now() < s.retryAt || closed) return;
     s.refreshing = true;
-    const window = h.answer.token.expires_at_ms - h.freshUntil + 1; // a token not itself due for refresh
+    const window = h.answer.token.expires_at_ms - h.refreshAt + 1; // a token not itself due for refresh
     fetchShared(s, req, window)
       .then(
         (res) => {
@@ -315,27 +400,26 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   }
 
   /**
-   * token answers {token, cached} or {error}: from memory when a valid token is held, else through
-   * the plugin (the cache, then the provider). Concurrent callers of one credential set share one
-   * flow. `force` skips every cache (not a closed 429 gate).
+   * token answers {token, cached, refresh_at_ms, stale_at_ms} or {error}: from memory when a valid
+   * token is held, else through the plugin (the cache, then the provider). Concurrent callers of one
+   * credential set share one flow. `force` skips every cache (not a closed 429 gate); for a one-time
+   * grant (refresh_token, authorization_code) it joins the flow in progress.
    */
   async function token(req, { signal } = {}) {
     open();
     if (req?.force) {
       const { force: _f, ...rest } = req;
       const s = sourceOf(rest);
-      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, req.timeout_ms ?? DEFAULT_TIMEOUT_MS)).then((res) => {
-        if (res.token) s.held = hold(res.token);
-        return res;
-      });
+      if (oneTime(rest)) return abortable(forceShared(s, req, rest), signal);
+      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, timeoutOf(req))).then((res) => settle(s, rest, res));
       return abortable(p, signal);
     }
     const s = sourceOf(req);
     const h = s.held;
     if (h !== null) {
       const now = Date.now();
-      if (now < h.freshUntil) return h.answer;
-      if (now < h.validUntil) {
+      if (now < h.refreshAt) return h.answer;
+      if (now < h.staleAt) {
         refreshAhead(s, h, req);
         return h.answer;
       }

@@ -52,7 +52,17 @@ export interface TokenwasmError {
   description?: string;
 }
 
-export type TokenAnswer = { token: Token; cached: boolean; error?: undefined } | { error: TokenwasmError; token?: undefined };
+export type TokenAnswer =
+  | {
+      token: Token;
+      cached: boolean;
+      /** The plugin's schedule (Unix ms): from refresh_at_ms the token is refreshed in the background. */
+      refresh_at_ms: number;
+      /** From stale_at_ms a caller waits for a fetch; if it fails, the token is still served until expires_at_ms. */
+      stale_at_ms: number;
+      error?: undefined;
+    }
+  | { error: TokenwasmError; token?: undefined };
 
 /** A cache shared by the clients (and processes) that should share tokens, 429 gates and fetch locks. */
 export interface SharedCache {
@@ -92,10 +102,24 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Plugin instances (default 4): flows of different credential sets keep to their own. */
   instances?: number;
+  /**
+   * Called with each refresh token a fetched (not cached) answer carries, for the application to
+   * keep beyond the cache's life (the flow itself keeps a one-time grant's newest refresh token in
+   * the cache and sends it in place of the request's). The request is the one whose call fetched,
+   * without `force`: the credential set as given, whichever refresh token the flow sent.
+   * Not awaited; what it throws or rejects is swallowed and never logged. A provider that does not
+   * rotate may hand the same token again; one equal to the request's refresh_token is not passed.
+   */
+  onRefreshToken?: (request: TokenRequest, refreshToken: string) => void | Promise<void>;
 }
 
 export interface Client {
-  /** A valid token ({token, cached}) or a typed error ({error}); from memory when one is held. */
+  /**
+   * A valid token ({token, cached, refresh_at_ms, stale_at_ms}) or a typed error ({error}); from
+   * memory when one is held. `force: true` fetches past the caches; for a one-time grant
+   * (refresh_token, authorization_code) it joins the fetch in progress instead of racing it. An
+   * aborted signal only detaches this caller: the flow runs on and stores what it fetched.
+   */
   token(request: TokenRequest, options?: { signal?: AbortSignal }): Promise<TokenAnswer>;
   /** Drop the request's cached token (after an API's 401); with access_token only if it is that one. */
   invalidate(request: TokenRequest): Promise<{ error?: TokenwasmError }>;

@@ -115,6 +115,7 @@ try {
       ['test/workerd-worker.js', 'esModule', join(PKG, 'test/workerd-worker.js')],
       ['test/suite.js', 'esModule', join(PKG, 'test/suite.js')],
       ['test/match.js', 'esModule', join(PKG, 'test/match.js')],
+      ['test/rotation.js', 'esModule', join(PKG, 'test/rotation.js')],
       ['test/plugin.wasm', 'wasm', WASM],
       ...SRC.map((f) => [`src/${f}`, 'esModule', join(PKG, 'src', f)]),
     ];

@@ -59,13 +59,18 @@ function leaks(req, texts) {
   return [...found];
 }
 
-/** The refresh token the provider returns on success: the caller gets it, the cache never does. */
+/**
+ * The refresh token the provider returns on success: the caller gets it; the cache holds it only as
+ * a one-time grant's lineage (the value of its K/grant key, which the flow sends next instead of a
+ * used one; a shared cache seals it, test/redis.test.js), never in a cached token or anywhere else.
+ */
 const RETURNED_REFRESH = canary('new6');
 let issued = 0;
 let srv; // the echoing provider
 let host;
 const logged = []; // everything the host logged, as text
-const cacheTexts = []; // every key and value the host gave its cache
+const cacheTexts = []; // every key and value the host gave its cache, but lineage values
+const lineageTexts = []; // every value the host stored under a one-time grant's lineage key (K/grant)
 
 before(async () => {
   srv = createServer((req, res) => {
@@ -95,7 +100,7 @@ before(async () => {
   const mem = new MemoryCache();
   const cache = {
     get: (k) => (record(k), mem.get(k)),
-    set: (k, v, ttl, nx) => (record(k, v), mem.set(k, v, ttl, nx)),
+    set: (k, v, ttl, nx) => (String(k).endsWith('/grant') ? (record(k), lineageTexts.push(String(v))) : record(k, v), mem.set(k, v, ttl, nx)),
     delete: (k, ifValue) => (record(k, ifValue), mem.delete(k, ifValue)),
   };
   const log = (level) => (msg, attrs) => logged.push(`${level} ${msg} ${JSON.stringify(attrs)}`);
@@ -168,12 +173,13 @@ test('canary secrets through every provider and grant: no encoding of a secret a
   t.diagnostic(summary.length ? `leaking encodings: ${summary.join('; ')}` : 'no encoding of any secret leaked');
 });
 
-test('tokens fetched with canary secrets: no secret and no refresh token in the cache or the logs', async (t) => {
+test('tokens fetched with canary secrets: no secret in the cache or the logs, the refresh token only in a lineage', async (t) => {
   for (const [name, req0] of cases()) {
     await t.test(name, async () => {
       const req = { ...req0, headers: { 'X-Echo': 'none' } };
       const logsBefore = logged.length;
       const cacheBefore = cacheTexts.length;
+      const lineageBefore = lineageTexts.length;
       const first = await host.token(req);
       assert.equal(first.cached, false, JSON.stringify(first));
       assert.equal(first.token.refresh_token, RETURNED_REFRESH, 'the caller gets the refresh token');
@@ -185,6 +191,12 @@ test('tokens fetched with canary secrets: no secret and no refresh token in the 
       const texts = [...stored, ...logged.slice(logsBefore), ...strings(second)];
       assert.deepEqual(leaks(req, texts), []);
       for (const e of encodings('refresh_token', RETURNED_REFRESH)) assert.ok(!texts.some((x) => x.includes(e.text)), `returned refresh token (${e.how}) in the cache, the logs or a cached answer`);
+      // A one-time grant's lineage holds the new refresh token, and nothing the request sent; other
+      // grants have none.
+      const lineage = lineageTexts.slice(lineageBefore);
+      const oneTime = req.grant_type === 'refresh_token' || req.grant_type === 'authorization_code';
+      assert.equal(lineage.some((v) => JSON.parse(v).refresh_token === RETURNED_REFRESH), oneTime, `lineage values ${lineage.length}`);
+      assert.deepEqual(leaks(req, lineage), []);
     });
   }
 });

@@ -3,11 +3,13 @@
 //   wasm      the plugin (bytes or a WebAssembly.Module)
 //   vectors   every vector of testdata/ ({name, doc, export, rawInput, input, want, steps})
 //   fakes     `tokenwasm fakes`' line: {provider: {token_url, api_url, stats_url, config}}
+//             (the Candescent fake mints one-time codes: test/rotation.js)
 //   aux       the runner's loopback server: /issue/<id>?delay=ms, /rl/<id> (429), /count/<id>
 //   rss()     resident memory in bytes, as this runtime can tell it (async)
 // Each case is [name, async (env) => void] and throws on failure.
 import { createClient, MemoryCache } from '../src/index.js';
 import { match } from './match.js';
+import { manyCalls, codeOnce, forcedJoins, lineageUnreadable, thenNotCutShort } from './rotation.js';
 
 const MiB = 1 << 20;
 
@@ -192,6 +194,12 @@ export const cases = [
       }
     },
   ],
+  // One-time grants (test/rotation.js; test/rotation.test.js runs the longer versions in Node).
+  ['one-time grants: a refresh_token client, 8 calls over 3.5 s with 2 s access tokens, no refresh token sent twice', (env) => manyCalls(env, { lifetimeMs: 2000, calls: 8, everyMs: 500 })],
+  ['one-time grants: an authorization_code client sends its code once', (env) => codeOnce(env, { lifetimeMs: 2000, calls: 6, everyMs: 500 })],
+  ['one-time grants: a forced fetch joins the flight in progress', forcedJoins],
+  ['one-time grants: a lineage the cache cannot read sends nothing; the held token is served', lineageUnreadable],
+  ["one-time grants: a flow's then actions are not cut short", thenNotCutShort],
   [
     '50,000 cached calls with bounded memory, then 20,000 plugin calls on one instance',
     async (env) => {

@@ -10,11 +10,8 @@ import { MemoryCache } from './cache.js';
 // token is served from memory until refresh_at_ms, refreshed in the background from then (callers
 // keep getting it), and fetched in the caller's path from stale_at_ms; if that fetch fails, it is
 // still served until it expires.
-const REFRESH_BACKOFF_MS = 1_000; // first wait after a failed background refresh; doubles to 30 s
-const MAX_BACKOFF_MS = 30_000;
 const MAX_STEPS = 16; // a flow is at most 6 steps (abi/ABI.md, token_step)
 const MAX_SOURCES = 10_000; // credential sets held in memory; the oldest idle one goes first
-const REINVALIDATE_AFTER_MS = 30_000; // after a 401 dropped a token, 401s this soon are the API's (host/source.go)
 const PENDING_GRACE_MS = 3_000; // waiting out another host's fetch: its timeout_ms plus this
 // A cache slower than this is down (host/rediscache's default Timeout): the operation is a failure,
 // and the cache is skipped for CACHE_RETRY_MS (rediscache's Retry), so a Redis that stalls (node-redis
@@ -92,9 +89,7 @@ class Source {
   held = null;
   flight = null;
   refreshing = false;
-  retryAt = 0;
-  backoff = REFRESH_BACKOFF_MS;
-  invalidatedAt = 0; // when client.fetch last dropped a token for a 401
+  retryAt = 0; // no background refresh before this: the plugin's retry_after_ms after a failure
   constructor(json, slot) {
     this.json = json;
     this.slot = slot;
@@ -194,6 +189,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
           await cacheOp(then, 'delete', String(input.key), typeof input.if_value === 'string' ? input.if_value : undefined);
         } catch (err) {
           warn('tokenwasm: cache delete failed', { error: err?.name ?? 'Error' });
+          return { error: `cache_delete: ${err?.name ?? 'Error'}` };
         }
         return {};
       default:
@@ -216,7 +212,16 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         const out = call('token_step', input, slot);
         if (!out.next) {
           const { then, ...final } = out;
-          for (const a of then ?? []) await perform(a, true); // in order: the lock release follows the stores
+          let notDropped = false;
+          for (const a of then ?? []) {
+            const answer = await perform(a, true); // in order: the lock release follows the stores
+            notDropped ||= a.import === 'cache_delete' && a.input?.if_value === undefined && answer?.error !== undefined;
+          }
+          if (notDropped && op === 'invalidate' && !final.error) {
+            // The token is still in the cache (a shared one may serve it again once it is back):
+            // the caller must know, as Go's Invalidate returns a NotDroppedError.
+            return { error: { kind: 'transport', retryable: true, not_dropped: true, message: 'the cache could not drop the token; it may be served again until it expires' } };
+          }
           return final;
         }
         const answer = await perform(out.next);
@@ -341,28 +346,27 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     );
   }
 
-  /** refreshAhead starts one background refresh of s unless one runs or a failed one backs off. */
+  /**
+   * refreshAhead starts one background refresh of s unless one runs or a failed one waits. The
+   * plugin says when to try again after a failure (retry_after_ms, its fleet-wide backoff); a failure
+   * it does not call retryable ends refreshing this token: callers fetch once it is stale.
+   */
   function refreshAhead(s, h, req) {
     if (s.refreshing || Date.now() < s.retryAt || closed) return;
     s.refreshing = true;
     const window = h.answer.token.expires_at_ms - h.refreshAt + 1; // a token not itself due for refresh
-    fetchShared(s, req, window)
-      .then(
-        (res) => {
-          if (res.token && res !== h.answer) s.backoff = REFRESH_BACKOFF_MS;
-          else {
-            s.retryAt = Date.now() + s.backoff;
-            s.backoff = Math.min(2 * s.backoff, MAX_BACKOFF_MS);
-          }
-        },
-        (err) => {
-          s.retryAt = Date.now() + s.backoff;
-          warn('tokenwasm: background refresh failed', { error: err?.name ?? 'Error' });
-        },
-      )
-      .finally(() => {
-        s.refreshing = false;
-      });
+    const p = s.flight ?? startFlight(s, req, withMember(fleetJSON(s.json), 'min_ttl_ms', Math.ceil(window)));
+    p.then(
+      (res) => {
+        if (res.error) s.retryAt = res.error.retryable && res.error.retry_after_ms > 0 ? Date.now() + res.error.retry_after_ms : h.staleAt;
+      },
+      (err) => {
+        s.retryAt = h.staleAt;
+        warn('tokenwasm: background refresh failed', { error: err?.name ?? 'Error' });
+      },
+    ).finally(() => {
+      s.refreshing = false;
+    });
   }
 
   /** sourceOf finds or makes the Source of a request (frozen requests skip JSON.stringify). */
@@ -429,14 +433,17 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
 
   /**
    * invalidate drops the cached token of req (in memory and in the cache) after an API answered 401;
-   * with req.access_token only if that is the token held. Answers {} or {error}.
+   * with req.access_token only if that is the token held, at most once per 30 s per credential set
+   * across the fleet. Answers {}, {retry} (with access_token: whether a new token is worth trying) or
+   * {error} (error.not_dropped: the cache could not drop the token).
    */
   async function invalidate(req) {
     open();
     const { access_token: bad, ...base } = req ?? {};
     const s = sourceOf(base);
-    if (s.held && (bad === undefined || s.held.answer.token.access_token === bad)) s.held = null;
-    return track(drive(JSON.stringify(req), 'invalidate', s.slot));
+    const res = await track(drive(JSON.stringify(req), 'invalidate', s.slot));
+    if (s.held && (bad === undefined || s.held.answer.token.access_token === bad) && (res.retry !== false || res.error)) s.held = null;
+    return res;
   }
 
   /**
@@ -456,18 +463,18 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     const [used, first] = await attempt(input);
     const once = typeof ReadableStream !== 'undefined' && init.body instanceof ReadableStream;
     if (first.status !== 401 || once) return first;
-    // Each token is dropped at most once, and a credential set drops one at most once per
-    // REINVALIDATE_AFTER_MS: an API that refuses every token would otherwise cost a token request per
-    // call (and soon the provider's 429). A token already replaced is simply retried with the new one.
+    // The plugin decides whether a new token is worth trying: a token is dropped for a 401 at most
+    // once per 30 s per credential set, across every host sharing the cache (abi/ABI.md, the 401
+    // window); within it the API's 401 goes back to the caller, or an API that refuses every token
+    // would cost a token request per call. A token already replaced is retried with the new one.
     const { force: _f, ...base } = req ?? {};
     const s = sourceOf(base);
     const replaced = s.held === null || s.held.answer.token.access_token !== used;
-    if (!replaced && Date.now() - s.invalidatedAt < REINVALIDATE_AFTER_MS) return first;
-    await first.body?.cancel().catch(() => {});
     if (!replaced) {
-      s.invalidatedAt = Date.now();
-      await invalidate({ ...base, access_token: used });
+      const res = await invalidate({ ...base, access_token: used });
+      if (res.error || res.retry === false) return first;
     }
+    await first.body?.cancel().catch(() => {});
     return (await attempt(spare))[1];
   }
 

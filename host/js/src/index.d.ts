@@ -122,7 +122,12 @@ export interface Client {
    */
   token(request: TokenRequest, options?: { signal?: AbortSignal }): Promise<TokenAnswer>;
   /** Drop the request's cached token (after an API's 401); with access_token only if it is that one. */
-  invalidate(request: TokenRequest): Promise<{ error?: TokenwasmError }>;
+  /**
+   * Drops the cached token after an API's 401. With access_token: only that token, at most once per
+   * 30 s per credential set across the fleet; `retry` says whether a new token is worth trying.
+   * `error.not_dropped`: the cache could not drop it (a shared cache may serve it again).
+   */
+  invalidate(request: TokenRequest): Promise<{ retry?: boolean; error?: TokenwasmError & { not_dropped?: boolean } }>;
   /** fetch with the request's token in Authorization; a 401 invalidates once and retries once. Throws TokenError. */
   fetch(request: TokenRequest, input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Run one export (describe, encode, decode, token_step) and return its parsed JSON answer. */

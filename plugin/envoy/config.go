@@ -35,6 +35,7 @@ type settings struct {
 	input           []byte // the TokenRequest with its secrets and "fleet_lock": true, as the flow reads it
 	provider        string
 	key             string // the identity's cache key: the filter's own shared-data key derives from it
+	lockKey         string // the flow's fleet lock for that identity
 	cluster         string
 	header          string
 	scope           scope
@@ -172,7 +173,7 @@ func parseConfig(data []byte) (*settings, error) {
 	if !strings.HasPrefix(strings.ToLower(enc.URL), "https://") {
 		return nil, errors.New("request: the token URL must be https (the cluster may still terminate TLS elsewhere; credentials never go out as plain http)")
 	}
-	s.provider, s.key = r.Provider, key
+	s.provider, s.key, s.lockKey = r.Provider, key, core.LockKey(key)
 	return s, nil
 }
 

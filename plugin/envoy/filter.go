@@ -132,8 +132,11 @@ func (p *pluginContext) flow(op byte, extra []byte) *core.Flow {
 }
 
 // drive runs f from answer: cache actions at once on shared data, until the flow answers or asks to
-// send the token request, which it dispatches (sent: the flow resumes in the callback). Before the
-// flow takes the fleet lock, a fresh remembered failure ends it with that failure: no call.
+// send the token request, which it dispatches (sent: the flow resumes in the callback). The final
+// answer's then-actions (the token's store, a one-time grant's newest refresh token, the gate, the
+// lock's release) are done in order. Before the flow takes the fleet lock, a fresh remembered failure
+// ends it with that failure: no call. Only there: the flow's other store-if-absent (an authorization
+// code marked used) comes while it holds the lock, which only the flow's own end releases.
 func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final []byte, sent bool) {
 	for {
 		next, final := f.Step(answer)
@@ -147,7 +150,7 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 			if answer = p.send(f, next.Input, refresh); answer == nil {
 				return nil, true
 			}
-		case next.Import == abi.ImportCacheSet && gjson.GetBytes(next.Input, "nx").Bool():
+		case next.Import == abi.ImportCacheSet && gjson.GetBytes(next.Input, "key").Str == p.s.lockKey:
 			if failure, ok := p.rememberedFailure(); ok {
 				return failure, false
 			}

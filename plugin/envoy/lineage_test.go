@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
 // A one-time grant's lineage through the filter: the flow reads the grant's newest refresh token
@@ -236,4 +238,44 @@ func TestAuthorizationCodeOnce(t *testing.T) {
 		}
 		checkLineage(t, p, grantCall{"authorization_code", "code-1"}, 4)
 	})
+}
+
+// TestCodeMarkedUnderTheLock: a failure another worker remembers while this worker's flow holds the
+// fleet lock does not stop the flow at its other store-if-absent (the authorization code marked
+// used): the flow sends, stores and releases the lock. Stopping there, as the filter once did at
+// every "nx", left the lock held until its TTL and the code marked used but never sent.
+func TestCodeMarkedUnderTheLock(t *testing.T) {
+	p := newRotatingProvider(t, "code-1", "", 3600)
+	conf := lineageConfig(p, map[string]any{"grant_type": "authorization_code", "code": "code-1",
+		"redirect_uri": "https://app.example/callback", "institution_id": "inst-1"})
+	conf["failure_memory_ms"] = 5000
+	h := startHarness(t, "native", p.URL, conf)
+	pc := h.vm.plugin
+	f := pc.flow(opToken, nil)
+	grantKey := core.GrantKey(pc.s.key)
+	var answer []byte
+	for {
+		next, final := f.Step(answer)
+		if next.Import == "" {
+			t.Fatalf("the flow ended before reading the grant: %s", final)
+		}
+		answer = pc.cache.perform(next)
+		if gjson.GetBytes(next.Input, "key").Str == grantKey {
+			break // the next step marks the code used
+		}
+	}
+	pc.cache.set(pc.failureKey(), `{"error":{"kind":"server_error","message":"another worker's call failed","retryable":true}}`, 5000)
+	if final, sent := pc.drive(f, answer, false); !sent {
+		t.Fatalf("the flow stopped at the code's mark: %s", final)
+	}
+	h.answerAll()
+	if calls, _ := p.record(); len(calls) != 1 || calls[0] != (grantCall{"authorization_code", "code-1"}) {
+		t.Fatalf("calls %v", calls)
+	}
+	if e := pc.cache.read(core.LockKey(pc.s.key)); e.live {
+		t.Fatalf("the lock is still held: %q", e.value)
+	}
+	if e := pc.cache.read(grantKey); !e.live || gjson.Get(e.value, "refresh_token").Str != "rt-1" {
+		t.Fatalf("the lineage holds %q, want the code's refresh token", e.value)
+	}
 }

@@ -218,7 +218,7 @@ func TestAuthorizationCodeOnce(t *testing.T) {
 			t.Fatalf("first token %q", tok)
 		}
 		h.unauthorized(id) // the next request fetches: with the code's refresh token, not the code
-		id, tok, paused := h.get()
+		_, tok, paused := h.get()
 		if tok != "at-2" || !paused {
 			t.Fatalf("after a 401: token %q, paused %v", tok, paused)
 		}

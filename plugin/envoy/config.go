@@ -39,7 +39,7 @@ type settings struct {
 	cluster         string
 	header          string
 	scope           scope
-	refreshAheadMS  int64
+	refreshAheadSet bool // refresh_ahead_ms was given: accepted, and ignored (README.md)
 	failureStatus   uint32
 	failureMemoryMS int64
 	waitMS          int64
@@ -128,6 +128,7 @@ func parseConfig(data []byte) (*settings, error) {
 	if s.scope, err = newScope(c.Paths, c.Hosts); err != nil {
 		return nil, err
 	}
+	var refreshAheadMS int64 // validated for compatibility; the plugin's schedule decides
 	ints := []struct {
 		name     string
 		v        *int64
@@ -136,7 +137,7 @@ func parseConfig(data []byte) (*settings, error) {
 		dst      *int64
 		sentence string
 	}{
-		{"refresh_ahead_ms", c.RefreshAheadMS, 60000, 0, 3600000, &s.refreshAheadMS, ""},
+		{"refresh_ahead_ms", c.RefreshAheadMS, 60000, 0, 3600000, &refreshAheadMS, ""},
 		{"failure_memory_ms", c.FailureMemoryMS, 1000, 0, 300000, &s.failureMemoryMS, ""},
 		{"wait_ms", c.WaitMS, 10000, 1, 120000, &s.waitMS, ""},
 	}
@@ -149,6 +150,7 @@ func parseConfig(data []byte) (*settings, error) {
 			*f.dst = *f.v
 		}
 	}
+	s.refreshAheadSet = c.RefreshAheadMS != nil
 	s.failureStatus = 503
 	if c.FailureStatus != nil {
 		if *c.FailureStatus < 400 || *c.FailureStatus > 599 {

@@ -14,8 +14,10 @@ import (
 
 // The filter follows the plugin's schedule (plugin/core/flow.go, RefreshAtMS and StaleAtMS): it
 // refreshes a used token in the background from the answer's refresh_at_ms, and a token it holds
-// is given to requests until expires_at_ms while fetching its successor fails. Native only: these
-// need the filter's clock moved by minutes, and the wasm engine's clock is wazero's fake one.
+// is given to requests until expires_at_ms while fetching its successor fails. Most of these are
+// native only: they need the filter's clock moved by minutes to given points, and the wasm engine's
+// clock is wazero's fake one; TestHeldTokenUntilExpiry runs compiled too, with a 3-second token the
+// fake clock outlives.
 
 // failWith makes every token call fail with status.
 func failWith(fake interface {
@@ -180,4 +182,42 @@ func TestHeldTokenServedWhenTheWaitEnds(t *testing.T) {
 	if status, kind, _ := h.local(id); status != 0 || h.header(id) != held || h.host.GetCurrentHttpStreamAction(id) != types.ActionContinue {
 		t.Fatalf("after wait_ms: local reply %d %q, header %q: want the held token", status, kind, h.header(id))
 	}
+}
+
+// TestHeldTokenUntilExpiry, natively and compiled: a 3-second token whose refresh fails (at 2 s) is
+// given to every request at once until it expires, served from shared data until its stale_at_ms
+// (2.25 s) and held after it; from expiry requests get the failure. The filter once paused the
+// requests between 2.25 s and 3 s for a fetch and answered them with its failure.
+func TestHeldTokenUntilExpiry(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, 3*time.Second)
+		h := newHarness(t, runner, fake, nil)
+		id, _ := h.request("/api/x")
+		h.answerAll()
+		held := h.header(id)
+		failWith(fake, 503)
+		h.tickUntilCallout() // the refresh, at refresh_at_ms (2 s)
+		h.answerAll()
+		for i := 0; ; i++ {
+			if i == 20000 {
+				t.Fatal("the token never expired")
+			}
+			h.ticks(1)
+			h.answerAll() // the refresher's retries, failing
+			id, action := h.request("/api/y")
+			if action == types.ActionContinue && h.header(id) == held {
+				continue
+			}
+			if action == types.ActionPause {
+				h.answerAll()
+			}
+			if status, kind, _ := h.local(id); status != 503 {
+				t.Fatalf("request %d: %v, local reply %d %q, header %q: want the held token, or once it expired the failure", i, action, status, kind, h.header(id))
+			}
+			break
+		}
+		if h.counter("held") == 0 {
+			t.Fatal("no request was given the held token past its stale_at_ms")
+		}
+	})
 }

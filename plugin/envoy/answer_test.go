@@ -13,3 +13,12 @@ func TestParseAnswerReadsFirstOfRepeatedMember(t *testing.T) {
 		t.Fatalf("parseAnswer = %+v, want the first of each member", a)
 	}
 }
+
+// TestParseAnswerReadsTheSchedule: a token answer's refresh_at_ms and stale_at_ms, the plugin's.
+func TestParseAnswerReadsTheSchedule(t *testing.T) {
+	a := parseAnswer([]byte(`{"token":{"access_token":"t","token_type":"Bearer","expires_at_ms":600000,"issued_at_ms":0},` +
+		`"cached":false,"refresh_at_ms":400000,"stale_at_ms":540000}`))
+	if a.refreshAtMS != 400000 || a.staleAtMS != 540000 {
+		t.Fatalf("parseAnswer = %+v, want refresh_at_ms 400000 and stale_at_ms 540000", a)
+	}
+}

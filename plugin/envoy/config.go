@@ -35,10 +35,11 @@ type settings struct {
 	input           []byte // the TokenRequest with its secrets and "fleet_lock": true, as the flow reads it
 	provider        string
 	key             string // the identity's cache key: the filter's own shared-data key derives from it
+	lockKey         string // the flow's fleet lock for that identity
 	cluster         string
 	header          string
 	scope           scope
-	refreshAheadMS  int64
+	refreshAheadSet bool // refresh_ahead_ms was given: accepted, and ignored (README.md)
 	failureStatus   uint32
 	failureMemoryMS int64
 	waitMS          int64
@@ -127,6 +128,7 @@ func parseConfig(data []byte) (*settings, error) {
 	if s.scope, err = newScope(c.Paths, c.Hosts); err != nil {
 		return nil, err
 	}
+	var refreshAheadMS int64 // validated for compatibility; the plugin's schedule decides
 	ints := []struct {
 		name     string
 		v        *int64
@@ -135,7 +137,7 @@ func parseConfig(data []byte) (*settings, error) {
 		dst      *int64
 		sentence string
 	}{
-		{"refresh_ahead_ms", c.RefreshAheadMS, 60000, 0, 3600000, &s.refreshAheadMS, ""},
+		{"refresh_ahead_ms", c.RefreshAheadMS, 60000, 0, 3600000, &refreshAheadMS, ""},
 		{"failure_memory_ms", c.FailureMemoryMS, 1000, 0, 300000, &s.failureMemoryMS, ""},
 		{"wait_ms", c.WaitMS, 10000, 1, 120000, &s.waitMS, ""},
 	}
@@ -148,6 +150,7 @@ func parseConfig(data []byte) (*settings, error) {
 			*f.dst = *f.v
 		}
 	}
+	s.refreshAheadSet = c.RefreshAheadMS != nil
 	s.failureStatus = 503
 	if c.FailureStatus != nil {
 		if *c.FailureStatus < 400 || *c.FailureStatus > 599 {
@@ -172,7 +175,7 @@ func parseConfig(data []byte) (*settings, error) {
 	if !strings.HasPrefix(strings.ToLower(enc.URL), "https://") {
 		return nil, errors.New("request: the token URL must be https (the cluster may still terminate TLS elsewhere; credentials never go out as plain http)")
 	}
-	s.provider, s.key = r.Provider, key
+	s.provider, s.key, s.lockKey = r.Provider, key, core.LockKey(key)
 	return s, nil
 }
 

@@ -17,9 +17,11 @@ import (
 
 // The filter is a host of the core token flow (plugin/core/step.go, abi/ABI.md "token_step"): shared
 // data is the flow's cache, proxy_http_call its http_send, and the flow resumes in the call's
-// callback. The cache lookup, the 429 gate, the fleet lock, decoding and storing are the flow's; what
-// is the filter's is what only a proxy can decide: which requests get the token, when to refresh it,
-// how long a failure is remembered, and what to answer a request that cannot have one.
+// callback. The cache lookup, the 429 gate, the fleet lock, decoding and storing, a one-time grant's
+// newest refresh token, and the token's schedule (when to refresh it, when it is stale) are the
+// flow's; what is the filter's is what only a proxy can do: which requests get the token, the timers
+// that refresh it on the flow's schedule, how long a failure is remembered, and what to answer a
+// request that cannot have one.
 
 const (
 	tickMS = 50 // how often requests paused on this worker look for the token, and refreshes start
@@ -90,7 +92,9 @@ func (p *pluginContext) start(data []byte) types.OnPluginStartStatus {
 		return types.OnPluginStartStatusFailed
 	}
 	p.m = newMetrics(p.s.provider)
-	p.refresh.aheadMS = p.s.refreshAheadMS
+	if p.s.refreshAheadSet {
+		proxywasm.LogWarn("tokenwasm: refresh_ahead_ms is ignored: the plugin's schedule (refresh_at_ms) decides when a token is refreshed")
+	}
 	if err := proxywasm.SetTickPeriodMilliSeconds(tickMS); err != nil {
 		proxywasm.LogCriticalf("tokenwasm: set tick: %v", err)
 		return types.OnPluginStartStatusFailed
@@ -132,8 +136,11 @@ func (p *pluginContext) flow(op byte, extra []byte) *core.Flow {
 }
 
 // drive runs f from answer: cache actions at once on shared data, until the flow answers or asks to
-// send the token request, which it dispatches (sent: the flow resumes in the callback). Before the
-// flow takes the fleet lock, a fresh remembered failure ends it with that failure: no call.
+// send the token request, which it dispatches (sent: the flow resumes in the callback). The final
+// answer's then-actions (the token's store, a one-time grant's newest refresh token, the gate, the
+// lock's release) are done in order. Before the flow takes the fleet lock, a fresh remembered failure
+// ends it with that failure: no call. Only there: the flow's other store-if-absent (an authorization
+// code marked used) comes while it holds the lock, which only the flow's own end releases.
 func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final []byte, sent bool) {
 	for {
 		next, final := f.Step(answer)
@@ -147,9 +154,16 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 			if answer = p.send(f, next.Input, refresh); answer == nil {
 				return nil, true
 			}
-		case next.Import == abi.ImportCacheSet && gjson.GetBytes(next.Input, "nx").Bool():
+		case next.Import == abi.ImportCacheSet && gjson.GetBytes(next.Input, "key").Str == p.s.lockKey:
 			if failure, ok := p.rememberedFailure(); ok {
 				return failure, false
+			}
+			if !refresh && p.refresh.failing {
+				if _, ok := p.refresh.servable(p.now()); ok {
+					// Fetching the held token's successor fails: the refresher tries again on its
+					// backoff, and requests get the held token meanwhile, with no call of their own.
+					return refresherFetches, false
+				}
 			}
 			answer = p.cache.perform(next)
 		default:
@@ -157,6 +171,10 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 		}
 	}
 }
+
+// refresherFetches is drive's answer for a request flow that leaves the call to the refresher: the
+// flow is pending, and the request gets the held token (orHeld).
+var refresherFetches = []byte(`{"pending":{"retry_after_ms":1000}}`)
 
 // send dispatches the flow's HttpRequest through the cluster. It returns nil when the call is on its
 // way, or http_send's answer when the proxy refused it.
@@ -208,12 +226,15 @@ func (p *pluginContext) received(f *core.Flow, numHeaders, bodySize int, start i
 	if a.kind != "" {
 		p.failed(a, final)
 	}
-	if refresh {
+	switch {
+	case refresh:
 		p.refresh.done(a, p.now())
-	} else if a.token != "" {
+	case a.token != "":
 		p.refresh.seen(a)
+	case a.kind != "":
+		p.refresh.fetchFailed()
 	}
-	p.settleAll(a, final)
+	p.settleAll(p.orHeld(a), final)
 }
 
 // failed counts, logs and remembers a failed token call (a 429 is remembered by the flow's gate).
@@ -263,11 +284,15 @@ func httpResponse(numHeaders, bodySize int) []byte {
 type answer struct {
 	token, tokenType        string
 	expiresAtMS, issuedAtMS int64
-	cached, pending         bool
-	kind                    string
-	status                  int
-	retryable               bool
-	retryAfterMS            int64
+	// The token's schedule, the plugin's: refresh from refreshAtMS; from staleAtMS the flow no longer
+	// serves it from shared data, and the filter gives it only while fetching its successor fails.
+	refreshAtMS, staleAtMS int64
+	cached, pending        bool
+	held                   bool // the token this worker holds, given in place of a failure (orHeld)
+	kind                   string
+	status                 int
+	retryable              bool
+	retryAfterMS           int64
 }
 
 // answerTokenMembers are the members of the answer's token the filter reads.
@@ -282,6 +307,7 @@ func parseAnswer(final []byte) answer {
 		a.token, a.tokenType = gjson.Parse(m[0]).Str, gjson.Parse(m[1]).Str
 		a.expiresAtMS, a.issuedAtMS = gjson.Parse(m[2]).Int(), gjson.Parse(m[3]).Int()
 		a.cached = v.Get("cached").Bool()
+		a.refreshAtMS, a.staleAtMS = v.Get("refresh_at_ms").Int(), v.Get("stale_at_ms").Int()
 		return a
 	}
 	if v.Get("pending").Exists() {
@@ -302,6 +328,20 @@ func parseAnswer(final []byte) answer {
 // knownKind keeps metric names to the ABI's error kinds, whatever a cache entry holds.
 func knownKind(k string) bool { return slices.Contains(abi.Kinds, k) }
 
+// orHeld is what requests get for a flow's answer a: a itself, or the token this worker holds, while
+// it is past its stale_at_ms and before its expires_at_ms, when a is a failure, or a wait while
+// fetching the token's successor fails. That is the plugin's schedule: from stale_at_ms a request
+// waits for a fetch, and is still given the token until expires_at_ms if that fetch fails.
+func (p *pluginContext) orHeld(a answer) answer {
+	if a.kind == "" && !(a.pending && p.refresh.failing) {
+		return a
+	}
+	if h, ok := p.refresh.servable(p.now()); ok {
+		return h
+	}
+	return a
+}
+
 // settleAll answers every request paused on this worker with a flow's final answer.
 func (p *pluginContext) settleAll(a answer, final []byte) {
 	for id, c := range p.waiting {
@@ -319,10 +359,13 @@ func (p *pluginContext) OnTick() {
 	now := p.now()
 	if len(p.waiting) > 0 && !p.fetching {
 		if final, sent := p.drive(p.flow(opToken, nil), nil, false); !sent {
-			if a := parseAnswer(final); !a.pending {
-				if a.token != "" {
-					p.refresh.seen(a)
-				}
+			a := parseAnswer(final)
+			if a.token != "" {
+				p.refresh.seen(a)
+			} else {
+				p.refresh.missed(now)
+			}
+			if a = p.orHeld(a); !a.pending {
 				p.settleAll(a, final)
 			}
 		}
@@ -331,12 +374,15 @@ func (p *pluginContext) OnTick() {
 		if now >= c.giveUp {
 			delete(p.waiting, id)
 			if proxywasm.SetEffectiveContext(id) == nil {
-				c.reply(core.ErrorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "timed out waiting for a token"}), 0)
+				timeout := core.ErrorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "timed out waiting for a token"})
+				c.settle(p.orHeld(parseAnswer(timeout)), timeout, true)
 			}
 		}
 	}
 	if !p.fetching && p.refresh.due(now) {
-		extra := strconv.AppendInt([]byte(`"min_ttl_ms":`), p.refresh.expiresAtMS-p.refresh.at, 10)
+		// min_ttl_ms makes the flow pass over the held token in shared data from its refresh_at_ms,
+		// and still take a newer one another worker stored.
+		extra := strconv.AppendInt([]byte(`"min_ttl_ms":`), p.refresh.held.expiresAtMS-p.refresh.held.refreshAtMS, 10)
 		final, sent := p.drive(p.flow(opToken, extra), nil, true)
 		if !sent {
 			p.refresh.done(parseAnswer(final), now)
@@ -356,7 +402,7 @@ func (p *pluginContext) invalidate(token string) {
 	p.invalidated, p.invalidatedAtMS = token, now
 	p.m.invalidated.Increment(1)
 	p.drive(p.flow(opInvalidate, appendJSONString([]byte(`"access_token":`), token)), nil, false)
-	if p.refresh.token == token {
+	if p.refresh.held.token == token {
 		p.refresh.forget()
 	}
 }
@@ -385,15 +431,18 @@ func (c *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	final, sent := p.drive(f, nil, false)
 	if sent {
 		p.hot = hotToken{}
+		p.refresh.missed(p.now())
 		return c.wait()
 	}
 	a := parseAnswer(final)
 	p.hot.remember(f, p.cache.lastGet, p.s.key, a)
-	if a.pending {
-		return c.wait()
-	}
 	if a.token != "" {
 		p.refresh.seen(a)
+	} else {
+		p.refresh.missed(p.now())
+	}
+	if a = p.orHeld(a); a.pending {
+		return c.wait()
 	}
 	return c.settle(a, final, false)
 }
@@ -433,8 +482,11 @@ func (c *httpContext) give(a answer, header string, resume bool) types.Action {
 	if a.cached {
 		p.m.hits.Increment(1)
 	}
+	if a.held {
+		p.m.held.Increment(1)
+	}
 	c.token = a.token
-	p.refresh.used = p.refresh.used || a.token == p.refresh.token
+	p.refresh.used = p.refresh.used || a.token == p.refresh.held.token
 	_ = proxywasm.ReplaceHttpRequestHeader(p.s.header, header)
 	if resume {
 		_ = proxywasm.ResumeHttpRequest()
@@ -464,58 +516,79 @@ func (c *httpContext) OnHttpResponseHeaders(int, bool) types.Action {
 
 func (c *httpContext) OnHttpStreamDone() { delete(c.p.waiting, c.id) }
 
-// refresher schedules one refresh per token ahead of its expiry, at max(expiry - refresh_ahead_ms,
-// issued + life/2), and only for a token that traffic used. A failed refresh backs off
-// (exponentially, with jitter, capped); a non-retryable failure, or a refresh that brings no later
-// expiry, stops refreshing this token (traffic fetches the next one when it expires); a closed 429
-// gate defers the refresh until it opens.
+// refresher holds the last token a flow answered on this worker and refreshes it once, in the
+// background, from the answer's refresh_at_ms (the plugin's schedule), and only if traffic used it.
+// A failed refresh backs off (exponentially, with jitter, capped); a non-retryable failure, or a
+// refresh that brings no later expiry, stops refreshing this token (traffic fetches the next one when
+// it is stale); a closed 429 gate defers the refresh until it opens. While fetching its successor
+// fails, the held token is given to requests from its stale_at_ms until its expires_at_ms.
 type refresher struct {
-	aheadMS         int64 // refresh_ahead_ms
-	token           string
-	expiresAtMS, at int64 // the token's expiry and refresh point
+	held            answer // the token, its expiry and its schedule
 	used, stopped   bool
+	failing         bool  // the last fetch for the held token's successor failed
 	next, backoffMS int64 // no attempt before next
 }
 
 // seen records the token a flow answered; a new token, or the same one with a new expiry, gets a new
 // schedule, unless refreshing has stopped and it expires no later than the one held.
 func (r *refresher) seen(a answer) {
-	if a.token == r.token && a.expiresAtMS == r.expiresAtMS {
+	if a.token == r.held.token && a.expiresAtMS == r.held.expiresAtMS {
 		return
 	}
-	if r.stopped && a.expiresAtMS <= r.expiresAtMS {
-		r.token, r.expiresAtMS = a.token, a.expiresAtMS
+	if r.stopped && a.expiresAtMS <= r.held.expiresAtMS {
+		r.held, r.failing = a, false
 		return
 	}
-	life := a.expiresAtMS - a.issuedAtMS
-	*r = refresher{aheadMS: r.aheadMS, token: a.token, expiresAtMS: a.expiresAtMS, at: max(a.expiresAtMS-r.aheadMS, a.issuedAtMS+life/2)}
+	*r = refresher{held: a}
 }
 
-// forget drops the schedule of a token that is no longer good.
-func (r *refresher) forget() { *r = refresher{aheadMS: r.aheadMS} }
+// fetchFailed notes a request's fetch that failed: the held token's successor could not be had.
+func (r *refresher) fetchFailed() { r.failing = r.held.token != "" }
+
+// forget drops a token that is no longer good.
+func (r *refresher) forget() { *r = refresher{} }
+
+// missed notes a flow that found no token in shared data: before the held token's stale_at_ms the
+// flow would have served it, so another worker dropped it (an upstream's 401), and it is forgotten.
+func (r *refresher) missed(now int64) {
+	if r.held.token != "" && now < r.held.staleAtMS {
+		r.forget()
+	}
+}
+
+// servable returns the held token for a request whose fetch failed: from its stale_at_ms (before,
+// the flow serves it from shared data) until it expires.
+func (r *refresher) servable(now int64) (answer, bool) {
+	if r.held.token == "" || now < r.held.staleAtMS || now >= r.held.expiresAtMS {
+		return answer{}, false
+	}
+	a := r.held
+	a.cached, a.held = false, true
+	return a, true
+}
 
 func (r *refresher) due(now int64) bool {
-	return r.token != "" && r.used && !r.stopped && now >= r.at && now >= r.next && now < r.expiresAtMS
+	return r.held.token != "" && r.used && !r.stopped && now >= r.held.refreshAtMS && now >= r.next && now < r.held.expiresAtMS
 }
 
 // done reads a refresh's answer: a new token, another worker's call in flight, or a failure.
 func (r *refresher) done(a answer, now int64) {
 	switch {
-	case a.token != "" && a.expiresAtMS <= r.expiresAtMS:
+	case a.token != "" && a.expiresAtMS <= r.held.expiresAtMS:
 		// The provider gives no later expiry (its own cached token, a JWT clamped to a session's end):
-		// refreshing again gains nothing; traffic fetches the next token once this one expires.
-		r.stopped = true
-		r.token, r.expiresAtMS = a.token, a.expiresAtMS
+		// refreshing again gains nothing; traffic fetches the next token once this one is stale.
+		r.stopped, r.failing = true, false
+		r.held = a
 	case a.token != "":
 		r.seen(a) // a new token: used once traffic gets it
 	case a.pending:
 		r.next = now + pendingRetryMS
 	case a.kind == abi.KindRateLimited && a.retryAfterMS > 0:
-		r.next = now + a.retryAfterMS
+		r.next, r.failing = now+a.retryAfterMS, true
 	case a.retryable:
 		r.backoffMS = min(max(2*r.backoffMS, refreshBackoffMS), maxBackoffMS)
-		r.next = now + r.backoffMS/2 + rand.Int64N(r.backoffMS/2+1)
+		r.next, r.failing = now+r.backoffMS/2+rand.Int64N(r.backoffMS/2+1), true
 	default:
-		r.stopped = true
+		r.stopped, r.failing = true, true
 	}
 }

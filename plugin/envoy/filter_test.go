@@ -214,21 +214,23 @@ func TestUnauthorizedInvalidatesOncePerToken(t *testing.T) {
 	})
 }
 
-// TestRefreshOncePerToken (issue 17 item 2): a 30 s token with refresh_ahead_ms 60 s is refreshed once,
-// at half its life, not on every tick; an unused or expired token is not refreshed at all.
+// TestRefreshOncePerToken (issue 17 item 2): a 30 s token is refreshed once, at the answer's
+// refresh_at_ms (a third of its life before expiry: 20 s), not on every tick; an unused or expired
+// token is not refreshed at all. refresh_ahead_ms is accepted and has no say (with it the filter
+// once refreshed at max(expiry - refresh_ahead_ms, issued + life/2) = 15 s).
 func TestRefreshOncePerToken(t *testing.T) {
 	fake := niko(t, 30*time.Second)
 	h := newHarness(t, "native", fake, map[string]any{"refresh_ahead_ms": 60000})
 	id, _ := h.request("/api/x")
 	h.answerAll()
 	first := h.header(id)
-	h.ticks(280) // 14 s: before issued + life/2
+	h.ticks(399) // 19.95 s: before refresh_at_ms
 	if n := len(h.callouts()); n != 0 {
-		t.Fatalf("%d refreshes before half the token's life", n)
+		t.Fatalf("%d refreshes before refresh_at_ms", n)
 	}
-	h.ticks(40) // 16 s
+	h.ticks(1) // 20 s
 	if n := h.answerAll(); n != 1 {
-		t.Fatalf("%d refreshes at half life, want 1", n)
+		t.Fatalf("%d refreshes at refresh_at_ms, want 1", n)
 	}
 	id2, action := h.request("/api/y")
 	if action != types.ActionContinue || h.header(id2) == first {
@@ -238,9 +240,9 @@ func TestRefreshOncePerToken(t *testing.T) {
 	if fake.Requests() != 2 {
 		t.Fatalf("%d token calls in 20 ticks after the refresh, want 2 in all", fake.Requests())
 	}
-	// Idle: the new token is used once above; its refresh comes once; then an unused token and an
-	// expired one stay quiet for as long as the proxy is idle.
-	h.ticks(320)
+	// Idle: the new token is used once above; its refresh comes once (at 40 s); then an unused token
+	// and an expired one stay quiet for as long as the proxy is idle.
+	h.ticks(400)
 	h.answerAll()
 	h.ticks(2000) // 100 s: the newest token, never used, expires unrefreshed
 	if n := len(h.callouts()); n != 0 || fake.Requests() != 3 {
@@ -254,7 +256,7 @@ func TestFailingRefreshBacksOff(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
 		fault    func(w http.ResponseWriter)
-		min, max int64 // refresh calls in the 20 s after the refresh point
+		min, max int64 // refresh calls in the 20 s from the refresh point
 	}{
 		{"5xx backs off", func(w http.ResponseWriter) { w.WriteHeader(503) }, 3, 6},
 		{"invalid_client stops", func(w http.ResponseWriter) {
@@ -266,11 +268,14 @@ func TestFailingRefreshBacksOff(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fake := niko(t, 120*time.Second)
-			h := newHarness(t, "native", fake, map[string]any{"refresh_ahead_ms": 30000})
+			h := newHarness(t, "native", fake, nil)
 			h.request("/api/x")
 			h.answerAll()
-			h.ticks(1800) // 90 s: the refresh point
 			fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool { tt.fault(w); return true })
+			h.ticks(1599) // 79.95 s: the refresh point, refresh_at_ms, is 80 s
+			if n := len(h.callouts()); n != 0 {
+				t.Fatalf("%d refreshes before refresh_at_ms", n)
+			}
 			var at []int
 			for i := range 400 { // 20 s of ticks
 				h.ticks(1)
@@ -278,8 +283,8 @@ func TestFailingRefreshBacksOff(t *testing.T) {
 					at = append(at, i)
 				}
 			}
-			if n := int64(len(at)); n < tt.min || n > tt.max {
-				t.Fatalf("%d refresh calls at ticks %v, want %d to %d", n, at, tt.min, tt.max)
+			if n := int64(len(at)); n < tt.min || n > tt.max || at[0] != 0 {
+				t.Fatalf("%d refresh calls at ticks %v, want %d to %d from tick 0", n, at, tt.min, tt.max)
 			}
 			for i := 2; i < len(at); i++ { // exponential: each gap at least about the one before
 				if at[i]-at[i-1] < (at[i-1]-at[i-2])/2 {

@@ -81,6 +81,7 @@ type harness struct {
 	t        testing.TB
 	host     proxytest.HostEmulator
 	upstream string       // where callouts are sent over HTTP (a fake's or a script server's base URL)
+	cluster  string       // the configuration's cluster, which every callout must name
 	clock    *clock       // nil for the wasm runner
 	vm       *recordingVM // nil for the wasm runner
 	lastID   uint32
@@ -117,6 +118,7 @@ func startHarness(t testing.TB, runner, upstream string, conf map[string]any) *h
 	t.Helper()
 	h := emulate(t, runner, conf)
 	h.upstream = upstream
+	h.cluster, _ = conf["cluster"].(string)
 	if st := h.host.StartPlugin(); st != types.OnPluginStartStatusOK {
 		t.Fatalf("plugin start: %v (critical logs %q)", st, h.host.GetCriticalLogs())
 	}
@@ -221,7 +223,11 @@ func (h *harness) answer(c proxytest.HttpCalloutAttribute) {
 			req.Header.Set(kv[0], kv[1])
 		}
 	}
-	if c.Upstream != "nikohealth_token" || method != "POST" {
+	cluster := h.cluster
+	if cluster == "" { // a harness set up by emulate: the fakes' configuration
+		cluster = "nikohealth_token"
+	}
+	if c.Upstream != cluster || method != "POST" {
 		h.t.Fatalf("callout to %q with %s", c.Upstream, method)
 	}
 	req.Method = method

@@ -7,10 +7,10 @@ import "github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 // the failure kind tags). The provider is a profile name and the kind an ABI error kind: nothing in a
 // name comes from a request, a response or a secret.
 type metrics struct {
-	prefix                                                  string
-	hits, fetches, refreshes, gateClosed, invalidated, shed proxywasm.MetricCounter
-	fetchMS                                                 proxywasm.MetricHistogram
-	failures                                                map[string]proxywasm.MetricCounter
+	prefix                                                        string
+	hits, held, fetches, refreshes, gateClosed, invalidated, shed proxywasm.MetricCounter
+	fetchMS                                                       proxywasm.MetricHistogram
+	failures                                                      map[string]proxywasm.MetricCounter
 }
 
 func newMetrics(provider string) *metrics {
@@ -18,6 +18,7 @@ func newMetrics(provider string) *metrics {
 	return &metrics{
 		prefix:      p,
 		hits:        proxywasm.DefineCounterMetric(p + "hits"),
+		held:        proxywasm.DefineCounterMetric(p + "held"),
 		fetches:     proxywasm.DefineCounterMetric(p + "fetches"),
 		refreshes:   proxywasm.DefineCounterMetric(p + "refreshes"),
 		gateClosed:  proxywasm.DefineCounterMetric(p + "gate_closed"),

@@ -109,17 +109,18 @@ type TokenRequest struct {
 // Profile describes a provider as data. Built-in providers have one; provider "custom" takes one in
 // the request.
 type Profile struct {
-	Name          string            `json:"name,omitempty"`
-	TokenURL      string            `json:"token_url,omitempty"`
-	Body          string            `json:"body,omitempty"`        // "json" | "form"
-	ClientAuth    string            `json:"client_auth,omitempty"` // "body" | "basic" | "basic_rfc6749"
-	SendGrantType *bool             `json:"send_grant_type,omitempty"`
-	SendScope     *bool             `json:"send_scope,omitempty"`
-	ExpiresInUnit string            `json:"expires_in_unit,omitempty"` // "s" | "ms"
-	Headers       map[string]string `json:"headers,omitempty"`
-	Grants        []string          `json:"grants,omitempty"`
-	AssertionAlg  string            `json:"assertion_alg,omitempty"`  // private_key_jwt: RS256 | RS384 | ES256 | ES384 | PS256
-	RevocationURL string            `json:"revocation_url,omitempty"` // RFC 7009 endpoint, for revoke
+	Name             string            `json:"name,omitempty"`
+	TokenURL         string            `json:"token_url,omitempty"`
+	Body             string            `json:"body,omitempty"`        // "json" | "form"
+	ClientAuth       string            `json:"client_auth,omitempty"` // "body" | "basic" | "basic_rfc6749"
+	SendGrantType    *bool             `json:"send_grant_type,omitempty"`
+	SendScope        *bool             `json:"send_scope,omitempty"`
+	ExpiresInUnit    string            `json:"expires_in_unit,omitempty"` // "s" | "ms"
+	Headers          map[string]string `json:"headers,omitempty"`
+	Grants           []string          `json:"grants,omitempty"`
+	AssertionAlg     string            `json:"assertion_alg,omitempty"`     // private_key_jwt: RS256 | RS384 | ES256 | ES384 | PS256
+	RevocationURL    string            `json:"revocation_url,omitempty"`    // RFC 7009 endpoint, for revoke
+	RevocationMethod string            `json:"revocation_method,omitempty"` // POST (default) or DELETE
 }
 
 // HTTPRequest is what encode produces and what the host's http_send performs.

@@ -482,3 +482,39 @@ func TestRevokeSaysWhatItCouldNotDo(t *testing.T) {
 		t.Fatalf("invalidate, not dropped: %v", err)
 	}
 }
+
+// TestRevokeCandescent: Candescent's revocation is DELETE with a form token= (its reference and
+// SDK): through the Go host's flow the fake revokes the token, which then fails at its API.
+func TestRevokeCandescent(t *testing.T) {
+	cfg := providertest.DefaultConfig("candescent")
+	fake := providertest.NewCandescent(cfg)
+	defer fake.Close()
+	c := newClient(t, WithLoopback())
+	ctx := context.Background()
+	req := abi.TokenRequest{Provider: "candescent", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		InstitutionID: cfg.InstitutionID, TokenURL: fake.TokenURL()}
+	tok, err := c.Token(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if callAPI(t, fake.URL()+providertest.APIPath, tok.AccessToken) != http.StatusOK {
+		t.Fatal("the token does not work before its revocation")
+	}
+	rev := req
+	rev.AccessToken, rev.RevocationURL = tok.AccessToken, fake.URL()+providertest.CandescentRevokePath
+	if err := c.Revoke(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if fake.Revocations() != 1 || callAPI(t, fake.URL()+providertest.APIPath, tok.AccessToken) != http.StatusUnauthorized {
+		t.Fatalf("%d revocations; the revoked token still works", fake.Revocations())
+	}
+	// The method is the profile's: a POST to the same endpoint is refused by the fake (405).
+	resp, err := http.Post(rev.RevocationURL, "application/x-www-form-urlencoded", strings.NewReader("token=x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("POST to the revocation endpoint: %d, want 405", resp.StatusCode)
+	}
+}

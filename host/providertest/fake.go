@@ -95,6 +95,7 @@ type Fake struct {
 	apiCalls  atomic.Int64
 	missingTx atomic.Int64
 	replays   atomic.Int64
+	revoked   atomic.Int64 // revocation requests served (Candescent's DELETE endpoint)
 	refuse    atomic.Bool
 
 	mu        sync.Mutex
@@ -221,6 +222,9 @@ func (f *Fake) Intercept(h func(w http.ResponseWriter, r *http.Request) bool) {
 // rotated-away refresh token, or a minted authorization code sent a second time (Candescent). A
 // client that follows rotation correctly keeps it at zero.
 func (f *Fake) Replays() int64 { return f.replays.Load() }
+
+// Revocations returns how many revocation requests the fake served (Candescent's DELETE endpoint).
+func (f *Fake) Revocations() int64 { return f.revoked.Load() }
 
 // MissingTransactionID returns how many token requests reaching the Candescent handler lacked a
 // transactionId header.

@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,7 +23,9 @@ const (
 	CandidPath     = "/api/auth/v2/token"
 	PatternPath    = "/api/auth/token"
 	CandescentPath = "/digitalbanking/oauth2/v1/token"
-	NikoHealthPath = "/api/identity/connect/token"
+	// CandescentRevokePath is Candescent's revocation endpoint: DELETE with a form token=.
+	CandescentRevokePath = "/digitalbanking/oauth2/v1/revoke"
+	NikoHealthPath       = "/api/identity/connect/token"
 )
 
 // Documented lifetimes, used when Config.Lifetime is zero.
@@ -69,6 +73,7 @@ func NewPattern(cfg Config) *Fake { return newFake("pattern", PatternPath, cfg, 
 func NewCandescent(cfg Config) *Fake {
 	f, mux := unstartedFake("candescent", CandescentPath, cfg, (*Fake).candescent)
 	mux.HandleFunc("/_authorize", f.serveAuthorize)
+	mux.HandleFunc(CandescentRevokePath, f.candescentRevoke)
 	f.srv = httptest.NewServer(mux)
 	return f
 }
@@ -193,6 +198,34 @@ func (f *Fake) pattern(w http.ResponseWriter, r *http.Request) {
 	tok := randomHex(24)
 	f.remember(tok, life)
 	writeJSON(w, http.StatusOK, map[string]any{"access_token": tok, "expires_in": life.Milliseconds(), "token_type": "bearer"})
+}
+
+// candescentRevoke revokes as Candescent documents: DELETE, HTTP Basic, a form body token= (an
+// access or a refresh token); 200 with an empty body, also for a token it does not know (RFC 7009
+// 2.2). Another method is 405.
+func (f *Fake) candescentRevoke(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodDelete {
+		w.Header().Set("Allow", http.MethodDelete)
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"message": "Method Not Allowed"})
+		return
+	}
+	if id, secret, ok := basic(r, false); !ok || id != f.cfg.ClientID || secret != f.cfg.ClientSecret {
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	form, perr := url.ParseQuery(string(body))
+	if err != nil || perr != nil || form.Get("token") == "" {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "token missing")
+		return
+	}
+	tok := form.Get("token")
+	f.mu.Lock()
+	delete(f.tokens, tok)
+	delete(f.refresh, tok)
+	f.mu.Unlock()
+	f.revoked.Add(1)
+	w.WriteHeader(http.StatusOK)
 }
 
 func (f *Fake) candescent(w http.ResponseWriter, r *http.Request) {

@@ -111,17 +111,51 @@ func (r *Response) header(name string) string {
 // Decode turns a provider's response into a token or a typed error. The first matching rule wins;
 // the order is normative (abi/ABI.md, "Decoding").
 func (r *Request) Decode(resp *Response, nowMS int64) (*abi.Token, *abi.Error) {
+	t, _, err := r.decode(resp, nowMS)
+	return t, err
+}
+
+// decode is Decode, with the refresh token's lifetime in ms when the provider gave one
+// (refresh_token_expires_in, as Candescent's v1 endpoint does), else 0: a grant's lineage lives
+// as long as its refresh token.
+func (r *Request) decode(resp *Response, nowMS int64) (*abi.Token, int64, *abi.Error) {
 	f, isJSON, err := r.responseError(resp, nowMS)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	switch {
 	case len(resp.Body) > MaxBodyBytes:
-		return nil, malformed(resp.Status, "response body exceeds 1 MiB")
+		return nil, 0, malformed(resp.Status, "response body exceeds 1 MiB")
 	case !isJSON:
-		return nil, malformed(resp.Status, "response body is not a JSON object")
+		return nil, 0, malformed(resp.Status, "response body is not a JSON object")
 	}
-	return r.token(resp, &f, nowMS)
+	t, err := r.token(resp, &f, nowMS)
+	if err != nil {
+		return nil, 0, err
+	}
+	return t, refreshLifeMS(f.refreshExpiresIn), nil
+}
+
+// refreshLifeMS reads refresh_token_expires_in (seconds, a number or a numeric string), clamped to
+// [1 minute, 1 year]; 0 when absent or unreadable.
+func refreshLifeMS(v gjson.Result) int64 {
+	var n float64
+	switch v.Type {
+	case gjson.Number:
+		n = v.Num
+	case gjson.String:
+		f, err := strconv.ParseFloat(strings.TrimSpace(v.Str), 64)
+		if err != nil || f != f {
+			return 0
+		}
+		n = f
+	default:
+		return 0
+	}
+	if n <= 0 {
+		return 0
+	}
+	return int64(clampFloat(n, 60, MaxExpiresIn)) * 1000
 }
 
 // responseError is the error of a provider's answer, whatever it answers to (a token or a
@@ -215,18 +249,18 @@ func checkChars(name, v string, lowest byte) string {
 
 // tokenFields are the fields of a token response the decoder reads, gathered in one pass.
 type tokenFields struct {
-	err, description, accessToken, tokenType, expiresIn, refreshToken, scope gjson.Result
+	err, description, accessToken, tokenType, expiresIn, refreshToken, scope, refreshExpiresIn gjson.Result
 }
 
 // tokenMembers are the names of tokenFields' fields, in their order.
-var tokenMembers = [...]string{"error", "error_description", "access_token", "token_type", "expires_in", "refresh_token", "scope"}
+var tokenMembers = [...]string{"error", "error_description", "access_token", "token_type", "expires_in", "refresh_token", "scope", "refresh_token_expires_in"}
 
 // read gathers the fields from doc, parsing no other member: an extra field of a megabyte costs
 // no allocation (rawjson.go). Of a repeated member the first is read (Members).
 func (f *tokenFields) read(doc gjson.Result) {
 	var m [len(tokenMembers)]string
 	Members(doc.Raw, tokenMembers[:], m[:])
-	for i, dst := range [...]*gjson.Result{&f.err, &f.description, &f.accessToken, &f.tokenType, &f.expiresIn, &f.refreshToken, &f.scope} {
+	for i, dst := range [...]*gjson.Result{&f.err, &f.description, &f.accessToken, &f.tokenType, &f.expiresIn, &f.refreshToken, &f.scope, &f.refreshExpiresIn} {
 		if m[i] != "" {
 			*dst = gjson.Parse(m[i])
 		}

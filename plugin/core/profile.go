@@ -63,6 +63,9 @@ type Profile struct {
 	// RevocationURL is the RFC 7009 revocation endpoint, if the provider has one; the request's
 	// revocation_url wins (smart: the host discovers revocation_endpoint).
 	RevocationURL string
+	// RevocationMethod is the revocation request's HTTP method: POST (RFC 7009, the default) or
+	// DELETE (Candescent documents DELETE /oauth2/v1/revoke with a form token=).
+	RevocationMethod string
 	// Discovery names where a host finds the token URL when the request has none (SMART's
 	// ".well-known/smart-configuration" under fhir_base); the plugin itself never fetches it.
 	Discovery string
@@ -117,6 +120,9 @@ var Providers = []*Profile{
 		}},
 		RequestIDHeader: "transactionId",
 		TokenHosts:      []string{"api.candescent.com"},
+		// Candescent's reference and its TypeScript SDK revoke with DELETE and a form token=.
+		RevocationURL:    "https://api.candescent.com/digitalbanking/oauth2/v1/revoke",
+		RevocationMethod: "DELETE",
 	},
 	{
 		Name:          "nikohealth",

@@ -276,7 +276,7 @@ func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {
 
 // profileMembers are the members of a custom Profile; of a repeated one the first is read (Members).
 var profileMembers = [...]string{"token_url", "revocation_url", "body", "client_auth", "assertion_alg",
-	"expires_in_unit", "send_grant_type", "send_scope", "headers", "grants"}
+	"expires_in_unit", "send_grant_type", "send_scope", "headers", "grants", "revocation_method"}
 
 func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 	if r.Provider == "" {
@@ -323,6 +323,8 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 				return false
 			}
 			p.RevocationURL = val.Str
+		case "revocation_method":
+			return choice("revocation_method", val, &p.RevocationMethod, "POST", "DELETE")
 		case "body":
 			return choice("body", val, &p.Body, BodyJSON, BodyForm)
 		case "client_auth":

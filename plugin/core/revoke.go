@@ -41,7 +41,11 @@ func (r *Request) EncodeRevocation(aud string) (*HTTPRequest, *abi.Error) {
 	b.add("token_type_hint", hint)
 	r.bodyAuth(b)
 	h := r.headerAuth([]header{{"Content-Type", "application/x-www-form-urlencoded"}, {"Accept", "application/json"}})
-	return r.request(u, append(h, p.Headers...), b, jwt), nil
+	enc := r.request(u, append(h, p.Headers...), b, jwt)
+	if p.RevocationMethod != "" {
+		enc.Method = p.RevocationMethod
+	}
+	return enc, nil
 }
 
 // sameHost refuses a revocation URL on another host than the token URL's: the request carries the

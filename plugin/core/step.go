@@ -200,7 +200,8 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 	resp, err := parseHostResponse(answer, f.m.scratchBuf())
 	if err == nil {
 		var t *abi.Token
-		if t, err = f.r.Decode(resp, f.nowMS); err == nil {
+		var refreshLife int64
+		if t, refreshLife, err = f.r.decode(resp, f.nowMS); err == nil {
 			out := tokenJSON(t, false)
 			var then [3]Action
 			n := 0
@@ -209,7 +210,10 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 				n++
 			}
 			if f.oneTime() && t.RefreshToken != "" {
-				then[n] = f.setAction(f.key, grantSuffix, f.grantRecord(t.RefreshToken), GrantTTLMS, false)
+				if refreshLife == 0 {
+					refreshLife = GrantTTLMS
+				}
+				then[n] = f.setAction(f.key, grantSuffix, f.grantRecord(t.RefreshToken), refreshLife, false)
 				n++
 			}
 			if f.fails > 0 { // the provider answers again: the failures' count starts over
@@ -347,9 +351,9 @@ func oneTimeGrant(grant string) bool {
 	return grant == abi.GrantRefreshToken || grant == abi.GrantAuthorizationCode
 }
 
-// GrantTTLMS is how long a grant's lineage is kept after its last exchange: providers in the table
-// give no refresh-token lifetime, and a lineage that expires sends the request's own refresh token
-// again. Each exchange writes it anew.
+// GrantTTLMS is how long a grant's lineage is kept after its last exchange when the provider gives
+// no refresh_token_expires_in (with one, the lineage lives as long as its refresh token). A lineage
+// that expires sends the request's own refresh token again. Each exchange writes it anew.
 const GrantTTLMS = 90 * 24 * 3600 * 1000
 
 // fetch goes to the provider: a one-time grant first reads its lineage, so that of every host

@@ -273,8 +273,8 @@ func (v Vector) ThroughSteps(call Call) (bool, error) {
 	}
 	var werr map[string]any
 	if json.Unmarshal(want["error"], &werr) == nil && werr["retryable"] == true && werr["kind"] != "rate_limited" {
-		// The flow remembers a transient failure for a backoff, the first time 1 s (abi/ABI.md).
-		werr["retry_after_ms"] = 1000
+		// The flow remembers a transient failure for a backoff, the first time 50 ms (abi/ABI.md).
+		werr["retry_after_ms"] = 50
 		want["error"], _ = json.Marshal(werr)
 	}
 	w, _ := json.Marshal(want)

@@ -275,7 +275,7 @@ func TestTokenGate(t *testing.T) {
 }
 
 // TestTransientFailuresAreRemembered: a transient failure is not cached as a token, but remembered
-// in the identity's gate for a backoff that doubles with each failure in a row (1 s, 2 s, ...): until
+// in the identity's gate for a backoff that doubles with each failure in a row (50 ms, 100 ms, ...): until
 // it ends every caller sharing the cache gets that failure without a request; the first success
 // clears the count.
 func TestTransientFailuresAreRemembered(t *testing.T) {
@@ -286,7 +286,7 @@ func TestTransientFailuresAreRemembered(t *testing.T) {
 		}
 		return okToken(3600)(abi.HTTPRequest{})
 	})
-	for i, wantMS := range []int64{1000, 2000, 4000} {
+	for i, wantMS := range []int64{50, 100, 200} {
 		r := h.token(t, nikoReq)
 		if r.Error == nil || r.Error.Kind != abi.KindTransport || !r.Error.Retryable || r.Error.RetryAfterMS != wantMS || h.sends != i+1 {
 			t.Fatalf("failure %d: %+v sends %d, want retry_after_ms %d", i+1, r.Error, h.sends, wantMS)

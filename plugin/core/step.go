@@ -254,15 +254,16 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 	return f.finish(errorJSON(err))
 }
 
-// The backoff after transient failures: 1 s after the first, doubling, at most 30 s.
+// The backoff after transient failures: 50 ms after the first (room for a host's quick retry of a
+// blip), doubling with each failure in a row, at most 30 s.
 const (
-	firstBackoffMS = 1000
+	firstBackoffMS = 50
 	maxBackoffMS   = 30000
 	maxFails       = 15 // one hex digit in the state
 )
 
 func backoffMS(fails int64) int64 {
-	return min(maxBackoffMS, int64(firstBackoffMS)<<min(fails-1, 5))
+	return min(maxBackoffMS, int64(firstBackoffMS)<<min(fails-1, 10))
 }
 
 // rememberedError is the answer while a transient failure's gate is closed: that failure, retryable,

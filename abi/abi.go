@@ -212,6 +212,14 @@ func (e *Error) Error() string {
 	if e.Message != "" {
 		s += ": " + e.Message
 	}
+	// What the provider said, as x/oauth2's RetrieveError prints it: its error code when it is not
+	// the kind already named, and its description (both redacted by the plugin).
+	if e.OAuthError != "" && e.OAuthError != e.Kind {
+		s += "; provider error " + strconv.Quote(e.OAuthError)
+	}
+	if e.Description != "" {
+		s += "; provider says " + strconv.Quote(e.Description)
+	}
 	return s
 }
 

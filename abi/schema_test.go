@@ -166,9 +166,23 @@ func jsonFields(v any) []string {
 	return out
 }
 
-func TestErrorStringHasNoDescription(t *testing.T) {
-	e := &Error{Kind: KindInvalidClient, Status: 401, Message: "provider refused the token request", Description: "secret-ish text"}
-	if got := e.Error(); got != "tokenwasm: invalid_client (HTTP 401): provider refused the token request" {
-		t.Fatalf("Error() = %q", got)
+// TestErrorStringSaysWhatTheProviderSaid: Error() carries the status and, as x/oauth2's
+// RetrieveError, the provider's error code (when it is not the kind) and description, which the
+// plugin has redacted before they reach an Error.
+func TestErrorStringSaysWhatTheProviderSaid(t *testing.T) {
+	for _, tt := range []struct {
+		e    Error
+		want string
+	}{
+		{Error{Kind: KindInvalidClient, Status: 401, Message: "provider refused the token request", OAuthError: "invalid_client", Description: "bad [redacted]"},
+			`tokenwasm: invalid_client (HTTP 401): provider refused the token request; provider says "bad [redacted]"`},
+		{Error{Kind: KindServerError, Status: 400, Message: "provider refused the token request", OAuthError: "slow_down"},
+			`tokenwasm: server_error (HTTP 400): provider refused the token request; provider error "slow_down"`},
+		{Error{Kind: KindTransport, Message: "token request failed: connection refused"},
+			`tokenwasm: transport: token request failed: connection refused`},
+	} {
+		if got := tt.e.Error(); got != tt.want {
+			t.Errorf("Error() = %q\nwant      %q", got, tt.want)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +34,11 @@ func (c *Client) httpSend(ctx context.Context, in []byte) []byte {
 	c.metrics.fetches.Add(1)
 	start := time.Now()
 	resp := c.sender.send(ctx, &req)
-	c.log.Debug("tokenwasm: token request", "status", resp.Status, "failed", resp.Error != "", "elapsed", time.Since(start))
+	if c.log.Enabled(ctx, slog.LevelDebug) {
+		l, _ := ctx.Value(fetchLabelsKey{}).(fetchLabels)
+		c.log.LogAttrs(ctx, slog.LevelDebug, "tokenwasm: token request", slog.String("provider", l.provider), slog.String("grant", l.grant),
+			slog.Int("status", resp.Status), slog.Bool("no_response", resp.Error != ""), latencyMS(time.Since(start)))
+	}
 	b, _ := json.Marshal(resp)
 	return b
 }

@@ -101,7 +101,7 @@ func (c *Client) observeFetch(ctx context.Context, f Fetch) {
 		o.ObserveFetch(ctx, f)
 	}
 	attrs := []slog.Attr{slog.String("provider", f.Provider), slog.String("grant", f.Grant),
-		slog.Int("attempts", f.Attempt), slog.Duration("latency", f.Latency)}
+		slog.Int("attempts", f.Attempt), latencyMS(f.Latency)}
 	if f.Kind == "" {
 		c.log.LogAttrs(ctx, slog.LevelDebug, "tokenwasm: token fetched", append(attrs, slog.Bool("cached", f.Cached))...)
 		return
@@ -111,6 +111,21 @@ func (c *Client) observeFetch(ctx context.Context, f Fetch) {
 		attrs = append(attrs, slog.Int("status", f.Status))
 	}
 	c.log.LogAttrs(ctx, slog.LevelWarn, "tokenwasm: token fetch failed", attrs...)
+}
+
+// latencyMS is a duration as a log attribute people read: milliseconds, to a tenth.
+func latencyMS(d time.Duration) slog.Attr {
+	return slog.Float64("latency_ms", float64(d.Round(100*time.Microsecond))/float64(time.Millisecond))
+}
+
+// fetchLabels names what a fetch is for in the records of its imports (http_send's debug record).
+type fetchLabels struct{ provider, grant string }
+
+type fetchLabelsKey struct{}
+
+// withFetchLabels puts req's provider and grant (labels, never a secret) on ctx.
+func withFetchLabels(ctx context.Context, req *abi.TokenRequest) context.Context {
+	return context.WithValue(ctx, fetchLabelsKey{}, fetchLabels{providerLabel(req.Provider), grantLabel(req.GrantType)})
 }
 
 // latencyBuckets are the upper bounds of the fetch latency histogram.

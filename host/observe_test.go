@@ -110,3 +110,59 @@ func TestObservability(t *testing.T) {
 		t.Fatalf("observer saw fetches %+v, attempts %d", rec.fetches, len(rec.attempts))
 	}
 }
+
+// TestRecordsSayWhatAndHowLong: every record of a fetch names its provider and grant, durations are
+// milliseconds a person reads, a 401 is a response (not "failed"), and Error() carries the status and
+// the provider's (redacted) description as x/oauth2's RetrieveError does.
+func TestRecordsSayWhatAndHowLong(t *testing.T) {
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	defer fake.Close()
+	var logs bytes.Buffer
+	ctx := context.Background()
+	c, err := New(ctx, WithLoopback(), WithLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	cfg := fake.Config()
+	req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL()}
+	if _, err := c.Token(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"error":"invalid_scope","error_description":"scope x is not granted"}`))
+		return true
+	})
+	req.Scope = "x"
+	_, err = c.Token(ctx, req)
+	if want := `tokenwasm: invalid_scope (HTTP 400): provider refused the token request; provider says "scope x is not granted"`; err == nil || err.Error() != want {
+		t.Fatalf("Error() = %v\nwant      %s", err, want)
+	}
+	records := 0
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		if msg, _ := rec["msg"].(string); !strings.Contains(msg, "token") {
+			continue
+		}
+		records++
+		if rec["provider"] != "nikohealth" || rec["grant"] != "client_credentials" {
+			t.Errorf("record without provider and grant: %s", line)
+		}
+		for _, gone := range []string{"failed", "elapsed", "latency"} {
+			if _, ok := rec[gone]; ok {
+				t.Errorf("record has %q: %s", gone, line)
+			}
+		}
+		if ms, ok := rec["latency_ms"].(float64); !ok || ms < 0 || ms > 60000 {
+			t.Errorf("latency_ms %v is not milliseconds: %s", rec["latency_ms"], line)
+		}
+	}
+	if records < 3 {
+		t.Fatalf("%d fetch records: %s", records, logs.String())
+	}
+}

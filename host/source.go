@@ -239,7 +239,7 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 	deadline := now().Add(timeout)
 	// The deadline bounds the HTTP exchanges and the waits, not the plugin's execution: a call stopped
 	// inside wasm costs its instance, and the plugin answers a timed-out http_send with a typed error.
-	ctx = context.WithValue(ctx, fetchDeadlineKey{}, deadline)
+	ctx = withFetchLabels(context.WithValue(ctx, fetchDeadlineKey{}, deadline), &req)
 	req.Force = force
 	req.MinTTLMS = minTTL.Milliseconds()
 	if s.c.testClock {
@@ -341,11 +341,11 @@ func (s *source) refreshAhead(h *held) {
 			s.retryAt.Store(retryAt.UnixNano())
 			kind, _ := errorKind(err)
 			s.c.log.Info("tokenwasm: refresh ahead of expiry failed; serving the current token",
-				"provider", providerLabel(s.req.Provider), "kind", kind, "retry_in", time.Until(retryAt).Round(time.Millisecond), "err", err)
+				"provider", providerLabel(s.req.Provider), "kind", kind, "retry_in_ms", time.Until(retryAt).Milliseconds(), "err", err)
 			return
 		}
 		s.c.log.Info("tokenwasm: refreshed ahead of expiry", "provider", providerLabel(s.req.Provider),
-			"expires_in", time.Until(time.UnixMilli(fresh.tok.ExpiresAtMS)).Round(time.Second))
+			"expires_in_s", int64(time.Until(time.UnixMilli(fresh.tok.ExpiresAtMS)).Seconds()))
 	}()
 }
 

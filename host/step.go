@@ -232,7 +232,7 @@ func (c *Client) Revoke(ctx context.Context, req abi.TokenRequest) error {
 		return err
 	}
 	var dropFailed atomic.Int32
-	res, err := c.stepOp(context.WithValue(ctx, dropFailuresKey{}, &dropFailed), req, "revoke")
+	res, err := c.stepOp(withFetchLabels(context.WithValue(ctx, dropFailuresKey{}, &dropFailed), &req), req, "revoke")
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,12 @@ const CACHE_RETRY_MS = 1_000;
 export class TokenError extends Error {
   name = 'TokenError';
   constructor(error) {
-    super(`tokenwasm: ${error.kind}: ${error.message}`); // the plugin's messages hold no secret
+    // The plugin's messages and the provider's description (redacted by the plugin) hold no secret;
+    // like Go's Error(), the message says the status and what the provider said.
+    let msg = `tokenwasm: ${error.kind}${error.status ? ` (HTTP ${error.status})` : ''}: ${error.message}`;
+    if (error.oauth_error && error.oauth_error !== error.kind) msg += `; provider error ${JSON.stringify(error.oauth_error)}`;
+    if (error.description) msg += `; provider says ${JSON.stringify(error.description)}`;
+    super(msg);
     this.error = error;
   }
 }

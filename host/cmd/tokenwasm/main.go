@@ -62,10 +62,52 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := interrupts(context.Background(), os.Stderr)
 	code := run(ctx, os.Stdout, os.Stderr, os.Args[1:])
 	stop()
 	os.Exit(code)
+}
+
+// interrupts returns a context that the first Ctrl-C (SIGINT) cancels, carrying another (see
+// abortContext) that only a second one cancels: a command in the middle of something it must not
+// leave half-done (a one-time grant's exchange, whose provider has already used up the credential)
+// finishes it on the first, and says so on stderr.
+func interrupts(parent context.Context, stderr io.Writer) (context.Context, func()) {
+	hard, cancelHard := context.WithCancel(parent)
+	soft, cancelSoft := context.WithCancel(context.WithValue(hard, abortKey{}, hard))
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sig:
+			cancelSoft()
+		case <-done:
+			return
+		}
+		select {
+		case <-sig:
+			fmt.Fprintln(stderr, "tokenwasm: interrupted again: aborting")
+			cancelHard()
+		case <-done:
+		}
+	}()
+	return soft, func() {
+		signal.Stop(sig)
+		close(done)
+		cancelSoft()
+		cancelHard()
+	}
+}
+
+type abortKey struct{}
+
+// abortContext is the context of work that only a second Ctrl-C stops (or ctx itself, outside main).
+func abortContext(ctx context.Context) context.Context {
+	if hard, ok := ctx.Value(abortKey{}).(context.Context); ok {
+		return hard
+	}
+	return ctx
 }
 
 // run runs one command and returns its exit status; results and errors go to stdout as JSON, help
@@ -79,7 +121,7 @@ func run(ctx context.Context, stdout, stderr io.Writer, args []string) int {
 	case "demo":
 		err = runDemo(ctx, stdout, rest)
 	case "token":
-		err = runToken(ctx, stdout, rest)
+		err = runToken(ctx, stdout, stderr, rest)
 	case "describe":
 		err = noFlags(cmd, rest, stderr, func() error { return runDescribe(ctx, stdout) })
 	case "fakes":

@@ -11,10 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host"
 	"github.com/tokenwasm/tokenwasm/host/providertest"
 )
 
@@ -29,7 +31,7 @@ func TestTokenCommand(t *testing.T) {
 	base := []string{"-provider", "nikohealth", "-client-id", cfg.ClientID, "-token-url", fake.TokenURL(), "-allow-loopback"}
 
 	var out bytes.Buffer
-	if err := runToken(context.Background(), &out, append(base, "-client-secret-file", secretFile)); err != nil {
+	if err := runToken(context.Background(), &out, io.Discard, append(base, "-client-secret-file", secretFile)); err != nil {
 		t.Fatal(err)
 	}
 	var res abi.Result
@@ -41,7 +43,7 @@ func TestTokenCommand(t *testing.T) {
 	}
 
 	t.Setenv("TOKENWASM_CLIENT_SECRET", "wrong-secret")
-	err := runToken(context.Background(), &bytes.Buffer{}, base)
+	err := runToken(context.Background(), &bytes.Buffer{}, io.Discard, base)
 	var ae *abi.Error
 	if !errors.As(err, &ae) || ae.Kind != abi.KindInvalidClient || strings.Contains(err.Error(), "wrong-secret") {
 		t.Fatalf("wrong secret from the environment: %v", err)
@@ -224,11 +226,78 @@ func TestCodeFromFile(t *testing.T) {
 		return p
 	}
 	var out bytes.Buffer
-	err := runToken(context.Background(), &out, []string{"-provider", "candescent", "-grant", "authorization_code",
+	err := runToken(context.Background(), &out, io.Discard, []string{"-provider", "candescent", "-grant", "authorization_code",
 		"-client-id", cfg.ClientID, "-client-secret-file", write("secret", cfg.ClientSecret), "-institution-id", cfg.InstitutionID,
 		"-code-file", write("code", cfg.Code), "-code-verifier-file", write("verifier", cfg.CodeVerifier),
 		"-redirect-uri", cfg.RedirectURI, "-token-url", fake.TokenURL(), "-allow-loopback"})
 	if err != nil || !strings.Contains(out.String(), "access_token") {
 		t.Fatalf("authorization_code with -code-file: %v\n%s", err, out.String())
+	}
+}
+
+// TestInterruptFinishesOneTimeExchange: Ctrl-C during a refresh_token exchange lets it finish (the
+// provider has used up the refresh token by then) and keeps the new one, in the file named by
+// -refresh-token-out; a second Ctrl-C aborts at once.
+func TestInterruptFinishesOneTimeExchange(t *testing.T) {
+	cfg := providertest.DefaultConfig("candescent")
+	fake := providertest.NewCandescent(cfg)
+	defer fake.Close()
+	ctx := context.Background()
+	c, err := host.New(ctx, host.WithLoopback())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	pw, err := c.Token(ctx, abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantPassword, ClientID: cfg.ClientID,
+		ClientSecret: cfg.ClientSecret, InstitutionID: cfg.InstitutionID, Username: cfg.Username, Password: cfg.Password, TokenURL: fake.TokenURL()})
+	if err != nil || pw.RefreshToken == "" {
+		t.Fatalf("password grant: %v", err)
+	}
+	var stalled atomic.Int32
+	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		stalled.Add(1)
+		time.Sleep(800 * time.Millisecond) // the exchange is under way when Ctrl-C comes
+		return false
+	})
+	start := func(t *testing.T, out string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+		cmd := command(t, "token", "-provider", "candescent", "-grant", "refresh_token", "-client-id", cfg.ClientID,
+			"-token-url", fake.TokenURL(), "-allow-loopback", "-refresh-token-out", out)
+		cmd.Env = append(cmd.Env, "TOKENWASM_CLIENT_SECRET="+cfg.ClientSecret, "TOKENWASM_REFRESH_TOKEN="+pw.RefreshToken)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for stalled.Load() == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+		_ = cmd.Process.Signal(os.Interrupt)
+		return cmd, &stdout, &stderr
+	}
+	out := filepath.Join(t.TempDir(), "refresh-token")
+	cmd, stdout, stderr := start(t, out)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("one Ctrl-C: %v\nstdout %s\nstderr %s", err, stdout, stderr)
+	}
+	got, err := os.ReadFile(out)
+	rt := strings.TrimSpace(string(got))
+	if err != nil || rt == "" || rt == pw.RefreshToken {
+		t.Fatalf("the new refresh token was not kept: %q %v", got, err)
+	}
+	if strings.Contains(stdout.String(), rt) || !strings.Contains(stderr.String(), "finishing the one-time exchange") {
+		t.Fatalf("stdout %s\nstderr %s", stdout, stderr)
+	}
+	if info, _ := os.Stat(out); info.Mode().Perm() != 0o600 {
+		t.Fatalf("the refresh token file is %v", info.Mode().Perm())
+	}
+
+	// Two Ctrl-C: aborted, long before the stalled exchange would end.
+	stalled.Store(0)
+	cmd, _, stderr = start(t, filepath.Join(t.TempDir(), "rt2"))
+	begin := time.Now()
+	_ = cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err == nil || time.Since(begin) > 700*time.Millisecond {
+		t.Fatalf("two Ctrl-C: %v after %v\nstderr %s", err, time.Since(begin), stderr)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -33,7 +34,7 @@ func TestRefusedBeforeSendingIsUsage(t *testing.T) {
 		{"a profile for a built-in provider", []string{"-provider", "candid", "-client-id", "a", "-profile-file", profile, "-allow-loopback"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := runToken(context.Background(), &bytes.Buffer{}, tt.args)
+			err := runToken(context.Background(), &bytes.Buffer{}, io.Discard, tt.args)
 			if ae, code := classify(err); code != exitUsage {
 				t.Fatalf("exit %d (%v), want %d", code, ae, exitUsage)
 			}

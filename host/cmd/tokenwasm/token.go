@@ -16,7 +16,7 @@ import (
 
 // runToken gets one token. Secrets come from environment variables or files only: a flag value is
 // visible to every user of the machine in the process list.
-func runToken(ctx context.Context, w io.Writer, args []string) error {
+func runToken(ctx context.Context, w, stderr io.Writer, args []string) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	var req abi.TokenRequest
 	fs.StringVar(&req.Provider, "provider", "", "candid, pattern, candescent, nikohealth, or custom (with -profile-file)")
@@ -35,6 +35,7 @@ func runToken(ctx context.Context, w io.Writer, args []string) error {
 	verifierFile := fs.String("code-verifier-file", "", "PKCE verifier file (default $TOKENWASM_CODE_VERIFIER)")
 	codeFile := fs.String("code-file", "", "authorization_code grant: file holding the code (default $TOKENWASM_CODE)")
 	profileFile := fs.String("profile-file", "", "custom provider: a JSON file holding its profile (abi/ABI.md, Profile)")
+	refreshOut := fs.String("refresh-token-out", "", "write the new refresh token to this file (mode 0600) instead of stdout")
 	var allow hostList
 	fs.Var(&allow, "allow-host", "extra allowed token host (repeatable; Pattern's host goes here)")
 	loopback := fs.Bool("allow-loopback", false, "allow loopback token URLs over plain http (testing only)")
@@ -68,14 +69,35 @@ func runToken(ctx context.Context, w io.Writer, args []string) error {
 	if *loopback {
 		opts = append(opts, host.WithLoopback())
 	}
-	c, err := host.New(ctx, opts...)
+	// A one-time grant's exchange is not left half-done: once sent, the provider has used up the
+	// refresh token or code, and the new refresh token would be lost. The first Ctrl-C lets it finish
+	// (within its timeout) and prints the result; a second one aborts.
+	callCtx := ctx
+	if req.GrantType == abi.GrantRefreshToken || req.GrantType == abi.GrantAuthorizationCode {
+		callCtx = abortContext(ctx)
+		stopNotice := context.AfterFunc(ctx, func() {
+			if callCtx.Err() == nil {
+				fmt.Fprintln(stderr, "tokenwasm: interrupted: finishing the one-time exchange so its new refresh token is not lost (Ctrl-C again to abort)")
+			}
+		})
+		defer stopNotice()
+	}
+	c, err := host.New(callCtx, opts...)
 	if err != nil {
 		return err
 	}
-	defer c.Close(ctx)
-	tok, err := c.Token(ctx, req)
+	defer c.Close(callCtx)
+	tok, err := c.Token(callCtx, req)
 	if err != nil {
 		return err
+	}
+	if *refreshOut != "" && tok.RefreshToken != "" {
+		if err := os.WriteFile(*refreshOut, []byte(tok.RefreshToken+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write the new refresh token: %w", err)
+		}
+		t := *tok
+		t.RefreshToken = "" // in the file, not on stdout
+		tok = &t
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

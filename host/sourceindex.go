@@ -93,7 +93,7 @@ func sameProfile(a, b *abi.Profile) bool {
 	if a.Name != b.Name || a.TokenURL != b.TokenURL || a.Body != b.Body || a.ClientAuth != b.ClientAuth ||
 		a.ExpiresInUnit != b.ExpiresInUnit || !sameBool(a.SendGrantType, b.SendGrantType) ||
 		!sameBool(a.SendScope, b.SendScope) || !sameMap(a.Headers, b.Headers) || len(a.Grants) != len(b.Grants) ||
-		a.AssertionAlg != b.AssertionAlg || a.RevocationURL != b.RevocationURL {
+		a.AssertionAlg != b.AssertionAlg || a.RevocationURL != b.RevocationURL || a.RevocationMethod != b.RevocationMethod {
 		return false
 	}
 	for i := range a.Grants {

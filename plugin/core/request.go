@@ -128,9 +128,14 @@ var requestMembers = [...]string{"provider", "grant_type", "client_id", "client_
 	"body", "access_token", "key_id", "assertion_alg", "assertion_jti", "revocation_url",
 	"params", "headers", "profile", "force", "fleet_lock", "timeout_ms", "now_ms", "min_ttl_ms"}
 
-// ParseRequest reads a TokenRequest from v. Unknown fields are ignored; of a repeated field the first
-// is read (Members); a known field of the wrong type is invalid_request, named in the message.
+// ParseRequest reads a TokenRequest from v. An unknown field is invalid_request naming it (a
+// misspelt "scopes" would otherwise get a token without the scope asked for); of a repeated field
+// the first is read (Members); a known field of the wrong type is invalid_request, named in the
+// message.
 func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
+	if err := unknownMember(v, requestMembers[:], "fhir_base"); err != nil {
+		return nil, err
+	}
 	r := &Request{}
 	var m [len(requestMembers)]string
 	Members(v.Raw, requestMembers[:], m[:])
@@ -274,6 +279,20 @@ func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {
 	return hs, err
 }
 
+// unknownMember returns invalid_request naming the first member of object v that is neither in
+// known nor one of also (fields a host reads and the plugin ignores), or nil.
+func unknownMember(v gjson.Result, known []string, also ...string) *abi.Error {
+	var err *abi.Error
+	v.ForEach(func(k, _ gjson.Result) bool {
+		if !contains(known, k.Str) && !contains(also, k.Str) {
+			err = invalidRequest("unknown field " + quote(k.Str))
+			return false
+		}
+		return true
+	})
+	return err
+}
+
 // profileMembers are the members of a custom Profile; of a repeated one the first is read (Members).
 var profileMembers = [...]string{"token_url", "revocation_url", "body", "client_auth", "assertion_alg",
 	"expires_in_unit", "send_grant_type", "send_scope", "headers", "grants", "revocation_method"}
@@ -372,6 +391,10 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 			return err == nil
 		}
 		return true
+	}
+	if e := unknownMember(custom, profileMembers[:], "name"); e != nil { // name: abi.Profile's label
+		e.Message = "profile: " + e.Message
+		return e
 	}
 	var m [len(profileMembers)]string
 	Members(custom.Raw, profileMembers[:], m[:])

@@ -139,8 +139,8 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		}
 		return f.fetch()
 	case phaseLock:
-		// A host whose cache cannot store-if-absent answers "stored" true, or nothing: everyone fetches.
-		if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False {
+		// A host whose cache cannot store-if-absent: everyone fetches.
+		if f.notStored(answer) {
 			f.owner = ""
 			return f.finish(pendingJSON(pendingRetryMS))
 		}
@@ -156,7 +156,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	case phaseGrant:
 		return f.lineage(answer)
 	case phaseSpend:
-		if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False {
+		if f.notStored(answer) {
 			// Another host marked the code first: it sends it, and its lineage answers the next flow.
 			return f.finish(pendingJSON(pendingRetryMS))
 		}
@@ -185,12 +185,18 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		}
 		return f.finish([]byte(`{"retry":true}`)) // already replaced (or gone): a fresh token is worth a try
 	case phaseDrop:
-		if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False {
+		if f.notStored(answer) {
 			return f.finish([]byte(`{"retry":false}`))
 		}
 		return f.finish([]byte(`{"retry":true}`), f.deleteAction(f.key, "", ""))
 	}
 	return f.finish(errorJSON(invalidRequest("token_step: the flow has ended")))
+}
+
+// notStored reports whether a cache_set with nx answered that the key was held: "stored" false. A
+// host whose cache cannot store-if-absent answers "stored" true, or nothing.
+func (f *Flow) notStored(answer []byte) bool {
+	return (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "stored").Type == gjson.False
 }
 
 // received decodes the provider's answer: a token is cached for no longer than its life, and a

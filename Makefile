@@ -14,8 +14,8 @@ demo:
 	$(GO) run ./host/cmd/tokenwasm demo
 
 ## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
-## throwaway redis-server for the fleet-cache tests)
-test: tools lint build-go check-embed unit test-otel test-js
+## throwaway redis-server for the fleet-cache tests), the example envoy.yaml against Envoy's types
+test: tools lint build-go check-embed unit test-otel test-js test-envoy-config
 
 tools:
 	./build.sh --install

@@ -152,6 +152,7 @@ func checkMetrics(t *testing.T, tp *TagProducer, start filterStart) {
 	for _, m := range start.Metrics {
 		name := "wasmcustom." + m.Name
 		extracted, tags := tp.Produce(name)
+		t.Logf("%s -> %s %v", name, extracted, tags)
 		if err := WellFormed(extracted); err != nil {
 			t.Errorf("%s: tag-extracted name: %v (tags %v)", name, err, tags)
 			continue
@@ -167,17 +168,18 @@ func checkMetrics(t *testing.T, tp *TagProducer, start filterStart) {
 			t.Errorf("%s: tags %v, want values %v", name, tags, SortedKeys(want))
 		}
 		for _, tag := range tags {
-			switch {
-			case !want[tag.Value]:
+			if !want[tag.Value] {
 				t.Errorf("%s: tag %s=%q, want values %v", name, tag.Name, tag.Value, SortedKeys(want))
-			case tag.Value == start.Provider && providerTag == "":
-				providerTag = tag.Name
-			case tag.Value == start.Provider && tag.Name != providerTag:
-				t.Errorf("%s: the provider is tag %s here, %s elsewhere", name, tag.Name, providerTag)
-			case kindTag == "":
-				kindTag = tag.Name
-			case tag.Name != kindTag:
-				t.Errorf("%s: the kind is tag %s here, %s elsewhere", name, tag.Name, kindTag)
+				continue
+			}
+			what, seen := "provider", &providerTag
+			if tag.Value == m.Kind {
+				what, seen = "kind", &kindTag
+			}
+			if *seen == "" {
+				*seen = tag.Name
+			} else if tag.Name != *seen {
+				t.Errorf("%s: the %s is tag %s here, %s elsewhere", name, what, tag.Name, *seen)
 			}
 		}
 		segments := strings.Split(extracted, ".")
@@ -350,5 +352,37 @@ func TestSecretRoutesInConfigDump(t *testing.T) {
 	}
 	if !sensitive(&tlsv3.TlsCertificate{}, "private_key") {
 		t.Error("TlsCertificate.private_key is not seen as sensitive: this test does not read the annotation")
+	}
+}
+
+// TestREADMEStatsTags: the stats_tags README.md shows are envoy.yaml's.
+func TestREADMEStatsTags(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snippet string
+	for _, block := range strings.Split(string(readme), "```yaml\n")[1:] {
+		if body, _, _ := strings.Cut(block, "```"); strings.Contains(body, "stats_tags:") {
+			snippet = body
+		}
+	}
+	if snippet == "" {
+		t.Fatal("README.md shows no stats_tags")
+	}
+	p := filepath.Join(t.TempDir(), "snippet.yaml")
+	if err := os.WriteFile(p, []byte(snippet), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shown, err := LoadBootstrap(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := LoadBootstrap(envoyYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(shown.GetStatsConfig(), example.GetStatsConfig()) {
+		t.Errorf("README.md shows\n%v\nenvoy.yaml has\n%v", shown.GetStatsConfig(), example.GetStatsConfig())
 	}
 }

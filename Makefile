@@ -5,7 +5,7 @@ GO      ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3cf34090a3db
 
-.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js fuzz bench clean
+.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js test-envoy-config fuzz bench clean
 
 all: build
 
@@ -14,8 +14,8 @@ demo:
 	$(GO) run ./host/cmd/tokenwasm demo
 
 ## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
-## throwaway redis-server for the fleet-cache tests)
-test: tools lint build-go check-embed unit test-otel test-js
+## throwaway redis-server for the fleet-cache tests), the example envoy.yaml against Envoy's types
+test: tools lint build-go check-embed unit test-otel test-js test-envoy-config
 
 tools:
 	./build.sh --install
@@ -50,6 +50,11 @@ test-js:
 ## test-otel: the OpenTelemetry adapter, a nested module (its dependencies stay out of the main one)
 test-otel:
 	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
+
+## test-envoy-config: plugin/envoy/envoy.yaml read with Envoy's own configuration types (go-control-plane,
+## a nested module), its clusters' TLS and stats_tags checked, the filter started on its configuration
+test-envoy-config:
+	cd plugin/envoy/configcheck && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -count=1 ./...
 
 ## fuzz: a short run of each fuzz target (the corpus in testdata/fuzz is replayed by `make test`)
 fuzz:

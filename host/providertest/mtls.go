@@ -33,7 +33,7 @@ func (s Server) NewMTLS(clientID string) (*MTLS, error) {
 	f, mux := unstartedFake("mtls", MTLSPath, Config{ClientID: clientID}, func(f *Fake, w http.ResponseWriter, r *http.Request) { m.token(w, r) })
 	m.Fake = f
 	conf := &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
-	return m, f.start(s, mux, conf)
+	return started(m, f.start(s, mux, conf))
 }
 
 // ClientCertificate issues a client certificate for subject CN cn from the fake's CA.

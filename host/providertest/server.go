@@ -35,13 +35,13 @@ type Server struct {
 func (s Server) NewCandid(cfg Config) (*Fake, error) {
 	f, mux := unstartedFake("candid", CandidPath, cfg, (*Fake).candid)
 	f.jwt = true
-	return f, f.start(s, mux, nil)
+	return started(f, f.start(s, mux, nil))
 }
 
 // NewPattern is NewPattern served as s says.
 func (s Server) NewPattern(cfg Config) (*Fake, error) {
 	f, mux := unstartedFake("pattern", PatternPath, cfg, (*Fake).pattern)
-	return f, f.start(s, mux, nil)
+	return started(f, f.start(s, mux, nil))
 }
 
 // NewCandescent is NewCandescent served as s says.
@@ -49,13 +49,13 @@ func (s Server) NewCandescent(cfg Config) (*Fake, error) {
 	f, mux := unstartedFake("candescent", CandescentPath, cfg, (*Fake).candescent)
 	mux.HandleFunc("/_authorize", f.serveAuthorize)
 	mux.HandleFunc(CandescentRevokePath, f.candescentRevoke)
-	return f, f.start(s, mux, nil)
+	return started(f, f.start(s, mux, nil))
 }
 
 // NewNikoHealth is NewNikoHealth served as s says.
 func (s Server) NewNikoHealth(cfg Config) (*Fake, error) {
 	f, mux := unstartedFake("nikohealth", NikoHealthPath, cfg, (*Fake).nikoHealth)
-	return f, f.start(s, mux, nil)
+	return started(f, f.start(s, mux, nil))
 }
 
 // must is a fake the New functions start or panic over, as httptest.NewServer does.
@@ -64,6 +64,15 @@ func must[T any](v T, err error) T {
 		panic("providertest: " + err.Error())
 	}
 	return v
+}
+
+// started is v, or nil when err says it did not start.
+func started[T any](v T, err error) (T, error) {
+	if err != nil {
+		var none T
+		return none, err
+	}
+	return v, nil
 }
 
 // start serves h as s says. conf, when not nil, is the server's own TLS configuration (the mTLS

@@ -105,8 +105,11 @@ func TestServerPlacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	if _, err := (Server{Addr: taken.Addr().String()}).NewCandid(DefaultConfig("candid")); err == nil || !strings.Contains(err.Error(), "candid fake") {
-		t.Fatalf("a taken port: %v", err)
+	if f, err := (Server{Addr: taken.Addr().String()}).NewCandid(DefaultConfig("candid")); f != nil || err == nil || !strings.Contains(err.Error(), "candid fake") {
+		t.Fatalf("a taken port: %v, %v", f, err)
+	}
+	if s, err := (Server{Addr: taken.Addr().String()}).NewSMART(SMARTConfig{}); s != nil || err == nil {
+		t.Fatalf("a taken port: %v, %v", s, err)
 	}
 }
 

@@ -73,7 +73,7 @@ func (sv Server) NewSMART(cfg SMARTConfig) (*SMART, error) {
 	mux.HandleFunc(FHIRPath+"/.well-known/smart-configuration", s.configuration)
 	mux.HandleFunc(SMARTRevokePath, s.revoke)
 	s.Fake = f
-	return s, f.start(sv, mux, nil)
+	return started(s, f.start(sv, mux, nil))
 }
 
 // FHIRBase is the fake's FHIR base URL: what a smart request's fhir_base names.

@@ -3,7 +3,7 @@
 //	tokenwasm demo        every provider and grant against local fake providers, then again from the cache
 //	tokenwasm token ...   a real token request (secrets from the environment or files, never flags)
 //	tokenwasm describe    the providers the plugin knows
-//	tokenwasm fakes       run the fake providers on loopback and print their token URLs
+//	tokenwasm fakes       run the six fake providers on loopback; print their URLs and the lines to paste
 //	tokenwasm version     the command's, the ABI's and the plugin's versions
 //
 // Exit status: 0 success, 1 another failure, 2 usage, 3 refused by the provider (4xx), 4 transport
@@ -33,7 +33,8 @@ commands:
              demo -redis URL also shows two processes sharing one token through Redis
   token      get a token: tokenwasm token -provider P -client-id ID [flags]; -h lists the flags
   describe   print the providers the plugin knows (JSON)
-  fakes      run the fake providers on loopback until interrupted; prints their token URLs
+  fakes      run the six fake providers on loopback until interrupted; prints their URLs and
+             credentials as JSON, and the lines to paste (fakes -h: fixed ports, -tls)
   version    print the command's, the ABI's and the plugin's versions (JSON)
 
 Results and errors are JSON on stdout; an error is {"error":{"kind","message",...}}.
@@ -125,7 +126,7 @@ func run(ctx context.Context, stdout, stderr io.Writer, args []string) int {
 	case "describe":
 		err = noFlags(cmd, rest, stderr, func() error { return runDescribe(ctx, stdout) })
 	case "fakes":
-		err = noFlags(cmd, rest, stderr, func() error { return runFakes(ctx, stdout) })
+		err = runFakes(ctx, stdout, stderr, rest)
 	case "version":
 		err = noFlags(cmd, rest, stderr, func() error { return runVersion(ctx, stdout) })
 	case "fleet-child": // the second process of `demo -redis`

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -67,10 +68,15 @@ func TestDemoRuns(t *testing.T) {
 	}
 }
 
-// TestMain lets a test run the command itself as a child process (exit codes, signals).
+// TestMain lets a test run the command itself as a child process (exit codes, signals): its
+// arguments are TOKENWASM_TEST_ARGS split at spaces, or those after "--" (from a shell, as typed).
 func TestMain(m *testing.M) {
 	if os.Getenv("TOKENWASM_TEST_MAIN") == "1" {
-		os.Args = append([]string{"tokenwasm"}, strings.Fields(os.Getenv("TOKENWASM_TEST_ARGS"))...)
+		args := strings.Fields(os.Getenv("TOKENWASM_TEST_ARGS"))
+		if i := slices.Index(os.Args, "--"); i >= 0 {
+			args = os.Args[i+1:]
+		}
+		os.Args = append([]string{"tokenwasm"}, args...)
 		main()
 		os.Exit(0)
 	}

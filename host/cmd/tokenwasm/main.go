@@ -1,6 +1,6 @@
 // Command tokenwasm gets OAuth 2.0 access tokens through the tokenwasm plugin.
 //
-//	tokenwasm demo        every provider and grant against local fake providers, then again from the cache
+//	tokenwasm demo        each provider and grant against local fake providers, then again from the cache
 //	tokenwasm token ...   a real token request (secrets from the environment or files, never flags)
 //	tokenwasm describe    the providers the plugin knows
 //	tokenwasm fakes       run the six fake providers on loopback; print their URLs and the lines to paste
@@ -29,7 +29,8 @@ import (
 const usage = `usage: tokenwasm <command> [flags]
 
 commands:
-  demo       get a token from every provider and grant from local fake providers, twice;
+  demo       get a token from each of the six providers (every grant of the built-in ones) from
+             local fake providers, then again from the cache;
              demo -redis URL also shows two processes sharing one token through Redis
   token      get a token: tokenwasm token -provider P -client-id ID [flags]; -h lists the flags
   describe   print the providers the plugin knows (JSON)

@@ -11,7 +11,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/tokenwasm/tokenwasm/abi"
 )
 
 // TestHostCredentialFlags: -key-file, -client-cert-file and -ca-file that cannot be used are the
@@ -50,5 +53,17 @@ func TestHostCredentialFlags(t *testing.T) {
 				t.Fatalf("exit %d (%v), want %d", code, ae, tt.code)
 			}
 		})
+	}
+}
+
+// TestPolicyRefusalNamesOptIn: a loopback token URL without -allow-loopback is refused with a
+// message that names the flag (and Go's option), and says it was refused once.
+func TestPolicyRefusalNamesOptIn(t *testing.T) {
+	t.Setenv("TOKENWASM_CLIENT_SECRET", "a-client-secret") // a one-letter one would redact the message
+	err := runToken(context.Background(), &bytes.Buffer{}, io.Discard, []string{"-provider", "nikohealth", "-client-id", "x", "-token-url", "http://127.0.0.1:1/token"})
+	ae, code := classify(err)
+	if code != exitTransport || ae.Kind != abi.KindPolicy || !strings.Contains(ae.Message, "-allow-loopback") ||
+		!strings.Contains(ae.Message, "host.WithLoopback()") || strings.Count(ae.Message, "refused") != 1 {
+		t.Fatalf("exit %d, %+v", code, ae)
 	}
 }

@@ -325,3 +325,35 @@ func TestFakesRefusals(t *testing.T) {
 		t.Fatalf("-quiet printed:\n%s", paste)
 	}
 }
+
+// TestFakesAddr: -addr puts every fake on that address, and with -tls the certificate names it.
+func TestFakesAddr(t *testing.T) {
+	probe, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 here: %v", err)
+	}
+	probe.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	fakes, _ := startFakesCommand(t, "-addr", "127.0.0.2", "-tls", "-ca-out", caFile, "-quiet")
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	for _, name := range fakeNames {
+		u, err := url.Parse(fakes[name].StatsURL)
+		if err != nil || u.Hostname() != "127.0.0.2" {
+			t.Fatalf("%s: %s", name, fakes[name].StatsURL)
+		}
+		if name == "mtls" {
+			continue // its handshake needs a client certificate: TestFakesTLS
+		}
+		resp, err := c.Get(u.String())
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		resp.Body.Close()
+	}
+}

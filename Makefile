@@ -9,7 +9,8 @@ BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3c
 
 all: build
 
-## demo: every provider and grant through the embedded wasm against local fake providers
+## demo: a token from each of the six providers (every grant of the built-in ones) through the
+## embedded wasm against local fake providers, then again from the cache
 demo:
 	$(GO) run ./host/cmd/tokenwasm demo
 

@@ -177,7 +177,7 @@ func TestSMARTDiscoveryPolicy(t *testing.T) {
 		base string
 		kind string
 	}{
-		{"loopback without the opt-in", mustNew(t, WithSigner("rsa-1", signer)), s.FHIRBase(), abi.KindPolicy},
+		{"loopback without the opt-in", mustNew(t, WithSigner("rsa-1", signer)), s.FHIRBase(), abi.KindPolicy}, // names WithLoopback (below)
 		{"plain http elsewhere", newClient(t, WithSigner("rsa-1", signer)), "http://fhir.example.org/r4", abi.KindPolicy},
 		{"host not allowed", newClient(t, WithSigner("rsa-1", signer)), "https://fhir.example.org/r4", abi.KindPolicy},
 		{"no private_key_jwt", newClient(t, WithSigner("rsa-1", signer)), secretOnly.FHIRBase(), abi.KindPolicy},
@@ -189,6 +189,9 @@ func TestSMARTDiscoveryPolicy(t *testing.T) {
 			_, err := tt.c.Token(context.Background(), req)
 			if kindOf(err) != tt.kind || signer.calls.Load() != 0 || s.Requests() != 0 {
 				t.Fatalf("kind %q (%v), %d signatures, %d requests", kindOf(err), err, signer.calls.Load(), s.Requests())
+			}
+			if tt.base == s.FHIRBase() && !strings.Contains(err.Error(), "refused by the host's policy: loopback token hosts are not allowed; host.WithLoopback()") {
+				t.Fatalf("the refusal does not name the opt-in: %v", err)
 			}
 		})
 	}

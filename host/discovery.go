@@ -2,7 +2,6 @@ package host
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -83,7 +82,7 @@ func (c *Client) discover(ctx context.Context, base string) (discovered, *abi.Er
 		return fail(abi.KindInvalidRequest, "fhir_base is not an absolute URL without query")
 	}
 	if err := c.sender.check(u); err != nil {
-		return fail(abi.KindPolicy, err.Error())
+		return fail(abi.KindPolicy, "refused by the host's policy: "+err.Error())
 	}
 	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
 	defer cancel()
@@ -94,11 +93,10 @@ func (c *Client) discover(ctx context.Context, base string) (discovered, *abi.Er
 	hr.Header.Set("Accept", "application/json")
 	resp, err := c.sender.client.Do(hr)
 	if err != nil {
-		kind := abi.KindTransport
-		if errors.Is(err, errPolicy) {
-			kind = abi.KindPolicy
+		if isPolicy(err) {
+			return fail(abi.KindPolicy, "refused by the host's policy: "+transportMessage(err))
 		}
-		return fail(kind, transportMessage(err))
+		return fail(abi.KindTransport, transportMessage(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, discoveryMaxBytes+1))
@@ -127,7 +125,7 @@ func (c *Client) discover(ctx context.Context, base string) (discovered, *abi.Er
 		return fail(abi.KindMalformedResponse, "token_endpoint is not an absolute URL")
 	}
 	if err := c.sender.check(t); err != nil {
-		return fail(abi.KindPolicy, "token_endpoint "+err.Error())
+		return fail(abi.KindPolicy, "token_endpoint refused by the host's policy: "+err.Error())
 	}
 	if r := conf.RevocationEndpoint; r != "" {
 		if u, err := url.Parse(r); err != nil || !u.IsAbs() || c.sender.check(u) != nil {

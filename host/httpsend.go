@@ -30,8 +30,21 @@ const MaxResponseHeaderBytes = 64 << 10
 // add it with WithAllowedHosts.
 var DefaultAllowedHosts = []string{"api.joincandidhealth.com", "api.candescent.com", "*.nikohealth.com"}
 
-// errPolicy marks requests the host refused to send.
-var errPolicy = errors.New("refused by host policy")
+// policyError is a request the host's policy refuses to send: the reason, and the opt-in that would
+// allow it where there is one. http_send answers it {"error": reason, "policy": true} and the plugin
+// puts "token request refused by the host's policy" before it, so the reason does not say it again.
+type policyError struct{ reason string }
+
+func (e *policyError) Error() string { return e.reason }
+
+// refuse is a policyError with a formatted reason.
+func refuse(format string, a ...any) error { return &policyError{fmt.Sprintf(format, a...)} }
+
+// isPolicy reports whether err, or an error it wraps, is the policy's refusal.
+func isPolicy(err error) bool {
+	var pe *policyError
+	return errors.As(err, &pe)
+}
 
 // sender performs the plugin's http_send with the host's policy: https to allowed hosts only (plain
 // http to loopback only when allowed), no redirect to another host, a timeout, a size cap.
@@ -98,35 +111,41 @@ func (s *sender) httpClient(rt http.RoundTripper) *http.Client {
 		Transport: rt,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 3 {
-				return fmt.Errorf("%w: too many redirects", errPolicy)
+				return refuse("too many redirects")
 			}
 			if req.URL.Host != via[0].URL.Host {
-				return fmt.Errorf("%w: redirect to another host", errPolicy)
+				return refuse("redirect to another host")
 			}
 			return s.check(req.URL)
 		},
 	}
 }
 
-// check applies the host allow-list to u.
+// check applies the host allow-list to u. A refusal that an option would lift names it, in Go and
+// as the CLI's flag, so whoever reads the error knows the switch (and that it is one).
 func (s *sender) check(u *url.URL) error {
 	host := u.Hostname()
 	loopback := isLoopback(host)
 	switch {
 	case u.User != nil:
-		return fmt.Errorf("%w: credentials in the token URL", errPolicy)
+		return refuse("credentials in the token URL")
 	case u.Scheme == "https" && (s.allowedHost(host, u.Port()) || loopback && s.allowLoopback):
 		return nil
 	case u.Scheme == "http" && loopback && s.allowLoopback:
 		return nil
 	case loopback:
-		return fmt.Errorf("%w: loopback token hosts are not allowed", errPolicy)
+		return refuse("loopback token hosts are not allowed; host.WithLoopback() (tokenwasm token -allow-loopback) allows them, for tests against local fakes")
 	case u.Scheme != "https":
-		return fmt.Errorf("%w: token URL must be https", errPolicy)
+		return refuse("token URL must be https")
 	case u.Port() != "" && s.allowedHost(host, ""):
-		return fmt.Errorf("%w: port %s of %q is not an allowed token port", errPolicy, u.Port(), host)
+		entry := net.JoinHostPort(host, u.Port())
+		return refuse("port %s of %q is not an allowed token port; host.WithAllowedHosts(%q) (tokenwasm token -allow-host %s) allows it", u.Port(), host, entry, entry)
 	}
-	return fmt.Errorf("%w: host %q is not an allowed token host", errPolicy, host)
+	entry := host
+	if p := u.Port(); p != "" && p != "443" {
+		entry = net.JoinHostPort(host, p)
+	}
+	return refuse("host %q is not an allowed token host; host.WithAllowedHosts(%q) (tokenwasm token -allow-host %s) allows it", host, entry, entry)
 }
 
 // allowedHost reports whether host and port match an allow-list entry: "host" or "*.domain" (its
@@ -165,7 +184,7 @@ func isLoopback(host string) bool {
 func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPResponse {
 	u, err := url.Parse(req.URL)
 	if err != nil || u.Host == "" {
-		return abi.HTTPResponse{Error: "refused by host policy: invalid token URL", Policy: true}
+		return abi.HTTPResponse{Error: "invalid token URL", Policy: true}
 	}
 	if err := s.check(u); err != nil {
 		return abi.HTTPResponse{Error: err.Error(), Policy: true}
@@ -178,12 +197,12 @@ func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPRespons
 	client := s.client
 	if req.ClientCert != "" {
 		if client = s.certClients[req.ClientCert]; client == nil {
-			return abi.HTTPResponse{Error: fmt.Sprintf("refused by host policy: no client certificate %q", req.ClientCert), Policy: true}
+			return abi.HTTPResponse{Error: fmt.Sprintf("no client certificate %q; host.WithClientCertificate registers one", req.ClientCert), Policy: true}
 		}
 	}
 	hr, err := http.NewRequestWithContext(ctx, req.Method, u.String(), strings.NewReader(req.Body))
 	if err != nil {
-		return abi.HTTPResponse{Error: "refused by host policy: invalid token request", Policy: true}
+		return abi.HTTPResponse{Error: "invalid token request", Policy: true}
 	}
 	for k, v := range req.Headers {
 		hr.Header.Set(k, v)
@@ -194,7 +213,7 @@ func (s *sender) send(ctx context.Context, req *abi.HTTPRequest) abi.HTTPRespons
 	resp, err := client.Do(hr)
 	if err != nil {
 		// A redirect the policy refused is as final as a refused URL: not worth a retry.
-		return abi.HTTPResponse{Error: transportMessage(err), Policy: errors.Is(err, errPolicy)}
+		return abi.HTTPResponse{Error: transportMessage(err), Policy: isPolicy(err)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))

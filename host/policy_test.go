@@ -40,11 +40,13 @@ func TestAllowList(t *testing.T) {
 		// reach the host's allow-list with a host outside it (the plugin binds the others' hosts).
 		provider string
 	}{
-		{"loopback not enabled", fake.TokenURL(), nil, "loopback", ""},
+		// A refusal an option would lift names it, in Go and as the CLI's flag.
+		{"loopback not enabled", fake.TokenURL(), nil, "loopback token hosts are not allowed; host.WithLoopback() (tokenwasm token -allow-loopback) allows them", ""},
 		{"plain http elsewhere", "http://acme.nikohealth.com/token", nil, "https", ""},
-		{"host not allowed", "https://evil.example/token", []Option{WithLoopback()}, "not an allowed token host", "pattern"},
+		{"host not allowed", "https://evil.example/token", []Option{WithLoopback()}, `host "evil.example" is not an allowed token host; host.WithAllowedHosts("evil.example") (tokenwasm token -allow-host evil.example)`, "pattern"},
+		{"host and port not allowed", "https://evil.example:8443/token", []Option{WithLoopback()}, `host.WithAllowedHosts("evil.example:8443") (tokenwasm token -allow-host evil.example:8443)`, "pattern"},
 		{"redirect to another host", redirect.TokenURL(), []Option{WithLoopback()}, "redirect to another host", ""},
-		{"ssh port of an allowed host", "https://acme.nikohealth.com:22/api/identity/connect/token", nil, "not an allowed token port", ""},
+		{"ssh port of an allowed host", "https://acme.nikohealth.com:22/api/identity/connect/token", nil, `not an allowed token port; host.WithAllowedHosts("acme.nikohealth.com:22") (tokenwasm token -allow-host acme.nikohealth.com:22)`, ""},
 		{"redis port of an allowed host", "https://acme.nikohealth.com:6379/api/identity/connect/token", nil, "not an allowed token port", ""},
 		{"credentials in the URL", "https://user:pw@acme.nikohealth.com/api/identity/connect/token", nil, "", ""},
 		{"credentials in a Pattern URL", "https://user:pw@api.pattern.example/api/auth/token", []Option{WithAllowedHosts("api.pattern.example")}, "", "pattern"},
@@ -61,6 +63,9 @@ func TestAllowList(t *testing.T) {
 			var ae *abi.Error
 			if !errors.As(err, &ae) || ae.Kind != abi.KindPolicy || ae.Retryable || !strings.Contains(ae.Message, tt.want) {
 				t.Fatalf("err = %v, want a policy error (not retryable) mentioning %q", err, tt.want)
+			}
+			if n := strings.Count(ae.Message, "refused by"); n > 1 { // the plugin's prefix, not the host's too
+				t.Fatalf("message %q says it was refused %d times", ae.Message, n)
 			}
 			if n := c.Metrics().Snapshot()["retries"]; n != 0 {
 				t.Fatalf("a policy refusal was retried %d times", n)

@@ -137,13 +137,7 @@ type codeGrant struct {
 // APIPath is the path of every fake's protected API.
 const APIPath = "/api/resource"
 
-func newFake(name, path string, cfg Config, issue func(*Fake, http.ResponseWriter, *http.Request)) *Fake {
-	f, mux := unstartedFake(name, path, cfg, issue)
-	f.srv = httptest.NewServer(mux)
-	return f
-}
-
-// unstartedFake is a fake whose server the caller starts (with more routes, or TLS).
+// unstartedFake is a fake whose server the caller starts (f.start), after adding its own routes.
 func unstartedFake(name, path string, cfg Config, issue func(*Fake, http.ResponseWriter, *http.Request)) (*Fake, *http.ServeMux) {
 	f := &Fake{name: name, path: path, cfg: cfg, issue: issue,
 		tokens: map[string]time.Time{}, refresh: map[string]refreshRecord{}, txIDs: map[string]struct{}{},
@@ -159,7 +153,8 @@ func unstartedFake(name, path string, cfg Config, issue func(*Fake, http.Respons
 // Name returns the provider the fake stands for: "candid", "pattern", "candescent" or "nikohealth".
 func (f *Fake) Name() string { return f.name }
 
-// URL returns the fake's base URL, http://127.0.0.1:port.
+// URL returns the fake's base URL: http://127.0.0.1:port, or as its Server says (https, another
+// address).
 func (f *Fake) URL() string { return f.srv.URL }
 
 // TokenURL returns the full URL of the token endpoint, at the provider's documented path.

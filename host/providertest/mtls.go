@@ -1,17 +1,9 @@
 package providertest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"io"
-	"log"
-	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"time"
 )
 
@@ -25,45 +17,28 @@ const MTLSPath = "/mtls/token"
 // MTLS is a fake token endpoint behind TLS that requires a client certificate.
 type MTLS struct {
 	*Fake
-	ca    *x509.Certificate
-	caKey *ecdsa.PrivateKey
+	ca *CA
 }
 
 // NewMTLS starts an mTLS fake on loopback for client clientID.
-func NewMTLS(clientID string) *MTLS {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "providertest mTLS CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
+func NewMTLS(clientID string) *MTLS { return must(Server{}.NewMTLS(clientID)) }
+
+// NewMTLS is NewMTLS served as s says: always https, with s.Certificate or httptest's own.
+func (s Server) NewMTLS(clientID string) (*MTLS, error) {
+	ca, err := NewCA("providertest mTLS client CA")
 	if err != nil {
-		panic("providertest: mTLS CA: " + err.Error())
+		return nil, err
 	}
-	ca, _ := x509.ParseCertificate(der)
-	m := &MTLS{ca: ca, caKey: caKey}
+	m := &MTLS{ca: ca}
 	f, mux := unstartedFake("mtls", MTLSPath, Config{ClientID: clientID}, func(f *Fake, w http.ResponseWriter, r *http.Request) { m.token(w, r) })
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	f.srv = httptest.NewUnstartedServer(mux)
-	f.srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS12}
-	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point; the fakes log nothing
-	f.srv.StartTLS()
 	m.Fake = f
-	return m
+	conf := &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
+	return started(m, f.start(s, mux, conf))
 }
 
 // ClientCertificate issues a client certificate for subject CN cn from the fake's CA.
 func (m *MTLS) ClientCertificate(cn string) tls.Certificate {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, m.ca, &key.PublicKey, m.caKey)
-	if err != nil {
-		panic("providertest: mTLS client certificate: " + err.Error())
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return must(m.ca.ClientCertificate(cn))
 }
 
 // RootCAs trusts the fake's server certificate, for the client's TLS configuration.

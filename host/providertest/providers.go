@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -51,17 +50,13 @@ const (
 // (415 for any other content type, 401 invalid_client for wrong or missing credentials), no
 // grant_type, and an RS256 JWT access token whose exp is CandidLifetime ahead while expires_in says
 // 86400, as the documentation and its example disagree.
-func NewCandid(cfg Config) *Fake {
-	f := newFake("candid", CandidPath, cfg, (*Fake).candid)
-	f.jwt = true
-	return f
-}
+func NewCandid(cfg Config) *Fake { return must(Server{}.NewCandid(cfg)) }
 
 // NewPattern fakes Pattern Health at PatternPath: a form body grant_type=client_credentials (415
 // for another content type, 400 unsupported_grant_type for another grant), Accept: application/json
 // (406 without it), HTTP Basic base64(id:secret) as given, not form-encoded (401 otherwise), and an
 // opaque token whose expires_in is in milliseconds with a lowercase "bearer".
-func NewPattern(cfg Config) *Fake { return newFake("pattern", PatternPath, cfg, (*Fake).pattern) }
+func NewPattern(cfg Config) *Fake { return must(Server{}.NewPattern(cfg)) }
 
 // NewCandescent fakes Candescent at CandescentPath: a form body (415 otherwise), HTTP Basic
 // base64(id:secret) (401 invalid_client otherwise), the client_credentials, password,
@@ -70,13 +65,7 @@ func NewPattern(cfg Config) *Fake { return newFake("pattern", PatternPath, cfg, 
 // refresh_token_expires_in as strings, and refresh tokens that work once (rotation: a used one is
 // invalid_grant, and counts in Replays). Config.Code works any number of times; codes minted by
 // Authorize (or POST /_authorize) work once, as real ones do.
-func NewCandescent(cfg Config) *Fake {
-	f, mux := unstartedFake("candescent", CandescentPath, cfg, (*Fake).candescent)
-	mux.HandleFunc("/_authorize", f.serveAuthorize)
-	mux.HandleFunc(CandescentRevokePath, f.candescentRevoke)
-	f.srv = httptest.NewServer(mux)
-	return f
-}
+func NewCandescent(cfg Config) *Fake { return must(Server{}.NewCandescent(cfg)) }
 
 // CodeTTL is how long a code minted by Authorize can be exchanged.
 const CodeTTL = 10 * time.Minute
@@ -139,9 +128,7 @@ func (f *Fake) revokeLineage(lin *lineage) {
 // credentials in HTTP Basic with id and secret each form-encoded first (RFC 6749 2.3.1) or as
 // client_id and client_secret form fields (401 invalid_client otherwise), an optional scope that must
 // be "external" (400 invalid_scope otherwise), and a 64-hex-digit token with scope "external".
-func NewNikoHealth(cfg Config) *Fake {
-	return newFake("nikohealth", NikoHealthPath, cfg, (*Fake).nikoHealth)
-}
+func NewNikoHealth(cfg Config) *Fake { return must(Server{}.NewNikoHealth(cfg)) }
 
 func (f *Fake) candid(w http.ResponseWriter, r *http.Request) {
 	var id, secret string

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +58,10 @@ type SMART struct {
 }
 
 // NewSMART starts a SMART fake on loopback.
-func NewSMART(cfg SMARTConfig) *SMART {
+func NewSMART(cfg SMARTConfig) *SMART { return must(Server{}.NewSMART(cfg)) }
+
+// NewSMART is NewSMART served as s says.
+func (sv Server) NewSMART(cfg SMARTConfig) (*SMART, error) {
 	if cfg.AuthMethods == nil {
 		cfg.AuthMethods = []string{"private_key_jwt"}
 	}
@@ -70,9 +72,8 @@ func NewSMART(cfg SMARTConfig) *SMART {
 	f, mux := unstartedFake("smart", SMARTPath, Config{ClientID: cfg.ClientID}, func(_ *Fake, w http.ResponseWriter, r *http.Request) { s.token(w, r) })
 	mux.HandleFunc(FHIRPath+"/.well-known/smart-configuration", s.configuration)
 	mux.HandleFunc(SMARTRevokePath, s.revoke)
-	f.srv = httptest.NewServer(mux)
 	s.Fake = f
-	return s
+	return started(s, f.start(sv, mux, nil))
 }
 
 // FHIRBase is the fake's FHIR base URL: what a smart request's fhir_base names.

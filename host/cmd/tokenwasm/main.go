@@ -1,9 +1,9 @@
 // Command tokenwasm gets OAuth 2.0 access tokens through the tokenwasm plugin.
 //
-//	tokenwasm demo        every provider and grant against local fake providers, then again from the cache
+//	tokenwasm demo        each provider and grant against local fake providers, then again from the cache
 //	tokenwasm token ...   a real token request (secrets from the environment or files, never flags)
 //	tokenwasm describe    the providers the plugin knows
-//	tokenwasm fakes       run the fake providers on loopback and print their token URLs
+//	tokenwasm fakes       run the six fake providers on loopback; print their URLs and the lines to paste
 //	tokenwasm version     the command's, the ABI's and the plugin's versions
 //
 // Exit status: 0 success, 1 another failure, 2 usage, 3 refused by the provider (4xx), 4 transport
@@ -29,11 +29,13 @@ import (
 const usage = `usage: tokenwasm <command> [flags]
 
 commands:
-  demo       get a token from every provider and grant from local fake providers, twice;
+  demo       get a token from each of the six providers (every grant of the built-in ones) from
+             local fake providers, then again from the cache;
              demo -redis URL also shows two processes sharing one token through Redis
   token      get a token: tokenwasm token -provider P -client-id ID [flags]; -h lists the flags
   describe   print the providers the plugin knows (JSON)
-  fakes      run the fake providers on loopback until interrupted; prints their token URLs
+  fakes      run the six fake providers on loopback until interrupted; prints their URLs and
+             credentials as JSON, and the lines to paste (fakes -h: fixed ports, -tls)
   version    print the command's, the ABI's and the plugin's versions (JSON)
 
 Results and errors are JSON on stdout; an error is {"error":{"kind","message",...}}.
@@ -125,7 +127,7 @@ func run(ctx context.Context, stdout, stderr io.Writer, args []string) int {
 	case "describe":
 		err = noFlags(cmd, rest, stderr, func() error { return runDescribe(ctx, stdout) })
 	case "fakes":
-		err = noFlags(cmd, rest, stderr, func() error { return runFakes(ctx, stdout) })
+		err = runFakes(ctx, stdout, stderr, rest)
 	case "version":
 		err = noFlags(cmd, rest, stderr, func() error { return runVersion(ctx, stdout) })
 	case "fleet-child": // the second process of `demo -redis`

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -50,27 +51,46 @@ func TestTokenCommand(t *testing.T) {
 	}
 }
 
+// TestDemoRuns: the demo gets a token from every row (each of the six providers, every grant of the
+// built-in ones, custom twice), then the same from the cache, then the refresh_token grant.
 func TestDemoRuns(t *testing.T) {
 	var out bytes.Buffer
 	if err := runDemo(context.Background(), &out, nil); err != nil {
 		t.Fatal(err)
 	}
-	// 7 rows fetched, the same 7 from the cache, then the refresh_token grant fetched.
 	cached := map[string]int{}
+	rows := map[string]int{} // provider/grant/client auth -> rows
 	for _, line := range strings.Split(out.String(), "\n") {
-		if f := strings.Fields(line); len(f) == 9 && f[0] != "PROVIDER" {
-			cached[f[6]]++
+		if f := strings.Fields(line); len(f) == 10 && f[0] != "PROVIDER" {
+			cached[f[7]]++
+			rows[f[0]+"/"+f[1]+"/"+f[2]]++
 		}
 	}
-	if cached["yes"] != 7 || cached["no"] != 8 || !strings.Contains(out.String(), "refresh_token") {
+	// 10 rows fetched, the same 10 from the cache, then the refresh_token grant fetched.
+	if cached["yes"] != 10 || cached["no"] != 11 {
 		t.Fatalf("cached column %v; demo output:\n%s", cached, out.String())
+	}
+	for _, want := range []string{
+		"candid/client_credentials/body", "pattern/client_credentials/basic", "candescent/client_credentials/basic",
+		"candescent/password/basic", "candescent/authorization_code/basic", "candescent/refresh_token/basic",
+		"nikohealth/client_credentials/basic_rfc6749", "smart/client_credentials/private_key_jwt",
+		"custom/client_credentials/basic", "custom/client_credentials/tls_client_auth",
+	} {
+		if rows[want] == 0 {
+			t.Errorf("no %s row; demo output:\n%s", want, out.String())
+		}
 	}
 }
 
-// TestMain lets a test run the command itself as a child process (exit codes, signals).
+// TestMain lets a test run the command itself as a child process (exit codes, signals): its
+// arguments are TOKENWASM_TEST_ARGS split at spaces, or those after "--" (from a shell, as typed).
 func TestMain(m *testing.M) {
 	if os.Getenv("TOKENWASM_TEST_MAIN") == "1" {
-		os.Args = append([]string{"tokenwasm"}, strings.Fields(os.Getenv("TOKENWASM_TEST_ARGS"))...)
+		args := strings.Fields(os.Getenv("TOKENWASM_TEST_ARGS"))
+		if i := slices.Index(os.Args, "--"); i >= 0 {
+			args = os.Args[i+1:]
+		}
+		os.Args = append([]string{"tokenwasm"}, args...)
 		main()
 		os.Exit(0)
 	}

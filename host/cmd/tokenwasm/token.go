@@ -1,11 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -19,7 +23,7 @@ import (
 func runToken(ctx context.Context, w, stderr io.Writer, args []string) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	var req abi.TokenRequest
-	fs.StringVar(&req.Provider, "provider", "", "candid, pattern, candescent, nikohealth, or custom (with -profile-file)")
+	fs.StringVar(&req.Provider, "provider", "", "candid, pattern, candescent, nikohealth, smart (with -fhir-base, -key-file), or custom (with -profile-file)")
 	fs.StringVar(&req.GrantType, "grant", "", "grant type (default client_credentials)")
 	fs.StringVar(&req.ClientID, "client-id", os.Getenv("TOKENWASM_CLIENT_ID"), "client id (default $TOKENWASM_CLIENT_ID)")
 	fs.StringVar(&req.TokenURL, "token-url", "", "token endpoint, overriding the provider's")
@@ -29,6 +33,12 @@ func runToken(ctx context.Context, w, stderr io.Writer, args []string) error {
 	fs.StringVar(&req.Username, "username", "", "password grant: user name")
 	fs.StringVar(&req.RedirectURI, "redirect-uri", "", "authorization_code grant: redirect URI")
 	fs.StringVar(&req.Body, "body", "", "json or form, where the provider accepts both")
+	fs.StringVar(&req.FHIRBase, "fhir-base", "", "smart: the FHIR base URL, whose .well-known/smart-configuration gives the token URL")
+	fs.StringVar(&req.KeyID, "key-id", "", "the key id of -key-file (the assertion's kid), or the id -client-cert-file is registered under")
+	fs.StringVar(&req.AssertionAlg, "assertion-alg", "", "private_key_jwt: the client assertion's algorithm (smart: RS384 or ES384; default the profile's first)")
+	keyFile := fs.String("key-file", "", "private_key_jwt (smart): file holding the private key that signs client assertions (PEM or JWK)")
+	certFile := fs.String("client-cert-file", "", "tls_client_auth: PEM file holding the client certificate and its private key")
+	caFile := fs.String("ca-file", "", "PEM file of CA certificates trusted for https token URLs, besides the system's")
 	secretFile := fs.String("client-secret-file", "", "file holding the client secret (default $TOKENWASM_CLIENT_SECRET)")
 	passwordFile := fs.String("password-file", "", "password grant: file holding the password (default $TOKENWASM_PASSWORD)")
 	refreshFile := fs.String("refresh-token-file", "", "refresh_token grant: file holding it (default $TOKENWASM_REFRESH_TOKEN)")
@@ -69,6 +79,11 @@ func runToken(ctx context.Context, w, stderr io.Writer, args []string) error {
 	if *loopback {
 		opts = append(opts, host.WithLoopback())
 	}
+	held, err := hostCredentials(&req, *keyFile, *certFile, *caFile)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, held...)
 	// A one-time grant's exchange is not left half-done: once sent, the provider has used up the
 	// refresh token or code, and the new refresh token would be lost. The first Ctrl-C lets it finish
 	// (within its timeout) and prints the result; a second one aborts.
@@ -102,6 +117,59 @@ func runToken(ctx context.Context, w, stderr io.Writer, args []string) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(abi.Result{Token: tok})
+}
+
+// hostCredentials reads what the host holds for the plugin: the key that signs client assertions
+// (private_key_jwt), the client certificate (tls_client_auth), extra trusted CAs. The key and the
+// certificate are registered under req's key id, set here when the files give it.
+func hostCredentials(req *abi.TokenRequest, keyFile, certFile, caFile string) ([]host.Option, error) {
+	var opts []host.Option
+	switch {
+	case keyFile != "" && certFile != "":
+		return nil, usageError{"-key-file and -client-cert-file are two client authentications; give one"}
+	case keyFile != "":
+		b, err := os.ReadFile(keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read key file: %w", err)
+		}
+		signer, kid, err := host.ParseSigner(b)
+		if err != nil {
+			return nil, usageError{"key file " + keyFile + ": " + err.Error()}
+		}
+		if req.KeyID = cmp.Or(req.KeyID, kid); req.KeyID == "" {
+			return nil, usageError{"-key-file holds a key without a kid (PEM): name it with -key-id"}
+		}
+		opts = append(opts, host.WithSigner(req.KeyID, signer, req.ClientID))
+	case certFile != "":
+		b, err := os.ReadFile(certFile)
+		if err != nil {
+			return nil, fmt.Errorf("read client certificate file: %w", err)
+		}
+		cert, err := tls.X509KeyPair(b, b) // one file: each call takes the blocks of its kind
+		if err != nil {
+			return nil, usageError{"client certificate file " + certFile + ": it must hold a certificate and its private key (PEM)"}
+		}
+		req.KeyID = cmp.Or(req.KeyID, "client-certificate")
+		opts = append(opts, host.WithClientCertificate(req.KeyID, cert))
+	}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, usageError{"CA file " + caFile + " holds no PEM certificate"}
+		}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxResponseHeaderBytes = host.MaxResponseHeaderBytes
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		opts = append(opts, host.WithHTTPTransport(t))
+	}
+	return opts, nil
 }
 
 // readProfile reads a custom provider's profile; an unknown field is a usage error, not ignored.

@@ -77,7 +77,7 @@ function checkURL(raw, { allowLoopback, allowed }) {
   const host = url.hostname;
   if (url.username || url.password) return `${REFUSED}: credentials in the URL of ${host}`;
   if (isLoopback(host)) {
-    if (!allowLoopback) return `${REFUSED}: loopback host ${host} is not allowed`;
+    if (!allowLoopback) return `${REFUSED}: loopback host ${host} is not allowed; allowLoopback: true allows it (tests only)`;
     if (url.protocol === 'http:' || url.protocol === 'https:') return null;
   }
   if (url.protocol !== 'https:') return `${REFUSED}: ${url.protocol} to ${host} (https only)`;

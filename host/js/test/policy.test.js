@@ -211,7 +211,7 @@ test('token: a refused URL is one http_send, nothing reaches it, and the error i
   try {
     const res = await host.token({ provider: 'nikohealth', client_id: 'niko-client', client_secret: 'niko-secret-1', token_url: srv.url });
     assert.ok(res.error, JSON.stringify(res));
-    assert.match(res.error.message, /refused by host policy: loopback host 127\.0\.0\.1 is not allowed/);
+    assert.match(res.error.message, /refused by host policy: loopback host 127\.0\.0\.1 is not allowed; allowLoopback: true allows it/);
     assert.equal(res.error.status, undefined, 'nothing was received');
     assert.equal(refusals.length, 1, `http_send calls: ${JSON.stringify(refusals)}`);
     assert.equal(srv.count(), 0, 'nothing reached the server');

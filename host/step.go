@@ -136,12 +136,6 @@ func (c *Client) runToken(ctx context.Context, input []byte, res *abi.Result) er
 	return nil
 }
 
-// runInvalidate runs the invalidate flow with the Client's driver.
-func (c *Client) runInvalidate(ctx context.Context, req abi.TokenRequest) error {
-	_, err := c.invalidateFlow(ctx, req)
-	return err
-}
-
 // invalidateFlow runs the invalidate flow and reports whether a new token is worth trying (for an
 // access_token: the plugin's 401 window, fleet-wide).
 func (c *Client) invalidateFlow(ctx context.Context, req abi.TokenRequest) (retry bool, err error) {

@@ -98,7 +98,7 @@ export function fakesBinary() {
  */
 export async function startFakes() {
   const { bin, cleanup } = fakesBinary();
-  const child = spawn(bin, ['fakes'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(bin, ['fakes', '-quiet'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise((resolve, reject) => {
     const rl = createInterface({ input: child.stdout });
     rl.once('line', resolve);

@@ -5,7 +5,7 @@ GO      ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3cf34090a3db
 
-.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js test-envoy-config fuzz bench clean
+.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js test-envoy-config test-quickstart fuzz bench clean
 
 all: build
 
@@ -16,7 +16,7 @@ demo:
 
 ## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
 ## throwaway redis-server for the fleet-cache tests), the example envoy.yaml against Envoy's types
-test: tools lint build-go check-embed unit test-otel test-js test-envoy-config
+test: tools lint build-go check-embed unit test-otel test-js test-envoy-config test-quickstart
 
 tools:
 	./build.sh --install
@@ -51,6 +51,11 @@ test-js:
 ## test-otel: the OpenTelemetry adapter, a nested module (its dependencies stay out of the main one)
 test-otel:
 	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
+
+## test-quickstart: the README's quick starts (Go, JavaScript, CLI, Envoy build), extracted and run as
+## written against the fakes (scripts/quickstarts.sh), so they cannot drift
+test-quickstart:
+	./scripts/quickstarts.sh
 
 ## test-envoy-config: plugin/envoy/envoy.yaml read with Envoy's own configuration types (go-control-plane,
 ## a nested module), its clusters' TLS and stats_tags checked, the filter started on its configuration

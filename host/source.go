@@ -316,7 +316,7 @@ func (s *source) newRefreshToken(ctx context.Context, used abi.TokenRequest, tok
 // asks the plugin for a token with more life left than h's refresh window, so a token another process
 // already refreshed into the shared cache is taken instead of fetching again.
 func (s *source) refreshAhead(h *held) {
-	if now().UnixNano() < s.retryAt.Load() || !s.refreshing.CompareAndSwap(false, true) {
+	if s.c.clock().UnixNano() < s.retryAt.Load() || !s.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	if s.c.enter() != nil {
@@ -336,7 +336,7 @@ func (s *source) refreshAhead(h *held) {
 			retryAt := time.Unix(0, h.validUntil)
 			var ae *abi.Error
 			if errors.As(err, &ae) && ae.Retryable && ae.RetryAfterMS > 0 {
-				retryAt = now().Add(time.Duration(ae.RetryAfterMS) * time.Millisecond)
+				retryAt = s.c.clock().Add(time.Duration(ae.RetryAfterMS) * time.Millisecond)
 			}
 			s.retryAt.Store(retryAt.UnixNano())
 			kind, _ := errorKind(err)

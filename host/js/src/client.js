@@ -105,8 +105,12 @@ class Source {
  * createClient compiles the plugin and returns a client. See index.d.ts for the options and the
  * answers; README.md for each runtime.
  */
-export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken } = {}) {
+export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken, now } = {}) {
   if (onRefreshToken !== undefined && typeof onRefreshToken !== 'function') throw new TypeError('tokenwasm: onRefreshToken must be a function');
+  if (now !== undefined && typeof now !== 'function') throw new TypeError('tokenwasm: now must be a function');
+  // For tests: `now` is the clock the held tokens' schedule is judged by, and the plugin's (now_ms),
+  // so a test moves time instead of sleeping. Waits and timeouts stay on the wall clock.
+  const clock = now ?? Date.now;
   const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger }); // throws on a bad allow-list
   const module = await loadModule(wasm);
   const doFetch = fetchImpl ?? ((input, init) => fetch(input, init));
@@ -210,6 +214,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
    * released, so other hosts do not wait out its TTL.
    */
   async function drive(json, op, slot) {
+    if (now) json = withMember(json, 'now_ms', Math.floor(now()));
     let input = op ? `{"request":${json},"op":"${op}"}` : `{"request":${json}}`;
     let lock = null;
     try {
@@ -296,7 +301,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     s.flight = track(
       flow(json, s.slot, timeoutOf(req)).then((res) => {
         const h = s.held;
-        if (res.error && h && Date.now() < h.answer.token.expires_at_ms) {
+        if (res.error && h && clock() < h.answer.token.expires_at_ms) {
           warn('tokenwasm: fetch failed before the held token expired; serving it', { kind: res.error.kind });
         }
         return settle(s, req, res);
@@ -314,7 +319,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   function orHeld(s, p) {
     const held = () => {
       const h = s.held;
-      return h && Date.now() < h.answer.token.expires_at_ms ? h.answer : null;
+      return h && clock() < h.answer.token.expires_at_ms ? h.answer : null;
     };
     return p.then(
       (res) => (res.error && held()) || res,
@@ -357,13 +362,13 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
    * it does not call retryable ends refreshing this token: callers fetch once it is stale.
    */
   function refreshAhead(s, h, req) {
-    if (s.refreshing || Date.now() < s.retryAt || closed) return;
+    if (s.refreshing || clock() < s.retryAt || closed) return;
     s.refreshing = true;
     const window = h.answer.token.expires_at_ms - h.refreshAt + 1; // a token not itself due for refresh
     const p = s.flight ?? startFlight(s, req, withMember(fleetJSON(s.json), 'min_ttl_ms', Math.ceil(window)));
     p.then(
       (res) => {
-        if (res.error) s.retryAt = res.error.retryable && res.error.retry_after_ms > 0 ? Date.now() + res.error.retry_after_ms : h.staleAt;
+        if (res.error) s.retryAt = res.error.retryable && res.error.retry_after_ms > 0 ? clock() + res.error.retry_after_ms : h.staleAt;
       },
       (err) => {
         s.retryAt = h.staleAt;
@@ -426,9 +431,9 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     const s = sourceOf(req);
     const h = s.held;
     if (h !== null) {
-      const now = Date.now();
-      if (now < h.refreshAt) return h.answer;
-      if (now < h.staleAt) {
+      const t = clock();
+      if (t < h.refreshAt) return h.answer;
+      if (t < h.staleAt) {
         refreshAhead(s, h, req);
         return h.answer;
       }

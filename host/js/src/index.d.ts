@@ -111,6 +111,12 @@ export interface ClientOptions {
    * rotate may hand the same token again; one equal to the request's refresh_token is not passed.
    */
   onRefreshToken?: (request: TokenRequest, refreshToken: string) => void | Promise<void>;
+  /**
+   * For tests only: the clock (Unix ms) the client judges its held tokens' schedule by, also given
+   * to the plugin as now_ms, so a test moves time instead of sleeping. Waits and timeouts keep the
+   * wall clock; the cache keeps its own (give it the same one). Default: Date.now.
+   */
+  now?: () => number;
 }
 
 export interface Client {

@@ -1,16 +1,19 @@
 // A Go process (the Go host on host/rediscache, test/gofleet) and this package (RedisCache) sharing
 // one real Redis, as a mixed fleet would: one token, one 429 gate and one fetch lock between them,
-// in both directions. Skipped without REDIS_URL (make test starts a redis-server).
+// in both directions, and one rotating grant alternated between a long-lived Go process and this
+// one for 30 s. Skipped without REDIS_URL (make test starts a redis-server).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient as createRedis } from 'redis';
 import { createClient } from '../src/index.js';
 import { RedisCache } from '../src/redis.js';
-import { WASM, ROOT, serve } from './support.js';
+import { WASM, ROOT, serve, startFakes } from './support.js';
+import { candescent, codeRequest, replaysSince } from './rotation.js';
 
 const REDIS_URL = process.env.REDIS_URL;
 const skip = REDIS_URL ? false : 'REDIS_URL is not set (make test starts a redis-server)';
@@ -106,5 +109,79 @@ test('the fetch lock: while one side fetches, the other waits for its token (fle
     } finally {
       await p.close();
     }
+  }
+});
+
+/**
+ * goServe starts a long-lived Go process of the fleet for req (gofleet serve): token() sends it one
+ * call and resolves to its answer ({token} or {error}); stop() ends it.
+ */
+async function goServe(req) {
+  const child = spawn(bin, ['serve', REDIS_URL, hexKey, JSON.stringify(req)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async () => {
+    const { value, done } = await lines.next();
+    if (done) throw new Error(`gofleet serve ended (${child.exitCode ?? child.signalCode})`);
+    return value;
+  };
+  assert.equal(await next(), 'ready');
+  return {
+    async token() {
+      child.stdin.write('token\n');
+      return JSON.parse(await next());
+    },
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', resolve);
+        child.stdin.end(); // serve returns when its input ends
+      }),
+  };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+
+// The issue's fleet test: one authorization code (Candescent, 3-second access tokens, refresh tokens
+// that rotate at every use), shared by a long-lived Go process and this one on one Redis; calls
+// alternate between them, one a second, for 30 s. Each process holds its token, refreshes it ahead
+// in the background and follows the grant's lineage through Redis: every answer must be a token the
+// fake's API accepts, no refresh token (nor the code) may be presented twice (the fake counts replays
+// and would revoke the lineage), and every token request must succeed.
+test('Go and JS alternate on one rotating grant for 30 s: every call a valid token, no replay', { skip }, async (t) => {
+  const { fakes, stop } = await startFakes();
+  let go;
+  try {
+    const f = candescent({ fakes });
+    const replays = await replaysSince(f);
+    const before = await f.stats();
+    const req = codeRequest(f.c, await f.authorize(3000));
+    go = await goServe(req);
+    const start = Date.now();
+    const seen = { js: new Set(), go: new Set() };
+    let calls = 0;
+    let jsFetched = 0;
+    for (let i = 0; Date.now() - start < 30_000; i++) {
+      const side = i % 2 ? 'go' : 'js';
+      const res = side === 'js' ? await js.token(req) : await go.token();
+      const what = `call ${i + 1} (${side}, at ${Date.now() - start} ms)`;
+      assert.ok(res.token?.access_token, `${what}: ${JSON.stringify(res.error ?? res)}`);
+      assert.ok(res.token.expires_at_ms > Date.now(), `${what}: a token that expired ${Date.now() - res.token.expires_at_ms} ms ago`);
+      assert.equal(await f.api(res.token.access_token), 200, `${what}: the token at the fake's API`);
+      seen[side].add(res.token.access_token);
+      if (side === 'js' && res.cached === false) jsFetched++;
+      calls++;
+      await sleep(start + (i + 1) * 1000 - Date.now());
+    }
+    const after = await f.stats();
+    const exchanges = after.requests - before.requests;
+    assert.equal(await replays(), 0, 'replays at the fake (a used refresh token or the code presented again)');
+    assert.equal(after.issued - before.issued, exchanges, 'token requests the fake refused');
+    assert.ok(exchanges >= 6, `${exchanges} exchanges in 30 s of 3-second tokens`);
+    const shared = [...seen.go].filter((t) => seen.js.has(t)).length;
+    assert.ok(shared > 0, 'the two processes never served the same token: they did not share Redis');
+    t.diagnostic(`${calls} calls, ${exchanges} exchanges (${jsFetched} by a JS call in its path), ${shared} tokens served by both`);
+  } finally {
+    await go?.stop();
+    await stop();
   }
 });

@@ -4,5 +4,6 @@
 // plugin is passed to createClient as a WebAssembly.Module (a module of the worker) or its bytes.
 export { createClient, loadModule, TokenError } from './client.js';
 export { MemoryCache } from './cache.js';
+export { DurableObjectCache, TokenCoordinator } from './durable.js';
 export { httpSender, parseAllowedHosts, DEFAULT_ALLOWED_HOSTS, MAX_RESPONSE_BYTES, MAX_RESPONSE_HEADER_BYTES } from './http.js';
 export { Instance, PluginTrap } from './kernel.js';

@@ -144,7 +144,7 @@ export interface ClientOptions {
   allowedHosts?: string[];
   /** Let token requests reach loopback, plain http included: local fakes only. */
   allowLoopback?: boolean;
-  /** Default: a MemoryCache of this client. Share one (or a RedisCache) to share tokens; with a shared MemoryCache set fleet_lock (a RedisCache implies it). */
+  /** Default: a MemoryCache of this client. Share one (or a RedisCache, or a DurableObjectCache in Workers) to share tokens; with a shared MemoryCache set fleet_lock (the other two imply it). */
   cache?: SharedCache;
   logger?: Logger;
   /** The fetch used for token requests and client.fetch (tests). */

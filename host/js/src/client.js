@@ -33,16 +33,21 @@ export class TokenError extends Error {
   }
 }
 
-/** loadModule compiles the plugin once: bytes, a path or file URL (Node, Deno, Bun), or a Module. */
+/**
+ * loadModule compiles the plugin once: its bytes or a WebAssembly.Module. No runtime API beyond
+ * WebAssembly, so nothing on a Worker's import graph names a `node:` module: the Node, Deno and Bun
+ * entry (index.js) also reads a path or file URL, and the package's own plugin by default.
+ */
 export async function loadModule(wasm) {
   if (wasm instanceof WebAssembly.Module) return wasm;
-  if (wasm === undefined) wasm = new URL('../tokenwasm.wasm', import.meta.url);
-  if (typeof wasm === 'string' || wasm instanceof URL) {
-    const { readFile } = await import('node:fs/promises'); // Node, Deno and Bun all have it
-    wasm = await readFile(wasm);
+  if (wasm === undefined) {
+    throw new TypeError("tokenwasm: pass the plugin as wasm, a WebAssembly.Module (in a Worker: import wasm from 'tokenwasm/tokenwasm.wasm')");
   }
   if (!(wasm instanceof ArrayBuffer || ArrayBuffer.isView(wasm))) {
-    throw new TypeError('tokenwasm: wasm must be the plugin bytes, a path or a WebAssembly.Module');
+    if (typeof wasm === 'string' || wasm instanceof URL) {
+      throw new TypeError('tokenwasm: a path or file URL is read in Node, Deno and Bun only; pass the plugin bytes or a WebAssembly.Module');
+    }
+    throw new TypeError('tokenwasm: wasm must be the plugin bytes or a WebAssembly.Module');
   }
   return WebAssembly.compile(wasm);
 }

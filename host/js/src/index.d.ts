@@ -72,7 +72,7 @@ export interface SharedCache {
   set(key: string, value: string, ttlMs: number, nx?: boolean): boolean | Promise<boolean>;
   /** Delete key; with ifValue only while key holds exactly that value. */
   delete(key: string, ifValue?: string): void | Promise<void>;
-  /** True for a cache shared across processes (RedisCache): every fetch then takes the fleet lock. */
+  /** True for a cache shared across processes (RedisCache, DurableObjectCache): every fetch then takes the fleet lock. */
   readonly shared?: boolean;
 }
 
@@ -83,19 +83,68 @@ export declare class MemoryCache implements SharedCache {
   readonly size: number;
 }
 
+/** A Durable Object namespace binding (Cloudflare's DurableObjectNamespace), as far as the cache uses it. */
+export interface DurableObjectNamespaceLike {
+  idFromName(name: string): unknown;
+  get(id: any, options?: { locationHint?: string }): { fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> };
+}
+
+/**
+ * The shared cache on a Durable Object of TokenCoordinator: every isolate and every Worker bound to
+ * the namespace (and using the same name and keys) shares tokens, 429 gates, the fleet lock and a
+ * one-time grant's lineage. Names are HMACs of the plugin's keys and values are AES-256-GCM sealed,
+ * as RedisCache does: the object's storage (Cloudflare's) holds nothing readable.
+ */
+export declare class DurableObjectCache implements SharedCache {
+  /**
+   * @param namespace the binding of a TokenCoordinator namespace (env.TOKENS)
+   * @param options keys: 32-byte AES-256 keys, bytes or base64 text (a secret binding); the first
+   *   seals, all open (rotation). hashKey: the HMAC key for names (32 bytes or more), derived from
+   *   keys[0] when absent. name: the object's name, default "tokenwasm". locationHint: where the
+   *   object is created (Cloudflare's location hints, "enam", "weur", ...), near its Workers.
+   */
+  constructor(
+    namespace: DurableObjectNamespaceLike,
+    options: { keys: (Uint8Array | ArrayBuffer | string)[]; hashKey?: Uint8Array | ArrayBuffer | string; name?: string; locationHint?: string },
+  );
+  readonly shared: true;
+  /** The object's key for a plugin key: RedisCache's redisKey, byte for byte. */
+  storageKey(key: string): Promise<string>;
+  get(key: string): Promise<string | undefined>;
+  set(key: string, value: string, ttlMs: number, nx?: boolean): Promise<boolean>;
+  delete(key: string, ifValue?: string): Promise<void>;
+}
+
+/**
+ * The Durable Object class behind DurableObjectCache: export it from the Worker's main module and
+ * bind a namespace of it. It stores opaque strings with TTLs, one operation at a time (POST of
+ * {op: "get" | "set" | "delete", key, value?, ttl_ms?, nx?, if_value?}), and sweeps expired entries
+ * with an alarm.
+ */
+export declare class TokenCoordinator {
+  constructor(state: { storage: any }, env?: unknown);
+  fetch(request: Request): Promise<Response>;
+  alarm(): Promise<void>;
+}
+
 export interface Logger {
   debug?(msg: string, attrs: Record<string, unknown>): void;
   warn?(msg: string, attrs: Record<string, unknown>): void;
 }
 
 export interface ClientOptions {
-  /** The plugin: bytes, a path or file URL (Node, Deno, Bun), or a WebAssembly.Module (workerd). Default: the package's own. */
+  /**
+   * The plugin: bytes, a path or file URL (Node, Deno, Bun: the package's "node" entry), or a
+   * WebAssembly.Module (workerd: a module of the worker). Default in Node, Deno and Bun: the
+   * package's own; in Workers and bundles (the "workerd", "worker", "browser" and "default"
+   * entry, which names no node: module) it must be given.
+   */
   wasm?: Uint8Array | ArrayBuffer | string | URL | WebAssembly.Module;
   /** https hosts besides the providers' own: "host" (port 443), "host:port", "*.domain". */
   allowedHosts?: string[];
   /** Let token requests reach loopback, plain http included: local fakes only. */
   allowLoopback?: boolean;
-  /** Default: a MemoryCache of this client. Share one (or a RedisCache) to share tokens; with a shared MemoryCache set fleet_lock (a RedisCache implies it). */
+  /** Default: a MemoryCache of this client. Share one (or a RedisCache, or a DurableObjectCache in Workers) to share tokens; with a shared MemoryCache set fleet_lock (the other two imply it). */
   cache?: SharedCache;
   logger?: Logger;
   /** The fetch used for token requests and client.fetch (tests). */

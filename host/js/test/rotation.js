@@ -4,7 +4,7 @@
 // replays (a used refresh token or code presented again; it then revokes the code's whole lineage).
 // Plain JavaScript (fetch and timers): test/suite.js runs these in every runtime with short runs,
 // test/rotation.test.js in Node with the longer ones. Each case throws on failure.
-import { createClient, MemoryCache } from '../src/index.js';
+import { createClient, MemoryCache } from '../src/edge.js'; // no node: module: this file runs in workerd too
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 function ok(cond, msg) {

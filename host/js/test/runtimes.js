@@ -89,7 +89,9 @@ ${modules.map(([name, kind, path]) => `    (name = ${q(name)}, ${kind} = embed $
 );
 `;
 
-const SRC = ['index.js', 'client.js', 'kernel.js', 'http.js', 'cache.js'];
+// The package's files a worker loads: edge.js (the Workers entry) and what it imports; not index.js,
+// the Node entry, which imports node:fs.
+const SRC = ['edge.js', 'client.js', 'kernel.js', 'http.js', 'cache.js', 'durable.js'];
 
 const failures = [];
 const tmp = mkdtempSync(join(tmpdir(), 'tokenwasm-runtimes-'));
@@ -202,8 +204,8 @@ export default {
             ['worker.js', 'esModule', join(app, 'worker.js')],
             ['tokenwasm.wasm', 'wasm', join(dist, pkg.exports['./tokenwasm.wasm'])],
             // The package's entry under its own name, its files beside it (relative imports resolve).
-            ['tokenwasm', 'esModule', join(dist, pkg.exports['.'].default)],
-            ...SRC.filter((f) => f !== 'index.js').map((f) => [f, 'esModule', join(dist, 'src', f)]),
+            ['tokenwasm', 'esModule', join(dist, pkg.exports['.'].workerd)],
+            ...SRC.filter((f) => `./src/${f}` !== pkg.exports['.'].workerd).map((f) => [f, 'esModule', join(dist, 'src', f)]),
           ],
           port,
         ),

@@ -7,7 +7,7 @@
 //   aux       the runner's loopback server: /issue/<id>?delay=ms, /rl/<id> (429), /count/<id>
 //   rss()     resident memory in bytes, as this runtime can tell it (async)
 // Each case is [name, async (env) => void] and throws on failure.
-import { createClient, MemoryCache } from '../src/index.js';
+import { createClient, MemoryCache } from '../src/edge.js'; // no node: module: this file runs in workerd too
 import { match } from './match.js';
 import { manyCalls, codeOnce, forcedJoins, lineageUnreadable, thenNotCutShort } from './rotation.js';
 

@@ -17,6 +17,7 @@ const gateway :Workerd.Worker = (
     (name = "client.js", esModule = embed "../../host/js/src/client.js"),
     (name = "kernel.js", esModule = embed "../../host/js/src/kernel.js"),
     (name = "http.js", esModule = embed "../../host/js/src/http.js"),
+    (name = "redact.js", esModule = embed "../../host/js/src/redact.js"),
     (name = "cache.js", esModule = embed "../../host/js/src/cache.js"),
   ],
   bindings = [

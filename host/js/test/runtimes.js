@@ -89,7 +89,7 @@ ${modules.map(([name, kind, path]) => `    (name = ${q(name)}, ${kind} = embed $
 );
 `;
 
-const SRC = ['index.js', 'client.js', 'kernel.js', 'http.js', 'cache.js'];
+const SRC = ['index.js', 'client.js', 'kernel.js', 'http.js', 'redact.js', 'cache.js'];
 
 const failures = [];
 const tmp = mkdtempSync(join(tmpdir(), 'tokenwasm-runtimes-'));

@@ -1,10 +1,15 @@
 // Types of the tokenwasm package. The shapes are those of abi/ABI.md.
 
+/**
+ * A token request: exactly the fields of abi/ABI.md's TokenRequest table. The plugin refuses any
+ * other (`invalid_request: unknown field "scopes"`), so a misspelt field is a compile error here.
+ */
 export interface TokenRequest {
-  provider: 'candid' | 'pattern' | 'candescent' | 'nikohealth' | 'custom';
+  provider: 'candid' | 'pattern' | 'candescent' | 'nikohealth' | 'smart' | 'custom';
   grant_type?: 'client_credentials' | 'password' | 'authorization_code' | 'refresh_token';
   client_id: string;
-  client_secret: string;
+  /** Required but for a client authenticated without it (private_key_jwt, smart; tls_client_auth). */
+  client_secret?: string;
   token_url?: string;
   domain?: string;
   scope?: string;
@@ -19,12 +24,44 @@ export interface TokenRequest {
   timeout_ms?: number;
   params?: Record<string, string>;
   headers?: Record<string, string>;
-  profile?: Record<string, unknown>;
+  /** Required when provider is 'custom'. */
+  profile?: Profile;
+  /** token only: fetch past the caches. */
   force?: boolean;
+  /** token and decode only: the clock, for tests and replays. */
   now_ms?: number;
+  /** token only: serve a cached token only with more than this much life left. */
   min_ttl_ms?: number;
+  /** token only: take the fetch lock in the shared cache first (a shared cache, RedisCache, implies it). */
   fleet_lock?: boolean;
+  /** invalidate only: drop the cached token only if it is this one. */
   access_token?: string;
+  /** private_key_jwt: the signing key the host holds (the assertion's kid); tls_client_auth: the client certificate. */
+  key_id?: string;
+  /** The client assertion's algorithm, one of the profile's. */
+  assertion_alg?: string;
+  /** Tests and replays only, with now_ms: the assertion's jti. */
+  assertion_jti?: string;
+  /** revoke: the RFC 7009 endpoint, over the profile's. */
+  revocation_url?: string;
+  /** smart: the FHIR base URL whose .well-known/smart-configuration names the token URL. */
+  fhir_base?: string;
+}
+
+/** A custom provider's profile: the fields of abi/ABI.md's Profile table, and name (a label, ignored). */
+export interface Profile {
+  name?: string;
+  token_url?: string;
+  body?: 'json' | 'form';
+  client_auth?: 'body' | 'basic' | 'basic_rfc6749' | 'client_secret_jwt' | 'private_key_jwt' | 'tls_client_auth';
+  revocation_url?: string;
+  revocation_method?: 'POST' | 'DELETE';
+  assertion_alg?: string;
+  send_grant_type?: boolean;
+  send_scope?: boolean;
+  expires_in_unit?: 's' | 'ms';
+  headers?: Record<string, string>;
+  grants?: Array<'client_credentials' | 'password' | 'authorization_code' | 'refresh_token'>;
 }
 
 export interface Token {

@@ -87,6 +87,8 @@ export interface TokenwasmError {
   retry_after_ms?: number;
   oauth_error?: string;
   description?: string;
+  /** This host's: the caller's signal aborted (kind 'transport'); the flow ran on for its other callers. */
+  aborted?: true;
 }
 
 export type TokenAnswer =
@@ -150,22 +152,35 @@ export interface ClientOptions {
   onRefreshToken?: (request: TokenRequest, refreshToken: string) => void | Promise<void>;
 }
 
+/**
+ * Errors, one style: token() and invalidate() answer every failure as {error} (the provider, the
+ * network, the host's policy, the cache, another process's fetch, a plugin fault, and an abort:
+ * {error: {kind: 'transport', aborted: true, retryable: true, message}}); they reject only when
+ * called wrongly (a TypeError for a request that is not a JSON object; an Error on a closed client).
+ * fetch() rejects with a TokenError when token() answers {error}, and otherwise exactly as fetch
+ * does: with the signal's reason on an abort (while the token is fetched too), with fetch's own
+ * error when the API request fails.
+ */
 export interface Client {
   /**
    * A valid token ({token, cached, refresh_at_ms, stale_at_ms}) or a typed error ({error}); from
    * memory when one is held. `force: true` fetches past the caches; for a one-time grant
    * (refresh_token, authorization_code) it joins the fetch in progress instead of racing it. An
-   * aborted signal only detaches this caller: the flow runs on and stores what it fetched.
+   * aborted signal answers {error} with `aborted: true` at once and only detaches this caller: the
+   * flow runs on and stores what it fetched.
    */
   token(request: TokenRequest, options?: { signal?: AbortSignal }): Promise<TokenAnswer>;
-  /** Drop the request's cached token (after an API's 401); with access_token only if it is that one. */
   /**
    * Drops the cached token after an API's 401. With access_token: only that token, at most once per
    * 30 s per credential set across the fleet; `retry` says whether a new token is worth trying.
    * `error.not_dropped`: the cache could not drop it (a shared cache may serve it again).
    */
   invalidate(request: TokenRequest): Promise<{ retry?: boolean; error?: TokenwasmError & { not_dropped?: boolean } }>;
-  /** fetch with the request's token in Authorization; a 401 invalidates once and retries once. Throws TokenError. */
+  /**
+   * fetch with the request's token in Authorization; a 401 invalidates once and retries once.
+   * Rejects with a TokenError when no token can be had; else as fetch does (an abort: the signal's
+   * reason, while the token is fetched too; an API request that fails: fetch's error).
+   */
   fetch(request: TokenRequest, input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Run one export (describe, encode, decode, token_step) and return its parsed JSON answer. */
   call(exportName: string, input?: unknown): any;
@@ -180,7 +195,9 @@ export interface Client {
 export declare function createClient(options?: ClientOptions): Promise<Client>;
 export declare function loadModule(wasm?: ClientOptions['wasm']): Promise<WebAssembly.Module>;
 
+/** What client.fetch rejects with when no token could be had: `error` is token()'s {error}. */
 export declare class TokenError extends Error {
+  constructor(error: TokenwasmError);
   readonly error: TokenwasmError;
 }
 

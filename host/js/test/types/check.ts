@@ -24,7 +24,11 @@ const badType: TokenRequest = { provider: 'candid', client_id: 'id', client_secr
 
 async function use(client: Client, signal: AbortSignal): Promise<string> {
   const res: TokenAnswer = await client.token(ok, { signal });
-  if (res.error) return `${res.error.kind}: ${res.error.message}`;
+  if (res.error) {
+    // One style: every failure, an abort too, is an {error} answer.
+    const aborted: true | undefined = res.error.aborted;
+    return `${res.error.kind}${aborted ? ' (aborted)' : ''}: ${res.error.message}`;
+  }
   const expires: number = res.token.expires_at_ms;
   try {
     await client.fetch(custom, 'https://api.example.com/v1');

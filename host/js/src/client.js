@@ -407,14 +407,24 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     return s;
   }
 
-  /** abortable settles with p, or rejects when signal aborts first (p runs on for its other waiters). */
-  function abortable(p, signal) {
-    if (!signal) return p;
-    signal.throwIfAborted();
-    return new Promise((resolve, reject) => {
-      const onAbort = () => reject(signal.reason);
+  /**
+   * answered is the answer of p, which never rejects: a flow that threw (a plugin trap, the step
+   * limit) answers a retryable `transport` error naming the failure, never quoting it; a signal that
+   * aborts first answers the `aborted` one at once (p runs on for its other waiters).
+   */
+  function answered(p, signal) {
+    const settled = p.then(undefined, (err) => {
+      const name = err?.name ?? 'Error';
+      warn('tokenwasm: token flow failed', { error: name });
+      return { error: { kind: 'transport', message: `the token flow failed (${name})`, retryable: true } };
+    });
+    if (!signal) return settled;
+    const aborted = () => ({ error: { kind: 'transport', message: `aborted by the caller's signal (${signal.reason?.name ?? 'Error'})`, retryable: true, aborted: true } });
+    if (signal.aborted) return Promise.resolve(aborted());
+    return new Promise((resolve) => {
+      const onAbort = () => resolve(aborted());
       signal.addEventListener('abort', onAbort, { once: true });
-      p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      settled.then(resolve).finally(() => signal.removeEventListener('abort', onAbort));
     });
   }
 
@@ -422,16 +432,18 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
    * token answers {token, cached, refresh_at_ms, stale_at_ms} or {error}: from memory when a valid
    * token is held, else through the plugin (the cache, then the provider). Concurrent callers of one
    * credential set share one flow. `force` skips every cache (not a closed 429 gate); for a one-time
-   * grant (refresh_token, authorization_code) it joins the flow in progress.
+   * grant (refresh_token, authorization_code) it joins the flow in progress. Every failure, an abort
+   * included (error.aborted), is an {error} answer; it rejects only when called wrongly (a request
+   * that is not a JSON object, a closed client).
    */
   async function token(req, { signal } = {}) {
     open();
     if (req?.force) {
       const { force: _f, ...rest } = req;
       const s = sourceOf(rest);
-      if (oneTime(rest)) return abortable(forceShared(s, req, rest), signal);
+      if (oneTime(rest)) return answered(forceShared(s, req, rest), signal);
       const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, timeoutOf(req))).then((res) => settle(s, rest, res));
-      return abortable(p, signal);
+      return answered(p, signal);
     }
     const s = sourceOf(req);
     const h = s.held;
@@ -443,7 +455,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         return h.answer;
       }
     }
-    return abortable(fetchShared(s, req), signal);
+    return answered(fetchShared(s, req), signal);
   }
 
   /**
@@ -456,20 +468,23 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     open();
     const { access_token: bad, ...base } = req ?? {};
     const s = sourceOf(base);
-    const res = await track(drive(JSON.stringify(req), 'invalidate', s.slot));
+    const res = await answered(track(drive(JSON.stringify(req), 'invalidate', s.slot)));
     if (s.held && (bad === undefined || s.held.answer.token.access_token === bad) && (res.retry !== false || res.error)) s.held = null;
     return res;
   }
 
   /**
    * fetch is a fetch that sends the request's token as its Authorization header and, on a 401,
-   * invalidates that token once and retries once with a fresh one. It throws a TokenError when no
-   * token can be had. A body that can be read only once (a stream) is not retried.
+   * invalidates that token once and retries once with a fresh one. It rejects with a TokenError when
+   * no token can be had, and otherwise as fetch does: an abort (while the token is fetched too)
+   * with the signal's reason, a failure of the API request with fetch's own error. A body that can
+   * be read only once (a stream) is not retried.
    */
   async function authFetch(req, input, init = {}) {
     const spare = typeof Request !== 'undefined' && input instanceof Request ? input.clone() : input;
     const attempt = async (target) => {
       const res = await token(req, { signal: init.signal ?? undefined });
+      if (res.error?.aborted) throw init.signal.reason;
       if (res.error) throw new TokenError(res.error);
       const headers = new Headers(init.headers ?? (target instanceof Request ? target.headers : undefined));
       headers.set('Authorization', `${res.token.token_type} ${res.token.access_token}`);

@@ -1,6 +1,7 @@
 // http_send: the host's policy (which token hosts credentials may go to) and one HTTP exchange with
 // fetch, answered as an HttpResponse or an {"error"} (abi/ABI.md, http_send). Runs in any runtime
 // with fetch; nothing here is Node-only.
+import { redact, requestSecrets } from './redact.js';
 
 /** The response body cap: the plugin parses at most 1 MiB, so one byte more is enough to tell. */
 export const MAX_RESPONSE_BYTES = (1 << 20) + 1;
@@ -119,7 +120,9 @@ async function readCapped(resp, limit) {
  * @typedef {{debug?: (msg: string, attrs: object) => void, warn?: (msg: string, attrs: object) => void}} Logger
  *   what the host logs through: a policy refusal at warn (its reason), every other http_send at
  *   debug (host and port, status or transport error, milliseconds). Never a path, query, header or
- *   body: those may carry secrets.
+ *   body: those may carry secrets. Every record, and every {"error"} answered, goes through one
+ *   redaction with the request's secrets (redact.js): a fetch whose error quotes the request (a
+ *   wrapper, a proxy agent) gives away nothing in any encoding.
  */
 
 /**
@@ -129,20 +132,42 @@ async function readCapped(resp, limit) {
  * retryable, since the same request would be refused again. A connection refused or reset, or a
  * timeout, is a plain {"error"}: a transient transport failure. It never throws.
  */
-async function httpSend(req, policy, fetchImpl, log) {
+async function httpSend(req, policy, fetchImpl, logger) {
+  let secrets; // the request's, computed when first needed: most exchanges say nothing but a status
+  const clean = (text) => (typeof text === 'string' ? redact(text, (secrets ??= requestSecrets(req))) : text);
+  const log = recorder(logger, clean);
   const refused = checkURL(req.url, policy);
   if (refused) {
-    log.warn('tokenwasm: http_send refused', { reason: refused });
-    return { error: refused, policy: true };
+    log('warn', 'tokenwasm: http_send refused', { reason: refused });
+    return { error: clean(refused), policy: true };
   }
   const host = new URL(req.url).host; // what a log may name: never the path or query
   const timeout = Number.isInteger(req.timeout_ms) && req.timeout_ms > 0 ? Math.min(req.timeout_ms, MAX_TIMEOUT_MS) : DEFAULT_TIMEOUT_MS;
   const started = performance.now();
   const answer = await exchange(req, timeout, fetchImpl);
   const ms = Math.round(performance.now() - started);
-  if (answer.error) log.debug('tokenwasm: http_send failed', { host, error: answer.error, ms });
-  else log.debug('tokenwasm: http_send', { host, status: answer.status, ms });
+  if (answer.error) {
+    answer.error = clean(answer.error); // the plugin redacts it again before it reaches an Error
+    log('debug', 'tokenwasm: http_send failed', { host, error: answer.error, ms });
+  } else log('debug', 'tokenwasm: http_send', { host, status: answer.status, ms });
   return answer;
+}
+
+/**
+ * recorder returns log(level, msg, attrs): the record, its message and every string in its
+ * attributes passed through clean (the request's redaction), to the logger's method of that level.
+ * A logger that throws changes nothing.
+ */
+function recorder(logger, clean) {
+  return (level, msg, attrs) => {
+    const fn = logger?.[level];
+    if (typeof fn !== 'function') return;
+    try {
+      const out = {};
+      for (const [k, v] of Object.entries(attrs)) out[k] = clean(v);
+      fn.call(logger, clean(msg), out);
+    } catch {}
+  };
 }
 
 /** exchange sends req with fetch and answers an HttpResponse, or {"error"} when none was had. */
@@ -205,13 +230,6 @@ function withoutURLs(msg, url) {
 export function httpSender({ allowLoopback = false, allowedHosts = [], fetch: fetchImpl = (input, init) => fetch(input, init), logger } = {}) {
   if (!Array.isArray(allowedHosts)) throw new TypeError('tokenwasm: allowedHosts must be an array of strings');
   const policy = { allowLoopback, allowed: parseAllowedHosts([...DEFAULT_ALLOWED_HOSTS, ...allowedHosts]) };
-  // A logger that throws must not change the answer.
-  const level = (name) => (msg, attrs) => {
-    try {
-      logger?.[name]?.(msg, attrs);
-    } catch {}
-  };
-  const log = { debug: level('debug'), warn: level('warn') };
-  return (req) => httpSend(req ?? {}, policy, fetchImpl, log);
+  return (req) => httpSend(req ?? {}, policy, fetchImpl, logger);
 }
 

@@ -1,10 +1,15 @@
 // Types of the tokenwasm package. The shapes are those of abi/ABI.md.
 
+/**
+ * A token request: exactly the fields of abi/ABI.md's TokenRequest table. The plugin refuses any
+ * other (`invalid_request: unknown field "scopes"`), so a misspelt field is a compile error here.
+ */
 export interface TokenRequest {
-  provider: 'candid' | 'pattern' | 'candescent' | 'nikohealth' | 'custom';
+  provider: 'candid' | 'pattern' | 'candescent' | 'nikohealth' | 'smart' | 'custom';
   grant_type?: 'client_credentials' | 'password' | 'authorization_code' | 'refresh_token';
   client_id: string;
-  client_secret: string;
+  /** Required but for a client authenticated without it (private_key_jwt, smart; tls_client_auth). */
+  client_secret?: string;
   token_url?: string;
   domain?: string;
   scope?: string;
@@ -19,12 +24,44 @@ export interface TokenRequest {
   timeout_ms?: number;
   params?: Record<string, string>;
   headers?: Record<string, string>;
-  profile?: Record<string, unknown>;
+  /** Required when provider is 'custom'. */
+  profile?: Profile;
+  /** token only: fetch past the caches. */
   force?: boolean;
+  /** token and decode only: the clock, for tests and replays. */
   now_ms?: number;
+  /** token only: serve a cached token only with more than this much life left. */
   min_ttl_ms?: number;
+  /** token only: take the fetch lock in the shared cache first (a shared cache, RedisCache, implies it). */
   fleet_lock?: boolean;
+  /** invalidate only: drop the cached token only if it is this one. */
   access_token?: string;
+  /** private_key_jwt: the signing key the host holds (the assertion's kid); tls_client_auth: the client certificate. */
+  key_id?: string;
+  /** The client assertion's algorithm, one of the profile's. */
+  assertion_alg?: string;
+  /** Tests and replays only, with now_ms: the assertion's jti. */
+  assertion_jti?: string;
+  /** revoke: the RFC 7009 endpoint, over the profile's. */
+  revocation_url?: string;
+  /** smart: the FHIR base URL whose .well-known/smart-configuration names the token URL. */
+  fhir_base?: string;
+}
+
+/** A custom provider's profile: the fields of abi/ABI.md's Profile table, and name (a label, ignored). */
+export interface Profile {
+  name?: string;
+  token_url?: string;
+  body?: 'json' | 'form';
+  client_auth?: 'body' | 'basic' | 'basic_rfc6749' | 'client_secret_jwt' | 'private_key_jwt' | 'tls_client_auth';
+  revocation_url?: string;
+  revocation_method?: 'POST' | 'DELETE';
+  assertion_alg?: string;
+  send_grant_type?: boolean;
+  send_scope?: boolean;
+  expires_in_unit?: 's' | 'ms';
+  headers?: Record<string, string>;
+  grants?: Array<'client_credentials' | 'password' | 'authorization_code' | 'refresh_token'>;
 }
 
 export interface Token {
@@ -50,6 +87,8 @@ export interface TokenwasmError {
   retry_after_ms?: number;
   oauth_error?: string;
   description?: string;
+  /** This host's: the caller's signal aborted (kind 'transport'); the flow ran on for its other callers. */
+  aborted?: true;
 }
 
 export type TokenAnswer =
@@ -168,22 +207,35 @@ export interface ClientOptions {
   now?: () => number;
 }
 
+/**
+ * Errors, one style: token() and invalidate() answer every failure as {error} (the provider, the
+ * network, the host's policy, the cache, another process's fetch, a plugin fault, and an abort:
+ * {error: {kind: 'transport', aborted: true, retryable: true, message}}); they reject only when
+ * called wrongly (a TypeError for a request that is not a JSON object; an Error on a closed client).
+ * fetch() rejects with a TokenError when token() answers {error}, and otherwise exactly as fetch
+ * does: with the signal's reason on an abort (while the token is fetched too), with fetch's own
+ * error when the API request fails.
+ */
 export interface Client {
   /**
    * A valid token ({token, cached, refresh_at_ms, stale_at_ms}) or a typed error ({error}); from
    * memory when one is held. `force: true` fetches past the caches; for a one-time grant
    * (refresh_token, authorization_code) it joins the fetch in progress instead of racing it. An
-   * aborted signal only detaches this caller: the flow runs on and stores what it fetched.
+   * aborted signal answers {error} with `aborted: true` at once and only detaches this caller: the
+   * flow runs on and stores what it fetched.
    */
   token(request: TokenRequest, options?: { signal?: AbortSignal }): Promise<TokenAnswer>;
-  /** Drop the request's cached token (after an API's 401); with access_token only if it is that one. */
   /**
    * Drops the cached token after an API's 401. With access_token: only that token, at most once per
    * 30 s per credential set across the fleet; `retry` says whether a new token is worth trying.
    * `error.not_dropped`: the cache could not drop it (a shared cache may serve it again).
    */
   invalidate(request: TokenRequest): Promise<{ retry?: boolean; error?: TokenwasmError & { not_dropped?: boolean } }>;
-  /** fetch with the request's token in Authorization; a 401 invalidates once and retries once. Throws TokenError. */
+  /**
+   * fetch with the request's token in Authorization; a 401 invalidates once and retries once.
+   * Rejects with a TokenError when no token can be had; else as fetch does (an abort: the signal's
+   * reason, while the token is fetched too; an API request that fails: fetch's error).
+   */
   fetch(request: TokenRequest, input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Run one export (describe, encode, decode, token_step) and return its parsed JSON answer. */
   call(exportName: string, input?: unknown): any;
@@ -198,7 +250,9 @@ export interface Client {
 export declare function createClient(options?: ClientOptions): Promise<Client>;
 export declare function loadModule(wasm?: ClientOptions['wasm']): Promise<WebAssembly.Module>;
 
+/** What client.fetch rejects with when no token could be had: `error` is token()'s {error}. */
 export declare class TokenError extends Error {
+  constructor(error: TokenwasmError);
   readonly error: TokenwasmError;
 }
 

@@ -9,6 +9,7 @@ import { createClient as createRedis } from 'redis';
 import { createClient } from '../src/index.js';
 import { RedisCache } from '../src/redis.js';
 import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { WASM, serve, startFakes } from './support.js';
 import { candescent, codeRequest, recorder, replaysSince } from './rotation.js';
 
@@ -145,4 +146,195 @@ test("a one-time grant's lineage in Redis: sealed, and the other process sends i
   } finally {
     await Promise.all([a.close(), b.close()]);
   }
+});
+
+// Parity with host/rediscache: stale and stray locks taken over, a wrong-typed key a miss for that
+// key only, values that do not decrypt counted and logged at most once a minute.
+
+/** rawConn is a connection that reads values as Buffers (sealed values are binary). */
+const rawConn = () => conns[0].withTypeMapping({ 36: Buffer });
+const uniqueKey = () => `tokenwasm/1/nikohealth/${randomBytes(8).toString('hex')}`;
+/** logs is a logger that keeps what it is given, as text. */
+function logs() {
+  const lines = [];
+  return { lines, logger: { warn: (msg, attrs) => lines.push(`${msg} ${JSON.stringify(attrs)}`) } };
+}
+
+test('set nx takes over a lock without a TTL or with a longer TTL than any lock has, never a live one', { skip }, async () => {
+  const cache = new RedisCache(await connect(), { keys });
+  const ttl = 5000;
+  for (const [name, plantedTTL, stored] of [
+    ['no TTL', 0, true],
+    ['1 day TTL', 86_400_000, true],
+    ['live lock', 2000, false],
+    ['live lock of a longer timeout_ms', 100_000, false],
+  ]) {
+    const k = `${uniqueKey()}/lock`;
+    const rk = cache.redisKey(k);
+    await new RedisCache(conns[0], { keys }).set(k, 'owner-0', 60_000); // a lock another process of the fleet sealed
+    const planted = await rawConn().get(rk);
+    await rawConn().set(rk, planted, plantedTTL ? { expiration: { type: 'PX', value: plantedTTL } } : {});
+    assert.equal(await cache.set(k, 'owner-1', ttl, true), stored, name);
+    const pttl = await conns[0].pTTL(rk);
+    if (!stored) {
+      assert.ok((await rawConn().get(rk)).equals(planted) && pttl > 0 && pttl <= plantedTTL, `${name}: a live lock was changed (TTL ${pttl})`);
+      continue;
+    }
+    assert.ok(pttl > 0 && pttl <= ttl, `${name}: taken-over lock TTL ${pttl}`);
+    assert.equal(await cache.set(k, 'owner-2', ttl, true), false, `${name}: the taken-over lock was taken again while live`);
+    await cache.delete(k, 'owner-1');
+    assert.equal(await conns[0].exists(rk), 0, `${name}: the new owner could not release its lock`);
+  }
+  assert.equal(cache.decryptFailures, 0);
+});
+
+test('set nx takes over a live lock that no key opens (planted, or sealed under other keys), counting it', { skip }, async () => {
+  const { lines, logger } = logs();
+  const hashKey = randomBytes(32);
+  const cache = new RedisCache(await connect(), { keys, hashKey, logger });
+  for (const [name, plant] of [
+    ['garbage', (rk) => conns[0].set(rk, 'planted by hand', { expiration: { type: 'PX', value: 60_000 } })],
+    ['sealed under another key', (rk, k) => new RedisCache(conns[0], { keys: [randomBytes(32)], hashKey }).set(k, 'owner-0', 60_000)],
+  ]) {
+    const k = `${uniqueKey()}/lock`;
+    const rk = cache.redisKey(k);
+    await plant(rk, k);
+    assert.equal(await cache.set(k, 'owner-1', 5000, true), true, name);
+    assert.equal(await cache.get(k), 'owner-1', name);
+    const pttl = await conns[0].pTTL(rk);
+    assert.ok(pttl > 0 && pttl <= 5000, `${name}: TTL ${pttl}`);
+  }
+  assert.equal(cache.decryptFailures, 2);
+  assert.equal(lines.filter((l) => l.includes('took over a lock')).length, 1, lines.join('\n'));
+});
+
+/**
+ * coldKnownKey fetches one token through a new provider so its credential set's cache key is known,
+ * then deletes that token from Redis: the set is cold again, with its key in hand for planting.
+ */
+async function coldKnownKey() {
+  const srv = await serve((req, res, n) => {
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ access_token: `planted-${n}`, expires_in: 3600 }));
+  });
+  const req = { provider: 'nikohealth', client_id: `c-${randomBytes(4).toString('hex')}`, client_secret: 's3cret', token_url: srv.url, timeout_ms: 1000 };
+  const cache = new RedisCache(await connect(), { keys });
+  const seen = new Set();
+  const recording = {
+    shared: true,
+    get: (k) => (seen.add(k), cache.get(k)),
+    set: (k, ...a) => (seen.add(k), cache.set(k, ...a)),
+    delete: (k, v) => cache.delete(k, v),
+  };
+  const c = await createClient({ wasm: WASM, allowLoopback: true, cache: recording });
+  assert.ok((await c.token(req)).token);
+  await c.close();
+  const k = [...seen].find((x) => !/\/(gate|lock|grant)$/.test(x));
+  await conns[0].del(cache.redisKey(k));
+  return { srv, req, cache, k };
+}
+
+/** fetchWith asks a new client (nothing held in memory) on a new RedisCache for req's token. */
+async function fetchWith(req, opts = {}) {
+  const cache = new RedisCache(await connect(), { keys, ...opts });
+  const c = await createClient({ wasm: WASM, allowLoopback: true, cache });
+  const started = performance.now();
+  try {
+    return { res: await c.token(req), ms: performance.now() - started, cache };
+  } finally {
+    await c.close();
+  }
+}
+
+test('a planted fetch lock stalls nothing: taken over at once', { skip }, async () => {
+  for (const [name, plant] of [
+    ['a string without TTL', (rk) => conns[0].set(rk, 'planted by hand')],
+    ['a hash without TTL', (rk) => conns[0].hSet(rk, 'a', 'b')],
+    ['a list with a 60 s TTL', async (rk) => (await conns[0].rPush(rk, 'x'), conns[0].pExpire(rk, 60_000))],
+    ['garbage with a 60 s TTL', (rk) => conns[0].set(rk, 'garbage', { expiration: { type: 'PX', value: 60_000 } })],
+    ['a gate of the wrong type', (rk) => conns[0].rPush(rk.slice(0, -'/lock'.length) + '/gate', 'x')],
+  ]) {
+    const { srv, req, cache, k } = await coldKnownKey();
+    try {
+      await plant(cache.redisKey(`${k}/lock`));
+      const { res, ms } = await fetchWith(req);
+      assert.ok(res.token, `${name}: ${JSON.stringify(res)} after ${Math.round(ms)} ms`);
+      assert.ok(ms < 1000, `${name}: the token took ${Math.round(ms)} ms`);
+      assert.equal(srv.count(), 2, name);
+    } finally {
+      await srv.close();
+    }
+  }
+});
+
+test('a wrong-typed key is a miss for that key only, replaced by the next set; counted and logged once', { skip }, async () => {
+  const { lines, logger } = logs();
+  const cache = new RedisCache(await connect(), { keys, logger });
+  const [a, b] = [uniqueKey(), uniqueKey()];
+  await conns[0].rPush(cache.redisKey(a), ['not', 'a', 'token']);
+  for (let i = 0; i < 10; i++) assert.equal(await cache.get(a), undefined);
+  await cache.delete(a, 'owner');
+  assert.equal(await conns[0].type(cache.redisKey(a)), 'list', 'delete with ifValue leaves a wrong-typed key alone');
+  assert.equal(await cache.set(b, 'token-b', 60_000), true);
+  assert.equal(await cache.get(b), 'token-b', 'another key is served from Redis');
+  assert.equal(await cache.set(a, 'token-a', 60_000), true);
+  assert.equal(await conns[0].type(cache.redisKey(a)), 'string', 'set replaced the wrong-typed key');
+  assert.equal(await cache.get(a), 'token-a');
+  assert.equal(cache.keyErrors, 11);
+  assert.equal(lines.filter((l) => l.includes('refused an operation on one key')).length, 1, lines.join('\n'));
+});
+
+test('a wrong-typed token key through the client: fetched, replaced, then served from Redis', { skip }, async () => {
+  const { srv, req, cache, k } = await coldKnownKey();
+  try {
+    const rk = cache.redisKey(k);
+    await conns[0].rPush(rk, ['wrong', 'type']);
+    const first = await fetchWith(req);
+    assert.equal(first.res.token?.access_token, 'planted-2', JSON.stringify(first.res));
+    assert.ok(first.cache.keyErrors >= 1, 'the token key is read (before and after the lock): a key error each time');
+    assert.equal(await conns[0].type(rk), 'string');
+    const second = await fetchWith(req);
+    assert.equal(second.res.token?.access_token, 'planted-2', 'the replaced key is served from Redis');
+    assert.equal(second.res.cached, true);
+    assert.equal(srv.count(), 2);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('values that do not decrypt: a miss, counted, logged at most once a minute naming neither key nor value', { skip }, async () => {
+  const hashKey = randomBytes(32);
+  const writer = new RedisCache(await connect(), { keys: [randomBytes(32)], hashKey });
+  const { lines, logger } = logs();
+  const reader = new RedisCache(await connect(), { keys: [randomBytes(32)], hashKey, logger });
+  const k = uniqueKey();
+  const value = '{"access_token":"AT-decrypt-canary"}';
+  await writer.set(k, value, 60_000);
+  await writer.set(`${k}/gate`, '{"until_ms":1}', 60_000);
+  const raw = await rawConn().get(writer.redisKey(k));
+  const warnings = () => lines.filter((l) => l.includes('does not decrypt')).length;
+  const realNow = Date.now;
+  let now = 1_800_000_000_000;
+  Date.now = () => now;
+  try {
+    for (let i = 0; i < 50; i++) {
+      now += 500; // 25 s in all
+      assert.equal(await reader.get(k), undefined, 'a value under another key opened');
+      assert.equal(await reader.get(`${k}/gate`), undefined, 'a gate under another key opened');
+      assert.equal(warnings(), 1, `after ${2 * (i + 1)} reads`);
+    }
+    assert.equal(reader.decryptFailures, 100);
+    now += 60_000;
+    await reader.get(k);
+    assert.equal(warnings(), 2, 'a minute later');
+  } finally {
+    Date.now = realNow;
+  }
+  const out = lines.join('\n');
+  assert.match(out, /different encryption keys/);
+  for (const secret of ['AT-decrypt-canary', raw.toString('latin1'), raw.toString('hex'), raw.toString('base64'), k, writer.redisKey(k)]) {
+    assert.ok(!out.includes(secret), `the warning names ${secret}`);
+  }
+  assert.equal(await writer.get(k), value);
+  assert.equal(writer.decryptFailures, 0);
 });

@@ -305,16 +305,17 @@ export async function thenNotCutShort(env) {
   const client = await createClient({ wasm: env.wasm, allowLoopback: true, fetch: rec.fetch, cache });
   const refreshes = () => rec.sent.filter((b) => b.get('grant_type') === 'refresh_token');
   try {
-    // The caller aborts during the exchange: it is answered at once, the flow runs on.
+    // The caller aborts during the exchange: it is answered at once ({error} with aborted), the flow
+    // runs on.
     const req = refreshRequest(f.c, await firstRefreshToken(env, f, 0));
     const abort = new AbortController();
     const p = client.token(req, { signal: abort.signal });
     setTimeout(() => abort.abort(new Error('the caller gave up')), 100);
     const gaveUp = await p.then(
-      () => 'answered',
-      (err) => err.message,
+      (res) => (res.error?.aborted ? `${res.error.kind}: ${res.error.message}` : `answered ${JSON.stringify(res)}`),
+      (err) => `rejected: ${err.message}`,
     );
-    eq(gaveUp, 'the caller gave up', 'the aborted caller');
+    eq(gaveUp, "transport: aborted by the caller's signal (Error)", 'the aborted caller');
     await sleep(800); // the exchange ends
     const next = await client.token({ ...req, force: true });
     await checkAnswer(f, next, 'after an aborted caller');

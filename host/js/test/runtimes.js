@@ -91,7 +91,7 @@ ${modules.map(([name, kind, path]) => `    (name = ${q(name)}, ${kind} = embed $
 
 // The package's files a worker loads: edge.js (the Workers entry) and what it imports; not index.js,
 // the Node entry, which imports node:fs.
-const SRC = ['edge.js', 'client.js', 'kernel.js', 'http.js', 'cache.js', 'durable.js'];
+const SRC = ['edge.js', 'client.js', 'kernel.js', 'http.js', 'redact.js', 'cache.js', 'durable.js'];
 
 const failures = [];
 const tmp = mkdtempSync(join(tmpdir(), 'tokenwasm-runtimes-'));

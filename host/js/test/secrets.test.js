@@ -1,8 +1,10 @@
 // Canary secrets through this host for every provider and grant, against a loopback provider that
 // echoes what it was sent (the body, the Authorization header and its decoded value) into its
-// error_description (as sent, or re-encoded with spaces as %20), or into an HTML error page. No secret may appear in any encoding it travelled
-// in (raw, form-encoded with + and with %20, JSON-escaped, base64 of id:secret) in the answer,
-// anything the host logs, or the cache's keys and values (ABI.md, "Secrets").
+// error_description (as sent, or re-encoded with spaces as %20), or into an HTML error page; and a
+// fetch whose error quotes the request it was given, in several encodings. No secret may appear in
+// any encoding it travelled in (raw, form-encoded with + and with %20, percent-encoded, JSON-escaped,
+// base64 of id:secret) in the answer, anything the host logs, or the cache's keys and values
+// (ABI.md, "Secrets").
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -28,6 +30,7 @@ function encodings(name, s) {
     raw: s,
     'form (+)': formPlus(s),
     'form (%20)': formPlus(s).replaceAll('+', '%20'),
+    'percent-encoded, lower-case hex': encodeURIComponent(s).replace(/%[0-9A-F]{2}/g, (h) => h.toLowerCase()),
     'JSON-escaped': json,
     'JSON-escaped, HTML-safe (Go)': json.replaceAll('<', '\\u003c').replaceAll('>', '\\u003e').replaceAll('&', '\\u0026'),
   };
@@ -206,4 +209,53 @@ test('the canaries hold every character the check is about', () => {
   // And the encodings differ from each other, so each is a check of its own.
   const forms = encodings('client_secret', SECRETS.client_secret).map((e) => e.text);
   assert.equal(new Set(forms).size, forms.length, forms.join(' | '));
+});
+
+/**
+ * quotingFetch is a fetch (a wrapper, an agent) whose error quotes the request it was given: the
+ * message and its cause hold the headers and the body as sent, decoded, percent-encoded (lower-case
+ * hex) and JSON-escaped, and the decoded Basic credentials.
+ */
+async function quotingFetch(url, init) {
+  const headers = Object.fromEntries(new Headers(init.headers));
+  const body = String(init.body ?? '');
+  const auth = headers.authorization ?? '';
+  const basic = auth.startsWith('Basic ') ? Buffer.from(auth.slice(6), 'base64').toString('utf8') : '';
+  let decoded = '';
+  try {
+    decoded = JSON.stringify(body.startsWith('{') ? JSON.parse(body) : Object.fromEntries(new URLSearchParams(body)));
+  } catch {}
+  const lower = (x) => encodeURIComponent(x).replace(/%[0-9A-F]{2}/g, (h) => h.toLowerCase());
+  const quote = [
+    `quoted-request ${init.method} ${url}`,
+    `headers=${JSON.stringify(headers)} authorization=${auth} basic=${basic}`,
+    `body=${body} decoded=${decoded} values=${Object.values(JSON.parse(decoded || '{}')).join(' ')}`,
+    `percent=${lower(body)} ${lower(basic)}`,
+    `json=${JSON.stringify({ body, auth, basic })}`,
+  ].join('\n');
+  const cause = new Error(quote);
+  cause.code = `EQUOTE ${auth}`;
+  throw new TypeError(`fetch failed: ${quote}`, { cause });
+}
+
+test('a fetch whose error quotes the request: no encoding of a secret in the logs or the answer', async (t) => {
+  const records = [];
+  const log = (level) => (msg, attrs) => records.push(`${level} ${msg} ${JSON.stringify(attrs)}`);
+  const client = await createClient({ wasm: WASM, allowLoopback: true, fetch: quotingFetch, logger: { debug: log('debug'), warn: log('warn') } });
+  try {
+    for (const [name, req] of cases()) {
+      await t.test(name, async () => {
+        const before = records.length;
+        const res = await client.token({ ...req, headers: { 'X-Api-Key': canary('key7') } });
+        assert.equal(res.error?.kind, 'transport', JSON.stringify(res));
+        const logs = records.slice(before);
+        // The quote reached the log (else this case would prove nothing), its secrets redacted.
+        assert.ok(logs.some((l) => l.startsWith('debug tokenwasm: http_send failed') && l.includes('quoted-request') && l.includes('[redacted]')), logs.join('\n'));
+        assert.deepEqual({ logs: leaks(req, logs), answer: leaks(req, strings(res)) }, { logs: [], answer: [] }, logs.join('\n'));
+        for (const e of encodings('api key', canary('key7'))) assert.ok(!logs.some((l) => l.includes(e.text)), `the extra header's value (${e.how}) in the logs`);
+      });
+    }
+  } finally {
+    await client.close();
+  }
 });

@@ -7,7 +7,7 @@
 //   aux       the runner's loopback server: /issue/<id>?delay=ms, /rl/<id> (429), /count/<id>
 //   rss()     resident memory in bytes, as this runtime can tell it (async)
 // Each case is [name, async (env) => void] and throws on failure.
-import { createClient, MemoryCache } from '../src/edge.js'; // no node: module: this file runs in workerd too
+import { createClient, MemoryCache, TokenError } from '../src/edge.js'; // no node: module: this file runs in workerd too
 import { match } from './match.js';
 import { manyCalls, codeOnce, forcedJoins, lineageUnreadable, thenNotCutShort } from './rotation.js';
 
@@ -192,6 +192,57 @@ export const cases = [
       } finally {
         await client.close();
       }
+    },
+  ],
+  [
+    'one error style: token() answers every failure, an abort too, as {error}; fetch() rejects with a TokenError, or as fetch does',
+    async (env) => {
+      const client = await createClient({ wasm: env.wasm, allowLoopback: true });
+      const outcome = (p) =>
+        p.then(
+          (v) => ({ value: v }),
+          (err) => ({ err }),
+        );
+      try {
+        // An abort during a fetch: answered at once, the flow runs on and its token is cached.
+        const id = uid('abort');
+        const slow = niko(`${env.aux}/issue/${id}?delay=400`);
+        const ctl = new AbortController();
+        setTimeout(() => ctl.abort(), 50);
+        const t0 = performance.now();
+        const { value: aborted, err } = await outcome(client.token(slow, { signal: ctl.signal }));
+        ok(!err, `token() rejected: ${err}`);
+        ok(performance.now() - t0 < 350, `the aborted caller waited ${Math.round(performance.now() - t0)} ms`);
+        eq(JSON.stringify(aborted), JSON.stringify({ error: { kind: 'transport', message: "aborted by the caller's signal (AbortError)", retryable: true, aborted: true } }), 'the aborted answer');
+        const after = await client.token(slow);
+        eq(after.token?.access_token, `tok-${id}-1`, 'the flow ran on');
+        eq(await count(env, id), 1, 'one token request');
+        // Already aborted, and a timeout signal.
+        eq((await client.token(niko(`${env.aux}/issue/${uid('pre')}`), { signal: AbortSignal.abort() })).error?.aborted, true, 'an aborted signal');
+        const timedOut = await client.token(niko(`${env.aux}/issue/${uid('timeout')}?delay=400`), { signal: AbortSignal.timeout(50) });
+        eq(timedOut.error?.message, "aborted by the caller's signal (TimeoutError)", JSON.stringify(timedOut));
+
+        // fetch(): no token is a TokenError; an abort while the token is fetched rejects with the
+        // signal's reason, as fetch does; a failure of the API request is fetch's own error.
+        const rl = niko(`${env.aux}/rl/${uid('rl')}`);
+        eq((await client.token(rl)).error?.kind, 'rate_limited', 'token() answers the 429');
+        const refused = await outcome(client.fetch(rl, `${env.aux}/api/x`));
+        ok(refused.err instanceof TokenError && refused.err.error.kind === 'rate_limited', `fetch() without a token: ${refused.err}`);
+        const reason = new Error('the caller gave up');
+        const ctl2 = new AbortController();
+        setTimeout(() => ctl2.abort(reason), 50);
+        const gaveUp = await outcome(client.fetch(niko(`${env.aux}/issue/${uid('fetch-abort')}?delay=400`), `${env.aux}/api/x`, { signal: ctl2.signal }));
+        ok(gaveUp.err === reason, `fetch() aborted while fetching the token: ${gaveUp.err}`);
+        const down = await outcome(client.fetch(niko(`${env.aux}/issue/${uid('api-down')}`), 'http://127.0.0.1:9/api'));
+        ok(down.err && !(down.err instanceof TokenError), `fetch() with the API unreachable: ${down.err}`);
+
+        // Called wrongly: a request that is not an object, a closed client.
+        ok((await outcome(client.token('not a request'))).err instanceof TypeError, 'a string request');
+      } finally {
+        await client.close();
+      }
+      const closed = await outcome(client.token(niko(`${env.aux}/issue/${uid('closed')}`)));
+      ok(/client is closed/.test(closed.err?.message), `a closed client: ${JSON.stringify(closed)}`);
     },
   ],
   // One-time grants (test/rotation.js; test/rotation.test.js runs the longer versions in Node).

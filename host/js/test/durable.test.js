@@ -37,7 +37,7 @@ function config(pa, pb) {
   const mods = [
     ['test/durable-worker.js', 'esModule', join(PKG, 'test/durable-worker.js')],
     ['test/plugin.wasm', 'wasm', WASM],
-    ...['edge.js', 'client.js', 'kernel.js', 'http.js', 'cache.js', 'durable.js'].map((f) => [`src/${f}`, 'esModule', join(PKG, 'src', f)]),
+    ...['edge.js', 'client.js', 'kernel.js', 'http.js', 'redact.js', 'cache.js', 'durable.js'].map((f) => [`src/${f}`, 'esModule', join(PKG, 'src', f)]),
   ];
   const modules = mods.map(([n, kind, p]) => `    (name = ${q(n)}, ${kind} = embed ${q(relative(dir, p))}),`).join('\n');
   const worker = (ns) => `(

@@ -65,6 +65,10 @@ type pluginContext struct {
 	// fetching is this worker's token call in flight; refresh tells whether it is a refresh ahead.
 	fetching bool
 	refresh  refresher
+	// at is the time of the callback being handled, read once, so that drive and orHeld judge the
+	// held token at one instant: read twice, a request at its expiry could be left to the refresher
+	// (which does not refresh an expired token) and wait a tick for nothing.
+	at int64
 	// invalidated is the last token a 401 made this worker drop, at invalidatedAtMS: once per token,
 	// and at most once every reinvalidateAfterMS.
 	invalidated     string
@@ -159,7 +163,7 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 				return failure, false
 			}
 			if !refresh && p.refresh.failing {
-				if _, ok := p.refresh.servable(p.now()); ok {
+				if _, ok := p.refresh.servable(p.at); ok {
 					// Fetching the held token's successor fails: the refresher tries again on its
 					// backoff, and requests get the held token meanwhile, with no call of their own.
 					return refresherFetches, false
@@ -216,7 +220,7 @@ func dispatchRefusal(err error) []byte {
 // received resumes the flow with the token endpoint's answer, then answers the requests paused on
 // this worker.
 func (p *pluginContext) received(f *core.Flow, numHeaders, bodySize int, start int64, refresh bool) {
-	p.fetching = false
+	p.fetching, p.at = false, p.now()
 	p.m.fetchMS.Record(uint64(max(p.now()-start, 0)))
 	final, sent := p.drive(f, httpResponse(numHeaders, bodySize), refresh)
 	if sent { // never: a flow sends once
@@ -336,7 +340,7 @@ func (p *pluginContext) orHeld(a answer) answer {
 	if a.kind == "" && !(a.pending && p.refresh.failing) {
 		return a
 	}
-	if h, ok := p.refresh.servable(p.now()); ok {
+	if h, ok := p.refresh.servable(p.at); ok {
 		return h
 	}
 	return a
@@ -357,6 +361,7 @@ func (p *pluginContext) settleAll(a answer, final []byte) {
 // requests past wait_ms, and refreshes the token ahead of expiry.
 func (p *pluginContext) OnTick() {
 	now := p.now()
+	p.at = now
 	if len(p.waiting) > 0 && !p.fetching {
 		if final, sent := p.drive(p.flow(opToken, nil), nil, false); !sent {
 			a := parseAnswer(final)
@@ -422,6 +427,7 @@ func (c *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	if !p.s.scope.applies(path, authority) {
 		return types.ActionContinue
 	}
+	p.at = p.now()
 	if h, ok := p.hot.lookup(p.s.key, p.now()); ok { // the entry the flow last served, unchanged
 		p.refresh.seen(h.a)
 		return c.give(h.a, h.header, false)

@@ -4,6 +4,7 @@ package main
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,4 +221,40 @@ func TestHeldTokenUntilExpiry(t *testing.T) {
 			t.Fatal("no request was given the held token past its stale_at_ms")
 		}
 	})
+}
+
+// TestHeldTokenAtItsExpiry: on a clock that moves 1 ms at every reading (as the wasm engine's does,
+// and as a real one may between two readings), a request around the held token's expiry, while
+// fetching its successor fails, gets the held token or makes a call: it never waits with no call
+// (the refresher does not refresh an expired token). The filter once read the clock at each step,
+// and a request 6 or 7 ms before expiry on this clock was left to the refresher, then found the token
+// expired.
+func TestHeldTokenAtItsExpiry(t *testing.T) {
+	for before := int64(-3); before <= 20; before++ {
+		t.Run(strconv.FormatInt(before, 10), func(t *testing.T) { heldAtExpiry(t, before) })
+	}
+}
+
+func heldAtExpiry(t *testing.T, before int64) {
+	fake := niko(t, 10*time.Minute)
+	h := newHarness(t, "native", fake, nil)
+	id, _ := h.request("/api/x")
+	h.answerAll()
+	held := h.header(id)
+	failWith(fake, 503)
+	h.clock.advance(545 * time.Second)
+	h.request("/api/y") // its fetch fails: the held token's successor cannot be had
+	h.answerAll()
+	p := h.vm.plugin
+	expires := p.refresh.held.expiresAtMS
+	h.clock.ms.Store(expires - before)
+	moving := func() int64 { return h.clock.ms.Add(1) - 1 }
+	p.now, p.cache.now = moving, moving
+	id, action := h.request("/api/z")
+	switch {
+	case action == types.ActionContinue && h.header(id) == held:
+	case action == types.ActionPause && len(h.callouts()) == 1:
+	default:
+		t.Fatalf("%d ms before expiry: %v, header %q, %d token calls: want the held token or a call", before, action, h.header(id), len(h.callouts()))
+	}
 }

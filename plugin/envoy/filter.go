@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strconv"
@@ -18,18 +17,17 @@ import (
 // The filter is a host of the core token flow (plugin/core/step.go, abi/ABI.md "token_step"): shared
 // data is the flow's cache, proxy_http_call its http_send, and the flow resumes in the call's
 // callback. The cache lookup, the 429 gate, the fleet lock, decoding and storing, a one-time grant's
-// newest refresh token, and the token's schedule (when to refresh it, when it is stale) are the
-// flow's; what is the filter's is what only a proxy can do: which requests get the token, the timers
-// that refresh it on the flow's schedule, how long a failure is remembered, and what to answer a
-// request that cannot have one.
+// newest refresh token, the token's schedule (when to refresh it, when it is stale), the backoff after
+// a transient failure and the 401 window are the flow's, kept in shared data for every worker; what is
+// the filter's is what only a proxy can do: which requests get the token, the timers that refresh it
+// on the flow's schedule, how long a failure the flow does not remember (a non-retryable one) is, and
+// what to answer a request that cannot have one.
 
 const (
 	tickMS = 50 // how often requests paused on this worker look for the token, and refreshes start
-	// Failed refreshes ahead of expiry back off from refreshBackoffMS, doubling up to maxBackoffMS,
-	// with jitter; pendingRetryMS is how soon a refresh looks again while another worker fetches.
-	refreshBackoffMS = 1000
-	maxBackoffMS     = 30000
-	pendingRetryMS   = 1000
+	// noRetryAfterMS is how long a refresh waits after a retryable answer that says no retry_after_ms
+	// (the flow's all say one: its backoff, the 429 gate's time left, the fleet lock's pending).
+	noRetryAfterMS = 1000
 	// reinvalidateAfterMS: after a 401 made this worker drop a token, further 401s within this time
 	// are the API's answer, not a stale token's, and drop nothing (as the Go host's source.go).
 	reinvalidateAfterMS = 30000
@@ -110,17 +108,23 @@ func (p *pluginContext) NewHttpContext(contextID uint32) types.HttpContext {
 	return &httpContext{id: contextID, p: p}
 }
 
-// failureKey holds the last failed token call's answer for failure_memory_ms: while it is fresh no
-// worker calls the provider again, and requests get that failure at once.
+// failureKey holds the last non-retryable failure of a token call for failure_memory_ms: while it is
+// fresh no worker calls the provider again, and requests get that failure at once. A transient failure
+// (retryable) is the flow's to remember: its gate, with a backoff that doubles (abi/ABI.md "Failures
+// and the 401 window"); the flow remembers no other failure, and a wrong secret would otherwise be a
+// token call for every request the fleet gets.
 func (p *pluginContext) failureKey() string { return p.s.key + "/failure" }
 
 // rememberedFailure returns the failed call a worker remembered for this identity, if the key holds
-// one: an error answer of a known kind, ending within failure_memory_ms. Anything else there (garbage,
-// a token another filter planted, an entry outliving the memory after the clock stepped back) is
-// ignored, and the next failure overwrites it.
+// one: a non-retryable error answer of a known kind, ending within failure_memory_ms. Anything else
+// there (garbage, a token another filter planted, a retryable failure, an entry outliving the memory
+// after the clock stepped back) is ignored, and the next failure overwrites it.
 func (p *pluginContext) rememberedFailure() ([]byte, bool) {
 	e := p.cache.read(p.failureKey())
-	if !e.live || e.untilMS > p.now()+p.s.failureMemoryMS || !gjson.Valid(e.value) || !knownKind(gjson.Get(e.value, "error.kind").Str) {
+	if !e.live || e.untilMS > p.now()+p.s.failureMemoryMS || !gjson.Valid(e.value) {
+		return nil, false
+	}
+	if v := gjson.Get(e.value, "error"); !knownKind(v.Get("kind").Str) || v.Get("retryable").Type != gjson.False {
 		return nil, false
 	}
 	return []byte(e.value), true
@@ -162,10 +166,11 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 			if failure, ok := p.rememberedFailure(); ok {
 				return failure, false
 			}
-			if !refresh && p.refresh.failing {
+			if !refresh && p.refresh.failing && !p.refresh.stopped {
 				if _, ok := p.refresh.servable(p.at); ok {
-					// Fetching the held token's successor fails: the refresher tries again on its
-					// backoff, and requests get the held token meanwhile, with no call of their own.
+					// Fetching the held token's successor fails: the refresher tries again when the
+					// flow's retry_after_ms says, and requests get the held token meanwhile, with no
+					// call of their own.
 					return refresherFetches, false
 				}
 			}
@@ -241,11 +246,12 @@ func (p *pluginContext) received(f *core.Flow, numHeaders, bodySize int, start i
 	p.settleAll(p.orHeld(a), final)
 }
 
-// failed counts, logs and remembers a failed token call (a 429 is remembered by the flow's gate).
+// failed counts, logs and remembers a failed token call: a non-retryable one for failure_memory_ms; a
+// retryable one (a 429, a transient failure) the flow's gate remembers, for every worker.
 func (p *pluginContext) failed(a answer, final []byte) {
 	p.m.failure(a.kind)
 	proxywasm.LogWarnf("tokenwasm: %s token call failed: kind=%s status=%d retryable=%t", p.s.provider, a.kind, a.status, a.retryable)
-	if a.kind != abi.KindRateLimited && p.s.failureMemoryMS > 0 {
+	if !a.retryable && p.s.failureMemoryMS > 0 {
 		p.cache.set(p.failureKey(), string(final), p.s.failureMemoryMS)
 	}
 }
@@ -314,8 +320,8 @@ func parseAnswer(final []byte) answer {
 		a.refreshAtMS, a.staleAtMS = v.Get("refresh_at_ms").Int(), v.Get("stale_at_ms").Int()
 		return a
 	}
-	if v.Get("pending").Exists() {
-		a.pending = true
+	if p := v.Get("pending"); p.Exists() {
+		a.pending, a.retryAfterMS = true, p.Get("retry_after_ms").Int()
 		return a
 	}
 	e := v.Get("error")
@@ -524,15 +530,16 @@ func (c *httpContext) OnHttpStreamDone() { delete(c.p.waiting, c.id) }
 
 // refresher holds the last token a flow answered on this worker and refreshes it once, in the
 // background, from the answer's refresh_at_ms (the plugin's schedule), and only if traffic used it.
-// A failed refresh backs off (exponentially, with jitter, capped); a non-retryable failure, or a
-// refresh that brings no later expiry, stops refreshing this token (traffic fetches the next one when
-// it is stale); a closed 429 gate defers the refresh until it opens. While fetching its successor
-// fails, the held token is given to requests from its stale_at_ms until its expires_at_ms.
+// After a retryable failure it tries again when the answer's retry_after_ms says (the flow's backoff,
+// doubling for every worker, or the 429 gate's time left); a non-retryable failure, or a refresh that
+// brings no later expiry, stops refreshing this token (traffic fetches the next one when it is
+// stale). While fetching its successor fails, the held token is given to requests from its
+// stale_at_ms until its expires_at_ms. The timer is the filter's: the tick.
 type refresher struct {
-	held            answer // the token, its expiry and its schedule
-	used, stopped   bool
-	failing         bool  // the last fetch for the held token's successor failed
-	next, backoffMS int64 // no attempt before next
+	held          answer // the token, its expiry and its schedule
+	used, stopped bool
+	failing       bool  // the last fetch for the held token's successor failed, and is tried again
+	next          int64 // no attempt before next
 }
 
 // seen records the token a flow answered; a new token, or the same one with a new expiry, gets a new
@@ -587,14 +594,21 @@ func (r *refresher) done(a answer, now int64) {
 		r.held = a
 	case a.token != "":
 		r.seen(a) // a new token: used once traffic gets it
-	case a.pending:
-		r.next = now + pendingRetryMS
-	case a.kind == abi.KindRateLimited && a.retryAfterMS > 0:
-		r.next, r.failing = now+a.retryAfterMS, true
+	case a.pending: // another worker fetches: look again when the flow says
+		r.next = now + retryAfter(a)
 	case a.retryable:
-		r.backoffMS = min(max(2*r.backoffMS, refreshBackoffMS), maxBackoffMS)
-		r.next, r.failing = now+r.backoffMS/2+rand.Int64N(r.backoffMS/2+1), true
+		r.next, r.failing = now+retryAfter(a), true
 	default:
-		r.stopped, r.failing = true, true
+		// Trying again will not help: refreshing stops, and from stale_at_ms requests fetch (each
+		// waits for one call, then gets the held token if it fails).
+		r.stopped, r.failing = true, false
 	}
+}
+
+// retryAfter is how long a refresh waits after a's answer: its retry_after_ms, the flow's.
+func retryAfter(a answer) int64 {
+	if a.retryAfterMS > 0 {
+		return a.retryAfterMS
+	}
+	return noRetryAfterMS
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -250,25 +251,63 @@ func TestRefreshOncePerToken(t *testing.T) {
 	}
 }
 
-// TestFailingRefreshBacksOff (issue 17 item 3): failing refreshes back off exponentially (jittered,
-// capped); a non-retryable failure stops refreshing; a 429 defers the refresh until the gate opens.
+// refreshPacing runs n ticks, answering each token call, and checks that each call comes at the first
+// tick at or past the until_ms of the flow's gate the last one closed (its error's retry_after_ms),
+// never before, and at most one a tick. It returns the ticks of the calls.
+func refreshPacing(t *testing.T, h *harness, key string, n int) []int {
+	t.Helper()
+	var at []int
+	var until int64 // of the gate after the last call; 0: none
+	for i := range n {
+		h.ticks(1)
+		now, calls := h.clock.now(), h.answerAll()
+		switch {
+		case calls > 1:
+			t.Fatalf("tick %d: %d token calls", i, calls)
+		case calls == 1 && now < until:
+			t.Fatalf("tick %d: a call %d ms before the gate's until_ms (calls at %v)", i, until-now, at)
+		case calls == 0 && until != 0 && now >= until:
+			t.Fatalf("tick %d: no call %d ms after the gate's until_ms (calls at %v)", i, now-until, at)
+		}
+		if calls == 1 {
+			at = append(at, i)
+			until = gateUntil(t, h, key)
+		}
+	}
+	return at
+}
+
+// TestFailingRefreshBacksOff (issue 17 item 3): a failing refresh tries again when the error's
+// retry_after_ms says: the flow's backoff, doubling for every worker (abi/ABI.md: 50 ms to 30 s),
+// with no jitter or doubling of the filter's own (which once gave calls at ticks like 0, 37, 109,
+// 191, 394 while the flow's gate said 0, 20, 60, 140, 300); a non-retryable failure stops
+// refreshing; a 429 defers the refresh until the gate opens (its Retry-After: 15 s, 300 ticks).
 func TestFailingRefreshBacksOff(t *testing.T) {
 	for _, tt := range []struct {
-		name     string
-		fault    func(w http.ResponseWriter)
-		min, max int64 // refresh calls in the 20 s from the refresh point
+		name  string
+		fault func(w http.ResponseWriter)
+		check func(at []int) bool // the ticks of the refresh calls in the 20 s from the refresh point
 	}{
-		{"5xx backs off", func(w http.ResponseWriter) { w.WriteHeader(503) }, 3, 6},
+		{"5xx backs off", func(w http.ResponseWriter) { w.WriteHeader(503) }, func(at []int) bool {
+			for i := 2; i < len(at); i++ {
+				if at[i]-at[i-1] < at[i-1]-at[i-2] {
+					return false
+				}
+			}
+			return len(at) >= 6 && at[0] == 0
+		}},
 		{"invalid_client stops", func(w http.ResponseWriter) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(401)
 			w.Write([]byte(`{"error":"invalid_client"}`))
-		}, 1, 1},
-		{"429 waits for the gate", func(w http.ResponseWriter) { w.Header().Set("Retry-After", "15"); w.WriteHeader(429) }, 2, 2},
+		}, func(at []int) bool { return slices.Equal(at, []int{0}) }},
+		{"429 waits for the gate", func(w http.ResponseWriter) { w.Header().Set("Retry-After", "15"); w.WriteHeader(429) },
+			func(at []int) bool { return slices.Equal(at, []int{0, 300}) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fake := niko(t, 120*time.Second)
-			h := newHarness(t, "native", fake, nil)
+			conf := nikoConfig(fake, nil)
+			h := startHarness(t, "native", fake.URL(), conf)
 			h.request("/api/x")
 			h.answerAll()
 			fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool { tt.fault(w); return true })
@@ -276,25 +315,47 @@ func TestFailingRefreshBacksOff(t *testing.T) {
 			if n := len(h.callouts()); n != 0 {
 				t.Fatalf("%d refreshes before refresh_at_ms", n)
 			}
-			var at []int
-			for i := range 400 { // 20 s of ticks
-				h.ticks(1)
-				if h.answerAll() > 0 {
-					at = append(at, i)
-				}
-			}
-			if n := int64(len(at)); n < tt.min || n > tt.max || at[0] != 0 {
-				t.Fatalf("%d refresh calls at ticks %v, want %d to %d from tick 0", n, at, tt.min, tt.max)
-			}
-			for i := 2; i < len(at); i++ { // exponential: each gap at least about the one before
-				if at[i]-at[i-1] < (at[i-1]-at[i-2])/2 {
-					t.Fatalf("gaps do not grow: %v", at)
-				}
-			}
-			if tt.name == "429 waits for the gate" && at[1]-at[0] < 300 {
-				t.Fatalf("a refresh during the 15 s gate: ticks %v", at)
+			if at := refreshPacing(t, h, tokenKey(t, conf), 400); !tt.check(at) { // 20 s of ticks
+				t.Fatalf("refresh calls at ticks %v", at)
 			}
 		})
+	}
+}
+
+// TestRefreshStoppedTrafficFetches: after a non-retryable refresh failure nobody refreshes the token
+// again, and from its stale_at_ms (90 s for a 2-minute token) a request waits for one call of its
+// own; the provider has recovered, and the request gets the new token. The filter once gave requests
+// the held token at once until it expired, with no call.
+func TestRefreshStoppedTrafficFetches(t *testing.T) {
+	fake := niko(t, 120*time.Second)
+	h := newHarness(t, "native", fake, nil)
+	id, _ := h.request("/api/x")
+	h.answerAll()
+	held := h.header(id)
+	fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(401)
+		w.Write([]byte(`{"error":"invalid_client"}`))
+		return true
+	})
+	h.ticks(1600) // 80 s: the refresh, refused
+	if n := h.answerAll(); n != 1 {
+		t.Fatalf("%d refreshes at refresh_at_ms, want 1", n)
+	}
+	fake.Intercept(nil)
+	for range 199 { // to 89.95 s: the token is served from shared data, and not refreshed again
+		h.ticks(1)
+		if id, action := h.request("/api/y"); action != types.ActionContinue || h.header(id) != held || len(h.callouts()) != 0 {
+			t.Fatalf("before stale_at_ms: %v %q, %d token calls: want the token, no call", action, h.header(id), len(h.callouts()))
+		}
+	}
+	h.ticks(1) // 90 s
+	id, action := h.request("/api/z")
+	if action != types.ActionPause || h.answerAll() != 1 {
+		t.Fatalf("at stale_at_ms: %v: want the request paused for a call", action)
+	}
+	if got := h.header(id); got == "" || got == held || fake.Requests() != 3 {
+		t.Fatalf("header %q, %d token calls: want a new token from the third call", got, fake.Requests())
 	}
 }
 

@@ -264,7 +264,7 @@ func TestCodeMarkedUnderTheLock(t *testing.T) {
 			break // the next step marks the code used
 		}
 	}
-	pc.cache.set(pc.failureKey(), `{"error":{"kind":"server_error","message":"another worker's call failed","retryable":true}}`, 5000)
+	pc.cache.set(pc.failureKey(), `{"error":{"kind":"invalid_client","message":"another worker's call failed","retryable":false}}`, 5000)
 	if final, sent := pc.drive(f, answer, false); !sent {
 		t.Fatalf("the flow stopped at the code's mark: %s", final)
 	}

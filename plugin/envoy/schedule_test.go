@@ -62,7 +62,7 @@ func TestValidTokenServedWhileRefreshFails(t *testing.T) {
 		refreshes += h.answerAll()
 	}
 	if refreshes < 5 || refreshes > 25 {
-		t.Fatalf("%d failing refreshes in 140 s: want them backing off (1 s doubling to 30 s)", refreshes)
+		t.Fatalf("%d failing refreshes in 140 s: want them backing off (the flow's backoff, doubling to 30 s)", refreshes)
 	}
 	id, action := h.request("/api/y") // 540.1 s
 	served(t, h, id, action, held, "at 540.1 s")
@@ -81,11 +81,18 @@ func TestValidTokenServedWhileRefreshFails(t *testing.T) {
 	if action == types.ActionPause {
 		h.answerAll()
 	}
-	if status, kind, _ := h.local(id); status != 503 || kind != "server_error" || h.header(id) == held {
+	status, kind, retryAfter := h.local(id)
+	if status != 503 || kind != "server_error" || h.header(id) == held {
 		t.Fatalf("at expiry: local reply %d %q, header %q: want the failure", status, kind, h.header(id))
 	}
-	fake.Intercept(nil) // the provider recovers: the next request past the remembered failure fetches
-	h.ticks(20)
+	// The provider recovers: the next request once the flow's backoff (30 s after this many failures
+	// in a row) has passed fetches.
+	fake.Intercept(nil)
+	wait, _ := strconv.Atoi(retryAfter)
+	if wait < 1 || wait > 30 {
+		t.Fatalf("Retry-After %q, want the flow's backoff", retryAfter)
+	}
+	h.ticks(wait * 20)
 	id, action = h.request("/api/v")
 	if action == types.ActionPause {
 		h.answerAll()

@@ -62,7 +62,8 @@ func TestRefreshWithoutProgressStops(t *testing.T) {
 
 // TestUpstream401StormBounded: an API that refuses every token (audience mismatch, a revoked grant)
 // answers 401 to each request. Dropping the token once per token still makes every 401 a token call;
-// the Go host drops a token for a 401 at most once every 30 s (host/source.go reinvalidateAfter).
+// the flow's 401 window drops a token for a 401 at most once every 30 s per identity, for every
+// worker sharing the shared data (TestUnauthorizedWindowAcrossWorkers has two).
 func TestUpstream401StormBounded(t *testing.T) {
 	runners(t, func(t *testing.T, runner string) {
 		fake := niko(t, 0)

@@ -28,9 +28,6 @@ const (
 	// noRetryAfterMS is how long a refresh waits after a retryable answer that says no retry_after_ms
 	// (the flow's all say one: its backoff, the 429 gate's time left, the fleet lock's pending).
 	noRetryAfterMS = 1000
-	// reinvalidateAfterMS: after a 401 made this worker drop a token, further 401s within this time
-	// are the API's answer, not a stale token's, and drop nothing (as the Go host's source.go).
-	reinvalidateAfterMS = 30000
 	// The flow's operations (plugin/core/step.go).
 	opToken      = 't'
 	opInvalidate = 'i'
@@ -67,10 +64,6 @@ type pluginContext struct {
 	// held token at one instant: read twice, a request at its expiry could be left to the refresher
 	// (which does not refresh an expired token) and wait a tick for nothing.
 	at int64
-	// invalidated is the last token a 401 made this worker drop, at invalidatedAtMS: once per token,
-	// and at most once every reinvalidateAfterMS.
-	invalidated     string
-	invalidatedAtMS int64
 }
 
 func (p *pluginContext) OnPluginStart(int) types.OnPluginStartStatus {
@@ -401,21 +394,24 @@ func (p *pluginContext) OnTick() {
 	}
 }
 
-// invalidate drops a token the upstream answered 401 to, once per token: the flow deletes it from
-// shared data only while it is still the cached one, so many workers seeing the same 401 drop it once.
-// An API that refuses every token would make every 401 a token call: a worker drops a token at most
-// once every reinvalidateAfterMS, and returns the other 401s as they are.
-func (p *pluginContext) invalidate(token string) {
-	now := p.now()
-	if token == p.invalidated || p.invalidated != "" && now-p.invalidatedAtMS < reinvalidateAfterMS {
-		return
+// invalidate runs the flow's invalidate for a token the upstream answered 401 to, and returns its
+// retry: whether a new token is worth trying. The 401 window is the flow's, in shared data for every
+// worker (abi/ABI.md "Failures and the 401 window"): it drops the token only while it is the cached
+// one, and at most once per 30 s per identity, so many workers seeing the same 401 drop it once, and
+// an API that refuses every token gets its 401s back instead of a token call for each. retry is false
+// when the 401 came within the window: nothing was dropped, and this worker keeps the token.
+func (p *pluginContext) invalidate(token string) (retry bool) {
+	f := p.flow(opInvalidate, appendJSONString([]byte(`"access_token":`), token))
+	final, _ := p.drive(f, nil, false) // no http_send: cache actions only, then its delete
+	for _, a := range f.Then {
+		if a.Import == abi.ImportCacheDelete {
+			p.m.invalidated.Increment(1) // this 401 dropped the token
+		}
 	}
-	p.invalidated, p.invalidatedAtMS = token, now
-	p.m.invalidated.Increment(1)
-	p.drive(p.flow(opInvalidate, appendJSONString([]byte(`"access_token":`), token)), nil, false)
-	if p.refresh.held.token == token {
-		p.refresh.forget()
+	if retry = gjson.GetBytes(final, "retry").Type == gjson.True; retry && p.refresh.held.token == token {
+		p.refresh.forget() // dropped here, or already replaced by another worker
 	}
+	return retry
 }
 
 type httpContext struct {
@@ -516,7 +512,11 @@ func (c *httpContext) reply(body []byte, retryAfterMS int64) {
 	_ = proxywasm.SendHttpResponse(c.p.s.failureStatus, headers, body, -1)
 }
 
-// OnHttpResponseHeaders drops the token the upstream refused with a 401.
+// OnHttpResponseHeaders runs the flow's invalidate for the token the upstream refused with a 401.
+// The 401 goes back to the client either way: a filter cannot send the request again (its body is
+// gone upstream). When the flow's answer is retry (the token was dropped, or another worker already
+// replaced it), the client's next request gets a fresh token; within the 401 window it gets the same
+// token, and the API its 401s.
 func (c *httpContext) OnHttpResponseHeaders(int, bool) types.Action {
 	if c.token != "" {
 		if status, _ := proxywasm.GetHttpResponseHeader(":status"); status == "401" {

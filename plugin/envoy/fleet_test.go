@@ -173,3 +173,140 @@ func TestNonRetryableFailureRememberedAcrossWorkers(t *testing.T) {
 		t.Fatalf("after failure_memory_ms: %v, %d token calls: want a second call", action, fake.Requests())
 	}
 }
+
+// TestUnauthorizedWindowAcrossWorkers: the 401 window is the flow's, in shared data. Both workers
+// send the same token and both get a 401: it is dropped once, and one token call follows for the two.
+// Then the other worker gets a 401 for the new token within 30 s: the flow answers retry false,
+// nothing is dropped, and both workers keep sending it with no call (the filter once kept the window
+// per worker: a worker that had dropped nothing dropped the new token, a third call). After 30 s a
+// 401 drops it again.
+func TestUnauthorizedWindowAcrossWorkers(t *testing.T) {
+	fake := niko(t, time.Hour)
+	h, mux := twoWorkers(t, fake, nil)
+	id0, _ := h.on(mux, 0)
+	h.answerAll()
+	id1, action := h.on(mux, 1)
+	old := h.header(id0)
+	if action != types.ActionContinue || h.header(id1) != old || fake.Requests() != 1 {
+		t.Fatalf("worker 1: %v, %d token calls: want the token from shared data", action, fake.Requests())
+	}
+	h.unauthorized(id0)
+	h.unauthorized(id1)
+	if n := h.counter("invalidated"); n != 1 {
+		t.Fatalf("invalidated = %d after two 401s for one token, want 1", n)
+	}
+	a, _ := h.on(mux, 0)
+	b, _ := h.on(mux, 1)
+	if n := h.answerAll(); n != 1 {
+		t.Fatalf("%d token calls after the 401s, want 1", n)
+	}
+	h.ticks(1) // worker 1's request waited for worker 0's call: it finds the token on its tick
+	fresh := h.header(a)
+	if fresh == "" || fresh == old || h.header(b) != fresh || fake.Requests() != 2 {
+		t.Fatalf("headers %q and %q (old %q), %d token calls: want one new token for both", fresh, h.header(b), old, fake.Requests())
+	}
+	h.unauthorized(b) // worker 1, the new token, within 30 s of the drop
+	for _, w := range []int{0, 1} {
+		id, action := h.on(mux, w)
+		if action != types.ActionContinue || h.header(id) != fresh {
+			t.Fatalf("worker %d after a 401 within the window: %v %q: want the same token", w, action, h.header(id))
+		}
+	}
+	if fake.Requests() != 2 || h.counter("invalidated") != 1 {
+		t.Fatalf("%d token calls, invalidated %d: want 2 and 1 (the window holds across workers)", fake.Requests(), h.counter("invalidated"))
+	}
+	h.clock.advance(30 * time.Second)
+	id, _ := h.on(mux, 1)
+	h.unauthorized(id)
+	if _, action := h.on(mux, 0); action != types.ActionPause || h.answerAll() != 1 || h.counter("invalidated") != 2 {
+		t.Fatalf("30 s later: %v, invalidated %d: want the token dropped and a call", action, h.counter("invalidated"))
+	}
+}
+
+// TestLate401DoesNotSilenceAWorker: a 401 for a token another worker already replaced drops nothing
+// (the flow answers retry: a fresh token is worth a try) and opens no window. The filter once started
+// its own 30 s window on any 401: worker 1's late 401 for an old token then kept it from dropping the
+// current token for a 401 after the fleet's window had passed.
+func TestLate401DoesNotSilenceAWorker(t *testing.T) {
+	fake := niko(t, time.Hour)
+	h, mux := twoWorkers(t, fake, nil)
+	h.on(mux, 0)
+	h.answerAll() // A
+	id, _ := h.on(mux, 0)
+	h.unauthorized(id) // A dropped: the window runs 30 s
+	h.on(mux, 0)
+	h.answerAll()           // B
+	late, _ := h.on(mux, 1) // worker 1 sends B; its answer comes late
+	h.clock.advance(30 * time.Second)
+	id, _ = h.on(mux, 0)
+	h.unauthorized(id) // B dropped: a new window, to 60 s
+	h.on(mux, 0)
+	h.answerAll() // C
+	h.clock.advance(time.Second)
+	h.unauthorized(late) // 31 s: B's late 401 on worker 1
+	if n := h.counter("invalidated"); n != 2 || fake.Requests() != 3 {
+		t.Fatalf("invalidated %d, %d token calls: want 2 and 3 (a late 401 for a replaced token drops nothing)", n, fake.Requests())
+	}
+	h.clock.advance(29500 * time.Millisecond) // 60.5 s: the window has passed
+	id, _ = h.on(mux, 1)
+	h.unauthorized(id) // C's 401 on worker 1
+	if _, action := h.on(mux, 1); action != types.ActionPause || h.answerAll() != 1 || h.counter("invalidated") != 3 {
+		t.Fatalf("a 401 after the window: %v, invalidated %d: want C dropped and a call", action, h.counter("invalidated"))
+	}
+}
+
+// TestUnauthorizedWindowCompiled: the window through the compiled filter. Another worker (the native
+// filter, on the compiled one's clock read from the token it stored) drops the token for a 401; the
+// compiled filter's next request makes one call, and a 401 for that new token within 30 s drops
+// nothing: its next request gets the same token with no call.
+func TestUnauthorizedWindowCompiled(t *testing.T) {
+	runners(t, func(t *testing.T, runner string) {
+		fake := niko(t, time.Hour)
+		conf := nikoConfig(fake, nil)
+		h := startHarness(t, runner, fake.URL(), conf)
+		id, _ := h.request("/api/x")
+		h.answerAll()
+		old := strings.TrimPrefix(h.header(id), "Bearer ")
+		entry, _ := mustGet(t, tokenKey(t, conf))
+		exp, _ := strconv.ParseInt(strings.SplitN(string(entry), " ", 2)[0], 10, 64)
+		now := exp - (3600-60)*1000 // the filter's clock when it stored the token
+		other := (&vmContext{now: func() int64 { return now }}).NewPluginContext(9).(*pluginContext)
+		if st := other.start(mustJSON(t, conf)); st != types.OnPluginStartStatusOK {
+			t.Fatal("the other worker did not start")
+		}
+		if !other.invalidate(old) {
+			t.Fatal("the other worker's 401: retry false, want the token dropped")
+		}
+		id, action := h.request("/api/y")
+		if action != types.ActionPause || h.answerAll() != 1 {
+			t.Fatalf("after the other worker's drop: %v, want one call", action)
+		}
+		fresh := h.header(id)
+		h.unauthorized(id)
+		id, action = h.request("/api/z")
+		if action != types.ActionContinue || h.header(id) != fresh || fake.Requests() != 2 {
+			t.Fatalf("after a 401 within the other worker's window: %v %q, %d token calls: want the same token, 2 calls", action, h.header(id), fake.Requests())
+		}
+	})
+}
+
+// TestRefreshBackoffAcrossWorkers: both workers used the token, so both refresh it from its
+// refresh_at_ms (80 s for a 2-minute token); every refresh fails with 503. Whichever worker's tick
+// comes first calls; the other finds the flow's gate closed and waits its retry_after_ms: one call
+// per backoff step for the two, each at the first tick at or past the gate's until_ms, as for one
+// worker.
+func TestRefreshBackoffAcrossWorkers(t *testing.T) {
+	fake := niko(t, 120*time.Second)
+	h, mux := twoWorkers(t, fake, nil)
+	h.on(mux, 0)
+	h.answerAll()
+	if _, action := h.on(mux, 1); action != types.ActionContinue {
+		t.Fatal("worker 1 did not get the token from shared data")
+	}
+	failWith(fake, 503)
+	h.ticks(1599) // 79.95 s
+	at := refreshPacing(t, h, mux.p[0].s.key, 400)
+	if len(at) < 6 || at[0] != 0 {
+		t.Fatalf("refresh calls at ticks %v: want them from tick 0, at each backoff's end", at)
+	}
+}

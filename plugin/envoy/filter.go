@@ -234,7 +234,7 @@ func (p *pluginContext) received(f *core.Flow, numHeaders, bodySize int, start i
 	case a.token != "":
 		p.refresh.seen(a)
 	case a.kind != "":
-		p.refresh.fetchFailed()
+		p.refresh.fetchFailed(a, p.now())
 	}
 	p.settleAll(p.orHeld(a), final)
 }
@@ -555,8 +555,13 @@ func (r *refresher) seen(a answer) {
 	*r = refresher{held: a}
 }
 
-// fetchFailed notes a request's fetch that failed: the held token's successor could not be had.
-func (r *refresher) fetchFailed() { r.failing = r.held.token != "" }
+// fetchFailed notes a request's fetch that failed: the held token's successor could not be had. It
+// counts as a failed refresh: the refresher tries again when the flow's answer says, or stops.
+func (r *refresher) fetchFailed(a answer, now int64) {
+	if r.held.token != "" {
+		r.done(a, now)
+	}
+}
 
 // forget drops a token that is no longer good.
 func (r *refresher) forget() { *r = refresher{} }

@@ -230,6 +230,78 @@ func TestHeldTokenUntilExpiry(t *testing.T) {
 	})
 }
 
+// TestFailedFetchPacesTheRefresher: a request's fetch of the held token's successor that fails (503,
+// past stale_at_ms) is a failed refresh: the refresher calls again when the error's retry_after_ms
+// has passed (the gate's until_ms), and again at each backoff's end; the requests meanwhile get the
+// held token with no call.
+func TestFailedFetchPacesTheRefresher(t *testing.T) {
+	fake := niko(t, 10*time.Minute)
+	conf := nikoConfig(fake, nil)
+	h := startHarness(t, "native", fake.URL(), conf)
+	id, _ := h.request("/api/x")
+	h.answerAll()
+	held := h.header(id)
+	failWith(fake, 503)
+	h.clock.advance(545 * time.Second) // past stale_at_ms, with no tick: the refresher has not run
+	if _, action := h.request("/api/y"); action != types.ActionPause || h.answerAll() != 1 {
+		t.Fatal("past stale_at_ms: want the request paused for a call")
+	}
+	key := tokenKey(t, conf)
+	if gateUntil(t, h, key) <= h.clock.now() {
+		t.Fatal("the failed fetch closed no gate")
+	}
+	// From here every call is the refresher's, each at the until_ms of the gate the last call closed
+	// (the first: the request's).
+	var at []int
+	until := gateUntil(t, h, key)
+	for i := range 200 { // 10 s
+		h.ticks(1)
+		id, action := h.request("/api/z")
+		served(t, h, id, action, held, "while the refresher tries")
+		now, calls := h.clock.now(), h.answerAll()
+		if calls == 1 && now < until || calls == 0 && now >= until || calls > 1 {
+			t.Fatalf("tick %d: %d calls, %d ms past the gate's until_ms (calls at %v)", i, calls, now-until, at)
+		}
+		if calls == 1 {
+			at = append(at, i)
+			until = gateUntil(t, h, key)
+		}
+	}
+	if len(at) < 5 {
+		t.Fatalf("refresh calls at ticks %v: want one at each backoff's end", at)
+	}
+}
+
+// TestNonRetryableFetchStopsTheRefresher: a request's fetch of the held token's successor answered
+// invalid_client stops refreshing the token (failure_memory_ms 0: nothing else stops calls): no tick
+// calls again; the next request past stale_at_ms fetches once, and gets the held token when that
+// fails too.
+func TestNonRetryableFetchStopsTheRefresher(t *testing.T) {
+	fake := niko(t, 10*time.Minute)
+	h := newHarness(t, "native", fake, map[string]any{"failure_memory_ms": 0})
+	id, _ := h.request("/api/x")
+	h.answerAll()
+	held := h.header(id)
+	fake.Intercept(func(w http.ResponseWriter, _ *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(401)
+		w.Write([]byte(`{"error":"invalid_client"}`))
+		return true
+	})
+	h.clock.advance(545 * time.Second)
+	if _, action := h.request("/api/y"); action != types.ActionPause || h.answerAll() != 1 {
+		t.Fatal("past stale_at_ms: want the request paused for a call")
+	}
+	h.ticks(100)
+	if n := h.answerAll(); n != 0 {
+		t.Fatalf("%d refresh calls after invalid_client, want none", n)
+	}
+	id, action := h.request("/api/z")
+	if action != types.ActionPause || h.answerAll() != 1 || h.header(id) != held {
+		t.Fatalf("the next request: %v, header %q: want one call, then the held token", action, h.header(id))
+	}
+}
+
 // TestHeldTokenAtItsExpiry: on a clock that moves 1 ms at every reading (as the wasm engine's does,
 // and as a real one may between two readings), a request around the held token's expiry, while
 // fetching its successor fails, gets the held token or makes a call: it never waits with no call

@@ -40,6 +40,7 @@ type settings struct {
 	header          string
 	scope           scope
 	refreshAheadSet bool // refresh_ahead_ms was given: accepted, and ignored (README.md)
+	failureMemSet   bool // failure_memory_ms was given: it remembers non-retryable failures only
 	failureStatus   uint32
 	failureMemoryMS int64
 	waitMS          int64
@@ -150,7 +151,7 @@ func parseConfig(data []byte) (*settings, error) {
 			*f.dst = *f.v
 		}
 	}
-	s.refreshAheadSet = c.RefreshAheadMS != nil
+	s.refreshAheadSet, s.failureMemSet = c.RefreshAheadMS != nil, c.FailureMemoryMS != nil
 	s.failureStatus = 503
 	if c.FailureStatus != nil {
 		if *c.FailureStatus < 400 || *c.FailureStatus > 599 {

@@ -90,6 +90,9 @@ func (p *pluginContext) start(data []byte) types.OnPluginStartStatus {
 	if p.s.refreshAheadSet {
 		proxywasm.LogWarn("tokenwasm: refresh_ahead_ms is ignored: the plugin's schedule (refresh_at_ms) decides when a token is refreshed")
 	}
+	if p.s.failureMemSet {
+		proxywasm.LogInfo("tokenwasm: failure_memory_ms remembers non-retryable failures only: a transient one is the plugin's, with its backoff (doubling to 30 s)")
+	}
 	if err := proxywasm.SetTickPeriodMilliSeconds(tickMS); err != nil {
 		proxywasm.LogCriticalf("tokenwasm: set tick: %v", err)
 		return types.OnPluginStartStatusFailed

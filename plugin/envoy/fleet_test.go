@@ -127,6 +127,9 @@ func TestTransientFailureRemembered(t *testing.T) {
 	if n := h.counter("failures.server_error"); n != 6 {
 		t.Fatalf("failures.server_error = %d, want 6 (the remembered ones are no calls)", n)
 	}
+	if logs := strings.Join(h.host.GetInfoLogs(), "\n"); !strings.Contains(logs, "failure_memory_ms remembers non-retryable failures only") {
+		t.Fatalf("no word at start on what failure_memory_ms now means: %q", logs)
+	}
 }
 
 // TestTransientFailureRememberedCompiled: the same gate through the compiled filter, on one worker

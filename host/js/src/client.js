@@ -18,6 +18,8 @@ const PENDING_GRACE_MS = 3_000; // waiting out another host's fetch: its timeout
 // queues commands while disconnected) costs callers a miss, never a hang or an expired flow.
 const CACHE_TIMEOUT_MS = 250;
 const CACHE_RETRY_MS = 1_000;
+// client.jwks()'s headers: servers may keep the document this long (see README.md, "Key rotation").
+const JWKS_HEADERS = Object.freeze({ 'Content-Type': 'application/jwk-set+json', 'Cache-Control': 'public, max-age=300', 'X-Content-Type-Options': 'nosniff' });
 
 /** TokenError is what client.fetch throws when no token could be had: `error` is the ABI's Error. */
 export class TokenError extends Error {
@@ -110,13 +112,17 @@ class Source {
  * createClient compiles the plugin and returns a client. See index.d.ts for the options and the
  * answers; README.md for each runtime.
  */
-export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken, now } = {}) {
+export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken, now, signers } = {}) {
   if (onRefreshToken !== undefined && typeof onRefreshToken !== 'function') throw new TypeError('tokenwasm: onRefreshToken must be a function');
   if (now !== undefined && typeof now !== 'function') throw new TypeError('tokenwasm: now must be a function');
   // For tests: `now` is the clock the held tokens' schedule is judged by, and the plugin's (now_ms),
   // so a test moves time instead of sleeping. Waits and timeouts stay on the wall clock.
   const clock = now ?? Date.now;
   const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger }); // throws on a bad allow-list
+  // The keys that answer the sign action (src/sign.js, loaded only by a client that signs: a worker
+  // that does not sign needs no module beyond the ones it had). Without signers, sign is answered
+  // with nothing and a private_key_jwt request ends with signing_required.
+  const signer = signers === undefined ? null : await (await import('./sign.js')).createSigners(signers);
   const module = await loadModule(wasm);
   const doFetch = fetchImpl ?? ((input, init) => fetch(input, init));
   const warn = (msg, attrs) => {
@@ -206,6 +212,12 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
           return { error: `cache_delete: ${err?.name ?? 'Error'}` };
         }
         return {};
+      case 'sign': {
+        if (!signer) return undefined;
+        const answer = await signer.sign(input);
+        if (answer.error) warn('tokenwasm: signing a client assertion failed', { kid: input?.kid, alg: input?.alg, error: answer.error });
+        return answer;
+      }
       default:
         return undefined;
     }
@@ -518,6 +530,12 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     encode: (req) => open() && call('encode', req),
     decode: (request, response, nowMs) => open() && call('decode', { request, response, ...(nowMs ? { now_ms: nowMs } : {}) }),
     cache,
+    /**
+     * jwks is the signers' public keys as a JWK Set (kid, use "sig", alg when the key signs one
+     * algorithm only; RSA n/e, EC crv/x/y), a Response to serve at the URL the servers were given
+     * (a jwks_uri). Throws for a signer whose public key it does not have.
+     */
+    jwks: () => new Response(JSON.stringify(signer ? signer.jwkSet() : { keys: [] }), { headers: JWKS_HEADERS }),
     /** close refuses new calls and waits for the flows in progress. */
     async close() {
       closed = true;

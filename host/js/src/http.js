@@ -233,3 +233,52 @@ export function httpSender({ allowLoopback = false, allowedHosts = [], fetch: fe
   return (req) => httpSend(req ?? {}, policy, fetchImpl, logger);
 }
 
+
+/**
+ * topMembers lists the members of a JSON object's text, one JSON.parse has read, in order and
+ * repeats included: [[key (unescaped), the value's JSON text], ...]. JSON.parse keeps the last of a
+ * repeated member; the plugin and the Go host read the first (abi/ABI.md, "Shapes").
+ */
+export function topMembers(text) {
+  const out = [];
+  let i = text.indexOf('{') + 1;
+  const ws = () => {
+    while (i < text.length && ' \t\r\n'.includes(text[i])) i++;
+  };
+  const string = () => {
+    const start = i;
+    for (i++; text[i] !== '"'; i++) if (text[i] === '\\') i++;
+    i++;
+    return text.slice(start, i);
+  };
+  const value = () => {
+    const start = i;
+    if (text[i] === '"') return string();
+    for (let depth = 0; i < text.length; i++) {
+      const c = text[i];
+      if (c === '"') {
+        string();
+        i--;
+      } else if (c === '{' || c === '[') depth++;
+      else if (c === '}' || c === ']') {
+        if (depth === 0) break; // the object's own end, after a scalar
+        if (--depth === 0) {
+          i++;
+          break;
+        }
+      } else if (depth === 0 && (c === ',' || ' \t\r\n'.includes(c))) break;
+    }
+    return text.slice(start, i);
+  };
+  for (;;) {
+    ws();
+    if (text[i] !== '"') return out;
+    const key = JSON.parse(string());
+    ws();
+    i++; // ':'
+    ws();
+    out.push([key, value()]);
+    ws();
+    if (text[i] === ',') i++;
+  }
+}

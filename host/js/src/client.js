@@ -3,7 +3,7 @@
 // entering wasm, refreshed ahead of expiry in the background, one fetch per credential set at a time.
 // The flow's rules live in the plugin (plugin/core); this file only performs what it asks for.
 import { Instance } from './kernel.js';
-import { httpSender, DEFAULT_TIMEOUT_MS } from './http.js';
+import { httpSender, smartDiscovery, DEFAULT_TIMEOUT_MS } from './http.js';
 import { MemoryCache } from './cache.js';
 
 // Refresh timing is the plugin's: each token answer carries refresh_at_ms and stale_at_ms. A held
@@ -119,6 +119,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   // so a test moves time instead of sleeping. Waits and timeouts stay on the wall clock.
   const clock = now ?? Date.now;
   const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger }); // throws on a bad allow-list
+  const discover = smartDiscovery({ allowLoopback, allowedHosts, fetch: fetchImpl, logger });
   // The keys that answer the sign action (src/sign.js, loaded only by a client that signs: a worker
   // that does not sign needs no module beyond the ones it had). Without signers, sign is answered
   // with nothing and a private_key_jwt request ends with signing_required.
@@ -231,6 +232,9 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
    * released, so other hosts do not wait out its TTL.
    */
   async function drive(json, op, slot) {
+    const resolved = await discovered(json);
+    if (typeof resolved !== 'string') return resolved; // discovery failed: nothing was sent
+    json = resolved;
     if (now) json = withMember(json, 'now_ms', Math.floor(now()));
     let input = op ? `{"request":${json},"op":"${op}"}` : `{"request":${json}}`;
     let lock = null;
@@ -260,6 +264,21 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
       if (lock) await perform({ import: 'cache_delete', input: { key: lock.key, if_value: lock.value } }, true);
       throw err;
     }
+  }
+
+  /**
+   * discovered is the request JSON with the token URL (and revocation URL) that a smart request's
+   * fhir_base leads to, as the Go host fills them before a flow; any other request as it is. Or the
+   * discovery's {error}.
+   */
+  async function discovered(json) {
+    if (!json.includes('"fhir_base"')) return json;
+    const req = JSON.parse(json);
+    if (req.provider !== 'smart' || (req.token_url ?? '') !== '' || typeof req.fhir_base !== 'string' || req.fhir_base === '') return json;
+    const found = await discover(req.fhir_base);
+    if (found.error) return found;
+    const revocation = !req.revocation_url && found.revocation_url ? { revocation_url: found.revocation_url } : {};
+    return JSON.stringify({ ...req, token_url: found.token_url, ...revocation });
   }
 
   /** flow drives the token flow, waiting out `pending` (another host's fetch) until its deadline. */

@@ -348,7 +348,7 @@ export function smartDiscovery({ allowLoopback = false, allowedHosts = [], fetch
     if (status !== 200) return fail('malformed_response', `HTTP ${status}`);
     if (new TextEncoder().encode(body).length > DISCOVERY_MAX_BYTES) return fail('malformed_response', 'configuration exceeds 64 KiB');
     // The first of a repeated member, its type checked, as every reader here reads.
-    const conf = {};
+    const conf = Object.create(null);
     try {
       const doc = JSON.parse(body);
       if (doc !== null && typeof doc === 'object' && !Array.isArray(doc)) {

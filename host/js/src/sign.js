@@ -16,6 +16,8 @@ const ALGS = {
 };
 const RSA_ALGS = ['RS256', 'RS384', 'PS256'];
 const EC_ALG = { 'P-256': 'ES256', 'P-384': 'ES384' };
+/** own is table[name] when name is one of its own keys (not "constructor" or "__proto__"), else undefined. */
+const own = (table, name) => (typeof name === 'string' && Object.hasOwn(table, name) ? table[name] : undefined);
 const MAX_KID_BYTES = 256; // TokenRequest.key_id's limit
 
 const q = JSON.stringify;
@@ -80,7 +82,7 @@ function algOfCryptoKey(key) {
   const h = hash?.name ?? hash;
   if (name === 'RSASSA-PKCS1-v1_5' && (h === 'SHA-256' || h === 'SHA-384')) return h === 'SHA-256' ? 'RS256' : 'RS384';
   if (name === 'RSA-PSS' && h === 'SHA-256') return 'PS256';
-  if (name === 'ECDSA' && EC_ALG[namedCurve]) return EC_ALG[namedCurve];
+  if (name === 'ECDSA' && own(EC_ALG, namedCurve)) return EC_ALG[namedCurve];
   return null;
 }
 
@@ -154,7 +156,7 @@ async function prepare(entry) {
   if (typeof kid !== 'string' || kid === '' || new TextEncoder().encode(kid).length > MAX_KID_BYTES) {
     throw new TypeError('tokenwasm: each signer needs a kid: a string of 1 to 256 bytes (the requests\' key_id)');
   }
-  if (alg !== undefined && !ALGS[alg]) throw bad(`alg must be one of ${Object.keys(ALGS).join(', ')}`);
+  if (alg !== undefined && !own(ALGS, alg)) throw bad(`alg must be one of ${Object.keys(ALGS).join(', ')}`);
   if (clients !== undefined && (!Array.isArray(clients) || clients.some((c) => typeof c !== 'string'))) {
     throw bad('clients must be an array of client ids');
   }
@@ -187,11 +189,11 @@ async function prepare(entry) {
     let kind;
     if (jwk) {
       if (jwk.kty === 'RSA' && typeof jwk.n === 'string' && typeof jwk.d === 'string') kind = 'RSA';
-      else if (jwk.kty === 'EC' && EC_ALG[jwk.crv] && typeof jwk.d === 'string') kind = jwk.crv;
+      else if (jwk.kty === 'EC' && own(EC_ALG, jwk.crv) && typeof jwk.d === 'string') kind = jwk.crv;
       else throw bad('a JWK must be RSA (n, e, d, p, q, ...) or EC on P-256 or P-384 (x, y, d)');
       if (jwk.alg !== undefined && alg !== undefined && jwk.alg !== alg) throw bad(`alg ${alg} and the JWK's alg ${q(String(jwk.alg))} differ`);
       const pinned = alg ?? jwk.alg;
-      if (pinned !== undefined && !ALGS[pinned]) throw bad(`the JWK's alg must be one of ${Object.keys(ALGS).join(', ')}`);
+      if (pinned !== undefined && !own(ALGS, pinned)) throw bad(`the JWK's alg must be one of ${Object.keys(ALGS).join(', ')}`);
       entry = { ...entry, alg: pinned };
       // Only the key's members: alg, use, key_ops or ext would make importKey refuse one of the algorithms.
       const members = kind === 'RSA' ? ['kty', 'n', 'e', 'd', 'p', 'q', 'dp', 'dq', 'qi'] : ['kty', 'crv', 'x', 'y', 'd'];
@@ -267,8 +269,8 @@ export async function createSigners(entries) {
     const s = byKid.get(kid);
     if (!s) throw new Error(`no signing key for key id ${q(kid)}`);
     if (typeof input !== 'string' || !signsFor(s.clients, input)) throw new Error(`key id ${q(kid)} does not sign for this client`);
-    const a = ALGS[alg];
-    if (!a || typeof alg !== 'string') throw new Error(`unsupported algorithm ${q(alg)}`);
+    const a = own(ALGS, alg);
+    if (!a) throw new Error(`unsupported algorithm ${q(alg)}`);
     if (a.kty !== s.kty || (a.crv && a.crv !== s.crv)) throw new Error(`an ${s.kty === 'RSA' ? 'RSA' : `ECDSA ${s.crv}`} key cannot sign ${alg}`);
     const key = s.keys.get(alg);
     if (!key) throw new Error(`key id ${q(kid)} signs ${s.alg} only, not ${alg}`);

@@ -247,7 +247,9 @@ test('the sign answer: r || s of the curve size, unpadded base64url; a signature
   const ok = await s.sign({ alg: 'ES384', kid: 'ec', signing_input: si });
   assert.equal(Buffer.from(ok.signature, 'base64url').length, 96);
   assert.match(ok.signature, /^[A-Za-z0-9_-]+$/);
-  assert.deepEqual(await s.sign({ alg: 'HS256', kid: 'ec', signing_input: si }), { error: 'unsupported algorithm "HS256"' });
+  for (const alg of ['HS256', '__proto__', 'constructor', 'toString']) {
+    assert.deepEqual(await s.sign({ alg, kid: 'ec', signing_input: si }), { error: `unsupported algorithm ${JSON.stringify(alg)}` });
+  }
   assert.deepEqual(await s.sign({ alg: 'ES384', kid: 'ec' }), { error: 'key id "ec" does not sign for this client' });
   assert.deepEqual(await s.sign(null), { error: 'no signing key for key id undefined' });
   // WebCrypto does not answer short signatures or fail on a good key; a stand-in for a broken one does.
@@ -278,6 +280,9 @@ test('createClient refuses signers it cannot use, naming the kid, never quoting 
     ['kid over 256 bytes', [{ kid: 'k'.repeat(257), key: keys.ES256.jwk }], /each signer needs a kid/],
     ['kid given twice', [{ kid: 'a', key: keys.ES256.jwk }, { kid: 'a', key: keys.ES384.jwk }], /signer "a" is given twice/],
     ['unknown alg', [{ kid: 'a', key: bare(keys.RS256.jwk), alg: 'RS512' }], /signer "a": alg must be one of/],
+    ['alg "constructor"', [{ kid: 'a', key: bare(keys.RS256.jwk), alg: 'constructor' }], /signer "a": alg must be one of/],
+    ['a JWK alg "__proto__"', [{ kid: 'a', key: { ...bare(keys.RS256.jwk), alg: '__proto__' } }], /the JWK's alg must be one of/],
+    ['a JWK crv "constructor"', [{ kid: 'a', key: { ...keys.ES256.jwk, crv: 'constructor' } }], /a JWK must be RSA/],
     ['alg of another kind', [{ kid: 'a', key: bare(keys.RS256.jwk), alg: 'ES256' }], /signer "a": an RSA key cannot sign ES256/],
     ['alg of another curve', [{ kid: 'a', key: keys.ES256.pem, alg: 'ES384' }], /signer "a": an ECDSA P-256 key cannot sign ES384/],
     ['alg unlike the CryptoKey', [{ kid: 'a', key: keys.RS384.locked, alg: 'RS256' }], /alg RS256 does not match the CryptoKey, which signs RS384/],

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs the JavaScript package's tests: `npm ci` (the locked runtimes and test-only packages), the Go
 # `tokenwasm` command built for its fake providers, `node --test` (Node 20: vectors with the official
-# SDK as witness, policy, secrets, leaks, Redis when REDIS_URL is set), then the suite in Node 20,
-# Node 26, Deno, Bun and workerd and an app outside the repository (test/runtimes.js), then the edge
-# example from an app outside the repository: bundled with esbuild and wrangler, served by workerd
-# (examples/edge-worker).
+# SDK as witness, policy, secrets, leaks, signing, SMART discovery, Redis when REDIS_URL is set), then
+# the suite in Node 20, Node 26, Deno, Bun and workerd and an app outside the repository
+# (test/runtimes.js), then the edge example from an app outside the repository: bundled with esbuild
+# and wrangler, served by workerd (examples/edge-worker).
 #   TOKENWASM_WASM  the plugin to test (default: host/tokenwasm.wasm)
 #   REDIS_URL       a redis-server for the Redis cache's tests (make test starts one)
 set -euo pipefail

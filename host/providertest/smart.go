@@ -8,8 +8,12 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +26,10 @@ import (
 // kid, does not verify, has iss or sub other than the client id, aud other than the token URL, an
 // exp in the past or more than five minutes ahead, or a jti it has seen before (until that jti's
 // exp).
+//
+// A client registers its public keys as it would in an EHR's developer portal: SMARTConfig.Keys, or
+// its JWK Set (the document it publishes) with RegisterJWKS or POST /_jwks, which add keys to the
+// ones the fake knows.
 
 // SMARTPath is the SMART fake's token endpoint; FHIRPath its FHIR base, under which
 // .well-known/smart-configuration is served.
@@ -29,7 +37,9 @@ const (
 	SMARTPath = "/oauth2/token"
 	// SMARTRevokePath is its RFC 7009 revocation endpoint.
 	SMARTRevokePath = "/oauth2/revoke"
-	FHIRPath        = "/fhir"
+	// SMARTJWKSPath registers a client's JWK Set (POST, the document as its body).
+	SMARTJWKSPath = "/_jwks"
+	FHIRPath      = "/fhir"
 	// SMARTLifetime is the life of the fake's access tokens (EHRs commonly give five minutes).
 	SMARTLifetime = 5 * time.Minute
 	// MaxAssertionLife is how far ahead an assertion's exp may be (SMART: no more than five minutes).
@@ -54,7 +64,8 @@ type SMART struct {
 	discoveries atomic.Int64
 	revocations atomic.Int64
 	mu          sync.Mutex
-	seen        map[string]time.Time // jti -> its assertion's exp
+	seen        map[string]time.Time        // jti -> its assertion's exp
+	keys        map[string]crypto.PublicKey // the client's public keys by kid: Keys, then registered ones
 }
 
 // NewSMART starts a SMART fake on loopback.
@@ -68,10 +79,14 @@ func (sv Server) NewSMART(cfg SMARTConfig) (*SMART, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &SMART{scfg: cfg, seen: map[string]time.Time{}}
+	s := &SMART{scfg: cfg, seen: map[string]time.Time{}, keys: map[string]crypto.PublicKey{}}
+	for kid, k := range cfg.Keys {
+		s.keys[kid] = k
+	}
 	f, mux := unstartedFake("smart", SMARTPath, Config{ClientID: cfg.ClientID}, func(_ *Fake, w http.ResponseWriter, r *http.Request) { s.token(w, r) })
 	mux.HandleFunc(FHIRPath+"/.well-known/smart-configuration", s.configuration)
 	mux.HandleFunc(SMARTRevokePath, s.revoke)
+	mux.HandleFunc(SMARTJWKSPath, s.registerJWKS)
 	s.Fake = f
 	return started(s, f.start(sv, mux, nil))
 }
@@ -81,6 +96,44 @@ func (s *SMART) FHIRBase() string { return s.URL() + FHIRPath }
 
 // Revocations counts the tokens revoked at the revocation endpoint.
 func (s *SMART) Revocations() int64 { return s.revocations.Load() }
+
+// RegisterJWKS adds the public keys of a JWK Set (a client's published document) to the keys the
+// fake verifies assertions with; a kid it knows is replaced. It returns the kids it added.
+func (s *SMART) RegisterJWKS(doc []byte) ([]string, error) {
+	keys, err := ParseJWKS(doc)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kids := make([]string, 0, len(keys))
+	for kid, k := range keys {
+		s.keys[kid] = k
+		kids = append(kids, kid)
+	}
+	sort.Strings(kids)
+	return kids, nil
+}
+
+// registerJWKS is POST /_jwks: the body a JWK Set; answers {"registered": [kid...]}.
+func (s *SMART) registerJWKS(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		oauthError(w, http.StatusMethodNotAllowed, "invalid_request", "POST a JWK Set")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "unreadable body")
+		return
+	}
+	kids, err := s.RegisterJWKS(body)
+	if err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"registered": kids})
+}
 
 // Discoveries counts the configuration documents served.
 func (s *SMART) Discoveries() int64 { return s.discoveries.Load() }
@@ -168,7 +221,9 @@ func (s *SMART) CheckAssertion(jwt string) string {
 	if h.Alg != "RS384" && h.Alg != "ES384" {
 		return "alg must be RS384 or ES384"
 	}
-	key, ok := s.scfg.Keys[h.Kid]
+	s.mu.Lock()
+	key, ok := s.keys[h.Kid]
+	s.mu.Unlock()
 	if !ok {
 		return "unknown kid"
 	}
@@ -219,6 +274,67 @@ func verify(alg string, key crypto.PublicKey, input string, sig []byte) bool {
 			ecdsa.Verify(k, sum[:], new(big.Int).SetBytes(sig[:48]), new(big.Int).SetBytes(sig[48:]))
 	}
 	return false
+}
+
+// ParseJWKS reads a JWK Set's public keys by kid: RSA (n, e) and EC on P-256 or P-384 (x, y, checked
+// to be on the curve). A key without a kid, of another kty or curve, with private members, or whose
+// use is not "sig", is an error, and so is a kid given twice: a client's document must be usable
+// whole.
+func ParseJWKS(doc []byte) (map[string]crypto.PublicKey, error) {
+	var set struct {
+		Keys []struct {
+			Kty, Kid, Use, Alg, N, E, Crv, X, Y, D string
+		}
+	}
+	if err := json.Unmarshal(doc, &set); err != nil || set.Keys == nil {
+		return nil, errors.New("not a JWK Set")
+	}
+	num := func(s string) (*big.Int, bool) {
+		b, err := base64.RawURLEncoding.DecodeString(s)
+		return new(big.Int).SetBytes(b), err == nil && len(b) > 0
+	}
+	out := map[string]crypto.PublicKey{}
+	for i, k := range set.Keys {
+		switch {
+		case k.Kid == "":
+			return nil, fmt.Errorf("key %d has no kid", i)
+		case out[k.Kid] != nil:
+			return nil, fmt.Errorf("kid %q is given twice", k.Kid)
+		case k.D != "":
+			return nil, fmt.Errorf("key %q holds a private key", k.Kid)
+		case k.Use != "" && k.Use != "sig":
+			return nil, fmt.Errorf("key %q: use %q", k.Kid, k.Use)
+		}
+		switch k.Kty {
+		case "RSA":
+			n, ok1 := num(k.N)
+			e, ok2 := num(k.E)
+			if !ok1 || !ok2 || !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 || n.BitLen() < 2048 {
+				return nil, fmt.Errorf("key %q: RSA n and e (2048 bits or more)", k.Kid)
+			}
+			out[k.Kid] = &rsa.PublicKey{N: n, E: int(e.Int64())}
+		case "EC":
+			curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[k.Crv]
+			x, ok1 := num(k.X)
+			y, ok2 := num(k.Y)
+			if curve == nil || !ok1 || !ok2 {
+				return nil, fmt.Errorf("key %q: EC crv P-256 or P-384 with x and y", k.Kid)
+			}
+			size := (curve.Params().BitSize + 7) / 8
+			if x.BitLen() > 8*size || y.BitLen() > 8*size {
+				return nil, fmt.Errorf("key %q: not a point of %s", k.Kid, k.Crv)
+			}
+			point := append([]byte{4}, append(x.FillBytes(make([]byte, size)), y.FillBytes(make([]byte, size))...)...)
+			pub, err := ecdsa.ParseUncompressedPublicKey(curve, point)
+			if err != nil {
+				return nil, fmt.Errorf("key %q: not a point of %s", k.Kid, k.Crv)
+			}
+			out[k.Kid] = pub
+		default:
+			return nil, fmt.Errorf("key %q: kty %q (RSA or EC)", k.Kid, k.Kty)
+		}
+	}
+	return out, nil
 }
 
 // clientCredentialsForm reads a form-encoded client_credentials request, or answers the error.

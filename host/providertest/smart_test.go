@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -88,5 +89,57 @@ func TestSMARTFake(t *testing.T) {
 	r := do(t, http.MethodGet, s.FHIRBase()+"/.well-known/smart-configuration", "", "", nil)
 	if conf := r.json(t); conf["token_endpoint"] != s.TokenURL() || s.Discoveries() != 1 {
 		t.Fatalf("configuration %v", conf)
+	}
+}
+
+// TestSMARTRegisteredJWKS: keys registered as a JWK Set (POST /_jwks) verify assertions as
+// SMARTConfig.Keys do; a document the fake cannot use whole is refused and registers nothing.
+func TestSMARTRegisteredJWKS(t *testing.T) {
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ek, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	s := NewSMART(SMARTConfig{ClientID: "backend-app"})
+	defer s.Close()
+	b64 := func(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+	ecPub, _ := ek.PublicKey.Bytes()
+	set := `{"keys":[{"kty":"RSA","kid":"rsa-2","use":"sig","alg":"RS384","n":"` + b64(rk.N.Bytes()) + `","e":"AQAB"},` +
+		`{"kty":"EC","kid":"ec-2","use":"sig","alg":"ES384","crv":"P-384","x":"` + b64(ecPub[1:49]) + `","y":"` + b64(ecPub[49:]) + `"}]}`
+	token := func(jwt string) reply {
+		body := url.Values{"grant_type": {"client_credentials"}, "scope": {"system/Patient.rs"},
+			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {jwt}}
+		return post(t, s.TokenURL(), formType, body.Encode(), nil)
+	}
+	now := time.Now().Unix()
+	claims := func(jti string) map[string]any {
+		return map[string]any{"iss": "backend-app", "sub": "backend-app", "aud": s.TokenURL(), "jti": jti, "iat": now, "exp": now + 240}
+	}
+	if r := token(assertion(t, rk, "RS384", "rsa-2", claims("r0"))); r.status != 401 {
+		t.Fatalf("before registration: %d %s", r.status, r.body)
+	}
+	for _, bad := range []string{
+		`{"keys":[{"kty":"RSA","n":"` + b64(rk.N.Bytes()) + `","e":"AQAB"}]}`,                       // no kid
+		`{"keys":[{"kty":"RSA","kid":"a","n":"AQAB","e":"AQAB"}]}`,                                  // too short
+		`{"keys":[{"kty":"EC","kid":"a","crv":"P-384","x":"` + b64(ecPub[1:49]) + `","y":"AQAB"}]}`, // off the curve
+		`{"keys":[{"kty":"EC","kid":"a","crv":"P-521","x":"AQAB","y":"AQAB"}]}`,
+		`{"keys":[{"kty":"oct","kid":"a","k":"AQAB"}]}`,
+		`{"keys":[{"kty":"RSA","kid":"a","use":"enc","n":"` + b64(rk.N.Bytes()) + `","e":"AQAB"}]}`,
+		`{"keys":[{"kty":"RSA","kid":"a","d":"AQAB","n":"` + b64(rk.N.Bytes()) + `","e":"AQAB"}]}`,
+		`{"keys":[{"kty":"RSA","kid":"a","n":"` + b64(rk.N.Bytes()) + `","e":"AQAB"},{"kty":"RSA","kid":"a","n":"` + b64(rk.N.Bytes()) + `","e":"AQAB"}]}`,
+		`{"keys":{}}`, `[]`,
+	} {
+		if r := post(t, s.URL()+SMARTJWKSPath, "application/jwk-set+json", bad, nil); r.status != 400 {
+			t.Fatalf("%s: %d %s", bad, r.status, r.body)
+		}
+	}
+	r := post(t, s.URL()+SMARTJWKSPath, "application/jwk-set+json", set, nil)
+	if r.status != 200 || strings.TrimSpace(r.body) != `{"registered":["ec-2","rsa-2"]}` {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	for _, jwt := range []string{assertion(t, rk, "RS384", "rsa-2", claims("r1")), assertion(t, ek, "ES384", "ec-2", claims("e1"))} {
+		if r := token(jwt); r.status != 200 {
+			t.Fatalf("after registration: %d %s", r.status, r.body)
+		}
+	}
+	if r := do(t, http.MethodGet, s.URL()+SMARTJWKSPath, "", "", nil); r.status != 405 {
+		t.Fatalf("GET %s: %d", SMARTJWKSPath, r.status)
 	}
 }

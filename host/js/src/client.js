@@ -3,7 +3,7 @@
 // entering wasm, refreshed ahead of expiry in the background, one fetch per credential set at a time.
 // The flow's rules live in the plugin (plugin/core); this file only performs what it asks for.
 import { Instance } from './kernel.js';
-import { httpSender, DEFAULT_TIMEOUT_MS } from './http.js';
+import { httpSender, smartDiscovery, DEFAULT_TIMEOUT_MS } from './http.js';
 import { MemoryCache } from './cache.js';
 
 // Refresh timing is the plugin's: each token answer carries refresh_at_ms and stale_at_ms. A held
@@ -18,6 +18,8 @@ const PENDING_GRACE_MS = 3_000; // waiting out another host's fetch: its timeout
 // queues commands while disconnected) costs callers a miss, never a hang or an expired flow.
 const CACHE_TIMEOUT_MS = 250;
 const CACHE_RETRY_MS = 1_000;
+// client.jwks()'s headers: servers may keep the document this long (see README.md, "Key rotation").
+const JWKS_HEADERS = Object.freeze({ 'Content-Type': 'application/jwk-set+json', 'Cache-Control': 'public, max-age=300', 'X-Content-Type-Options': 'nosniff' });
 
 /** TokenError is what client.fetch throws when no token could be had: `error` is the ABI's Error. */
 export class TokenError extends Error {
@@ -110,13 +112,18 @@ class Source {
  * createClient compiles the plugin and returns a client. See index.d.ts for the options and the
  * answers; README.md for each runtime.
  */
-export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken, now } = {}) {
+export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken, now, signers } = {}) {
   if (onRefreshToken !== undefined && typeof onRefreshToken !== 'function') throw new TypeError('tokenwasm: onRefreshToken must be a function');
   if (now !== undefined && typeof now !== 'function') throw new TypeError('tokenwasm: now must be a function');
   // For tests: `now` is the clock the held tokens' schedule is judged by, and the plugin's (now_ms),
   // so a test moves time instead of sleeping. Waits and timeouts stay on the wall clock.
   const clock = now ?? Date.now;
   const send = httpSender({ allowLoopback, allowedHosts, fetch: fetchImpl, logger }); // throws on a bad allow-list
+  const discover = smartDiscovery({ allowLoopback, allowedHosts, fetch: fetchImpl, logger });
+  // The keys that answer the sign action (src/sign.js, loaded only by a client that signs: a worker
+  // that does not sign needs no module beyond the ones it had). Without signers, sign is answered
+  // with nothing and a private_key_jwt request ends with signing_required.
+  const signer = signers === undefined ? null : await (await import('./sign.js')).createSigners(signers);
   const module = await loadModule(wasm);
   const doFetch = fetchImpl ?? ((input, init) => fetch(input, init));
   const warn = (msg, attrs) => {
@@ -206,6 +213,12 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
           return { error: `cache_delete: ${err?.name ?? 'Error'}` };
         }
         return {};
+      case 'sign': {
+        if (!signer) return undefined;
+        const answer = await signer.sign(input);
+        if (answer.error) warn('tokenwasm: signing a client assertion failed', { kid: input?.kid, alg: input?.alg, error: answer.error });
+        return answer;
+      }
       default:
         return undefined;
     }
@@ -219,6 +232,9 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
    * released, so other hosts do not wait out its TTL.
    */
   async function drive(json, op, slot) {
+    const resolved = await discovered(json);
+    if (typeof resolved !== 'string') return resolved; // discovery failed: nothing was sent
+    json = resolved;
     if (now) json = withMember(json, 'now_ms', Math.floor(now()));
     let input = op ? `{"request":${json},"op":"${op}"}` : `{"request":${json}}`;
     let lock = null;
@@ -248,6 +264,21 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
       if (lock) await perform({ import: 'cache_delete', input: { key: lock.key, if_value: lock.value } }, true);
       throw err;
     }
+  }
+
+  /**
+   * discovered is the request JSON with the token URL (and revocation URL) that a smart request's
+   * fhir_base leads to, as the Go host fills them before a flow; any other request as it is. Or the
+   * discovery's {error}.
+   */
+  async function discovered(json) {
+    if (!json.includes('"fhir_base"')) return json;
+    const req = JSON.parse(json);
+    if (req.provider !== 'smart' || (req.token_url ?? '') !== '' || typeof req.fhir_base !== 'string' || req.fhir_base === '') return json;
+    const found = await discover(req.fhir_base);
+    if (found.error) return found;
+    const revocation = !req.revocation_url && found.revocation_url ? { revocation_url: found.revocation_url } : {};
+    return JSON.stringify({ ...req, token_url: found.token_url, ...revocation });
   }
 
   /** flow drives the token flow, waiting out `pending` (another host's fetch) until its deadline. */
@@ -518,6 +549,12 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     encode: (req) => open() && call('encode', req),
     decode: (request, response, nowMs) => open() && call('decode', { request, response, ...(nowMs ? { now_ms: nowMs } : {}) }),
     cache,
+    /**
+     * jwks is the signers' public keys as a JWK Set (kid, use "sig", alg when the key signs one
+     * algorithm only; RSA n/e, EC crv/x/y), a Response to serve at the URL the servers were given
+     * (a jwks_uri). Throws for a signer whose public key it does not have.
+     */
+    jwks: () => new Response(JSON.stringify(signer ? signer.jwkSet() : { keys: [] }), { headers: JWKS_HEADERS }),
     /** close refuses new calls and waits for the flows in progress. */
     async close() {
       closed = true;

@@ -170,8 +170,11 @@ function recorder(logger, clean) {
   };
 }
 
-/** exchange sends req with fetch and answers an HttpResponse, or {"error"} when none was had. */
-async function exchange(req, timeout, fetchImpl) {
+/**
+ * exchange sends req with fetch and answers an HttpResponse (its body at most `limit` bytes), or
+ * {"error"} when none was had.
+ */
+async function exchange(req, timeout, fetchImpl, limit = MAX_RESPONSE_BYTES) {
   try {
     const resp = await fetchImpl(req.url, {
       method: req.method || 'POST',
@@ -188,7 +191,7 @@ async function exchange(req, timeout, fetchImpl) {
       await resp.body?.cancel();
       return { error: `token endpoint's response headers exceed ${MAX_RESPONSE_HEADER_BYTES} bytes` };
     }
-    const body = await readCapped(resp, MAX_RESPONSE_BYTES);
+    const body = await readCapped(resp, limit);
     return { status: resp.status, headers, body };
   } catch (err) {
     if (err?.name === 'TimeoutError') return { error: `timeout after ${timeout} ms waiting for the token endpoint` };
@@ -233,3 +236,167 @@ export function httpSender({ allowLoopback = false, allowedHosts = [], fetch: fe
   return (req) => httpSend(req ?? {}, policy, fetchImpl, logger);
 }
 
+
+/**
+ * topMembers lists the members of a JSON object's text, one JSON.parse has read, in order and
+ * repeats included: [[key (unescaped), the value's JSON text], ...]. JSON.parse keeps the last of a
+ * repeated member; the plugin and the Go host read the first (abi/ABI.md, "Shapes").
+ */
+export function topMembers(text) {
+  const out = [];
+  let i = text.indexOf('{') + 1;
+  const ws = () => {
+    while (i < text.length && ' \t\r\n'.includes(text[i])) i++;
+  };
+  const string = () => {
+    const start = i;
+    for (i++; text[i] !== '"'; i++) if (text[i] === '\\') i++;
+    i++;
+    return text.slice(start, i);
+  };
+  const value = () => {
+    const start = i;
+    if (text[i] === '"') return string();
+    for (let depth = 0; i < text.length; i++) {
+      const c = text[i];
+      if (c === '"') {
+        string();
+        i--;
+      } else if (c === '{' || c === '[') depth++;
+      else if (c === '}' || c === ']') {
+        if (depth === 0) break; // the object's own end, after a scalar
+        if (--depth === 0) {
+          i++;
+          break;
+        }
+      } else if (depth === 0 && (c === ',' || ' \t\r\n'.includes(c))) break;
+    }
+    return text.slice(start, i);
+  };
+  for (;;) {
+    ws();
+    if (text[i] !== '"') return out;
+    const key = JSON.parse(string());
+    ws();
+    i++; // ':'
+    ws();
+    out.push([key, value()]);
+    ws();
+    if (text[i] === ',') i++;
+  }
+}
+
+// SMART discovery (the Go host's host/discovery.go): a `smart` request names its server by
+// fhir_base; its token URL is the token_endpoint of {fhir_base}/.well-known/smart-configuration,
+// fetched with the client's policy (allow-list, https but for the loopback opt-in, a redirect
+// followed to the same host only, a size cap) and kept an hour per FHIR base. Failures are not kept.
+const SMART_CONFIGURATION = '/.well-known/smart-configuration';
+const DISCOVERY_TTL_MS = 3_600_000;
+const DISCOVERY_TIMEOUT_MS = 10_000;
+const DISCOVERY_MAX_BYTES = 64 << 10;
+const DISCOVERY_ENTRIES = 1024; // a map over this many FHIR bases starts over
+const MAX_REDIRECTS = 2; // as Go's http.Client with the Go host's CheckRedirect
+
+/**
+ * smartDiscovery returns discover(fhirBase) -> Promise<{token_url, revocation_url?} | {error}>, with
+ * the policy of createClient's options of the same names. The error is the ABI's Error (kind
+ * invalid_request, policy, transport, server_error or malformed_response; "SMART discovery: ..."). A
+ * server must list private_key_jwt in token_endpoint_auth_methods_supported, and its token and
+ * revocation endpoints must pass the policy. It never throws.
+ *
+ * @param {{allowLoopback?: boolean, allowedHosts?: string[], fetch?: typeof fetch, logger?: Logger}} [opts]
+ */
+export function smartDiscovery({ allowLoopback = false, allowedHosts = [], fetch: fetchImpl = (input, init) => fetch(input, init), logger } = {}) {
+  const policy = { allowLoopback, allowed: parseAllowedHosts([...DEFAULT_ALLOWED_HOSTS, ...allowedHosts]) };
+  const found = new Map(); // FHIR base -> {value, until}
+  const inflight = new Map(); // FHIR base -> its discovery in progress, which callers join
+  const warn = (msg, attrs) => {
+    try {
+      logger?.warn?.(msg, attrs);
+    } catch {}
+  };
+  const fail = (kind, msg) => ({ error: { kind, retryable: kind === 'transport' || kind === 'server_error', message: `SMART discovery: ${msg}` } });
+
+  async function discover(base) {
+    let url;
+    try {
+      url = new URL(base + SMART_CONFIGURATION);
+    } catch {}
+    if (!url || url.host === '' || url.search !== '' || url.hash !== '') return fail('invalid_request', 'fhir_base is not an absolute URL without query');
+    const origin = url.host;
+    let resp;
+    for (let hop = 0; ; hop++) {
+      const refused = checkURL(url.href, policy);
+      if (refused) {
+        warn('tokenwasm: SMART discovery refused', { reason: refused });
+        return fail('policy', refused);
+      }
+      resp = await exchange({ url: url.href, method: 'GET', headers: { Accept: 'application/json' } }, DISCOVERY_TIMEOUT_MS, fetchImpl, DISCOVERY_MAX_BYTES + 1);
+      if (resp.error) return fail('transport', resp.error);
+      const location = resp.headers.location;
+      if (resp.status < 300 || resp.status > 399 || resp.status === 304 || location === undefined) break;
+      if (hop === MAX_REDIRECTS) return fail('policy', `${REFUSED}: too many redirects`);
+      try {
+        url = new URL(location, url);
+      } catch {
+        return fail('malformed_response', 'unreadable redirect');
+      }
+      if (url.host !== origin) return fail('policy', `${REFUSED}: redirect to another host`);
+    }
+    const { status, body } = resp;
+    if (status >= 500 || status === 429) return fail('server_error', `HTTP ${status}`);
+    if (status !== 200) return fail('malformed_response', `HTTP ${status}`);
+    if (new TextEncoder().encode(body).length > DISCOVERY_MAX_BYTES) return fail('malformed_response', 'configuration exceeds 64 KiB');
+    // The first of a repeated member, its type checked, as every reader here reads.
+    const conf = Object.create(null);
+    try {
+      const doc = JSON.parse(body);
+      if (doc !== null && typeof doc === 'object' && !Array.isArray(doc)) {
+        for (const [k, raw] of topMembers(body)) if (!(k in conf)) conf[k] = JSON.parse(raw);
+      }
+    } catch {}
+    const { token_endpoint: token, revocation_endpoint: revocation, token_endpoint_auth_methods_supported: methods } = conf;
+    if (typeof token !== 'string' || token === '' || (revocation !== undefined && typeof revocation !== 'string')) {
+      return fail('malformed_response', 'no token_endpoint in the configuration');
+    }
+    if (!canParse(token)) return fail('malformed_response', 'token_endpoint is not an absolute URL');
+    const refused = checkURL(token, policy);
+    if (refused) return fail('policy', `token_endpoint ${refused}`);
+    if (revocation && (!canParse(revocation) || checkURL(revocation, policy))) return fail('policy', 'revocation_endpoint is not an allowed absolute URL');
+    if (![methods].flat().includes('private_key_jwt')) {
+      return fail('policy', 'the server does not list private_key_jwt in token_endpoint_auth_methods_supported');
+    }
+    return revocation ? { token_url: token, revocation_url: revocation } : { token_url: token };
+  }
+
+  return (fhirBase) => {
+    const base = String(fhirBase).replace(/\/+$/, '');
+    const hit = found.get(base);
+    if (hit && Date.now() < hit.until) return Promise.resolve(hit.value);
+    let p = inflight.get(base);
+    if (!p) {
+      p = discover(base)
+        .catch(() => fail('transport', 'the configuration could not be fetched'))
+        .then((value) => {
+          if (!value.error) {
+            if (found.size >= DISCOVERY_ENTRIES) found.clear();
+            found.set(base, { value, until: Date.now() + DISCOVERY_TTL_MS });
+          }
+          return value;
+        })
+        .finally(() => inflight.delete(base));
+      inflight.set(base, p);
+    }
+    return p;
+  };
+}
+
+/** canParse reports whether s is an absolute URL. */
+function canParse(s) {
+  try {
+    new URL(s);
+    return true;
+  } catch {
+    return false;
+  }
+}

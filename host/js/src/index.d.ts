@@ -77,7 +77,11 @@ export interface Token {
 export type ErrorKind =
   | 'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unauthorized_client' | 'unsupported_grant_type'
   | 'invalid_scope' | 'access_denied' | 'rate_limited' | 'unsupported_media_type' | 'server_error'
-  | 'malformed_response' | 'transport' | 'policy';
+  | 'malformed_response' | 'transport' | 'policy'
+  /** The host did not sign a private_key_jwt assertion (no key for key_id, a key of another kind, another client's key): nothing sent. */
+  | 'signing'
+  /** A private_key_jwt request on a client without `signers`: nothing sent. */
+  | 'signing_required';
 
 export interface TokenwasmError {
   kind: ErrorKind;
@@ -171,6 +175,40 @@ export interface Logger {
   warn?(msg: string, attrs: Record<string, unknown>): void;
 }
 
+/** The client assertion algorithms of private_key_jwt. */
+export type JWSAlgorithm = 'RS256' | 'RS384' | 'PS256' | 'ES256' | 'ES384';
+
+/**
+ * A key that signs private_key_jwt client assertions (token_step's sign action) with WebCrypto.
+ * The private key never enters the plugin, and keys given as a JWK or PEM are imported not
+ * extractable.
+ */
+export interface Signer {
+  /** The key id: what requests name as key_id, the assertions' kid, the JWK Set's kid. 1 to 256 bytes. */
+  kid: string;
+  /**
+   * The private key: a CryptoKey (RSASSA-PKCS1-v1_5 with SHA-256 or SHA-384, RSA-PSS with SHA-256,
+   * ECDSA on P-256 or P-384; a non-extractable one from a platform's secret store works), a
+   * CryptoKeyPair, a JWK (an object or its JSON), or a PKCS #8 PEM ("BEGIN PRIVATE KEY"). RSA keys
+   * of 2048 bits or more.
+   */
+  key: CryptoKey | CryptoKeyPair | JsonWebKey | string;
+  /**
+   * The one algorithm the key signs. A CryptoKey's own (its algorithm and hash) by default; an EC
+   * key's curve decides; an RSA JWK or PEM without alg (nor a JWK alg member) signs RS256, RS384 or
+   * PS256 as each request's assertion_alg asks, as the Go host's WithSigner does.
+   */
+  alg?: JWSAlgorithm;
+  /**
+   * The client ids the key signs for (the assertion's iss = sub): a key id is public (it is in the
+   * JWK Set), so a client serving several tenants binds each key to its client, or a request naming
+   * another client's kid gets that client's tokens signed. Absent: any client; [] binds to none.
+   */
+  clients?: string[];
+  /** The public key, for client.jwks() when `key` is a private CryptoKey that is not extractable. */
+  publicKey?: CryptoKey | JsonWebKey;
+}
+
 export interface ClientOptions {
   /**
    * The plugin: bytes, a path or file URL (Node, Deno, Bun: the package's "node" entry), or a
@@ -205,6 +243,12 @@ export interface ClientOptions {
    * wall clock; the cache keeps its own (give it the same one). Default: Date.now.
    */
   now?: () => number;
+  /**
+   * The keys that sign private_key_jwt client assertions (SMART Backend Services: Epic, Oracle
+   * Health). Without them a private_key_jwt request ends with `signing_required`. createClient
+   * throws a TypeError for a key it cannot use (naming the kid, never the key).
+   */
+  signers?: Signer[];
 }
 
 /**
@@ -243,6 +287,14 @@ export interface Client {
   encode(request: TokenRequest): { request: object } | { error: TokenwasmError };
   decode(request: TokenRequest, response: object, nowMs?: number): { token: Token } | { error: TokenwasmError };
   readonly cache: SharedCache;
+  /**
+   * The signers' public keys as a JWK Set ({"keys": [{kty, kid, use: "sig", alg?, n, e | crv, x, y}]},
+   * ordered by kid; alg when the key signs one algorithm only), a new Response each call with
+   * `application/jwk-set+json` and `Cache-Control: public, max-age=300`: serve it at the URL given
+   * to the servers (a jwks_uri). `{"keys": []}` without signers. Throws a TypeError for a signer
+   * whose public key it cannot have (a non-extractable private CryptoKey without publicKey).
+   */
+  jwks(): Response;
   /** Refuse new calls and wait for the flows in progress. */
   close(): Promise<void>;
 }

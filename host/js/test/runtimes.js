@@ -91,14 +91,16 @@ ${modules.map(([name, kind, path]) => `    (name = ${q(name)}, ${kind} = embed $
 
 // The package's files a worker loads: edge.js (the Workers entry) and what it imports; not index.js,
 // the Node entry, which imports node:fs.
-const SRC = ['edge.js', 'client.js', 'kernel.js', 'http.js', 'redact.js', 'cache.js', 'durable.js'];
+const SRC = ['edge.js', 'client.js', 'kernel.js', 'http.js', 'redact.js', 'cache.js', 'durable.js', 'sign.js'];
 
 const failures = [];
 const tmp = mkdtempSync(join(tmpdir(), 'tokenwasm-runtimes-'));
 const { fakes, stop: stopFakes } = await startFakes();
 const aux = await startAux();
 try {
-  const env = { wasmPath: WASM, vectors: loadVectors(), fakes, aux: aux.url };
+  // The SMART client's key (a PKCS #8 PEM file) goes to the suite as text: workerd reads no files.
+  const smart = { ...fakes.smart, key_pem: readFileSync(fakes.smart.config.key_file, 'utf8') };
+  const env = { wasmPath: WASM, vectors: loadVectors(), fakes: { ...fakes, smart }, aux: aux.url };
   const envPath = join(tmp, 'env.json');
   writeFileSync(envPath, JSON.stringify(env));
 
@@ -118,6 +120,7 @@ try {
       ['test/suite.js', 'esModule', join(PKG, 'test/suite.js')],
       ['test/match.js', 'esModule', join(PKG, 'test/match.js')],
       ['test/rotation.js', 'esModule', join(PKG, 'test/rotation.js')],
+      ['test/smart.js', 'esModule', join(PKG, 'test/smart.js')],
       ['test/plugin.wasm', 'wasm', WASM],
       ...SRC.map((f) => [`src/${f}`, 'esModule', join(PKG, 'src', f)]),
     ];

@@ -3,13 +3,15 @@
 //   wasm      the plugin (bytes or a WebAssembly.Module)
 //   vectors   every vector of testdata/ ({name, doc, export, rawInput, input, want, steps})
 //   fakes     `tokenwasm fakes`' line: {provider: {token_url, api_url, stats_url, config}}
-//             (the Candescent fake mints one-time codes: test/rotation.js)
+//             (the Candescent fake mints one-time codes: test/rotation.js; smart's client key,
+//             a PKCS #8 PEM, is given as smart.key_pem: test/smart.js)
 //   aux       the runner's loopback server: /issue/<id>?delay=ms, /rl/<id> (429), /count/<id>
 //   rss()     resident memory in bytes, as this runtime can tell it (async)
 // Each case is [name, async (env) => void] and throws on failure.
 import { createClient, MemoryCache, TokenError } from '../src/edge.js'; // no node: module: this file runs in workerd too
 import { match } from './match.js';
 import { manyCalls, codeOnce, forcedJoins, lineageUnreadable, thenNotCutShort } from './rotation.js';
+import { backendServices } from './smart.js';
 
 const MiB = 1 << 20;
 
@@ -251,6 +253,7 @@ export const cases = [
   ['one-time grants: a forced fetch joins the flight in progress', forcedJoins],
   ['one-time grants: a lineage the cache cannot read sends nothing; the held token is served', lineageUnreadable],
   ["one-time grants: a flow's then actions are not cut short", thenNotCutShort],
+  ["SMART Backend Services: the fake's PKCS #8 key, and WebCrypto RS384 and ES384 keys whose JWK Set is registered; the token URL discovered", backendServices],
   [
     '50,000 cached calls with bounded memory, then 20,000 plugin calls on one instance',
     async (env) => {

@@ -1,6 +1,6 @@
 // Compiled by test/types.test.js (tsc --noEmit -p test/types): what a TypeScript user of the package
 // sees. Each @ts-expect-error must be an error, or tsc fails ("unused directive").
-import { createClient, TokenError, type TokenRequest, type TokenAnswer, type Client } from '../../src/index.js';
+import { createClient, TokenError, type TokenRequest, type TokenAnswer, type Client, type Signer, type ErrorKind } from '../../src/index.js';
 import { RedisCache } from '../../src/redis.js';
 
 const ok: TokenRequest = { provider: 'nikohealth', domain: 'acme', client_id: 'id', client_secret: 'secret', scope: 'read', timeout_ms: 5000 };
@@ -39,8 +39,26 @@ async function use(client: Client, signal: AbortSignal): Promise<string> {
   return `${res.token.access_token} until ${expires}`;
 }
 
+// Signers: a CryptoKey, a CryptoKeyPair, a JWK or a PEM, each bound to its clients; jwks() is a Response.
+declare const pair: CryptoKeyPair;
+const signers: Signer[] = [
+  { kid: 'ec-1', key: pair, clients: ['app'] },
+  { kid: 'locked', key: pair.privateKey, publicKey: pair.publicKey, alg: 'ES384' },
+  { kid: 'pem', key: '-----BEGIN PRIVATE KEY-----...', alg: 'RS384', clients: [] },
+  { kid: 'jwk', key: { kty: 'EC', crv: 'P-256', x: 'x', y: 'y', d: 'd' } },
+];
+// @ts-expect-error an algorithm the sign action does not take
+const hs256: Signer = { kid: 'k', key: pair, alg: 'HS256' };
+async function publish(client: Client): Promise<Response> {
+  const res = await client.token(smart);
+  const kind: ErrorKind | undefined = res.error?.kind;
+  if (kind === 'signing' || kind === 'signing_required') throw new TokenError(res.error!);
+  return client.jwks();
+}
+const signing = createClient({ signers });
+
 declare const redis: { withTypeMapping(m: object): any };
 const cache = new RedisCache(redis, { keys: [new Uint8Array(32)], logger: console });
 const counts: number = cache.decryptFailures + cache.keyErrors;
 
-export { use, smart, misspelt, badProfile, badProvider, badType, counts, createClient };
+export { use, smart, misspelt, badProfile, badProvider, badType, counts, createClient, hs256, publish, signing };

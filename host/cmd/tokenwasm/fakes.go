@@ -194,7 +194,8 @@ func printPasteLines(w io.Writer, set *fakeSet, files fakeFiles, o fakesOptions)
 	}
 	fmt.Fprintln(w, "#")
 	fmt.Fprintln(w, "# In Go: smart needs host.WithSigner(kid, signer) (host.ParseSigner reads the key file), mtls")
-	fmt.Fprintln(w, "# host.WithClientCertificate(id, cert) (tls.LoadX509KeyPair(file, file)); the JS host does neither yet.")
+	fmt.Fprintln(w, "# host.WithClientCertificate(id, cert) (tls.LoadX509KeyPair(file, file)); in JS smart needs")
+	fmt.Fprintln(w, "# createClient({ signers: [{ kid, key }] }) (a PKCS#8 PEM, a JWK or a CryptoKey); mtls is Go's only.")
 	if o.tls {
 		fmt.Fprintln(w, "# Trust the CA: Go, an http.Transport whose RootCAs hold it (host.WithHTTPTransport); Node,")
 		fmt.Fprintln(w, "# NODE_EXTRA_CA_CERTS=<the file>; curl, --cacert <the file>. It is in "+files.ca+":")

@@ -9,7 +9,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
-	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -192,31 +192,141 @@ func parsePEM(data []byte) (crypto.Signer, error) {
 		if key != nil {
 			return nil, errors.New("it holds more than one PEM block: give the private key alone")
 		}
-		var k any
 		var err error
 		switch block.Type {
 		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+			key, err = parsePKCS8(block.Bytes)
 		case "RSA PRIVATE KEY":
-			k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+			key, err = parsePKCS1(block.Bytes)
 		case "EC PRIVATE KEY":
-			k, err = x509.ParseECPrivateKey(block.Bytes)
+			key, err = parseSEC1(block.Bytes, nil)
 		case "ENCRYPTED PRIVATE KEY":
 			return nil, errors.New("the PEM key is encrypted: give it unencrypted (the variable is the secret)")
 		default:
 			return nil, errors.New("the PEM block is not a private key (PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)")
 		}
 		if err != nil {
-			return nil, errors.New("the PEM " + strings.ToLower(block.Type) + " cannot be read")
+			return nil, err
 		}
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, errors.New("the PEM key is neither RSA nor ECDSA")
-		}
-		key = s
 	}
 	if key == nil {
 		return nil, errors.New("it holds no private key")
+	}
+	return key, nil
+}
+
+// The DER forms of private keys are read here with encoding/asn1, not crypto/x509: x509 brings the
+// system root store, whose file reads make the module import WASI's path_open and path_filestat_get,
+// which Envoy registers only since proxy-wasm-cpp-host PR #533 (README.md, "WASI imports"): an older
+// Envoy would refuse to load the filter.
+
+var (
+	oidRSA  = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	oidEC   = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
+	oidP256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 3, 1, 7}
+	oidP384 = asn1.ObjectIdentifier{1, 3, 132, 0, 34}
+)
+
+// parsePKCS8 reads a PKCS #8 PrivateKeyInfo (RFC 5208) holding an RSA or an ECDSA key.
+func parsePKCS8(der []byte) (crypto.Signer, error) {
+	var info struct {
+		Version int
+		Algo    struct {
+			Algorithm  asn1.ObjectIdentifier
+			Parameters asn1.RawValue `asn1:"optional"`
+		}
+		PrivateKey []byte
+		// attributes, and PKCS #8 v2's public key, are not read
+	}
+	if rest, err := asn1.Unmarshal(der, &info); err != nil || len(rest) > 0 || info.Version > 1 {
+		return nil, errors.New("the PEM private key (PKCS #8) cannot be read")
+	}
+	switch {
+	case info.Algo.Algorithm.Equal(oidRSA):
+		return parsePKCS1(info.PrivateKey)
+	case info.Algo.Algorithm.Equal(oidEC):
+		var curve asn1.ObjectIdentifier
+		if rest, err := asn1.Unmarshal(info.Algo.Parameters.FullBytes, &curve); err != nil || len(rest) > 0 {
+			return nil, errors.New("the PEM private key (PKCS #8) names no curve")
+		}
+		return parseSEC1(info.PrivateKey, curve)
+	}
+	return nil, errors.New("the PEM private key is neither RSA nor ECDSA")
+}
+
+// parsePKCS1 reads a two-prime RSAPrivateKey (RFC 8017 appendix A.1.2).
+func parsePKCS1(der []byte) (crypto.Signer, error) {
+	var k struct {
+		Version               int
+		N                     *big.Int
+		E                     int
+		D, P, Q, Dp, Dq, Qinv *big.Int
+		AdditionalPrimes      []asn1.RawValue `asn1:"optional,omitempty"`
+	}
+	if rest, err := asn1.Unmarshal(der, &k); err != nil || len(rest) > 0 || k.N == nil || k.D == nil || k.P == nil || k.Q == nil {
+		return nil, errors.New("the PEM RSA private key cannot be read")
+	}
+	if k.Version != 0 || len(k.AdditionalPrimes) > 0 {
+		return nil, errors.New("the PEM RSA private key has more than two primes")
+	}
+	return rsaKey(k.N, k.D, k.P, k.Q, k.E)
+}
+
+// rsaKey makes an RSA key from its numbers, checked to be one key.
+func rsaKey(n, d, p, q *big.Int, e int) (*rsa.PrivateKey, error) {
+	if n.Sign() <= 0 || d.Sign() <= 0 || p.Sign() <= 0 || q.Sign() <= 0 || e < 3 {
+		return nil, errors.New("the RSA key's numbers do not make one key")
+	}
+	if b := n.BitLen(); b != 2048 && b != 3072 && b != 4096 {
+		return nil, fmt.Errorf("an RSA key must have 2048, 3072 or 4096 bits, not %d", b)
+	}
+	key := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n, E: e}, D: d, Primes: []*big.Int{p, q}}
+	if key.Validate() != nil {
+		return nil, errors.New("the RSA key's numbers do not make one key")
+	}
+	key.Precompute()
+	return key, nil
+}
+
+// parseSEC1 reads an ECPrivateKey (RFC 5915) on P-256 or P-384: the curve is its own parameters, or
+// curve (PKCS #8's) when it has none. A public key it holds must be the private key's.
+func parseSEC1(der []byte, curve asn1.ObjectIdentifier) (crypto.Signer, error) {
+	var k struct {
+		Version    int
+		PrivateKey []byte
+		Curve      asn1.ObjectIdentifier `asn1:"optional,explicit,tag:0"`
+		PublicKey  asn1.BitString        `asn1:"optional,explicit,tag:1"`
+	}
+	if rest, err := asn1.Unmarshal(der, &k); err != nil || len(rest) > 0 || k.Version != 1 {
+		return nil, errors.New("the PEM EC private key cannot be read")
+	}
+	if len(k.Curve) > 0 {
+		if len(curve) > 0 && !curve.Equal(k.Curve) {
+			return nil, errors.New("the PEM EC private key names two curves")
+		}
+		curve = k.Curve
+	}
+	var c elliptic.Curve
+	switch {
+	case curve.Equal(oidP256):
+		c = elliptic.P256()
+	case curve.Equal(oidP384):
+		c = elliptic.P384()
+	default:
+		return nil, errors.New("an ECDSA key must be on P-256 or P-384")
+	}
+	n := (c.Params().BitSize + 7) / 8
+	if len(k.PrivateKey) > n {
+		return nil, errors.New("the PEM EC private key cannot be read")
+	}
+	d := make([]byte, n) // some encoders drop the scalar's leading zeros
+	copy(d[n-len(k.PrivateKey):], k.PrivateKey)
+	key, err := ecdsa.ParseRawPrivateKey(c, d)
+	if err != nil {
+		return nil, errors.New("the PEM EC private key is not a key on its curve")
+	}
+	if pub, _ := key.PublicKey.Bytes(); k.PublicKey.BitLength > 0 && !bytes.Equal(k.PublicKey.Bytes, pub) {
+		return nil, errors.New("the PEM EC private key's public key is not its own")
 	}
 	return key, nil
 }
@@ -249,12 +359,8 @@ func parseJWK(data []byte) (crypto.Signer, string, error) {
 		if !(ok1 && ok2 && ok3 && ok4 && ok5) || !e.IsInt64() || e.Int64() > 1<<31-1 {
 			return nil, "", errors.New("an RSA JWK needs n, e, d, p and q (unpadded base64url)")
 		}
-		key := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n, E: int(e.Int64())}, D: d, Primes: []*big.Int{p, q}}
-		if key.Validate() != nil {
-			return nil, "", errors.New("the RSA JWK's members do not make one key")
-		}
-		key.Precompute()
-		return key, k.Kid, nil
+		key, err := rsaKey(n, d, p, q, int(e.Int64()))
+		return key, k.Kid, err
 	case "EC":
 		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[k.Crv]
 		d, err := base64.RawURLEncoding.DecodeString(k.D)

@@ -5,6 +5,7 @@ package main
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
@@ -467,7 +468,7 @@ func TestSigningKeyRefusedAtStart(t *testing.T) {
 		{"variable not set", smartConfig(tokenURL, unset, nil),
 			"secret_env.private_key: environment variable " + unsetKeyEnv + " is not set"},
 		{"garbled key", smartConfig(tokenURL, garbled, nil),
-			"secret_env.private_key: environment variable " + garbledKeyEnv + " holds no usable private key: the PEM private key cannot be read"},
+			"secret_env.private_key: environment variable " + garbledKeyEnv + " holds no usable private key: the PEM private key (PKCS #8) cannot be read"},
 		{"RSA key for ES384", withRequest(rs384Key, map[string]any{"assertion_alg": "ES384"}),
 			"ES384 (request.assertion_alg, or the profile's default), which an RSA 2048-bit key (secret_env.private_key) cannot sign"},
 		{"EC key, the profile's default RS384", withRequest(es384Key, map[string]any{"assertion_alg": nil}),
@@ -570,11 +571,21 @@ func TestSigningKeyParsing(t *testing.T) {
 	p521der, _ := x509.MarshalPKCS8PrivateKey(p521)
 	pubDER, _ := x509.MarshalPKIXPublicKey(p256.Public())
 	badX := strings.Replace(ecJWK(p256, ""), `"x":"`, `"x":"AA`, 1)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	ed8, _ := x509.MarshalPKCS8PrivateKey(edKey)
+	// A SEC 1 key whose public key is another's: the last bytes of the DER are the public point.
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherPoint, _ := other.PublicKey.Bytes()
+	otherPub := append(append([]byte(nil), sec1[:len(sec1)-len(otherPoint)]...), otherPoint...)
 	publicJWK := strings.Replace(ecJWK(p256, ""), `"d":`, `"_d":`, 1)
 	bad := []struct{ name, data, want string }{
 		{"empty", " \n", "holds no private key"},
 		{"text", "not a key at all, just text", "neither PEM nor a JWK"},
-		{"garbled DER", garbledKey, "the PEM private key cannot be read"},
+		{"garbled DER", garbledKey, "the PEM private key (PKCS #8) cannot be read"},
+		{"garbled PKCS #1", string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: sec1})), "the PEM RSA private key cannot be read"},
+		{"garbled SEC 1", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)})), "the PEM EC private key cannot be read"},
+		{"SEC 1 with another public key", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: otherPub})), "public key is not its own"},
+		{"Ed25519", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: ed8})), "neither RSA nor ECDSA"},
 		{"public key", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})), "not a private key"},
 		{"encrypted", string(pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: rsa8})), "encrypted"},
 		{"two keys", es384Key.value + rs384Key.value, "more than one PEM block"},

@@ -181,6 +181,11 @@ func parseConfig(data []byte) (*settings, error) {
 	if aerr != nil { // the core's messages name fields, never their values
 		return nil, errors.New("request: " + aerr.Kind + ": " + aerr.Message)
 	}
+	if enc.ClientCert != "" {
+		// key_id is accepted for private_key_jwt; tls_client_auth would need the token call to present
+		// the certificate it names, which a proxy_http_call cannot ask for.
+		return nil, errors.New("request: tls_client_auth is not supported by the filter: its token call cannot present the client certificate key_id names")
+	}
 	if !strings.HasPrefix(strings.ToLower(enc.URL), "https://") {
 		return nil, errors.New("request: the token URL must be https (the cluster may still terminate TLS elsewhere; credentials never go out as plain http)")
 	}

@@ -478,6 +478,8 @@ func TestSigningKeyRefusedAtStart(t *testing.T) {
 		{"no key_id", withRequest(es384Key, map[string]any{"key_id": nil}), "key_id"},
 		{"a key without an assertion", niko, "secret_env.private_key: the request signs no client assertion"},
 		{"assertion_jti", withRequest(es384Key, map[string]any{"assertion_jti": "fixed"}), `unknown or filter-owned field "assertion_jti"`},
+		{"tls_client_auth", withRequest(es384Key, map[string]any{"provider": "custom", "profile": map[string]any{"client_auth": "tls_client_auth"}}),
+			"tls_client_auth is not supported by the filter"},
 		{"bad variable name", smartConfig(tokenURL, &testKey{env: "1X", alg: "ES384", kid: "k"}, nil),
 			"secret_env.private_key must name an environment variable"},
 	}

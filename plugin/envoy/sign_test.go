@@ -457,7 +457,7 @@ func TestSigningKeyRefusedAtStart(t *testing.T) {
 	}
 	garbled := &testKey{env: garbledKeyEnv, alg: "ES384", kid: "k"}
 	unset := &testKey{env: unsetKeyEnv, alg: "ES384", kid: "k"}
-	niko := nikoConfig(niko(t, 0), map[string]any{"secret_env": map[string]string{"private_key": es384Key.env}})
+	nikoConf := nikoConfig(niko(t, 0), map[string]any{"secret_env": map[string]string{"private_key": es384Key.env}})
 	tests := []struct {
 		name string
 		conf map[string]any
@@ -476,7 +476,7 @@ func TestSigningKeyRefusedAtStart(t *testing.T) {
 		{"JWK kid is not key_id", withRequest(es384JWK, map[string]any{"key_id": "another"}),
 			"the JWK in environment variable " + es384JWK.env + " has a kid other than request.key_id"},
 		{"no key_id", withRequest(es384Key, map[string]any{"key_id": nil}), "key_id"},
-		{"a key without an assertion", niko, "secret_env.private_key: the request signs no client assertion"},
+		{"a key without an assertion", nikoConf, "secret_env.private_key: the request signs no client assertion"},
 		{"assertion_jti", withRequest(es384Key, map[string]any{"assertion_jti": "fixed"}), `unknown or filter-owned field "assertion_jti"`},
 		{"tls_client_auth", withRequest(es384Key, map[string]any{"provider": "custom", "profile": map[string]any{"client_auth": "tls_client_auth"}}),
 			"tls_client_auth is not supported by the filter"},

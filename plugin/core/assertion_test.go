@@ -421,8 +421,8 @@ func nikoSignState(t *testing.T) string {
 	return sealed(t, nikoReq, "tw2.t70."+p[2]+"."+p[3]+"."+p[4]+"..0b0f3c4e-5d6a-4b7c-8d9e-0f1a2b3c4d5e")
 }
 
-// TestPrepareRefusesAssertions: an entry point that sends the encoded request as is (the Envoy
-// filter) cannot send a client assertion, which is made per request: Prepare says so.
+// TestPrepareRefusesAssertions: an entry point that sends the encoded request as is cannot send a
+// client assertion, which is made per request: Prepare says so.
 func TestPrepareRefusesAssertions(t *testing.T) {
 	for _, req := range []string{smartReq("k", AlgRS384, ""),
 		`{"provider":"custom","client_id":"a","client_secret":"s","token_url":"` + smartURL + `","profile":{"client_auth":"client_secret_jwt"}}`} {

@@ -134,8 +134,9 @@ func Invalidate(m *Memo, input []byte, host Imports) []byte {
 }
 
 // Prepare parses and encodes a request and names its cache entry, remembering nothing: for entry
-// points that send the encoded request as is (the Envoy filter). A request with a client assertion
-// is refused (signing_required): its assertion is made per request, by the token flow.
+// points that send the encoded request as is. A request with a client assertion is refused
+// (signing_required): its assertion is made per request, by the token flow. (The Envoy filter
+// drives the flow, and reads its configuration with Memo.Prepare.)
 func Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
 	r, enc, key, err := (*Memo)(nil).Prepare(input)
 	if err == nil && enc.jwt != nil {

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/abi"
 	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
@@ -45,15 +48,17 @@ type settings struct {
 	failureMemoryMS int64
 	waitMS          int64
 	maxWaiting      int
+	signer          *keySigner // private_key_jwt: signs the flow's client assertions (sign.go)
 }
 
 // requestFields are the TokenRequest fields a configuration may set (abi/ABI.md, TokenRequest). The
-// flow's own fields (force, now_ms, min_ttl_ms, fleet_lock, access_token) are the filter's to set.
+// flow's own fields (force, now_ms, min_ttl_ms, fleet_lock, access_token) are the filter's to set;
+// assertion_jti (tests and replays) is refused: every token call gets a fresh one.
 var requestFields = map[string]bool{
 	"provider": true, "grant_type": true, "client_id": true, "client_secret": true, "token_url": true,
 	"domain": true, "scope": true, "institution_id": true, "username": true, "password": true,
 	"code": true, "redirect_uri": true, "code_verifier": true, "refresh_token": true, "body": true,
-	"timeout_ms": true, "params": true, "headers": true, "profile": true,
+	"timeout_ms": true, "params": true, "headers": true, "profile": true, "key_id": true, "assertion_alg": true,
 }
 
 // reservedHeaders are header names the token must never be written into: they route or frame the
@@ -169,15 +174,93 @@ func parseConfig(data []byte) (*settings, error) {
 	if s.input, err = tokenRequest(c.Request, c.SecretEnv); err != nil {
 		return nil, err
 	}
-	r, enc, key, aerr := core.Prepare(s.input)
+	// The filter drives the flow for every token call, so a client assertion is made per call, with a
+	// fresh jti and iat (core.Prepare refuses one: it is for entry points that send the encoded request
+	// as is).
+	r, enc, key, aerr := (*core.Memo)(nil).Prepare(s.input)
 	if aerr != nil { // the core's messages name fields, never their values
 		return nil, errors.New("request: " + aerr.Kind + ": " + aerr.Message)
+	}
+	if enc.ClientCert != "" {
+		// key_id is accepted for private_key_jwt; tls_client_auth would need the token call to present
+		// the certificate it names, which a proxy_http_call cannot ask for.
+		return nil, errors.New("request: tls_client_auth is not supported by the filter: its token call cannot present the client certificate key_id names")
 	}
 	if !strings.HasPrefix(strings.ToLower(enc.URL), "https://") {
 		return nil, errors.New("request: the token URL must be https (the cluster may still terminate TLS elsewhere; credentials never go out as plain http)")
 	}
+	if s.signer, err = assertionSigner(s.input, r.ClientID, c.SecretEnv); err != nil {
+		return nil, err
+	}
 	s.provider, s.key, s.lockKey = r.Provider, key, core.LockKey(key)
 	return s, nil
+}
+
+// assertionSigner returns the signer of the flow's client assertions when the request signs one with
+// a private key (private_key_jwt): the key in the environment variable secret_env.private_key names,
+// for the algorithm and key id the flow asks for. It returns nil when the flow asks for no signature.
+// Errors name fields and the variable, never the key.
+func assertionSigner(input []byte, clientID string, secretEnv map[string]string) (*keySigner, error) {
+	alg, kid, err := signAction(input)
+	if err != nil {
+		return nil, err
+	}
+	name, named := secretEnv[signingKeyField]
+	switch {
+	case alg == "" && !named:
+		return nil, nil
+	case alg == "":
+		return nil, errors.New("secret_env.private_key: the request signs no client assertion with a private key (client_auth private_key_jwt, as in the smart profile)")
+	case !named:
+		return nil, errors.New("request: private_key_jwt: the filter signs the client assertion with a private key from the VM's environment: set secret_env.private_key to the environment variable that holds it (PEM or JWK)")
+	}
+	v, ok := syscall.Getenv(name)
+	if !ok || v == "" {
+		return nil, fmt.Errorf("secret_env.private_key: environment variable %s is not set (vm_config.environment_variables)", name)
+	}
+	key, jwkKid, err := parseSigningKey([]byte(v))
+	if err != nil {
+		return nil, fmt.Errorf("secret_env.private_key: environment variable %s holds no usable private key: %v", name, err)
+	}
+	if jwkKid != "" && jwkKid != kid {
+		return nil, fmt.Errorf("secret_env.private_key: the JWK in environment variable %s has a kid other than request.key_id", name)
+	}
+	if kind, algs := keyAlgs(key); !slices.Contains(algs, alg) {
+		return nil, fmt.Errorf("request: the client assertion's algorithm is %s (request.assertion_alg, or the profile's default), which %s (secret_env.private_key) cannot sign: set request.assertion_alg to %s, if the provider takes it",
+			alg, kind, strings.Join(algs, " or "))
+	}
+	return &keySigner{key: key, alg: alg, kid: kid, clientID: clientID}, nil
+}
+
+// signAction runs the flow for input up to its first send, on an empty cache and with no I/O (cache
+// actions answered as a miss, or stored), and returns the alg and kid of the sign action it asks for
+// when its host must sign the client assertion (private_key_jwt); "" when it sends without one
+// (client_secret_jwt signs inside the flow). It is what every token call will ask, read from the flow
+// itself rather than from the profile rules.
+func signAction(input []byte) (alg, kid string, err error) {
+	f, out := core.NewFlow(nil, input, opToken, func() int64 { return time.Now().UnixMilli() })
+	if f == nil {
+		e := gjson.GetBytes(out, "error")
+		return "", "", errors.New("request: " + e.Get("kind").Str + ": " + e.Get("message").Str)
+	}
+	var answer []byte
+	for range 16 {
+		next, _ := f.Step(answer)
+		switch next.Import {
+		case core.ImportSign:
+			v := gjson.ParseBytes(next.Input)
+			return v.Get("alg").Str, v.Get("kid").Str, nil
+		case abi.ImportCacheGet:
+			answer = []byte(`{"hit":false}`)
+		case abi.ImportCacheSet:
+			answer = []byte(`{"stored":true}`)
+		case abi.ImportCacheDelete:
+			answer = []byte(`{}`)
+		default: // http_send with no signature asked, or the flow's answer
+			return "", "", nil
+		}
+	}
+	return "", "", nil
 }
 
 // tokenRequest builds the flow's TokenRequest from the configured one: only TokenRequest fields,
@@ -196,8 +279,10 @@ func tokenRequest(raw json.RawMessage, secretEnv map[string]string) ([]byte, err
 	for _, field := range sortedKeys(secretEnv) {
 		name := secretEnv[field]
 		switch {
-		case !secretFields[field]:
-			return nil, fmt.Errorf("secret_env: %q is not a secret field (client_secret, password, refresh_token, code, code_verifier)", field)
+		case field == signingKeyField && envName(name):
+			continue // the signing key: read by assertionSigner, and never part of the request
+		case !secretFields[field] && field != signingKeyField:
+			return nil, fmt.Errorf("secret_env: %q is not a secret field (client_secret, password, refresh_token, code, code_verifier, private_key)", field)
 		case !envName(name):
 			return nil, fmt.Errorf("secret_env.%s must name an environment variable", field)
 		case req[field] != nil:

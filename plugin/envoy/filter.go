@@ -139,8 +139,9 @@ func (p *pluginContext) flow(op byte, extra []byte) *core.Flow {
 	return f
 }
 
-// drive runs f from answer: cache actions at once on shared data, until the flow answers or asks to
-// send the token request, which it dispatches (sent: the flow resumes in the callback). The final
+// drive runs f from answer: cache actions at once on shared data, and a client assertion's signature
+// at once with the configured key, until the flow answers or asks to send the token request, which it
+// dispatches (sent: the flow resumes in the callback). The final
 // answer's then-actions (the token's store, a one-time grant's newest refresh token, the gate, the
 // lock's release) are done in order. Before the flow takes the fleet lock, a fresh remembered failure
 // ends it with that failure: no call. Only there: the flow's other store-if-absent (an authorization
@@ -158,6 +159,11 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 			if answer = p.send(f, next.Input, refresh); answer == nil {
 				return nil, true
 			}
+		case next.Import == core.ImportSign:
+			// private_key_jwt: the flow's client assertion (a fresh jti and iat for this call), signed
+			// here with the key read at start. No signer (never: the start refuses private_key_jwt
+			// without a key) leaves the answer empty, and the flow ends with signing_required.
+			answer = p.sign(next.Input)
 		case next.Import == abi.ImportCacheSet && gjson.GetBytes(next.Input, "key").Str == p.s.lockKey:
 			if failure, ok := p.rememberedFailure(); ok {
 				return failure, false
@@ -175,6 +181,20 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 			answer = p.cache.perform(next)
 		}
 	}
+}
+
+// sign answers the flow's sign action with the configured key. A refusal (the signer's error, with no
+// key material) is counted and logged here: the flow then ends with kind signing, and no call is made.
+func (p *pluginContext) sign(action []byte) []byte {
+	if p.s.signer == nil {
+		return nil
+	}
+	out := p.s.signer.sign(action)
+	if e := gjson.GetBytes(out, "error"); e.Exists() {
+		p.m.failure(abi.KindSigning)
+		proxywasm.LogWarnf("tokenwasm: %s: signing the client assertion failed: %s", p.s.provider, e.Str)
+	}
+	return out
 }
 
 // refresherFetches is drive's answer for a request flow that leaves the call to the refresher: the

@@ -28,7 +28,8 @@ import (
 // servers. What the wasm engine cannot do is said where it matters: it gives the module wazero's
 // fake clock (2022-01-01, 1 ms more per reading) and no environment variables, so behaviours that
 // need time to pass, or a secret from the environment, are tested natively with a clock the test
-// moves.
+// moves. The one exception: the tests' build of the filter sets the signing keys' variables itself
+// (testenv_wasip1.go, sign_test.go's wasmEnviron), so private_key_jwt runs compiled too.
 
 var filterWasm []byte
 
@@ -37,7 +38,10 @@ func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "envoy-filter")
 	if err == nil {
 		out := filepath.Join(dir, "filter.wasm")
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, ".")
+		// The tag and -X give the compiled filter the test keys' environment (testenv_wasip1.go):
+		// proxytest's wasm engine gives a module no environment variables.
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-tags", "tokenwasm_testenv",
+			"-ldflags", "-X main.testEnviron="+wasmEnviron(), "-o", out, ".")
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			os.Stderr.Write(b)
@@ -86,6 +90,9 @@ type harness struct {
 	vm       *recordingVM // nil for the wasm runner
 	lastID   uint32
 	answered map[uint32]int // per context: how many of its callouts were answered (proxytest reuses callout ids)
+	client   *http.Client   // reaches the upstream; nil is http.DefaultClient (an https fake needs its CA)
+	// onCallout, when set, sees every callout before it is sent upstream.
+	onCallout func(c proxytest.HttpCalloutAttribute)
 }
 
 // nikoConfig is a configuration for the NikoHealth fake: its token URL with https (the filter
@@ -232,7 +239,14 @@ func (h *harness) answer(c proxytest.HttpCalloutAttribute) {
 	}
 	req.Method = method
 	req.URL, _ = req.URL.Parse(h.upstream + path)
-	resp, err := http.DefaultClient.Do(req)
+	if h.onCallout != nil {
+		h.onCallout(c)
+	}
+	client := h.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}

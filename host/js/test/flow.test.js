@@ -205,3 +205,27 @@ test('http_send: a timeout, a body over 1 MiB, a redirect not followed, a refuse
   assert.equal(refused.error?.kind, 'transport', JSON.stringify(refused));
   assert.match(refused.error.message, /ECONNREFUSED/);
 });
+
+test('invalidate says when the cache could not drop the token (error.not_dropped), as Go returns a NotDroppedError', async () => {
+  // A cache whose deletes fail, as a shared cache that cannot be reached: the token stays there and
+  // would be served again, so the caller must know.
+  class DropFails extends MemoryCache {
+    delete() {
+      throw new Error('cache unreachable');
+    }
+  }
+  const client = await createClient({ wasm: WASM, allowLoopback: true, cache: new DropFails() });
+  try {
+    const req = credentials('nikohealth', { scope: 'external' });
+    const first = await client.token(req);
+    assert.ok(first.token, JSON.stringify(first));
+    const res = await client.invalidate({ ...req, access_token: first.token.access_token });
+    assert.equal(res.error?.not_dropped, true, JSON.stringify(res));
+    assert.equal(res.error.kind, 'transport');
+    assert.ok(!JSON.stringify(res).includes(first.token.access_token) && !JSON.stringify(res).includes(req.client_secret));
+    const plain = await client.invalidate(req); // without access_token: the same
+    assert.equal(plain.error?.not_dropped, true, JSON.stringify(plain));
+  } finally {
+    await client.close();
+  }
+});

@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 )
@@ -82,22 +83,31 @@ func (c *MemoryCache) Set(_ context.Context, key string, value []byte, ttl time.
 	return nil
 }
 
-// evict makes room for one entry: every expired entry goes, or else the one closest to expiry.
+// evict makes room for one entry: every expired entry goes, or else the one closest to expiry. A
+// one-time grant's lineage or exchange mark goes last: evicted, the next exchange would send a used
+// refresh token or code again (a tenant whose tokens live long must not push another's out).
 func (c *MemoryCache) evict(now time.Time) {
 	var victim string
 	var soonest time.Time
+	victimLineage := false
 	for k, e := range c.entries {
 		if !now.Before(e.expires) {
 			delete(c.entries, k)
 			continue
 		}
-		if victim == "" || e.expires.Before(soonest) {
-			victim, soonest = k, e.expires
+		lineage := isLineageKey(k)
+		if victim == "" || victimLineage && !lineage || lineage == victimLineage && e.expires.Before(soonest) {
+			victim, soonest, victimLineage = k, e.expires, lineage
 		}
 	}
 	if len(c.entries) >= c.max {
 		delete(c.entries, victim)
 	}
+}
+
+// isLineageKey reports whether key is a one-time grant's lineage or exchange mark (abi/ABI.md).
+func isLineageKey(key string) bool {
+	return strings.HasSuffix(key, "/grant") || strings.HasSuffix(key, "/sent")
 }
 
 // Delete implements Cache.

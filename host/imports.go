@@ -73,8 +73,10 @@ func (c *Client) cacheSet(ctx context.Context, in []byte) []byte {
 	if ac, ok := c.cache.(AtomicCache); ok && e.NX {
 		stored, err := ac.SetNX(ctx, e.Key, []byte(e.Value), ttl)
 		if err != nil {
+			// No lock to be had: the flow fetches rather than wait, but refuses to send a one-time
+			// grant's credential it could not mark (the error).
 			c.cacheFailed("set", err)
-			return []byte(`{"stored":true}`) // no lock to be had: fetch rather than wait
+			return []byte(`{"stored":true,"error":"cache_set failed"}`)
 		}
 		if !stored {
 			return []byte(`{"stored":false}`)

@@ -55,8 +55,16 @@ func (c *Client) step(ctx context.Context, request []byte, op string) (final []b
 		members(gjson.Parse(unsafeString(out)), f[:], "next", "state", "then")
 		next, st := f[0], f[1]
 		if !next.Exists() {
+			// In order; an action marked after_ok only if every one before it succeeded (a grant's
+			// exchange mark goes only once its new refresh token is stored).
+			ok := true
 			f[2].ForEach(func(_, a gjson.Result) bool {
-				c.performAction(ctx, a)
+				if a.Get("after_ok").Type == gjson.True && !ok {
+					return true
+				}
+				if gjson.GetBytes(c.performAction(ctx, a), "error").Exists() {
+					ok = false
+				}
 				return true
 			})
 			return out, nil

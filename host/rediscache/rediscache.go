@@ -273,24 +273,49 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	rk := c.redisKey(key)
 	var raw []byte
 	var found bool
-	if c.redis(ctx, rk, func(ctx context.Context) error {
+	switch c.redis(ctx, rk, func(ctx context.Context) error {
 		b, err := c.rdb.Get(ctx, rk).Bytes()
 		raw, found = b, err == nil
 		return err
-	}) == unavailable {
+	}) {
+	case unavailable:
 		v, ok, err := c.fallback.Get(ctx, key)
-		if !ok && err == nil && strings.HasSuffix(key, grantSuffix) {
+		if !ok && err == nil && lineageKey(key) {
 			// A grant's lineage (its newest refresh token) is in Redis: a local miss is not an answer.
 			return nil, false, errLineageUnavailable
 		}
 		return v, ok, err
+	case keyFailed:
+		if lineageKey(key) {
+			return nil, false, errLineageUnreadable
+		}
 	}
 	if !found {
 		return nil, false, nil
 	}
 	v, ok := c.open(key, raw)
+	if !ok && lineageKey(key) {
+		// A lineage no key opens (processes on other keys): a miss would send the request's own
+		// refresh token, which may be a used one. The flow sends nothing on an error.
+		return nil, false, errLineageUnreadable
+	}
 	return v, ok, nil
 }
+
+// lineageKey reports whether key is a one-time grant's lineage or exchange mark (abi/ABI.md, "One-time
+// grants"): for these a miss that is not one (Redis down, a value no key opens, a wrong-typed key)
+// is an error, never a miss, and a write Redis did not take is an error too: guessing would replay a
+// used refresh token.
+func lineageKey(key string) bool {
+	return strings.HasSuffix(key, grantSuffix) || strings.HasSuffix(key, sentSuffix)
+}
+
+// sentSuffix ends the key of a one-time grant's exchange mark.
+const sentSuffix = "/sent"
+
+// errLineageUnreadable: Redis holds a lineage this cache cannot read (a wrong type, or a value no key
+// opens).
+var errLineageUnreadable = errors.New("rediscache: a grant's lineage in redis cannot be read (wrong type, or sealed under other keys)")
 
 // grantSuffix ends the key of a one-time grant's lineage (abi/ABI.md, "Cache keys").
 const grantSuffix = "/grant"
@@ -303,7 +328,11 @@ var errLineageUnavailable = errors.New("rediscache: redis unavailable; a grant's
 func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	rk, sealed := c.redisKey(key), c.seal(key, value)
 	if c.redis(ctx, rk, func(ctx context.Context) error { return c.rdb.Set(ctx, rk, sealed, ttl).Err() }) == unavailable {
-		return c.fallback.Set(ctx, key, value, ttl)
+		if err := c.fallback.Set(ctx, key, value, ttl); err != nil || !lineageKey(key) {
+			return err
+		}
+		// The fleet reads a lineage from Redis: a write Redis did not take must not look done.
+		return errLineageUnavailable
 	}
 	return nil
 }
@@ -352,11 +381,18 @@ func (c *Cache) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 		return err
 	}) {
 	case unavailable:
+		if lineageKey(key) { // a mark the fleet does not see is no mark
+			return false, errLineageUnavailable
+		}
 		return c.fallback.SetNX(ctx, key, value, ttl)
 	case keyFailed:
+		if lineageKey(key) {
+			return false, errLineageUnreadable
+		}
 		return true, nil
 	}
-	if res == 0 && c.strayLock(ctx, key, rk, sealed, ms) {
+	// A stray lock is taken over; a grant's mark that no key opens is not (it fails closed).
+	if res == 0 && !lineageKey(key) && c.strayLock(ctx, key, rk, sealed, ms) {
 		res = 2
 	}
 	if res == 2 && c.takeoverLog.allow(c.now()) { // at most once a minute

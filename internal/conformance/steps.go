@@ -91,6 +91,8 @@ func splitState(b []byte) (string, []byte, error) {
 type Action struct {
 	Import string          `json:"import"`
 	Input  json.RawMessage `json:"input"`
+	// AfterOK (then actions): do it only if every action before it in then succeeded.
+	AfterOK bool `json:"after_ok,omitempty"`
 }
 
 // StepAnswer is a token_step answer: the next action with its state, or a final answer (token,
@@ -155,8 +157,17 @@ func Drive(call Call, do func(a Action) []byte, request []byte, op string) ([]by
 			return nil, err
 		}
 		if a.Next == nil {
+			ok := true
 			for _, t := range a.Then {
-				do(t)
+				if t.AfterOK && !ok {
+					continue
+				}
+				var ans struct {
+					Error json.RawMessage `json:"error"`
+				}
+				if json.Unmarshal(do(t), &ans) == nil && ans.Error != nil {
+					ok = false
+				}
 			}
 			return a.Final, nil
 		}

@@ -94,6 +94,7 @@ const (
 	gateSuffix  = "/gate"
 	lockSuffix  = "/lock"
 	grantSuffix = "/grant" // a one-time grant's lineage: its newest refresh token, or that its code was used
+	sentSuffix  = "/sent"  // a one-time grant's exchange in progress, until its new refresh token is stored
 )
 
 // GateKey names the 429 gate of one identity.

@@ -2,6 +2,7 @@ package core
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,6 +24,8 @@ type fakeHost struct {
 	log     []string // every import called, with its input
 	// sign answers token_step's sign action (nil: the host cannot sign, and answers nothing).
 	sign func(in []byte) []byte
+	// failSet makes cache_set of the keys it names fail, as a shared cache that cannot be reached.
+	failSet func(key string) bool
 }
 
 func newFakeHost(t *testing.T, respond func(abi.HTTPRequest) abi.HTTPResponse) *fakeHost {
@@ -102,6 +105,9 @@ func (h *fakeHost) CacheSet(in []byte) []byte {
 	h.log = append(h.log, "cache_set "+string(in))
 	var e abi.CacheSetInput
 	h.decode(in, &e)
+	if h.failSet != nil && h.failSet(e.Key) {
+		return []byte(`{"error":"cache unreachable"}`)
+	}
 	if old, ok := h.cache[e.Key]; ok && e.NX && old.TTLMS > h.nowMS {
 		return []byte(`{"stored":false}`)
 	}
@@ -467,4 +473,33 @@ func TestTokenCharactersRefused(t *testing.T) {
 			t.Fatalf("poisoned cache entry served: %+v, sends %d", r, h.sends)
 		}
 	})
+}
+
+// TestLineageWriteLostFailsClosed: when the cache cannot store an exchange's new refresh token (a
+// shared cache down at that moment), the exchange's mark stays (its delete waits for the store:
+// after_ok), and the next flow sends nothing: never the used refresh token again, which the
+// provider would take for a replay and answer by revoking the grant.
+func TestLineageWriteLostFailsClosed(t *testing.T) {
+	const req = `{"provider":"candescent","grant_type":"refresh_token","client_id":"cd","client_secret":"cd-secret-1","refresh_token":"rt-0","token_url":"https://api.candescent.com/digitalbanking/oauth2/v1/token"}`
+	rotated := 0
+	h := newFakeHost(t, func(r abi.HTTPRequest) abi.HTTPResponse {
+		rotated++
+		return abi.HTTPResponse{Status: 200, Body: `{"access_token":"tok-` + strconv.Itoa(rotated) + `","expires_in":1,"refresh_token":"rt-` + strconv.Itoa(rotated) + `"}`}
+	})
+	h.failSet = func(key string) bool { return strings.HasSuffix(key, "/grant") }
+	first := h.token(t, req)
+	if first.Token == nil || first.Token.RefreshToken != "rt-1" {
+		t.Fatalf("first exchange: %+v", first.Error)
+	}
+	h.advance(2000) // the access token has expired
+	second := h.token(t, req)
+	if second.Error == nil || second.Error.Kind != abi.KindInvalidGrant || h.sends != 1 {
+		t.Fatalf("after a lost lineage write: %+v, %d sends; want invalid_grant and nothing sent", second.Error, h.sends)
+	}
+	// With the cache back, the operator restarts from the hooked refresh token: another lineage.
+	h.failSet = nil
+	next := strings.Replace(req, `"rt-0"`, `"rt-1"`, 1)
+	if third := h.token(t, next); third.Token == nil || h.sends != 2 {
+		t.Fatalf("from the hooked refresh token: %+v, %d sends", third.Error, h.sends)
+	}
 }

@@ -24,6 +24,10 @@ import (
 type Action struct {
 	Import string
 	Input  []byte
+	// AfterOK (then actions only): perform it only if every action before it in then succeeded
+	// (answered without "error"): a grant's exchange mark is cleared only once its new refresh
+	// token is stored.
+	AfterOK bool
 }
 
 // phase is where a flow stands: which action's answer it waits for.
@@ -42,6 +46,7 @@ const (
 	phaseSpend                    // cache_set(K/grant, nx): an authorization code is marked used before it is sent
 	phaseSendLineage              // http_send of the lineage's refresh token (see withheld)
 	phaseDrop                     // invalidate's cache_set(K/drop, nx): one 401 drop per window, fleet-wide
+	phaseMark                     // cache_set(K/sent, nx): a one-time grant's exchange is marked before its credential is read
 	phaseEnd                      // not a state: the flow has answered
 )
 
@@ -75,7 +80,7 @@ type Flow struct {
 	// sealKey authenticates the state (stateKey), derived on first use.
 	sealKey  [sha256.Size]byte
 	sealDone bool
-	bufs     [4][]byte // the actions' inputs of one step (at most one next, or three then)
+	bufs     [6][]byte // the actions' inputs of one step (at most one next, or five then)
 	nbuf     int
 	// checked: the answers come inside an input already checked as JSON (token_step), so they are
 	// not checked again.
@@ -153,12 +158,30 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 			return f.finish(out)
 		}
 		return f.fetch()
+	case phaseMark:
+		switch {
+		case cacheFailed(answer, f.checked):
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true,
+				Message: "the cache could not mark this grant's exchange; nothing was sent"}))
+		case f.notStored(answer):
+			// A mark left by an exchange that could not store its new refresh token (a cache that
+			// failed at that moment): the lineage in the cache is stale, and sending it would replay
+			// a used one. Fail closed; the new refresh token went to the caller and the hook.
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
+				Message: "an earlier exchange of this grant could not store its new refresh token: nothing was sent; " +
+					"restart from the refresh token the refresh-token hook received"}))
+		}
+		return f.ask(phaseGrant, f.getAction(f.key, grantSuffix))
 	case phaseGrant:
 		return f.lineage(answer)
 	case phaseSpend:
+		if cacheFailed(answer, f.checked) {
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true,
+				Message: "the cache could not mark the authorization code used; nothing was sent"}), f.unmark())
+		}
 		if f.notStored(answer) {
 			// Another host marked the code first: it sends it, and its lineage answers the next flow.
-			return f.finish(pendingJSON(pendingRetryMS))
+			return f.finish(pendingJSON(pendingRetryMS), f.unmark())
 		}
 		return f.send()
 	case phaseSign:
@@ -193,6 +216,14 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	return f.finish(errorJSON(invalidRequest("token_step: the flow has ended")))
 }
 
+// unmark clears a one-time grant's exchange mark.
+func (f *Flow) unmark() Action { return f.deleteAction(f.key, sentSuffix, "") }
+
+// cacheFailed reports whether a cache import answered that the cache failed ("error").
+func cacheFailed(answer []byte, checked bool) bool {
+	return (checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "error").Exists()
+}
+
 // notStored reports whether a cache_set with nx answered that the key was held: "stored" false. A
 // host whose cache cannot store-if-absent answers "stored" true, or nothing.
 func (f *Flow) notStored(answer []byte) bool {
@@ -209,7 +240,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 		var refreshLife int64
 		if t, refreshLife, err = f.r.decode(resp, f.nowMS); err == nil {
 			out := tokenJSON(t, false)
-			var then [3]Action
+			var then [4]Action
 			n := 0
 			if ttl := t.ExpiresAtMS - f.nowMS - skewMS(t); ttl > 0 {
 				then[n] = f.setAction(f.key, "", view(tokenJSONCached(t, f.binding())), ttl, false)
@@ -226,12 +257,30 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 				then[n] = f.deleteAction(f.key, gateSuffix, "")
 				n++
 			}
+			if f.oneTime() {
+				// The exchange's mark goes only once its new refresh token is stored.
+				then[n] = f.unmark()
+				then[n].AfterOK = true
+				n++
+			}
 			return f.finish(out, then[:n]...)
 		}
 	}
 	if f.phase == phaseSendLineage {
 		err = withheld(err)
 	}
+	if f.oneTime() {
+		// The provider answered no token: the credential sent stays the lineage's, and the mark goes
+		// (a transport failure too: whether the provider used it cannot be known, and a resend of a
+		// refresh token that still works is no replay).
+		return f.failed(err, f.unmark())
+	}
+	return f.failed(err)
+}
+
+// failed ends the flow with err, remembering a 429 or a transient failure in the gate; then are
+// actions to do first.
+func (f *Flow) failed(err *abi.Error, then ...Action) (Action, []byte) {
 	if err.Kind == abi.KindRateLimited && err.RetryAfterMS > 0 {
 		o := newObject(nil)
 		o.int("until_ms", f.nowMS+err.RetryAfterMS)
@@ -239,7 +288,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 			o.int("fails", f.fails)
 		}
 		o.str("id", f.binding())
-		return f.finish(errorJSON(err), f.setAction(f.key, gateSuffix, view(o.end()), err.RetryAfterMS, false))
+		return f.finish(errorJSON(err), append(then, f.setAction(f.key, gateSuffix, view(o.end()), err.RetryAfterMS, false))...)
 	}
 	if err.Retryable {
 		// A transient failure closes the gate for a backoff that doubles with each failure in a row,
@@ -255,9 +304,9 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 		o.b = append(o.b, errorJSON(&abi.Error{Kind: e.Kind, Status: e.Status, Message: e.Message, Retryable: true})[len(`{"error":`):]...)
 		o.b = o.b[:len(o.b)-1] // errorJSON's closing brace
 		o.str("id", f.binding())
-		return f.finish(errorJSON(&e), f.setAction(f.key, gateSuffix, view(o.end()), 2*e.RetryAfterMS, false))
+		return f.finish(errorJSON(&e), append(then, f.setAction(f.key, gateSuffix, view(o.end()), 2*e.RetryAfterMS, false))...)
 	}
-	return f.finish(errorJSON(err))
+	return f.finish(errorJSON(err), then...)
 }
 
 // The backoff after transient failures: 50 ms after the first (room for a host's quick retry of a
@@ -367,7 +416,7 @@ const GrantTTLMS = 90 * 24 * 3600 * 1000
 // sharing the cache the one holding the lock sends the newest refresh token, and a code only once.
 func (f *Flow) fetch() (Action, []byte) {
 	if f.oneTime() {
-		return f.ask(phaseGrant, f.getAction(f.key, grantSuffix))
+		return f.ask(phaseMark, f.setAction(f.key, sentSuffix, f.dropRecord(), GrantTTLMS, true))
 	}
 	return f.send()
 }
@@ -376,23 +425,23 @@ func (f *Flow) fetch() (Action, []byte) {
 // authorization code gives way to the refresh_token grant), or the request's own credential when
 // there is none yet, an authorization code after marking it used.
 func (f *Flow) lineage(answer []byte) (Action, []byte) {
-	if (f.checked || gjson.ValidBytes(answer)) && gjson.GetBytes(answer, "error").Exists() {
+	if cacheFailed(answer, f.checked) {
 		// A cache that could not answer may hold the newest refresh token: sending the request's own
 		// could replay a used one (RFC 9700 4.14), so nothing is sent.
 		return f.finish(errorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true,
-			Message: "the cache could not be read for this grant's newest refresh token; nothing was sent"}))
+			Message: "the cache could not be read for this grant's newest refresh token; nothing was sent"}), f.unmark())
 	}
 	if v, ok := f.cacheValue(answer); ok && f.ours(v) {
 		rec := gjson.Parse(v)
 		if rt := rec.Get("refresh_token"); rt.Type == gjson.String && rt.Str != "" {
 			if err := f.follow(rt.Str); err != nil {
-				return f.finish(errorJSON(err))
+				return f.finish(errorJSON(err), f.unmark())
 			}
 			return f.send()
 		}
 		if rec.Get("used").Type == gjson.True {
 			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
-				Message: "the authorization code has been used and the provider returned no refresh token: start a new authorization"}))
+				Message: "the authorization code has been used and the provider returned no refresh token: start a new authorization"}), f.unmark())
 		}
 	}
 	if f.r.GrantType == abi.GrantAuthorizationCode {
@@ -576,8 +625,12 @@ func (f *Flow) Run(host Imports) []byte {
 			next, final = f.finish(errorJSON(SigningRequired()))
 		}
 		if next.Import == "" {
+			ok := true
 			for _, a := range f.Then {
-				perform(host, a)
+				if a.AfterOK && !ok {
+					continue
+				}
+				ok = !cacheFailed(perform(host, a), false) && ok
 			}
 			return final
 		}
@@ -679,7 +732,7 @@ func (f *Flow) resume(s string) *abi.Error {
 	switch {
 	case err1 != nil || err2 != nil || now < 0 || life <= 0 || fails < 0 || fails > maxFails:
 		return badState()
-	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend && p != phaseSendLineage,
+	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend && p != phaseSendLineage && p != phaseMark,
 		op == opInvalidate && p != phaseInvalidate && p != phaseDrop,
 		op == opRevoke && p != phaseSend && p != phaseSign, op != opToken && op != opInvalidate && op != opRevoke:
 		return badState()
@@ -885,6 +938,9 @@ func appendThen(final []byte, then []Action) []byte {
 		o.str("import", a.Import)
 		o.key("input")
 		o.b = append(o.b, a.Input...)
+		if a.AfterOK {
+			o.bool("after_ok", true)
+		}
 		b = o.end()
 	}
 	return append(b, ']', '}')

@@ -22,6 +22,7 @@ func TestFlowThroughSteps(t *testing.T) {
 		"CandescentRequestID":  TestCandescentRequestIDIsNotIdentity,
 		"Gate":                 TestTokenGate,
 		"FailuresRemembered":   TestTransientFailuresAreRemembered,
+		"LineageLostFailsShut": TestLineageWriteLostFailsClosed,
 		"MinTTL":               TestTokenMinTTL,
 		"InvalidateOnlyTheBad": TestInvalidateOnlyTheBadToken,
 		"FleetSingleFlight":    TestFleetSingleFlight,
@@ -283,7 +284,12 @@ func (h *scriptHost) call(name string, in []byte) []byte {
 		h.t.Fatalf("unscripted %s %s", name, in)
 	}
 	got, _ := json.Marshal(conformance.Action{Import: name, Input: in})
-	if err := conformance.Match(h.script[h.i], got); err != nil {
+	// after_ok says when a driver performs a then action, not what the import receives.
+	var want map[string]json.RawMessage
+	_ = json.Unmarshal(h.script[h.i], &want)
+	delete(want, "after_ok")
+	scripted, _ := json.Marshal(want)
+	if err := conformance.Match(scripted, got); err != nil {
 		h.t.Fatalf("import %d: %v", h.i, err)
 	}
 	var answer []byte

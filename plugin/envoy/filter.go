@@ -151,8 +151,14 @@ func (p *pluginContext) drive(f *core.Flow, answer []byte, refresh bool) (final 
 		next, final := f.Step(answer)
 		switch {
 		case next.Import == "":
+			ok := true // an action marked AfterOK only if every one before it succeeded
 			for _, a := range f.Then {
-				p.cache.perform(a)
+				if a.AfterOK && !ok {
+					continue
+				}
+				if gjson.GetBytes(p.cache.perform(a), "error").Exists() {
+					ok = false
+				}
 			}
 			return final, false
 		case next.Import == abi.ImportHTTPSend:

@@ -11,6 +11,12 @@ export class MemoryCache {
 
   /** get returns the live value of key, or undefined. An entry past its TTL is never returned. */
   get(key) {
+    return this.#live(key);
+  }
+
+  // #live is get for set and delete: a subclass that overrides get (a wrapper, an async one) must
+  // not change what nx and if_value compare with.
+  #live(key) {
     const e = this.#entries.get(key);
     if (e === undefined) return undefined;
     if (Date.now() >= e.expiresAt) {
@@ -22,7 +28,7 @@ export class MemoryCache {
 
   /** set stores value for ttlMs; with nx only if key is absent (or expired). Returns whether it stored. */
   set(key, value, ttlMs, nx = false) {
-    if (nx && this.get(key) !== undefined) return false;
+    if (nx && this.#live(key) !== undefined) return false;
     this.#entries.set(key, { value, expiresAt: Date.now() + ttlMs });
     if (++this.#writes % 1024 === 0) this.#sweep(); // keys nobody reads again must not pile up
     return true;
@@ -30,7 +36,7 @@ export class MemoryCache {
 
   /** delete drops key; with ifValue only while key holds exactly that value. */
   delete(key, ifValue) {
-    if (ifValue !== undefined && this.get(key) !== ifValue) return;
+    if (ifValue !== undefined && this.#live(key) !== ifValue) return;
     this.#entries.delete(key);
   }
 

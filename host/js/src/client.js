@@ -244,8 +244,11 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
         if (!out.next) {
           const { then, ...final } = out;
           let notDropped = false;
+          let ok = true; // an action marked after_ok only if every one before it succeeded
           for (const a of then ?? []) {
+            if (a.after_ok && !ok) continue;
             const answer = await perform(a, true); // in order: the lock release follows the stores
+            if (answer?.error !== undefined) ok = false;
             notDropped ||= a.import === 'cache_delete' && a.input?.if_value === undefined && answer?.error !== undefined;
           }
           if (notDropped && op === 'invalidate' && !final.error) {
@@ -500,7 +503,10 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     const { access_token: bad, ...base } = req ?? {};
     const s = sourceOf(base);
     const res = await answered(track(drive(JSON.stringify(req), 'invalidate', s.slot)));
-    if (s.held && (bad === undefined || s.held.answer.token.access_token === bad) && (res.retry !== false || res.error)) s.held = null;
+    // For a 401 (access_token), dropped from memory only when the flow says a new token is worth
+    // trying: with the cache down (an error) the 401 window cannot be kept, and dropping would cost a
+    // token request per API call.
+    if (s.held && (bad === undefined || (s.held.answer.token.access_token === bad && res.retry === true))) s.held = null;
     return res;
   }
 

@@ -52,6 +52,9 @@ function isErrorReply(err) {
   return false;
 }
 
+/** lineageKey: a one-time grant's lineage or exchange mark (abi/ABI.md, "One-time grants"). */
+const lineageKey = (key) => key.endsWith('/grant') || key.endsWith('/sent');
+
 const keyError = (err) => isErrorReply(err) && !SERVER_ERRORS.test(String(err.message));
 
 export class RedisCache {
@@ -176,11 +179,17 @@ export class RedisCache {
     return undefined;
   }
 
-  /** get answers the value of key, or undefined: none, one no key opens, or a key Redis refuses (WRONGTYPE). */
+  /**
+   * get answers the value of key, or undefined: none, one no key opens, or a key Redis refuses
+   * (WRONGTYPE). For a one-time grant's lineage or exchange mark, the last two throw instead: a miss
+   * would make the flow send the request's own refresh token, which may be a used one.
+   */
   async get(key) {
     const rk = this.redisKey(key);
     const raw = await this.#run(rk, () => this.#redis.get(rk));
-    return raw === KEY_FAILED ? undefined : this.#open(key, raw);
+    const v = raw === KEY_FAILED ? undefined : this.#open(key, raw);
+    if (v === undefined && raw !== null && lineageKey(key)) throw new Error('tokenwasm RedisCache: a grant lineage in Redis cannot be read (wrong type, or sealed under other keys)');
+    return v;
   }
 
   /**
@@ -194,13 +203,18 @@ export class RedisCache {
     const sealed = this.#seal(key, value);
     const ms = Math.max(Math.ceil(ttlMs), 1); // PX 0 is an error, and no PX would be a lock that never ends
     if (!nx) {
-      await this.#run(rk, () => this.#redis.set(rk, sealed, { expiration: { type: 'PX', value: ms } }));
+      const done = await this.#run(rk, () => this.#redis.set(rk, sealed, { expiration: { type: 'PX', value: ms } }));
+      if (done === KEY_FAILED && lineageKey(key)) throw new Error('tokenwasm RedisCache: Redis refused a grant lineage write');
       return true;
     }
     let res = await this.#run(rk, () => this.#redis.eval(SET_NX, { keys: [rk], arguments: [sealed, String(ms), String(Math.max(ms, MAX_LOCK_TTL_MS))] }));
-    if (res === KEY_FAILED) return true;
+    if (res === KEY_FAILED) {
+      if (lineageKey(key)) throw new Error('tokenwasm RedisCache: Redis refused a grant mark');
+      return true;
+    }
     res = Number(res);
-    if (res === 0 && (await this.#strayLock(key, rk, sealed, ms))) res = 2;
+    // A stray lock is taken over; a grant's mark that no key opens is not (the flow fails closed).
+    if (res === 0 && !lineageKey(key) && (await this.#strayLock(key, rk, sealed, ms))) res = 2;
     if (res === 2) {
       this.#warn('takeover', 'tokenwasm RedisCache: took over a lock without a TTL, with a longer TTL than any fetch lock has, or that no key opens (set by hand?)', {
         key: rk,

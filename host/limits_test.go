@@ -124,6 +124,35 @@ func TestResponseLimits(t *testing.T) {
 	}
 }
 
+// TestRequestLimitThroughWasm: a TokenRequest of core.MaxRequestBytes is taken by every export that
+// takes one, and one byte more is invalid_request, whether it is the whole input (encode, token,
+// invalidate: refused before it is read) or decode's request (token_step's: TestStepAttacksThroughWasm).
+func TestRequestLimitThroughWasm(t *testing.T) {
+	const tooLarge = "request exceeds 256 KiB"
+	req := `{"provider":"nikohealth","client_id":"niko-client","client_secret":"s","token_url":"http://127.0.0.1:1/token"}`
+	forEachBuild(t, func(t *testing.T, c *Client) {
+		for _, size := range []int{core.MaxRequestBytes - 1, core.MaxRequestBytes, core.MaxRequestBytes + 1, 1 << 20} {
+			in := padRequest(req, size)
+			inputs := map[string]string{
+				abi.ExportEncode:     in,
+				abi.ExportToken:      in,
+				abi.ExportInvalidate: in,
+				abi.ExportDecode:     `{"request":` + in + `,"response":{"status":200,"headers":{},"body":"{\"access_token\":\"a\"}"}}`,
+			}
+			for export, input := range inputs {
+				var out struct{ Error *abi.Error }
+				if err := c.call(context.Background(), export, []byte(input), &out); err != nil {
+					t.Fatalf("%s of %d bytes: %v", export, size, err)
+				}
+				refused := out.Error != nil && out.Error.Message == tooLarge
+				if refused != (size > core.MaxRequestBytes) || refused && out.Error.Kind != abi.KindInvalidRequest {
+					t.Errorf("%s of a %d-byte request: %+v", export, size, out.Error)
+				}
+			}
+		}
+	}, WithLoopback())
+}
+
 // instancePages returns the linear memory, in 64 KiB pages, of the client's one instance.
 func instancePages(t *testing.T, c *Client) uint32 {
 	t.Helper()
@@ -149,11 +178,14 @@ func limitPlugin(t *testing.T) []Option {
 }
 
 // TestPoolRecyclesAfterLargeCalls: an instance that moved more than recycleAbove bytes in one call is
-// replaced, not reused, so even an input the plugin keeps garbage of (a 1 MiB client secret) cannot
-// accumulate: 40 encodes of one in a row on a pool of one instance, 0 faults.
+// replaced, not reused, so even an input the plugin keeps garbage of cannot accumulate: 40 encodes of
+// a request with a 200 KiB client secret in a row on a pool of one instance, 0 faults. The bound is
+// lowered to 128 KiB here: no request within core.MaxRequestBytes (256 KiB) moves the 1 MiB of the
+// default any more.
 func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
 	c := newClient(t, WithMaxInstances(1))
-	req := abi.TokenRequest{Provider: "nikohealth", Domain: "acme", ClientID: "id", ClientSecret: strings.Repeat("s", 1<<20)}
+	c.pool.recycleAbove = 128 << 10
+	req := abi.TokenRequest{Provider: "nikohealth", Domain: "acme", ClientID: "id", ClientSecret: strings.Repeat("s", 200<<10)}
 	first, err := c.pool.get(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +205,6 @@ func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
 	}
 	defer c.pool.put(context.Background(), again)
 	if again == first {
-		t.Fatal("the instance that encoded a 1 MiB request was reused")
+		t.Fatal("the instance that encoded a 200 KiB secret was reused")
 	}
 }

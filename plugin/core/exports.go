@@ -113,6 +113,9 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 	if !reqV.IsObject() || !respV.IsObject() {
 		return errorJSON(invalidRequest("decode needs request and response objects"))
 	}
+	if len(reqV.Raw) > MaxRequestBytes {
+		return errorJSON(requestTooLarge())
+	}
 	r := m.request(reqV.Raw)
 	if r == nil {
 		if r, err = ParseRequest(reqV); err != nil {

@@ -31,6 +31,9 @@ const memoMaxInput = 64 << 10
 
 // prepare returns the request in input parsed and encoded.
 func (m *Memo) prepare(input []byte) (*Request, *HTTPRequest, *abi.Error) {
+	if len(input) > MaxRequestBytes {
+		return nil, nil, requestTooLarge()
+	}
 	if m != nil && m.r != nil && equal(m.input, input) {
 		if m.enc.requestID >= 0 {
 			m.enc.Headers[m.enc.requestID].value = newRequestID()

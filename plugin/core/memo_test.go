@@ -46,8 +46,9 @@ func TestMemo(t *testing.T) {
 }
 
 // TestMemoKeyIsAlwaysTheRequestsOwn: whatever the memo held before, the cache key Prepare names is
-// the one of the request it was given, at every size around the memo's limit and with credential sets
-// alternating on one memo (a request too large to remember once got the previous request's key).
+// the one of the request it was given, at every size around the memo's limit and up to the request
+// limit, with credential sets alternating on one memo (a request too large to remember once got the
+// previous request's key).
 func TestMemoKeyIsAlwaysTheRequestsOwn(t *testing.T) {
 	padded := func(secret string, size int) []byte {
 		base := strings.Replace(nikoReq, "niko-secret-1", secret, 1)
@@ -57,7 +58,7 @@ func TestMemoKeyIsAlwaysTheRequestsOwn(t *testing.T) {
 		// JSON whitespace before the closing brace: the request's meaning does not change.
 		return []byte(base[:len(base)-1] + strings.Repeat(" ", size-len(base)) + "}")
 	}
-	sizes := []int{len(nikoReq) + 10, memoMaxInput - 1, memoMaxInput, memoMaxInput + 1, 4 * memoMaxInput, MaxInputBytes / 2}
+	sizes := []int{len(nikoReq) + 10, memoMaxInput - 1, memoMaxInput, memoMaxInput + 1, MaxRequestBytes - 1, MaxRequestBytes, len(nikoReq) + 20}
 	m := new(Memo)
 	for _, size := range sizes {
 		for i, secret := range []string{"tenant-a", "tenant-b", "tenant-a", "tenant-c", "tenant-c"} {
@@ -74,6 +75,14 @@ func TestMemoKeyIsAlwaysTheRequestsOwn(t *testing.T) {
 				t.Fatalf("size %d, call %d (%s): memo named key %s, the request's own is %s", size, i, secret, got, want)
 			}
 		}
+	}
+	// Over the limit: refused, and the memo's next answer is still the request's own.
+	if _, _, _, err := m.Prepare(padded("tenant-a", MaxRequestBytes+1)); err == nil || err.Message != "request exceeds 256 KiB" {
+		t.Fatalf("a request of MaxRequestBytes + 1: %v", err)
+	}
+	_, _, want, _ := Prepare(padded("tenant-b", memoMaxInput))
+	if _, _, got, _ := m.Prepare(padded("tenant-b", memoMaxInput)); got != want {
+		t.Fatalf("after a refused request: key %s, want %s", got, want)
 	}
 	// Keys of different secrets differ, whatever the padding.
 	_, _, a, _ := Prepare(padded("tenant-a", memoMaxInput+1))

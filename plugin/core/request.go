@@ -51,13 +51,27 @@ type header struct{ name, value string }
 // typed error, never a stack overflow inside wasm.
 const maxDepth = 32
 
-// MaxInputBytes bounds an export's input: room for a decode input whose 1 MiB response body is
-// JSON-escaped, and small enough that a hostile input cannot exhaust an instance's memory.
+// MaxInputBytes bounds the input of the exports that carry a provider's response (decode, and
+// token_step with http_send's answer): room for a 1 MiB response body JSON-escaped (up to 6 MiB) and
+// its headers, and small enough that a hostile input cannot exhaust an instance's memory.
 const MaxInputBytes = 8 << 20
+
+// MaxRequestBytes bounds a TokenRequest: the whole input of encode, token and invalidate, and the
+// request member of decode's and token_step's input. A real request is a few hundred bytes, a few
+// KiB with a long scope or refresh token; the bound is a thousand times that, and small enough that
+// an instance holds every request it accepts, with what is encoded from it (up to 3 times its size
+// form-encoded), in a few MiB of its 32 MiB (abi/ABI.md, "Limits"; RATIONALE.md).
+const MaxRequestBytes = 256 << 10
 
 // InputTooLarge is the answer to an input over MaxInputBytes; the plugin gives it without reading
 // the input into memory.
 func InputTooLarge() []byte { return errorJSON(invalidRequest("input exceeds 8 MiB")) }
+
+// RequestTooLarge is the answer to a TokenRequest over MaxRequestBytes; the plugin gives it without
+// reading the request into memory when it is the whole input.
+func RequestTooLarge() []byte { return errorJSON(requestTooLarge()) }
+
+func requestTooLarge() *abi.Error { return invalidRequest("request exceeds 256 KiB") }
 
 // parseJSON checks that b is one JSON object of bounded size and depth. The Result owns a copy of b:
 // what is parsed from it may outlive b (the memo keeps the request).

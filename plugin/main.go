@@ -14,8 +14,9 @@ import (
 // now reads the WASI wall clock; hosts must give the plugin the real one (abi/ABI.md, "Time").
 func now() int64 { return time.Now().UnixMilli() }
 
-// memo remembers the last request prepared: hosts send the same one again and again.
-var memo core.Memo
+// memo remembers the last request prepared: hosts send the same one again and again. Nothing an
+// export parses outlives its call, so the memo reuses one storage for every request (core.Memo.Reuse).
+var memo = core.Memo{Reuse: true}
 
 //go:wasmexport describe
 func describe() int32 { return output(core.Describe()) }

@@ -118,7 +118,7 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 	}
 	r := m.request(reqV.Raw)
 	if r == nil {
-		if r, err = ParseRequest(reqV); err != nil {
+		if r, err = m.parseOnly(reqV.Raw); err != nil {
 			return errorJSON(err)
 		}
 	}

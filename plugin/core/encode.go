@@ -31,6 +31,8 @@ type HTTPRequest struct {
 	// through jwt.identity.
 	jwt    *assertion
 	signed string
+	// bufs is the storage the request was encoded into (encode), nil for one of its own.
+	bufs *requestBufs
 }
 
 // Encode validates r and builds the HTTP request its provider expects.
@@ -115,7 +117,7 @@ func (r *Request) encode(b *requestBufs) (*HTTPRequest, *abi.Error) {
 		}
 	}
 	enc := r.request(tokenURL, h, body, jwt)
-	b.body, b.hdrs = body.b, enc.Headers
+	enc.bufs, b.body, b.hdrs = b, body.b, enc.Headers
 	return enc, nil
 }
 

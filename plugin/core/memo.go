@@ -42,10 +42,11 @@ type Memo struct {
 
 // requestBufs is the storage of one parsed and encoded request: what is parsed and encoded from
 // input aliases it. The request's strings are substrings of input or unescaped into strs; its lists
-// are params, headers and profileHeaders; its encoded body, headers and Authorization value are body,
-// hdrs and auth; encode's answer is answer; a client assertion is made in claims and jws. Reused (Memo.Reuse), each buffer grows, by doubling, to
-// the largest request seen and no further: TinyGo's collector may never free a large buffer
-// dropped (rawjson.go), so a buffer made anew for each request of a few hundred KiB would add up.
+// are params, headers and profileHeaders; its encoded body, headers and Authorization value are
+// body, hdrs and auth; encode's answer is answer; a client assertion is made in claims and jws.
+// Reused (Memo.Reuse), each buffer grows, by doubling, to the largest request seen and no further:
+// TinyGo's collector may never free a large buffer dropped (rawjson.go), so a buffer made anew for
+// each request of a few hundred KiB would add up.
 type requestBufs struct {
 	input                                 []byte
 	strs                                  []byte
@@ -138,17 +139,18 @@ func (m *Memo) Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error
 	return r, enc, m.key, nil
 }
 
-// encodeAnswer returns encode's answer for enc: {"request": HttpRequest}. With Reuse it is written in
-// the memo's buffer for the request it remembers: it is valid until the next call.
+// encodeAnswer returns encode's answer for enc: {"request": HttpRequest}. With Reuse, for the request
+// the memo remembers or its encoding again, it is written in that storage: valid until the next call.
 func (m *Memo) encodeAnswer(enc *HTTPRequest) []byte {
 	remembered := m != nil && m.enc == enc
 	if remembered && m.answer != nil && enc.jwt == nil {
 		return m.answer
 	}
 	n := 16 + enc.jsonSize()
+	reused := m != nil && m.Reuse && enc.bufs != nil && (enc.bufs == m.bufs || enc.bufs == m.again)
 	var b []byte
-	if remembered && m.Reuse {
-		b = grow(m.bufs.answer[:0], n)
+	if reused {
+		b = grow(enc.bufs.answer[:0], n)
 	} else {
 		b = make([]byte, 0, n)
 	}
@@ -156,8 +158,8 @@ func (m *Memo) encodeAnswer(enc *HTTPRequest) []byte {
 	o.key("request")
 	o.b = enc.JSON(o.b)
 	answer := o.end()
-	if remembered && m.Reuse {
-		m.bufs.answer = answer
+	if reused {
+		enc.bufs.answer = answer
 	}
 	if remembered && enc.requestID < 0 && enc.jwt == nil {
 		m.answer = answer
@@ -193,7 +195,7 @@ func (m *Memo) parseOnly(raw string) (*Request, *abi.Error) {
 }
 
 // equal reports whether s and b hold the same bytes. TinyGo copies b to compare it as a string, and
-// the input can be megabytes.
+// the input can be hundreds of KiB.
 func equal(s string, b []byte) bool {
 	if len(s) != len(b) {
 		return false

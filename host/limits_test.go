@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -113,6 +115,12 @@ func TestResponseLimits(t *testing.T) {
 			if strings.HasPrefix(tt.name, "escaped") && pages > 64 {
 				t.Fatalf("instance memory %d pages, want at most 64 (a plain key of the same size: 48)", pages)
 			}
+			// 384 pages (24 MiB) is as far as TinyGo's doubling heap grows under the 32 MiB cap: an
+			// instance there traps at its next growth. A scope of 500 KiB of \" sat there, and trapped
+			// now and then (gjson unescaped it whole, anew at every call).
+			if pages > 192 {
+				t.Fatalf("instance memory %d pages, want at most 192 (12 MiB)", pages)
+			}
 			if m["plugin_faults"] != 0 {
 				t.Fatalf("%d plugin faults in %d calls", m["plugin_faults"], limitCalls)
 			}
@@ -122,6 +130,131 @@ func TestResponseLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLargeRequestsOnOneInstance: forced fetches of large requests on one long-lived instance at the
+// default memory limit (32 MiB) answer every time, and the instance's memory stops growing after the
+// first calls. The plugin accepts requests up to core.MaxRequestBytes (256 KiB): at it, under it, a
+// request of form-encoded characters (3 bytes each in the body), and two such requests alternating
+// (each call replaces the one the plugin remembers) get 40 tokens each; over it, a typed
+// invalid_request without a trap. Before: 1 MiB of params (what the plugin then accepted) trapped
+// every other call, the instance at 24 MiB after each of the others; 256 KiB of '<' trapped every
+// other call too: every step parsed, encoded and hashed the request anew into new megabytes, and
+// TinyGo's conservative collector keeps most of them (plugin/core/rawjson.go).
+func TestLargeRequestsOnOneInstance(t *testing.T) {
+	calls := limitCalls
+	if raceEnabled { // 25 times slower: the plugin reads its input 8 bytes per host call
+		calls = 8
+	}
+	const maxPages = 192 // 12 MiB: half the most a 32 MiB cap lets TinyGo's doubling heap reach
+	tests := []struct {
+		name      string
+		size      int  // the request's bytes
+		fill      byte // what its one parameter is made of
+		alternate bool
+		wantKind  string // "" for a token
+	}{
+		{"1 MiB of params", 1<<20 + 300, 'v', false, abi.KindInvalidRequest},
+		{"at the limit", core.MaxRequestBytes, 'v', false, ""},
+		{"under the limit", core.MaxRequestBytes - 1, 'v', false, ""},
+		{"over the limit", core.MaxRequestBytes + 1, 'v', false, abi.KindInvalidRequest},
+		{"at the limit, form-encoded", core.MaxRequestBytes, '<', false, ""},
+		{"at the limit, two alternating", core.MaxRequestBytes, '<', true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake, base := nikoFake(t, providertest.DefaultConfig("nikohealth"))
+			var bodyBytes atomic.Int64
+			fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+				n, _ := io.Copy(io.Discard, r.Body) // the fake's own handler reads at most 64 KiB
+				bodyBytes.Store(n)
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"access_token":"big-token","token_type":"Bearer","expires_in":3600}`))
+				return true
+			})
+			c := newClient(t, append([]Option{WithMaxInstances(1)}, limitPlugin(t)...)...)
+			c.pool.recycleAbove = 1 << 62 // the plugin itself must hold up on one instance
+			request := func(secret string) []byte {
+				req := base
+				req.ClientSecret, req.Force, req.TimeoutMS = secret, true, 5000
+				req.Params = map[string]string{"pad": ""}
+				in, err := json.Marshal(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Raw JSON: json.Marshal would escape '<' as \u003c.
+				pad := strings.Repeat(string(tt.fill), tt.size-len(in))
+				return []byte(strings.Replace(string(in), `"pad":""`, `"pad":"`+pad+`"`, 1))
+			}
+			ins := [][]byte{request(base.ClientSecret), request(base.ClientSecret)}
+			if tt.alternate {
+				ins[1] = request("another-secret") // the fake answers any secret here
+			}
+			if len(ins[0]) != tt.size {
+				t.Fatalf("request of %d bytes, want %d", len(ins[0]), tt.size)
+			}
+			tokens, typed := 0, map[string]int{}
+			pages := make([]uint32, calls)
+			for i := range calls {
+				res, err := c.fetch(context.Background(), ins[i%2])
+				var ae *abi.Error
+				switch {
+				case err == nil && res.Token.AccessToken == "big-token":
+					tokens++
+				case errors.As(err, &ae):
+					typed[ae.Kind]++
+				default:
+					t.Fatalf("call %d: %v (%d tokens before)", i+1, err, tokens)
+				}
+				pages[i] = instancePages(t, c)
+			}
+			m := c.Metrics().Snapshot()
+			t.Logf("%d calls: %d tokens, typed errors %v, provider body %d bytes, %d plugin faults, instance memory in pages %v",
+				calls, tokens, typed, bodyBytes.Load(), m["plugin_faults"], pages)
+			if m["plugin_faults"] != 0 {
+				t.Fatalf("%d plugin faults in %d calls", m["plugin_faults"], calls)
+			}
+			wantToken := tt.wantKind == ""
+			if wantToken && tokens != calls || !wantToken && typed[tt.wantKind] != calls {
+				t.Fatalf("want %d x %q, got %d tokens, errors %v", calls, tt.wantKind, tokens, typed)
+			}
+			if wantToken && bodyBytes.Load() < int64(tt.size-1000) {
+				t.Fatalf("the provider got a body of %d bytes", bodyBytes.Load())
+			}
+			if last := pages[calls-1]; last > maxPages || last > pages[3] {
+				t.Fatalf("instance memory grew to %d pages (%d after the 4th call), want it flat at most %d", last, pages[3], maxPages)
+			}
+		})
+	}
+}
+
+// TestRequestLimitThroughWasm: a TokenRequest of core.MaxRequestBytes is taken by every export that
+// takes one, and one byte more is invalid_request, whether it is the whole input (encode, token,
+// invalidate: refused before it is read) or decode's request (token_step's: TestStepAttacksThroughWasm).
+func TestRequestLimitThroughWasm(t *testing.T) {
+	const tooLarge = "request exceeds 256 KiB"
+	req := `{"provider":"nikohealth","client_id":"niko-client","client_secret":"s","token_url":"http://127.0.0.1:1/token"}`
+	forEachBuild(t, func(t *testing.T, c *Client) {
+		for _, size := range []int{core.MaxRequestBytes - 1, core.MaxRequestBytes, core.MaxRequestBytes + 1, 1 << 20} {
+			in := padRequest(req, size)
+			inputs := map[string]string{
+				abi.ExportEncode:     in,
+				abi.ExportToken:      in,
+				abi.ExportInvalidate: in,
+				abi.ExportDecode:     `{"request":` + in + `,"response":{"status":200,"headers":{},"body":"{\"access_token\":\"a\"}"}}`,
+			}
+			for export, input := range inputs {
+				var out struct{ Error *abi.Error }
+				if err := c.call(context.Background(), export, []byte(input), &out); err != nil {
+					t.Fatalf("%s of %d bytes: %v", export, size, err)
+				}
+				refused := out.Error != nil && out.Error.Message == tooLarge
+				if refused != (size > core.MaxRequestBytes) || refused && out.Error.Kind != abi.KindInvalidRequest {
+					t.Errorf("%s of a %d-byte request: %+v", export, size, out.Error)
+				}
+			}
+		}
+	}, WithLoopback())
 }
 
 // instancePages returns the linear memory, in 64 KiB pages, of the client's one instance.
@@ -149,11 +282,14 @@ func limitPlugin(t *testing.T) []Option {
 }
 
 // TestPoolRecyclesAfterLargeCalls: an instance that moved more than recycleAbove bytes in one call is
-// replaced, not reused, so even an input the plugin keeps garbage of (a 1 MiB client secret) cannot
-// accumulate: 40 encodes of one in a row on a pool of one instance, 0 faults.
+// replaced, not reused, so even an input the plugin keeps garbage of cannot accumulate: 40 encodes of
+// a request with a 200 KiB client secret in a row on a pool of one instance, 0 faults. The bound is
+// lowered to 128 KiB here: no request within core.MaxRequestBytes (256 KiB) moves the 1 MiB of the
+// default any more.
 func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
 	c := newClient(t, WithMaxInstances(1))
-	req := abi.TokenRequest{Provider: "nikohealth", Domain: "acme", ClientID: "id", ClientSecret: strings.Repeat("s", 1<<20)}
+	c.pool.recycleAbove = 128 << 10
+	req := abi.TokenRequest{Provider: "nikohealth", Domain: "acme", ClientID: "id", ClientSecret: strings.Repeat("s", 200<<10)}
 	first, err := c.pool.get(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -173,6 +309,6 @@ func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
 	}
 	defer c.pool.put(context.Background(), again)
 	if again == first {
-		t.Fatal("the instance that encoded a 1 MiB request was reused")
+		t.Fatal("the instance that encoded a 200 KiB secret was reused")
 	}
 }

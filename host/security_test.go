@@ -16,13 +16,15 @@ import (
 
 	"github.com/tokenwasm/tokenwasm/abi"
 	"github.com/tokenwasm/tokenwasm/host/providertest"
+	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
 // The tests behind the security rows of docs/reliability.md: identities never cross, every entry
 // point honours its deadline, refresh tokens follow rotation, single-flight survives a full source
 // map, 401 storms cost no fetch storm, and Close waits for what is in flight.
 
-// memoLimit is the plugin memo's input bound (plugin/core memoMaxInput).
+// memoLimit was the plugin memo's input bound (plugin/core memoMaxInput): requests over it were not
+// remembered. The memo now keeps every request within core.MaxRequestBytes, in storage it reuses.
 const memoLimit = 64 << 10
 
 // padTo pads req with a header so the token export's input is size bytes (a header changes what the
@@ -41,10 +43,10 @@ func padTo(t *testing.T, req abi.TokenRequest, size int) abi.TokenRequest {
 	return req
 }
 
-// TestLargeRequestsKeepTheirIdentity: requests around and far over the plugin memo's 64 KiB limit,
-// with credential sets alternating on one instance and two Clients sharing one cache: every caller
-// gets a token issued to its own client by its own provider, a wrong secret never gets a token, and
-// one identity's 429 never gates another.
+// TestLargeRequestsKeepTheirIdentity: requests around the plugin memo's old 64 KiB limit and up to
+// the request limit (core.MaxRequestBytes, 256 KiB), with credential sets alternating on one instance
+// and two Clients sharing one cache: every caller gets a token issued to its own client by its own
+// provider, a wrong secret never gets a token, and one identity's 429 never gates another.
 func TestLargeRequestsKeepTheirIdentity(t *testing.T) {
 	f1 := providertest.NewNikoHealth(providertest.Config{ClientID: "tenant-1", ClientSecret: "secret-1"})
 	f2 := providertest.NewNikoHealth(providertest.Config{ClientID: "tenant-2", ClientSecret: "secret-2"})
@@ -75,7 +77,7 @@ func TestLargeRequestsKeepTheirIdentity(t *testing.T) {
 	}
 	cache := NewMemoryCache(0)
 	clients := []*Client{newClient(t, WithCache(cache), WithMaxInstances(1)), newClient(t, WithCache(cache), WithMaxInstances(1))}
-	sizes := []int{0, memoLimit - 1, memoLimit, memoLimit + 1, 4 * memoLimit}
+	sizes := []int{0, memoLimit - 1, memoLimit, memoLimit + 1, core.MaxRequestBytes - 1, core.MaxRequestBytes}
 	ctx := context.Background()
 	calls := 0
 	for round := range 2 {

@@ -7,7 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
+
+// padRequest pads the JSON object req, which has no params, to size bytes with a parameter.
+func padRequest(req string, size int) string {
+	return req[:len(req)-1] + `,"params":{"pad":"` + strings.Repeat("p", size-len(req)-len(`,"params":{"pad":""}`)) + `"}}`
+}
 
 // stepThroughWasm calls token_step once through the compiled plugin and decodes its answer; an
 // answer that is not JSON fails the test.
@@ -70,6 +77,8 @@ func TestStepAttacksThroughWasm(t *testing.T) {
 				{"8 MiB + 1", `{"request":` + req + `,"pad":"` + strings.Repeat("x", 8<<20+1-len(`{"request":`+req+`,"pad":""}`)) + `"}`, "input exceeds 8 MiB"},
 				{"answer 32 deep", `{"request":` + req + `,"state":"` + state + `","answer":` + deep + `}`, ""},
 				{"exactly 8 MiB", `{"request":` + req + `,"pad":"` + strings.Repeat("x", 8<<20-len(`{"request":`+req+`,"pad":""}`)) + `"}`, ""},
+				{"request of 256 KiB + 1", `{"request":` + padRequest(req, core.MaxRequestBytes+1) + `}`, "request exceeds 256 KiB"},
+				{"request of exactly 256 KiB", `{"request":` + padRequest(req, core.MaxRequestBytes) + `}`, ""},
 			}
 			for _, tc := range cases {
 				got := stepThroughWasm(t, c, tc.in)

@@ -47,22 +47,28 @@ type assertion struct {
 	alg, kid, iss, aud string
 	secret             string // client_secret_jwt's HMAC key
 	jti                string // the request's assertion_jti (tests, replays); "" for a fresh one
+	// bufs holds the claims and the assertion made for each send (the request's storage, or nil
+	// for buffers of their own): the claims are as long as client_id and the token URL, and a
+	// send must not allocate that much anew (rawjson.go).
+	bufs *requestBufs
 }
 
 // hostSigns reports whether the host must sign (private_key_jwt).
 func (a *assertion) hostSigns() bool { return a.alg != AlgHS256 }
 
-// identity appends what identifies the assertion's signer to a cache key's input: a new key, kid or
+// identity hashes what identifies the assertion's signer into a cache key's input: a new key, kid or
 // client is a new identity; the per-request claims are not part of it. Each field is preceded by its
 // length: neither the kid nor the client id is in the body, and joined by a separator they could
 // hold ("k:1" for client "c" and "k" for client "1:c"), two credential sets would be one identity.
-func (a *assertion) identity(b []byte) []byte {
-	b = append(b, "\nassertion"...)
+func (a *assertion) identity(k *keyHash) {
+	k.str("\nassertion")
+	var n [20]byte
 	for _, f := range [...]string{a.alg, a.kid, a.iss, a.secret} { // the secret hashed with the rest, as a Basic header is
-		b = append(strconv.AppendInt(append(b, ':'), int64(len(f)), 10), ':')
-		b = append(b, f...)
+		k.byte(':')
+		k.str(view(strconv.AppendInt(n[:0], int64(len(f)), 10)))
+		k.byte(':')
+		k.str(f)
 	}
-	return b
 }
 
 // signingInput appends the JWS signing input, base64url(header) "." base64url(claims), for the
@@ -73,22 +79,49 @@ func (a *assertion) signingInput(b []byte, jti string, iat int64) []byte {
 	h.str("typ", "JWT")
 	h.strOmit("kid", a.kid)
 	b = base64.RawURLEncoding.AppendEncode(b, h.end())
-	c := newObject(make([]byte, 0, 128+2*len(a.iss)+len(a.aud)+len(jti)))
+	c := newObject(grow(a.buffers().claims[:0], 128+2*len(a.iss)+len(a.aud)+len(jti)))
 	c.str("iss", a.iss)
 	c.str("sub", a.iss)
 	c.str("aud", a.aud)
 	c.str("jti", jti)
 	c.int("iat", iat)
 	c.int("exp", iat+AssertionLifeS)
-	return base64.RawURLEncoding.AppendEncode(append(b, '.'), c.end())
+	claims := c.end()
+	a.bufs.claims = claims
+	b = grow(b, len(b)+1+base64.RawURLEncoding.EncodedLen(len(claims))+128) // and a signature
+	return base64.RawURLEncoding.AppendEncode(append(b, '.'), claims)
 }
 
-// hmacSigned returns the whole client_secret_jwt assertion.
+// buffers returns a's buffers, made on first use when it has none.
+func (a *assertion) buffers() *requestBufs {
+	if a.bufs == nil {
+		a.bufs = new(requestBufs)
+	}
+	return a.bufs
+}
+
+// hmacSigned returns the whole client_secret_jwt assertion, written in a's buffers: valid until the
+// next assertion is made from them.
 func (a *assertion) hmacSigned(jti string, iat int64) string {
-	in := a.signingInput(nil, jti, iat)
-	mac := hmac.New(sha256.New, []byte(a.secret))
+	in := a.signingInput(a.buffers().jws[:0], jti, iat)
+	mac := hmac.New(sha256.New, a.hmacKey())
 	mac.Write(in)
-	return string(base64.RawURLEncoding.AppendEncode(append(in, '.'), mac.Sum(nil)))
+	var sum [sha256.Size]byte
+	in = base64.RawURLEncoding.AppendEncode(append(in, '.'), mac.Sum(sum[:0]))
+	a.bufs.jws = in
+	return view(in)
+}
+
+// hmacKey returns the HMAC key of the secret as crypto/hmac would use it: a secret longer than
+// SHA-256's block is hashed first (RFC 2104), here without copying it.
+func (a *assertion) hmacKey() []byte {
+	if len(a.secret) <= sha256.BlockSize {
+		return []byte(a.secret)
+	}
+	k := keyHash{h: sha256.New()}
+	k.str(a.secret)
+	sum := k.sum()
+	return sum[:]
 }
 
 // signatureLen reports whether n bytes is the length of an alg signature: the JWS form of ECDSA
@@ -108,7 +141,7 @@ func (a *assertion) signed(r *Request, answer []byte, checked bool, jti string, 
 	if !checked && (depth(answer) > maxDepth || !gjson.ValidBytes(answer)) {
 		return "", signingError("the host's sign answer is not JSON")
 	}
-	v := gjson.ParseBytes(answer)
+	v := gjson.Parse(view(answer)) // nothing read from it outlives the call
 	if e := v.Get("error"); e.Exists() {
 		return "", signingError("the host could not sign with key " + quote(a.kid) + " (" + a.alg + "): " + r.redact(e.String(), 200))
 	}
@@ -124,8 +157,10 @@ func (a *assertion) signed(r *Request, answer []byte, checked bool, jti string, 
 		return "", signingError("the host's " + a.alg + " signature is " + strconv.Itoa(len(raw)) +
 			" bytes (ECDSA must be r||s, not DER)")
 	}
-	in := a.signingInput(make([]byte, 0, 512+len(sig.Str)), jti, iat)
-	return string(append(append(in, '.'), sig.Str...)), nil
+	in := a.signingInput(a.buffers().jws[:0], jti, iat)
+	in = append(append(in, '.'), sig.Str...)
+	a.bufs.jws = in
+	return view(in), nil
 }
 
 // signAction writes the input of the sign action: {"alg","kid","signing_input"}.

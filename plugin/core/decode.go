@@ -261,7 +261,15 @@ func (f *tokenFields) read(doc gjson.Result) {
 	var m [len(tokenMembers)]string
 	Members(doc.Raw, tokenMembers[:], m[:])
 	for i, dst := range [...]*gjson.Result{&f.err, &f.description, &f.accessToken, &f.tokenType, &f.expiresIn, &f.refreshToken, &f.scope, &f.refreshExpiresIn} {
-		if m[i] != "" {
+		switch {
+		case m[i] == "":
+		case m[i][0] == '"' && (dst == &f.accessToken || dst == &f.tokenType || dst == &f.refreshToken || dst == &f.scope):
+			// Refused over MaxTokenBytes, so unescaped no further (cut at MaxTokenBytes + 1):
+			// gjson.Parse unescapes a string whole, and a scope of half a million \" cost a new
+			// megabyte per call, which TinyGo's collector mostly keeps (an instance at 24 MiB, and
+			// now and then a trap).
+			*dst = gjson.Result{Type: gjson.String, Raw: m[i], Str: unescapeString(m[i], nil, MaxTokenBytes)}
+		default:
 			*dst = gjson.Parse(m[i])
 		}
 	}

@@ -3,7 +3,6 @@ package core
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"net/url"
 	"strings"
 
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -32,10 +31,22 @@ type HTTPRequest struct {
 	// through jwt.identity.
 	jwt    *assertion
 	signed string
+	// bufs is the storage the request was encoded into (encode), nil for one of its own.
+	bufs *requestBufs
 }
 
 // Encode validates r and builds the HTTP request its provider expects.
 func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
+	b := r.encodeBufs
+	if b == nil {
+		b = new(requestBufs)
+	}
+	return r.encode(b)
+}
+
+// encode is Encode into b: the body, the headers and the Authorization value are written in b's
+// buffers, which the encoded request aliases.
+func (r *Request) encode(b *requestBufs) (*HTTPRequest, *abi.Error) {
 	p := r.profile
 	grant := r.GrantType
 	if grant == "" {
@@ -68,11 +79,14 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 	if err != nil {
 		return nil, err
 	}
+	if jwt != nil {
+		jwt.bufs = b
+	}
 	if err := r.checkScope(); err != nil {
 		return nil, err
 	}
 
-	body := newBody(format)
+	body := &body{json: format == BodyJSON, b: grow(b.body[:0], 256)}
 	if p.SendGrantType {
 		body.add("grant_type", grant)
 	}
@@ -90,19 +104,21 @@ func (r *Request) Encode() (*HTTPRequest, *abi.Error) {
 		body.add(kv.name, kv.value)
 	}
 
-	h := make([]header, 0, 8)
+	h := b.hdrs[:0]
 	if format == BodyJSON {
 		h = append(h, header{"Content-Type", "application/json"})
 	} else {
 		h = append(h, header{"Content-Type", "application/x-www-form-urlencoded"})
 	}
-	h = append(r.headerAuth(append(h, header{"Accept", "application/json"})), p.Headers...)
+	h = append(r.headerAuth(append(h, header{"Accept", "application/json"}), &b.auth), p.Headers...)
 	for _, fh := range p.FieldHeaders {
 		if v := r.field(fh.Field); v != "" {
 			h = setHeader(h, fh.Header, v)
 		}
 	}
-	return r.request(tokenURL, h, body, jwt), nil
+	enc := r.request(tokenURL, h, body, jwt)
+	enc.bufs, b.body, b.hdrs = b, body.b, enc.Headers
+	return enc, nil
 }
 
 // bodyAuth adds the client authentication that goes in the body (a client assertion is added when
@@ -117,13 +133,12 @@ func (r *Request) bodyAuth(b *body) {
 	}
 }
 
-// headerAuth adds the client authentication that goes in a header.
-func (r *Request) headerAuth(h []header) []header {
-	switch r.profile.ClientAuth {
-	case AuthBasic:
-		h = append(h, header{"Authorization", basic(r.ClientID, r.ClientSecret)})
-	case AuthBasicRFC6749:
-		h = append(h, header{"Authorization", basic(url.QueryEscape(r.ClientID), url.QueryEscape(r.ClientSecret))})
+// headerAuth adds the client authentication that goes in a header, its value written in *buf.
+func (r *Request) headerAuth(h []header, buf *[]byte) []header {
+	switch c := r.profile.ClientAuth; c {
+	case AuthBasic, AuthBasicRFC6749:
+		*buf = appendBasic((*buf)[:0], r.ClientID, r.ClientSecret, c == AuthBasicRFC6749)
+		h = append(h, header{"Authorization", view(*buf)})
 	}
 	return h
 }
@@ -146,7 +161,7 @@ func (r *Request) request(u string, h []header, b *body, jwt *assertion) *HTTPRe
 	if timeout > maxTimeoutMS {
 		timeout = maxTimeoutMS
 	}
-	enc := &HTTPRequest{Method: "POST", URL: u, Headers: h, Body: b.String(), TimeoutMS: timeout, requestID: requestID, jwt: jwt}
+	enc := &HTTPRequest{Method: "POST", URL: u, Headers: h, Body: b.end(), TimeoutMS: timeout, requestID: requestID, jwt: jwt}
 	if p.ClientAuth == AuthTLSClient {
 		enc.ClientCert = r.KeyID
 	}
@@ -202,7 +217,7 @@ func (r *Request) checkScope() *abi.Error {
 	if prefix == "" {
 		return nil
 	}
-	for _, s := range strings.Fields(r.Scope) {
+	for s := range strings.FieldsSeq(r.Scope) { // not Fields: a slice of every scope, per call
 		if !strings.HasPrefix(s, prefix) || !strings.Contains(s[len(prefix):], ".") {
 			return invalidRequest(r.profile.Name + " scopes have the form " + prefix + "<resource>.<access>, not " + quote(s))
 		}
@@ -273,10 +288,92 @@ func validDomain(d string) bool {
 	return true
 }
 
-func basic(id, secret string) string {
-	cred := make([]byte, 0, len(id)+1+len(secret))
-	cred = append(append(append(cred, id...), ':'), secret...)
-	return string(base64.StdEncoding.AppendEncode([]byte("Basic "), cred))
+// appendBasic appends the Basic Authorization value of id and secret: "Basic " base64(id:secret),
+// with id and secret form-encoded first for RFC 6749 (section 2.3.1). It is written straight into b,
+// without the intermediate strings.
+func appendBasic(b []byte, id, secret string, rfc6749 bool) []byte {
+	n := len(id) + 1 + len(secret)
+	if rfc6749 {
+		n = queryEscapedLen(id) + 1 + queryEscapedLen(secret)
+	}
+	w := base64Writer{b: append(grow(b, len(b)+6+base64.StdEncoding.EncodedLen(n)), "Basic "...)}
+	w.str(id, rfc6749)
+	w.byte(':')
+	w.str(secret, rfc6749)
+	return w.end()
+}
+
+// base64Writer appends standard base64 of the bytes written to b: 3-byte groups as they come, so the
+// output is that of the whole input encoded at once.
+type base64Writer struct {
+	b   []byte
+	buf [48]byte
+	n   int
+}
+
+func (w *base64Writer) byte(c byte) {
+	w.buf[w.n] = c
+	if w.n++; w.n == len(w.buf) {
+		w.b = base64.StdEncoding.AppendEncode(w.b, w.buf[:])
+		w.n = 0
+	}
+}
+
+// str writes s, form-encoded (as url.QueryEscape) with escape.
+func (w *base64Writer) str(s string, escape bool) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case !escape || unreservedQuery(c):
+			w.byte(c)
+		case c == ' ':
+			w.byte('+')
+		default:
+			w.byte('%')
+			w.byte(upperHex[c>>4])
+			w.byte(upperHex[c&15])
+		}
+	}
+}
+
+func (w *base64Writer) end() []byte {
+	if w.n > 0 {
+		w.b = base64.StdEncoding.AppendEncode(w.b, w.buf[:w.n])
+	}
+	return w.b
+}
+
+const upperHex = "0123456789ABCDEF"
+
+// unreservedQuery reports whether url.QueryEscape leaves c as it is.
+func unreservedQuery(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'
+}
+
+// appendQueryEscape appends s as url.QueryEscape writes it, without its intermediate string.
+func appendQueryEscape(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case unreservedQuery(c):
+			b = append(b, c)
+		case c == ' ':
+			b = append(b, '+')
+		default:
+			b = append(b, '%', upperHex[c>>4], upperHex[c&15])
+		}
+	}
+	return b
+}
+
+// queryEscapedLen is the length of url.QueryEscape(s).
+func queryEscapedLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !unreservedQuery(c) && c != ' ' {
+			n += 2
+		}
+	}
+	return n
 }
 
 // setHeader replaces the header named name (case-insensitively) or appends it.
@@ -337,19 +434,20 @@ func (b *body) add(k, v string) {
 	if len(b.b) > 0 {
 		b.b = append(b.b, '&')
 	}
-	b.b = append(b.b, url.QueryEscape(k)...)
+	b.b = appendQueryEscape(b.b, k)
 	b.b = append(b.b, '=')
-	b.b = append(b.b, url.QueryEscape(v)...)
+	b.b = appendQueryEscape(b.b, v)
 }
 
-func (b *body) String() string {
+// end finishes the body and returns it, a view of b.b.
+func (b *body) end() string {
 	if b.json {
 		if len(b.b) == 0 {
 			return "{}"
 		}
-		return string(b.b) + "}"
+		b.b = append(b.b, '}')
 	}
-	return string(b.b)
+	return view(b.b)
 }
 
 // HeaderPairs returns the headers in order, as name/value pairs.
@@ -361,11 +459,15 @@ func (h *HTTPRequest) HeaderPairs() [][2]string {
 	return out
 }
 
-// jsonSize estimates the length of JSON, so it is written into one allocation.
+// jsonSize bounds the length of JSON, so it is written into one allocation of about its size (the
+// body can be hundreds of KiB: twice its length, as once estimated, is memory an instance keeps).
 func (h *HTTPRequest) jsonSize() int {
-	n := 96 + len(h.URL) + 2*len(h.Body) + len(h.signed) + len(h.ClientCert)
+	n := 128 + stringLen(h.URL) + stringLen(h.Body) + len(h.signed) + stringLen(h.ClientCert)
+	if h.signed != "" {
+		n += len("&client_assertion_type=" + clientAssertionType + "&client_assertion=")
+	}
 	for _, kv := range h.Headers {
-		n += len(kv.name) + len(kv.value) + 8
+		n += stringLen(kv.name) + stringLen(kv.value) + 2
 	}
 	return n
 }

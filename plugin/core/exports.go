@@ -113,9 +113,12 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 	if !reqV.IsObject() || !respV.IsObject() {
 		return errorJSON(invalidRequest("decode needs request and response objects"))
 	}
+	if len(reqV.Raw) > MaxRequestBytes {
+		return errorJSON(requestTooLarge())
+	}
 	r := m.request(reqV.Raw)
 	if r == nil {
-		if r, err = ParseRequest(reqV); err != nil {
+		if r, err = m.parseOnly(reqV.Raw); err != nil {
 			return errorJSON(err)
 		}
 	}

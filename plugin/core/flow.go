@@ -3,6 +3,7 @@ package core
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 
 	"github.com/tidwall/gjson"
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -39,22 +40,22 @@ func skewMS(t *abi.Token) int64 {
 // covers the request as sent (method, URL, headers but the per-request id, body): whatever reaches
 // the provider defines the token, and a rotated secret gets a new key. No secret appears in clear.
 func CacheKey(provider string, h *HTTPRequest) string {
-	sum := sha256.Sum256(identity(h))
+	k := keyHash{h: sha256.New()}
+	k.identity(h)
+	sum := k.sum()
 	key := make([]byte, 0, len("tokenwasm/1/")+len(provider)+1+2*sha256.Size)
 	key = append(append(append(key, "tokenwasm/1/"...), provider...), '/')
 	key = hex.AppendEncode(key, sum[:])
 	return string(key)
 }
 
-// identity returns the bytes that define a token: the request as sent, but the per-request id, and
+// identity hashes the bytes that define a token: the request as sent, but the per-request id, and
 // a client assertion or certificate by what it names (see CacheKey).
-func identity(h *HTTPRequest) []byte {
-	n := len(h.Method) + len(h.URL) + len(h.Body) + 4
-	for _, kv := range h.Headers {
-		n += len(kv.name) + len(kv.value) + 2
-	}
-	b := make([]byte, 0, n)
-	b = append(append(append(append(b, h.Method...), '\n'), h.URL...), '\n')
+func (k *keyHash) identity(h *HTTPRequest) {
+	k.str(h.Method)
+	k.byte('\n')
+	k.str(h.URL)
+	k.byte('\n')
 	for i, kv := range h.Headers {
 		if i != h.requestID {
 			for j := 0; j < len(kv.name); j++ { // lower-case names: header names are case-insensitive
@@ -62,31 +63,72 @@ func identity(h *HTTPRequest) []byte {
 				if 'A' <= c && c <= 'Z' {
 					c += 'a' - 'A'
 				}
-				b = append(b, c)
+				k.byte(c)
 			}
-			b = append(append(append(b, ':'), kv.value...), '\n')
+			k.byte(':')
+			k.str(kv.value)
+			k.byte('\n')
 		}
 	}
-	b = append(append(b, '\n'), h.Body...)
+	k.byte('\n')
+	k.str(h.Body)
 	if h.jwt != nil {
-		b = h.jwt.identity(b)
+		h.jwt.identity(k)
 	}
 	if h.ClientCert != "" {
-		b = append(append(b, "\nclient_cert:"...), h.ClientCert...)
+		k.str("\nclient_cert:")
+		k.str(h.ClientCert)
 	}
-	return b
 }
 
 // stateKey is the key that authenticates a token_step state (step.go): a hash of the request's
 // identity under another label than the cache key's, so it cannot be derived from a cache key, and
 // every instance that is given the request (secret included) derives the same one.
 func stateKey(h *HTTPRequest) [sha256.Size]byte {
-	d := sha256.New()
-	d.Write([]byte("tokenwasm/state-key/1\n"))
-	d.Write(identity(h))
-	var k [sha256.Size]byte
-	d.Sum(k[:0])
-	return k
+	k := keyHash{h: sha256.New()}
+	k.str("tokenwasm/state-key/1\n")
+	k.identity(h)
+	return k.sum()
+}
+
+// keyHash hashes what identifies a request as it is written, through a small buffer: it is as long
+// as the request, and no copy of it is made (a new copy per call is memory TinyGo may never give
+// back: rawjson.go).
+type keyHash struct {
+	h   hash.Hash
+	buf [256]byte
+	n   int
+}
+
+func (k *keyHash) byte(c byte) {
+	if k.n == len(k.buf) {
+		k.flush()
+	}
+	k.buf[k.n] = c
+	k.n++
+}
+
+func (k *keyHash) str(s string) {
+	for len(s) > 0 {
+		if k.n == len(k.buf) {
+			k.flush()
+		}
+		c := copy(k.buf[k.n:], s)
+		k.n += c
+		s = s[c:]
+	}
+}
+
+func (k *keyHash) flush() {
+	k.h.Write(k.buf[:k.n])
+	k.n = 0
+}
+
+func (k *keyHash) sum() [sha256.Size]byte {
+	k.flush()
+	var s [sha256.Size]byte
+	k.h.Sum(s[:0])
+	return s
 }
 
 // The suffixes of an identity's 429 gate, fetch lock and grant lineage keys.
@@ -147,17 +189,21 @@ func Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
 	return r, enc, key, err
 }
 
-// parseAndEncode parses and encodes a request; the encode export needs no cache key.
-func parseAndEncode(input []byte) (*Request, *HTTPRequest, *abi.Error) {
-	v, err := parseJSON(input, "input")
+// parseAndEncode parses and encodes the request in b.input, which it must own: what is parsed
+// aliases it and b's other buffers (the memo keeps the request). The encode export needs no cache key.
+func parseAndEncode(b *requestBufs) (*Request, *HTTPRequest, *abi.Error) {
+	if err := checkJSON(b.input, "input"); err != nil {
+		return nil, nil, err
+	}
+	v, err := asObject(gjson.Parse(view(b.input)), "input")
 	if err != nil {
 		return nil, nil, err
 	}
-	r, err := ParseRequest(v)
+	r, err := parseRequest(v.Raw, b)
 	if err != nil {
 		return nil, nil, err
 	}
-	enc, err := r.Encode()
+	enc, err := r.encode(b)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -46,8 +46,9 @@ func TestMemo(t *testing.T) {
 }
 
 // TestMemoKeyIsAlwaysTheRequestsOwn: whatever the memo held before, the cache key Prepare names is
-// the one of the request it was given, at every size around the memo's limit and with credential sets
-// alternating on one memo (a request too large to remember once got the previous request's key).
+// the one of the request it was given, at every size up to and around the request limit and with
+// credential sets alternating on one memo, one that reuses its storage and one that does not (a
+// request too large to remember once got the previous request's key).
 func TestMemoKeyIsAlwaysTheRequestsOwn(t *testing.T) {
 	padded := func(secret string, size int) []byte {
 		base := strings.Replace(nikoReq, "niko-secret-1", secret, 1)
@@ -57,27 +58,36 @@ func TestMemoKeyIsAlwaysTheRequestsOwn(t *testing.T) {
 		// JSON whitespace before the closing brace: the request's meaning does not change.
 		return []byte(base[:len(base)-1] + strings.Repeat(" ", size-len(base)) + "}")
 	}
-	sizes := []int{len(nikoReq) + 10, memoMaxInput - 1, memoMaxInput, memoMaxInput + 1, 4 * memoMaxInput, MaxInputBytes / 2}
-	m := new(Memo)
-	for _, size := range sizes {
-		for i, secret := range []string{"tenant-a", "tenant-b", "tenant-a", "tenant-c", "tenant-c"} {
-			in := padded(secret, size)
-			_, _, want, err := Prepare(in)
-			if err != nil {
-				t.Fatalf("size %d: %v", size, err)
+	sizes := []int{len(nikoReq) + 10, 64<<10 - 1, 64 << 10, 64<<10 + 1, MaxRequestBytes - 1, MaxRequestBytes, len(nikoReq) + 20}
+	for _, m := range []*Memo{new(Memo), {Reuse: true}} {
+		for _, size := range sizes {
+			for i, secret := range []string{"tenant-a", "tenant-b", "tenant-a", "tenant-c", "tenant-c"} {
+				in := padded(secret, size)
+				_, _, want, err := Prepare(in)
+				if err != nil {
+					t.Fatalf("size %d: %v", size, err)
+				}
+				_, _, got, err := m.Prepare(in)
+				if err != nil {
+					t.Fatalf("size %d: %v", size, err)
+				}
+				if got != want {
+					t.Fatalf("reuse %v, size %d, call %d (%s): memo named key %s, the request's own is %s", m.Reuse, size, i, secret, got, want)
+				}
 			}
-			_, _, got, err := m.Prepare(in)
-			if err != nil {
-				t.Fatalf("size %d: %v", size, err)
-			}
-			if got != want {
-				t.Fatalf("size %d, call %d (%s): memo named key %s, the request's own is %s", size, i, secret, got, want)
-			}
+		}
+		// Over the limit: refused, and the memo's next answer is still the request's own.
+		if _, _, _, err := m.Prepare(padded("tenant-a", MaxRequestBytes+1)); err == nil || err.Message != "request exceeds 256 KiB" {
+			t.Fatalf("a request of MaxRequestBytes + 1: %v", err)
+		}
+		_, _, want, _ := Prepare(padded("tenant-b", MaxRequestBytes))
+		if _, _, got, _ := m.Prepare(padded("tenant-b", MaxRequestBytes)); got != want {
+			t.Fatalf("after a refused request: key %s, want %s", got, want)
 		}
 	}
 	// Keys of different secrets differ, whatever the padding.
-	_, _, a, _ := Prepare(padded("tenant-a", memoMaxInput+1))
-	_, _, b, _ := Prepare(padded("tenant-b", memoMaxInput+1))
+	_, _, a, _ := Prepare(padded("tenant-a", MaxRequestBytes))
+	_, _, b, _ := Prepare(padded("tenant-b", MaxRequestBytes))
 	if a == b {
 		t.Fatal("two secrets share a cache key")
 	}

@@ -267,3 +267,57 @@ func depthString(s string) int {
 	}
 	return depth(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
+
+// eachMember calls fn with the raw key (quotes included) and raw value of each member of obj, a
+// valid JSON object, in order, until fn returns false. Nothing is unescaped or allocated: gjson's
+// ForEach unescapes every key and string value.
+func eachMember(obj string, fn func(key, value string) bool) {
+	i := skipSpace(obj, 0)
+	if i >= len(obj) || obj[i] != '{' {
+		return
+	}
+	for i++; ; i++ {
+		i = skipSpace(obj, i)
+		if i >= len(obj) || obj[i] != '"' {
+			return
+		}
+		end := stringEnd(obj, i)
+		key := obj[i:end]
+		i = skipSpace(obj, end)
+		if i >= len(obj) || obj[i] != ':' {
+			return
+		}
+		i = skipSpace(obj, i+1)
+		end = valueEnd(obj, i)
+		if !fn(key, obj[i:end]) {
+			return
+		}
+		i = skipSpace(obj, end)
+		if i >= len(obj) || obj[i] != ',' {
+			return
+		}
+	}
+}
+
+// eachElement calls fn with the raw text of each element of arr, a valid JSON array, in order,
+// until fn returns false. Nothing is unescaped or allocated.
+func eachElement(arr string, fn func(value string) bool) {
+	i := skipSpace(arr, 0)
+	if i >= len(arr) || arr[i] != '[' {
+		return
+	}
+	for i++; ; i++ {
+		i = skipSpace(arr, i)
+		if i >= len(arr) || arr[i] == ']' {
+			return
+		}
+		end := valueEnd(arr, i)
+		if end <= i || !fn(arr[i:end]) {
+			return
+		}
+		i = skipSpace(arr, end)
+		if i >= len(arr) || arr[i] != ',' {
+			return
+		}
+	}
+}

@@ -117,7 +117,7 @@ func TestRedactEverySpelling(t *testing.T) {
 	clock := func() int64 { return 1767225600000 }
 	for _, gc := range cases {
 		in, _ := json.Marshal(gc.req)
-		r, enc, aerr := parseAndEncode(in)
+		r, enc, aerr := parseAndEncode(&requestBufs{input: in})
 		if aerr != nil {
 			t.Fatalf("%s: encode: %v", gc.name, aerr)
 		}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -40,6 +41,10 @@ type Request struct {
 	RevocationURL string // revoke: the revocation endpoint, over the profile's
 
 	profile *Profile
+	// encodeBufs is where Encode writes: with Memo.Reuse, storage the memo keeps for encoding its
+	// request again (the flow sends a grant's newest refresh token in place of the request's); nil,
+	// new buffers.
+	encodeBufs *requestBufs
 	// secretList is what redact looks for, built on first use (error paths only).
 	secretList  []string
 	secretsDone bool
@@ -51,22 +56,27 @@ type header struct{ name, value string }
 // typed error, never a stack overflow inside wasm.
 const maxDepth = 32
 
-// MaxInputBytes bounds an export's input: room for a decode input whose 1 MiB response body is
-// JSON-escaped, and small enough that a hostile input cannot exhaust an instance's memory.
+// MaxInputBytes bounds the input of the exports that carry a provider's response (decode, and
+// token_step with http_send's answer): room for a 1 MiB response body JSON-escaped (up to 6 MiB) and
+// its headers, and small enough that a hostile input cannot exhaust an instance's memory.
 const MaxInputBytes = 8 << 20
+
+// MaxRequestBytes bounds a TokenRequest: the whole input of encode, token and invalidate, and the
+// request member of decode's and token_step's input. A real request is a few hundred bytes, a few
+// KiB with a long scope or refresh token; the bound is a thousand times that, and small enough that
+// an instance holds every request it accepts, with what is encoded from it (up to 3 times its size
+// form-encoded), in a few MiB of its 32 MiB (abi/ABI.md, "Limits"; RATIONALE.md).
+const MaxRequestBytes = 256 << 10
 
 // InputTooLarge is the answer to an input over MaxInputBytes; the plugin gives it without reading
 // the input into memory.
 func InputTooLarge() []byte { return errorJSON(invalidRequest("input exceeds 8 MiB")) }
 
-// parseJSON checks that b is one JSON object of bounded size and depth. The Result owns a copy of b:
-// what is parsed from it may outlive b (the memo keeps the request).
-func parseJSON(b []byte, what string) (gjson.Result, *abi.Error) {
-	if err := checkJSON(b, what); err != nil {
-		return gjson.Result{}, err
-	}
-	return asObject(gjson.ParseBytes(b), what)
-}
+// RequestTooLarge is the answer to a TokenRequest over MaxRequestBytes; the plugin gives it without
+// reading the request into memory when it is the whole input.
+func RequestTooLarge() []byte { return errorJSON(requestTooLarge()) }
+
+func requestTooLarge() *abi.Error { return invalidRequest("request exceeds 256 KiB") }
 
 // checkJSON checks that b is valid JSON of bounded size and depth.
 func checkJSON(b []byte, what string) *abi.Error { return checkJSONDepth(b, what, maxDepth) }
@@ -133,71 +143,92 @@ var requestMembers = [...]string{"provider", "grant_type", "client_id", "client_
 // the first is read (Members); a known field of the wrong type is invalid_request, named in the
 // message.
 func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
-	if err := unknownMember(v, requestMembers[:], "fhir_base"); err != nil {
+	return parseRequest(v.Raw, new(requestBufs))
+}
+
+// parseRequest is ParseRequest of raw, a valid JSON value, into b: the request's strings are
+// substrings of raw, or unescaped into b, and its lists are b's. It unescapes no value it does not
+// keep and allocates nothing in proportion to raw once b has grown (gjson's Str and ForEach
+// allocate every escaped string anew: see rawjson.go for why megabytes per call must not be).
+func parseRequest(raw string, b *requestBufs) (*Request, *abi.Error) {
+	if err := unknownMember(raw, requestMembers[:], "fhir_base"); err != nil {
 		return nil, err
 	}
+	b.startParse(len(raw))
 	r := &Request{}
 	var m [len(requestMembers)]string
-	Members(v.Raw, requestMembers[:], m[:])
-	var profile gjson.Result
+	Members(raw, requestMembers[:], m[:])
+	var profile string
 	for i, name := range requestMembers {
-		if m[i] == "" {
+		val := m[i]
+		if val == "" {
 			continue
 		}
-		val := gjson.Parse(m[i])
 		if s := r.stringField(name); s != nil {
-			if val.Type == gjson.Null {
+			if val == "null" {
 				continue
 			}
-			if val.Type != gjson.String {
+			if val[0] != '"' {
 				return nil, invalidRequest(name + " must be a string")
 			}
-			*s = val.Str
+			*s = b.str(val)
 			continue
 		}
 		switch name {
-		case "params", "headers":
-			hs, e := stringMap(name, val)
+		case "params":
+			hs, e := b.stringMap(name, val, &b.params)
 			if e != nil {
 				return nil, e
 			}
-			if name == "params" {
-				r.Params = hs
-			} else {
-				r.Headers = hs
+			r.Params = hs
+		case "headers":
+			hs, e := b.stringMap(name, val, &b.headers)
+			if e != nil {
+				return nil, e
 			}
+			r.Headers = hs
 		case "profile":
 			profile = val
 		case "force", "fleet_lock":
-			if val.Type != gjson.True && val.Type != gjson.False && val.Type != gjson.Null {
+			if val != "true" && val != "false" && val != "null" {
 				return nil, invalidRequest(name + " must be a boolean")
 			}
 			if name == "force" {
-				r.Force = val.Type == gjson.True
+				r.Force = val == "true"
 			} else {
-				r.FleetLock = val.Type == gjson.True
+				r.FleetLock = val == "true"
 			}
 		case "timeout_ms", "now_ms", "min_ttl_ms":
-			if val.Type == gjson.Null {
+			if val == "null" {
 				continue
 			}
-			if val.Type != gjson.Number || val.Num < 0 || val.Num > 1e15 {
+			n, ok := number(val)
+			if !ok || n < 0 || n > 1e15 {
 				return nil, invalidRequest(name + " must be a non-negative number of milliseconds")
 			}
 			switch name {
 			case "now_ms":
-				r.NowMS = int64(val.Num)
+				r.NowMS = int64(n)
 			case "min_ttl_ms":
-				r.MinTTLMS = int64(val.Num)
+				r.MinTTLMS = int64(n)
 			default:
-				r.TimeoutMS = int64(val.Num)
+				r.TimeoutMS = int64(n)
 			}
 		}
 	}
-	if err := r.resolveProfile(profile); err != nil {
+	if err := r.resolveProfile(profile, b); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// number reads raw, a JSON value, as a number (a string is not parsed: gjson would unescape it).
+func number(raw string) (float64, bool) {
+	if raw == "" || raw[0] < '-' || raw[0] > '9' {
+		return 0, false
+	}
+	v := gjson.Parse(raw)
+	return v.Num, v.Type == gjson.Number
 }
 
 // stringField returns the address of the string field named name, or nil.
@@ -255,37 +286,47 @@ func (r *Request) field(name string) string {
 	return ""
 }
 
-func stringMap(name string, v gjson.Result) ([]header, *abi.Error) {
-	if v.Type == gjson.Null {
+// stringMap reads raw, a JSON object of strings (or null), into *dst's array, sorted by name.
+func (b *requestBufs) stringMap(name, raw string, dst *[]header) ([]header, *abi.Error) {
+	if raw == "null" {
 		return nil, nil
 	}
-	if !v.IsObject() {
+	if raw[0] != '{' {
 		return nil, invalidRequest(name + " must be an object of strings")
 	}
-	var hs []header
+	hs := (*dst)[:0]
 	var err *abi.Error
-	v.ForEach(func(k, val gjson.Result) bool {
-		if val.Type != gjson.String || k.Str == "" {
+	eachMember(raw, func(k, val string) bool {
+		key := b.str(k)
+		if val[0] != '"' || key == "" {
 			err = invalidRequest(name + " must be an object of strings")
 			return false
 		}
-		hs = append(hs, header{k.Str, val.Str})
+		hs = append(hs, header{key, b.str(val)})
 		return true
 	})
 	// Of a repeated name the first is read, as of any repeated member (Members): sorted stably, the
 	// first of equal names comes first, and the later ones go.
 	sort.SliceStable(hs, func(i, j int) bool { return hs[i].name < hs[j].name })
+	*dst = hs
 	hs = slices.CompactFunc(hs, func(a, b header) bool { return a.name == b.name })
 	return hs, err
 }
 
-// unknownMember returns invalid_request naming the first member of object v that is neither in
-// known nor one of also (fields a host reads and the plugin ignores), or nil.
-func unknownMember(v gjson.Result, known []string, also ...string) *abi.Error {
+// unknownMember returns invalid_request naming the first member of obj, a JSON object, that is
+// neither in known nor one of also (fields a host reads and the plugin ignores), or nil. Keys are
+// compared as Members compares them: unescaped into a buffer of maxNameBytes, nothing allocated
+// however long a key (gjson's ForEach unescapes every key and value anew).
+func unknownMember(obj string, known []string, also ...string) *abi.Error {
 	var err *abi.Error
-	v.ForEach(func(k, _ gjson.Result) bool {
-		if !contains(known, k.Str) && !contains(also, k.Str) {
-			err = invalidRequest("unknown field " + quote(k.Str))
+	var buf [maxNameBytes + utf8.UTFMax]byte
+	eachMember(obj, func(k, _ string) bool {
+		key := k[1 : len(k)-1]
+		if strings.IndexByte(key, '\\') >= 0 {
+			key = unescapeKey(key, &buf)
+		}
+		if !contains(known, key) && !contains(also, key) {
+			err = invalidRequest("unknown field " + quote(key))
 			return false
 		}
 		return true
@@ -297,7 +338,7 @@ func unknownMember(v gjson.Result, known []string, also ...string) *abi.Error {
 var profileMembers = [...]string{"token_url", "revocation_url", "body", "client_auth", "assertion_alg",
 	"expires_in_unit", "send_grant_type", "send_scope", "headers", "grants", "revocation_method"}
 
-func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
+func (r *Request) resolveProfile(custom string, b *requestBufs) *abi.Error {
 	if r.Provider == "" {
 		return invalidRequest("provider is required")
 	}
@@ -307,7 +348,7 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 		}
 		return nil
 	}
-	if !custom.IsObject() {
+	if custom == "" || custom[0] != '{' {
 		return invalidRequest(`provider "custom" needs a profile object`)
 	}
 	p := &Profile{
@@ -320,28 +361,33 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 		Grants:        allGrants,
 	}
 	var err *abi.Error
-	choice := func(name string, val gjson.Result, dst *string, allowed ...string) bool {
-		if val.Type != gjson.String || !contains(allowed, val.Str) {
+	// Values are raw JSON: a string is unescaped into b only when it is kept (see parseRequest).
+	choice := func(name string, val string, dst *string, allowed ...string) bool {
+		s := ""
+		if val[0] == '"' {
+			s = b.str(val)
+		}
+		if !contains(allowed, s) {
 			err = invalidRequest("profile." + name + " must be one of " + strings.Join(allowed, ", "))
 			return false
 		}
-		*dst = val.Str
+		*dst = s
 		return true
 	}
-	set := func(name string, val gjson.Result) bool {
+	set := func(name string, val string) bool {
 		switch name {
 		case "token_url":
-			if val.Type != gjson.String {
+			if val[0] != '"' {
 				err = invalidRequest("profile.token_url must be a string")
 				return false
 			}
-			p.TokenURL = val.Str
+			p.TokenURL = b.str(val)
 		case "revocation_url":
-			if val.Type != gjson.String {
+			if val[0] != '"' {
 				err = invalidRequest("profile.revocation_url must be a string")
 				return false
 			}
-			p.RevocationURL = val.Str
+			p.RevocationURL = b.str(val)
 		case "revocation_method":
 			return choice("revocation_method", val, &p.RevocationMethod, "POST", "DELETE")
 		case "body":
@@ -358,34 +404,40 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 		case "expires_in_unit":
 			return choice("expires_in_unit", val, &p.ExpiresInUnit, UnitSeconds, UnitMilliseconds)
 		case "send_grant_type", "send_scope":
-			if val.Type != gjson.True && val.Type != gjson.False {
+			if val != "true" && val != "false" {
 				err = invalidRequest("profile." + name + " must be a boolean")
 				return false
 			}
 			if name == "send_grant_type" {
-				p.SendGrantType = val.Type == gjson.True
+				p.SendGrantType = val == "true"
 			} else {
-				p.SendScope = val.Type == gjson.True
+				p.SendScope = val == "true"
 			}
 		case "headers":
-			hs, e := stringMap("profile.headers", val)
+			hs, e := b.stringMap("profile.headers", val, &b.profileHeaders)
 			if e != nil {
 				err = e
 				return false
 			}
 			p.Headers = hs
 		case "grants":
-			if !val.IsArray() {
+			if val[0] != '[' {
 				err = invalidRequest("profile.grants must be an array of grant types")
 				return false
 			}
 			p.Grants = nil
-			val.ForEach(func(_, g gjson.Result) bool {
-				if g.Type != gjson.String || !contains(allGrants, g.Str) {
+			eachElement(val, func(g string) bool {
+				i := -1
+				if g[0] == '"' {
+					i = slices.Index(allGrants, b.str(g))
+				}
+				if i < 0 {
 					err = invalidRequest("profile.grants must be an array of grant types")
 					return false
 				}
-				p.Grants = append(p.Grants, g.Str)
+				if !contains(p.Grants, allGrants[i]) { // a repeated grant adds nothing (allows)
+					p.Grants = append(p.Grants, allGrants[i])
+				}
 				return true
 			})
 			return err == nil
@@ -397,10 +449,10 @@ func (r *Request) resolveProfile(custom gjson.Result) *abi.Error {
 		return e
 	}
 	var m [len(profileMembers)]string
-	Members(custom.Raw, profileMembers[:], m[:])
+	Members(custom, profileMembers[:], m[:])
 	for i, name := range profileMembers {
-		val := gjson.Parse(m[i])
-		if m[i] == "" || val.Type == gjson.Null {
+		val := m[i]
+		if val == "" || val == "null" {
 			continue // null is absent, as in the request (abi/ABI.md)
 		}
 		if !set(name, val) {

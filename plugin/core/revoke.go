@@ -40,7 +40,7 @@ func (r *Request) EncodeRevocation(aud string) (*HTTPRequest, *abi.Error) {
 	b.add("token", tok)
 	b.add("token_type_hint", hint)
 	r.bodyAuth(b)
-	h := r.headerAuth([]header{{"Content-Type", "application/x-www-form-urlencoded"}, {"Accept", "application/json"}})
+	h := r.headerAuth([]header{{"Content-Type", "application/x-www-form-urlencoded"}, {"Accept", "application/json"}}, new([]byte))
 	enc := r.request(u, append(h, p.Headers...), b, jwt)
 	if p.RevocationMethod != "" {
 		enc.Method = p.RevocationMethod

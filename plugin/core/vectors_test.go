@@ -17,11 +17,12 @@ func TestVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := func() int64 { t.Fatal("vectors must give now_ms"); return 0 }
-	memo := new(Memo) // shared by every vector, as one plugin instance would be
+	memo := &Memo{Reuse: true} // shared by every vector, as one plugin instance's is
+	plain := new(Memo)         // one that gives each request storage of its own (the Envoy filter's)
 	for _, v := range vs {
 		t.Run(v.Name, func(t *testing.T) {
 			if v.Export == "token_step" { // written by TestWriteFlowVectors
-				for i, m := range []*Memo{nil, memo, memo} {
+				for i, m := range []*Memo{nil, memo, memo, plain, plain} {
 					call := func(_ string, in []byte) ([]byte, error) { return TokenStep(m, in, clock), nil }
 					if err := v.Check(call); err != nil {
 						t.Errorf("%s\nrun %d: %v", v.Doc, i, err)
@@ -47,8 +48,8 @@ func TestVectors(t *testing.T) {
 				}
 				return
 			}
-			// Without a memo, then twice with one: the second answer comes from the memo.
-			for i, m := range []*Memo{nil, memo, memo} {
+			// Without a memo, then twice with each kind: the second answer comes from the memo.
+			for i, m := range []*Memo{nil, memo, memo, plain, plain} {
 				if got := answer(m); conformance.Match(v.Want, got) != nil {
 					t.Errorf("%s\nanswer %d: %v\ngot %s", v.Doc, i, conformance.Match(v.Want, got), got)
 				}
@@ -65,7 +66,7 @@ func TestVectorsThroughSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := func() int64 { return 1767225600000 } // encode vectors give no now_ms
-	memo := new(Memo)
+	memo := &Memo{Reuse: true}
 	call := func(_ string, in []byte) ([]byte, error) { return TokenStep(memo, in, clock), nil }
 	n := 0
 	for _, v := range vs {

@@ -112,7 +112,7 @@ class Source {
  * createClient compiles the plugin and returns a client. See index.d.ts for the options and the
  * answers; README.md for each runtime.
  */
-export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken, now, signers } = {}) {
+export async function createClient({ wasm, allowedHosts = [], allowLoopback = false, cache = new MemoryCache(), logger, fetch: fetchImpl, instances = 4, onRefreshToken, now, signers, memoryLimitBytes } = {}) {
   if (onRefreshToken !== undefined && typeof onRefreshToken !== 'function') throw new TypeError('tokenwasm: onRefreshToken must be a function');
   if (now !== undefined && typeof now !== 'function') throw new TypeError('tokenwasm: now must be a function');
   // For tests: `now` is the clock the held tokens' schedule is judged by, and the plugin's (now_ms),
@@ -132,7 +132,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     } catch {}
   };
   const pool = new Array(Math.max(1, instances | 0)).fill(null);
-  pool[0] = new Instance(module); // the first one now, so a broken plugin fails here
+  pool[0] = new Instance(module, {}, { memoryLimitBytes }); // the first one now, so a broken plugin (or cap) fails here
   const sources = new Map(); // request JSON -> Source
   const frozen = new WeakMap(); // a deep-frozen request object -> its Source, without JSON.stringify
   const flights = new Set(); // every flow in progress: close() waits for them
@@ -167,7 +167,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   /** call runs one export on instance `slot` and returns its parsed answer; a trap replaces it. */
   function call(name, input, slot = 0) {
     let inst = pool[slot];
-    if (!inst || inst.broken) inst = pool[slot] = new Instance(module);
+    if (!inst || inst.broken) inst = pool[slot] = new Instance(module, {}, { memoryLimitBytes }); // broken: trapped, or over its memory cap
     const raw = input === undefined ? '' : typeof input === 'string' ? input : JSON.stringify(input);
     return JSON.parse(inst.call(name, raw));
   }

@@ -6,4 +6,4 @@ export { createClient, loadModule, TokenError } from './client.js';
 export { MemoryCache } from './cache.js';
 export { DurableObjectCache, TokenCoordinator } from './durable.js';
 export { httpSender, parseAllowedHosts, DEFAULT_ALLOWED_HOSTS, MAX_RESPONSE_BYTES, MAX_RESPONSE_HEADER_BYTES } from './http.js';
-export { Instance, PluginTrap } from './kernel.js';
+export { Instance, PluginTrap, DEFAULT_MEMORY_LIMIT_BYTES } from './kernel.js';

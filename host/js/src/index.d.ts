@@ -229,6 +229,12 @@ export interface ClientOptions {
   /** Plugin instances (default 4): flows of different credential sets keep to their own. */
   instances?: number;
   /**
+   * The cap of each instance's WebAssembly memory in bytes (default 32 MiB, as the Go host's
+   * WithMemoryLimit; Infinity for none). The plugin's memory only grows: an instance over the cap
+   * after a call keeps that call's answer and is replaced before its next call.
+   */
+  memoryLimitBytes?: number;
+  /**
    * Called with each refresh token a fetched (not cached) answer carries, for the application to
    * keep beyond the cache's life (the flow itself keeps a one-time grant's newest refresh token in
    * the cache and sends it in place of the request's). The request is the one whose call fetched,
@@ -317,9 +323,15 @@ export declare function httpSender(options?: Pick<ClientOptions, 'allowLoopback'
 
 /** One plugin instance on this package's Extism kernel (tests and other hosts). */
 export declare class Instance {
-  constructor(module: WebAssembly.Module, user?: Record<string, (input: string) => string>);
+  constructor(module: WebAssembly.Module, user?: Record<string, (input: string) => string>, options?: Pick<ClientOptions, 'memoryLimitBytes'>);
+  /** Throws PluginTrap on a trap (the instance is broken); over its memory cap after the call, the instance is broken but the answer returned. */
   call(exportName: string, input: string | Uint8Array): string;
   readonly arenaBytes: number;
+  /** The plugin's linear memory in bytes (it only grows). */
+  readonly memoryBytes: number;
+  readonly memoryLimitBytes: number;
   broken: boolean;
 }
+/** The default memoryLimitBytes: 32 MiB, the Go host's default (WithMemoryLimit). */
+export declare const DEFAULT_MEMORY_LIMIT_BYTES: number;
 export declare class PluginTrap extends Error {}

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { createClient as createWith, loadModule as compile } from './client.js';
 
-export { TokenError, MemoryCache, DurableObjectCache, TokenCoordinator, httpSender, parseAllowedHosts, DEFAULT_ALLOWED_HOSTS, MAX_RESPONSE_BYTES, MAX_RESPONSE_HEADER_BYTES, Instance, PluginTrap } from './edge.js';
+export { TokenError, MemoryCache, DurableObjectCache, TokenCoordinator, httpSender, parseAllowedHosts, DEFAULT_ALLOWED_HOSTS, MAX_RESPONSE_BYTES, MAX_RESPONSE_HEADER_BYTES, Instance, PluginTrap, DEFAULT_MEMORY_LIMIT_BYTES } from './edge.js';
 
 /** read returns the plugin as bytes or a Module: a path or file URL is read (default: the package's). */
 async function read(wasm = new URL('../tokenwasm.wasm', import.meta.url)) {

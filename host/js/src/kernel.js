@@ -7,11 +7,19 @@
 // memory, addressed by u64 offsets; 0 is null; the arena is reset at the start of every call, so
 // blocks never outlive a call (a 50,000-call loop stays flat); an export is () -> i32 and 0 is
 // success.
+//
+// Memory cap (as the Go host's WithMemoryLimit): the plugin's linear memory is the module's own,
+// which a host cannot bound from outside, and TinyGo's heap only grows (it doubles when a collection
+// frees less than a third of it) and never gives memory back. So an instance whose memory is over
+// its cap after a call is broken: the call's answer stands, and the host replaces the instance
+// before its next call (client.js), so no instance keeps more than the cap between calls.
 
 const ENV = 'extism:host/env';
 const WASI = 'wasi_snapshot_preview1';
 const ARENA_BASE = 8; // offsets below it are never valid, so 0 stays null
 const KERNEL_LIMIT = 64 << 20; // alloc beyond it returns 0, as the Go host's KernelMemoryLimit
+/** The default cap of an instance's linear memory: the Go host's default (WithMemoryLimit, 512 pages). */
+export const DEFAULT_MEMORY_LIMIT_BYTES = 32 << 20;
 const ERRNO = { SUCCESS: 0, BADF: 8, INVAL: 28, NOSYS: 52 };
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -35,14 +43,22 @@ export class Instance {
   #input = new Uint8Array(0);
   #out = null; // [off, len] set by output_set
   #error = '';
+  #memoryLimit;
   broken = false;
 
   /**
    * @param {WebAssembly.Module} module the compiled plugin
    * @param {Record<string, (input: string) => string>} [user] imports of extism:host/user, if any
    *   (token_step needs none: it hands each import to the host)
+   * @param {{memoryLimitBytes?: number}} [options] memoryLimitBytes: the cap of the plugin's linear
+   *   memory (default DEFAULT_MEMORY_LIMIT_BYTES; Infinity for none): over it after a call, the
+   *   instance is broken
    */
-  constructor(module, user = {}) {
+  constructor(module, user = {}, { memoryLimitBytes = DEFAULT_MEMORY_LIMIT_BYTES } = {}) {
+    if (typeof memoryLimitBytes !== 'number' || !(memoryLimitBytes > 0)) {
+      throw new TypeError('tokenwasm: memoryLimitBytes must be a positive number of bytes (Infinity: no cap)');
+    }
+    this.#memoryLimit = memoryLimitBytes;
     const imports = { [ENV]: this.#env(), [WASI]: this.#wasi() };
     // Anything else the module imports (another build may import more) answers ENOSYS (WASI) or
     // traps when called: the plugin is told, never left with a silent zero.
@@ -65,7 +81,8 @@ export class Instance {
 
   /**
    * call runs export with input (a string or bytes) and returns its output as a string. A trap or a
-   * non-zero return throws and leaves the instance broken: throw it away (abi/ABI.md).
+   * non-zero return throws and leaves the instance broken: throw it away (abi/ABI.md). So does a
+   * call after which the plugin's memory is over the cap, but its answer is returned.
    */
   call(name, input) {
     if (this.broken) throw new PluginTrap('instance is broken');
@@ -87,6 +104,7 @@ export class Instance {
       this.broken = true;
       throw new PluginTrap(`${name} returned ${rc}: ${this.#error}`);
     }
+    if (this.#memory.buffer.byteLength > this.#memoryLimit) this.broken = true;
     if (!this.#out) return '';
     const [off, len] = this.#out;
     return decoder.decode(this.#arena.subarray(off, off + len));
@@ -95,6 +113,16 @@ export class Instance {
   /** arenaBytes is the kernel memory in use (tests: it must not grow from call to call). */
   get arenaBytes() {
     return this.#len;
+  }
+
+  /** memoryBytes is the size of the plugin's linear memory (it only grows). */
+  get memoryBytes() {
+    return this.#memory.buffer.byteLength;
+  }
+
+  /** memoryLimitBytes is the cap of memoryBytes after a call. */
+  get memoryLimitBytes() {
+    return this.#memoryLimit;
   }
 
   #reset() {

@@ -5,6 +5,11 @@ GO      ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3cf34090a3db
 
+# Every go test has its own -timeout, so that a hung test fails with every goroutine's stack instead of
+# hanging CI, and a slow machine is not mistaken for a hung test. RACE_TIMEOUT: `go test -race ./...`
+# ran ./host for 10 min 56 s on a loaded 2-core machine, past go test's default of 10 min.
+RACE_TIMEOUT ?= 15m
+
 .PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js fuzz bench clean
 
 all: build
@@ -40,7 +45,7 @@ lint:
 
 unit:
 	TOKENWASM_WASM_TINYGO=$(CURDIR)/build/tokenwasm.wasm TOKENWASM_WASM_GO=$(CURDIR)/build/tokenwasm-go.wasm \
-		./scripts/with-redis.sh $(GO) test -race -count=1 ./...
+		./scripts/with-redis.sh $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
 
 ## test-js: the npm package (host/js) in Node 20, Node 26, Deno, Bun and workerd, held to the same
 ## vectors (the official Extism JS SDK as witness), its Redis cache against a throwaway redis-server
@@ -49,15 +54,15 @@ test-js:
 
 ## test-otel: the OpenTelemetry adapter, a nested module (its dependencies stay out of the main one)
 test-otel:
-	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
+	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
 
 ## fuzz: a short run of each fuzz target (the corpus in testdata/fuzz is replayed by `make test`)
 fuzz:
-	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s
-	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 60s
+	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s -timeout 5m
+	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 60s -timeout 5m
 
 bench:
-	$(GO) test ./host/... -run '^$$' -bench . -benchmem -count 5 | tee build/bench.txt
+	$(GO) test ./host/... -run '^$$' -bench . -benchmem -count 5 -timeout 30m | tee build/bench.txt
 	$(BENCHSTAT) build/bench.txt
 
 clean:

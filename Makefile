@@ -9,6 +9,14 @@ BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3c
 # hanging CI, and a slow machine is not mistaken for a hung test. RACE_TIMEOUT: `go test -race ./...`
 # ran ./host for 10 min 56 s on a loaded 2-core machine, past go test's default of 10 min.
 RACE_TIMEOUT ?= 15m
+# TEST_TIMEOUT: the run without -race below (TestResponseLimits: 2 min on a loaded machine).
+TEST_TIMEOUT ?= 10m
+
+# FULL_COUNT_TESTS run fewer iterations under -race (internal/race.Iterations), where each call is
+# 3-50x slower; `unit` runs them again without -race with their full count. A test that starts using
+# race.Iterations goes here too (internal/race's TestFullCountRunsSomewhere fails until it does).
+FULL_COUNT_TESTS = TestResponseLimits|TestPoolRecyclesAfterLargeCalls|TestEcho
+FULL_COUNT_PKGS  = ./host ./host/internal/extism
 
 .PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js fuzz bench clean
 
@@ -43,9 +51,15 @@ lint:
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./plugin/...
 	$(STATICCHECK) ./...
 
+## unit: go test -race over the main module, then FULL_COUNT_TESTS again without -race; both run, and
+## unit fails if either did
+unit: export TOKENWASM_WASM_TINYGO = $(CURDIR)/build/tokenwasm.wasm
+unit: export TOKENWASM_WASM_GO = $(CURDIR)/build/tokenwasm-go.wasm
 unit:
-	TOKENWASM_WASM_TINYGO=$(CURDIR)/build/tokenwasm.wasm TOKENWASM_WASM_GO=$(CURDIR)/build/tokenwasm-go.wasm \
-		./scripts/with-redis.sh $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
+	rc=0; \
+	./scripts/with-redis.sh $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./... || rc=1; \
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^($(FULL_COUNT_TESTS))$$' $(FULL_COUNT_PKGS) || rc=1; \
+	exit $$rc
 
 ## test-js: the npm package (host/js) in Node 20, Node 26, Deno, Bun and workerd, held to the same
 ## vectors (the official Extism JS SDK as witness), its Redis cache against a throwaway redis-server

@@ -12,12 +12,14 @@ import (
 
 	"github.com/tokenwasm/tokenwasm/abi"
 	"github.com/tokenwasm/tokenwasm/host/providertest"
+	"github.com/tokenwasm/tokenwasm/internal/race"
 	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
 // limitCalls is how many forced fetches each limit case makes on one instance: traps from heap
-// growth showed up after a handful of calls, never on the first.
-const limitCalls = 40
+// growth showed up after a handful of calls (2-7), never on the first. Under -race a call of a large
+// case takes over a second, so the race run makes 8, past the 7; `make unit` runs the 40 without it.
+var limitCalls = race.Iterations(40, 8)
 
 // tokenBody returns a 200 token response of exactly size bytes: a token and an extra field "pad"
 // filled with c.
@@ -150,7 +152,7 @@ func limitPlugin(t *testing.T) []Option {
 
 // TestPoolRecyclesAfterLargeCalls: an instance that moved more than recycleAbove bytes in one call is
 // replaced, not reused, so even an input the plugin keeps garbage of (a 1 MiB client secret) cannot
-// accumulate: 40 encodes of one in a row on a pool of one instance, 0 faults.
+// accumulate: limitCalls (40) encodes of one in a row on a pool of one instance, 0 faults.
 func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
 	c := newClient(t, WithMaxInstances(1))
 	req := abi.TokenRequest{Provider: "nikohealth", Domain: "acme", ClientID: "id", ClientSecret: strings.Repeat("s", 1<<20)}

@@ -18,6 +18,10 @@ TEST_TIMEOUT ?= 10m
 FULL_COUNT_TESTS = TestResponseLimits|TestPoolRecyclesAfterLargeCalls|TestEcho
 FULL_COUNT_PKGS  = ./host ./host/internal/extism
 
+# TEST_TARGETS: what `make test` runs, in order, each one whatever the others did (`make test
+# TEST_TARGETS="lint unit"` runs a few).
+TEST_TARGETS = tools lint build-go check-embed unit test-otel test-js
+
 .PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js fuzz bench clean
 
 all: build
@@ -27,8 +31,19 @@ demo:
 	$(GO) run ./host/cmd/tokenwasm demo
 
 ## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
-## throwaway redis-server for the fleet-cache tests)
-test: tools lint build-go check-embed unit test-otel test-js
+## throwaway redis-server for the fleet-cache tests). Every target runs even when one before it
+## failed (a lint finding must not hide a failing test); a summary line per target closes the output,
+## and make fails if any target did.
+test:
+	@failed=""; summary=""; \
+	for t in $(TEST_TARGETS); do \
+		echo "=== make $$t"; start=$$(date +%s); \
+		if $(MAKE) --no-print-directory $$t; then res=ok; else res=FAIL; failed="$$failed $$t"; fi; \
+		summary="$$summary$$(printf '%-12s %-4s %4ss' $$t $$res $$(( $$(date +%s) - start )))\n"; \
+	done; \
+	printf '\nmake test: summary\n%b' "$$summary"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: all $(words $(TEST_TARGETS)) targets passed"
 
 tools:
 	./build.sh --install

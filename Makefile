@@ -5,6 +5,23 @@ GO      ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0
 BENCHSTAT   = $(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260512194132-3cf34090a3db
 
+# Every go test has its own -timeout, so that a hung test fails with every goroutine's stack instead of
+# hanging CI, and a slow machine is not mistaken for a hung test. RACE_TIMEOUT: `go test -race ./...`
+# ran ./host for 10 min 56 s on a loaded 2-core machine, past go test's default of 10 min.
+RACE_TIMEOUT ?= 15m
+# TEST_TIMEOUT: the run without -race below (TestResponseLimits: 2 min on a loaded machine).
+TEST_TIMEOUT ?= 10m
+
+# FULL_COUNT_TESTS run fewer iterations under -race (internal/race.Iterations), where each call is
+# 3-50x slower; `unit` runs them again without -race with their full count. A test that starts using
+# race.Iterations goes here too (internal/race's TestFullCountRunsSomewhere fails until it does).
+FULL_COUNT_TESTS = TestResponseLimits|TestPoolRecyclesAfterLargeCalls|TestStepAttacksThroughWasm|TestEcho
+FULL_COUNT_PKGS  = ./host ./host/internal/extism
+
+# TEST_TARGETS: what `make test` runs, in order, each one whatever the others did (`make test
+# TEST_TARGETS="lint unit"` runs a few).
+TEST_TARGETS = tools lint build-go check-embed unit test-otel test-js test-envoy-config test-quickstart
+
 .PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js test-envoy-config test-quickstart fuzz bench clean
 
 all: build
@@ -15,8 +32,20 @@ demo:
 	$(GO) run ./host/cmd/tokenwasm demo
 
 ## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
-## throwaway redis-server for the fleet-cache tests), the example envoy.yaml against Envoy's types
-test: tools lint build-go check-embed unit test-otel test-js test-envoy-config test-quickstart
+## throwaway redis-server for the fleet-cache tests), the example envoy.yaml against Envoy's types, the
+## README's quick starts. Every target runs even when one before it
+## failed (a lint finding must not hide a failing test); a summary line per target closes the output,
+## and make fails if any target did.
+test:
+	@failed=""; summary=""; \
+	for t in $(TEST_TARGETS); do \
+		echo "=== make $$t"; start=$$(date +%s); \
+		if $(MAKE) --no-print-directory $$t; then res=ok; else res=FAIL; failed="$$failed $$t"; fi; \
+		summary="$$summary$$(printf '%-12s %-4s %4ss' $$t $$res $$(( $$(date +%s) - start )))\n"; \
+	done; \
+	printf '\nmake test: summary\n%b' "$$summary"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: all $(words $(TEST_TARGETS)) targets passed"
 
 tools:
 	./build.sh --install
@@ -39,9 +68,15 @@ lint:
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./plugin/...
 	$(STATICCHECK) ./...
 
+## unit: go test -race over the main module, then FULL_COUNT_TESTS again without -race; both run, and
+## unit fails if either did
+unit: export TOKENWASM_WASM_TINYGO = $(CURDIR)/build/tokenwasm.wasm
+unit: export TOKENWASM_WASM_GO = $(CURDIR)/build/tokenwasm-go.wasm
 unit:
-	TOKENWASM_WASM_TINYGO=$(CURDIR)/build/tokenwasm.wasm TOKENWASM_WASM_GO=$(CURDIR)/build/tokenwasm-go.wasm \
-		./scripts/with-redis.sh $(GO) test -race -count=1 ./...
+	rc=0; \
+	./scripts/with-redis.sh $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./... || rc=1; \
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^($(FULL_COUNT_TESTS))$$' $(FULL_COUNT_PKGS) || rc=1; \
+	exit $$rc
 
 ## test-js: the npm package (host/js) in Node 20, Node 26, Deno, Bun and workerd, held to the same
 ## vectors (the official Extism JS SDK as witness), its Redis cache against a throwaway redis-server
@@ -50,7 +85,7 @@ test-js:
 
 ## test-otel: the OpenTelemetry adapter, a nested module (its dependencies stay out of the main one)
 test-otel:
-	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
+	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
 
 ## test-quickstart: the README's quick starts (Go, JavaScript, CLI, Envoy build), extracted and run as
 ## written against the fakes (scripts/quickstarts.sh), so they cannot drift
@@ -60,15 +95,15 @@ test-quickstart:
 ## test-envoy-config: plugin/envoy/envoy.yaml read with Envoy's own configuration types (go-control-plane,
 ## a nested module), its clusters' TLS and stats_tags checked, the filter started on its configuration
 test-envoy-config:
-	cd plugin/envoy/configcheck && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -count=1 ./...
+	cd plugin/envoy/configcheck && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## fuzz: a short run of each fuzz target (the corpus in testdata/fuzz is replayed by `make test`)
 fuzz:
-	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s
-	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 60s
+	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s -timeout 5m
+	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 60s -timeout 5m
 
 bench:
-	$(GO) test ./host/... -run '^$$' -bench . -benchmem -count 5 | tee build/bench.txt
+	$(GO) test ./host/... -run '^$$' -bench . -benchmem -count 5 -timeout 30m | tee build/bench.txt
 	$(BENCHSTAT) build/bench.txt
 
 clean:

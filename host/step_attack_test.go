@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenwasm/tokenwasm/internal/race"
 	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
@@ -33,7 +34,8 @@ func stepThroughWasm(t *testing.T, c *Client, in string) map[string]json.RawMess
 
 // TestStepAttacksThroughWasm runs forged, expired and boundary inputs through the compiled plugin on
 // one long-lived instance, with two identities alternating: each is refused with a typed error or
-// goes on, and no answer carries the other identity's key or any secret.
+// goes on, and no answer carries the other identity's key or any secret. Six rounds; three under
+// -race (A, B, A: each 8 MiB input there costs seconds), the six again without it in `make unit`.
 func TestStepAttacksThroughWasm(t *testing.T) {
 	forEachBuild(t, func(t *testing.T, c *Client) {
 		now := time.Now().UnixMilli()
@@ -46,7 +48,7 @@ func TestStepAttacksThroughWasm(t *testing.T) {
 			json.Unmarshal(got["error"], &e)
 			return e.Message
 		}
-		for round := range 6 {
+		for round := range race.Iterations(6, 3) {
 			req, other := reqs[round%2], reqs[1-round%2]
 			// Walk to the lock step.
 			var state string

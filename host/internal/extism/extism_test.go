@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenwasm/tokenwasm/internal/race"
 )
 
 // faultsWasm is built from testdata/faults.wat with: wat2wasm faults.wat -o faults.wasm
@@ -46,9 +48,11 @@ func TestEcho(t *testing.T) {
 		}
 	}
 	// The arena is reset per call: 16 echoes of 1 MiB keep it at one call's size (input and output,
-	// 2 MiB, then doubled), where without the reset it would hold all 32 MiB.
+	// 2 MiB, then doubled), where without the reset it would hold all 32 MiB. Under -race, where the
+	// faults plugin's two host calls per byte make each echo seconds long, 4 echoes: 8 MiB without the
+	// reset, still over the cap (`make unit` runs the 16 without -race).
 	in := bytes.Repeat([]byte{'y'}, 1<<20)
-	for range 16 {
+	for range race.Iterations(16, 4) {
 		if out, err := i.Call(context.Background(), "echo", in); err != nil || !bytes.Equal(out, in) {
 			t.Fatalf("echo 1 MiB: got %d bytes, %v", len(out), err)
 		}

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tokenwasm/tokenwasm/abi"
 	"github.com/tokenwasm/tokenwasm/host/providertest"
@@ -519,5 +520,49 @@ func TestRevokeCandescent(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("POST to the revocation endpoint: %d, want 405", resp.StatusCode)
+	}
+}
+
+// TestRevokeRotatedGrant: revoking a refresh_token grant whose refresh token rotated revokes the
+// newest one (the request's own was used long ago), and no later fetch sends a used one.
+func TestRevokeRotatedGrant(t *testing.T) {
+	cfg := providertest.DefaultConfig("candescent")
+	cfg.Lifetime = time.Second
+	fake := providertest.NewCandescent(cfg)
+	defer fake.Close()
+	c := newClient(t, WithLoopback())
+	ctx := context.Background()
+	pw, err := c.Token(ctx, abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantPassword, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		InstitutionID: cfg.InstitutionID, Username: cfg.Username, Password: cfg.Password, TokenURL: fake.TokenURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantRefreshToken, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		RefreshToken: pw.RefreshToken, TokenURL: fake.TokenURL(), RevocationURL: fake.URL() + providertest.CandescentRevokePath}
+	var newest string
+	for range 2 { // two rotations
+		req.Force = true
+		tok, err := c.Token(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newest = tok.RefreshToken
+	}
+	req.Force = false
+	if err := c.Revoke(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if fake.Revocations() != 1 {
+		t.Fatalf("%d revocations", fake.Revocations())
+	}
+	// The newest refresh token no longer works at the provider: it was the one revoked.
+	if _, err := c.Token(ctx, abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantRefreshToken, ClientID: cfg.ClientID,
+		ClientSecret: cfg.ClientSecret, RefreshToken: newest, TokenURL: fake.TokenURL()}); kindOf(err) != abi.KindInvalidGrant {
+		t.Fatalf("the newest refresh token after the revocation: %v", err)
+	}
+	replays := fake.Replays()
+	req.Force = true
+	if _, err := c.Token(ctx, req); kindOf(err) != abi.KindInvalidGrant || fake.Replays() != replays {
+		t.Fatalf("a fetch after the revocation: %v, replays %d -> %d (nothing must be sent)", err, replays, fake.Replays())
 	}
 }

@@ -71,7 +71,18 @@ func (f *Flow) revoked(answer []byte) (Action, []byte) {
 	}
 	out := []byte("{}")
 	if err != nil {
+		if f.phase == phaseSendLineage {
+			err = withheld(err)
+		}
 		out = errorJSON(err)
+	}
+	if revokesLineage(f.r) && err == nil {
+		// The grant's refresh token is revoked: its lineage ends with it, and says so, so that no
+		// later fetch sends the request's own (used) refresh token.
+		o := newObject(make([]byte, 0, 64))
+		o.bool("revoked", true)
+		o.str("id", f.binding())
+		return f.finish(out, f.deleteAction(f.key, "", ""), f.setAction(f.key, grantSuffix, view(o.end()), GrantTTLMS, false))
 	}
 	return f.finish(out, f.deleteAction(f.key, "", ""))
 }

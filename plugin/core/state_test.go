@@ -14,7 +14,7 @@ func sealed(t *testing.T, req, body string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &Flow{enc: enc}
+	f := &Flow{enc: enc, tokenEnc: enc}
 	return body + "." + string(f.appendSeal(nil, []byte(body)))
 }
 

@@ -75,6 +75,11 @@ type Flow struct {
 	lifeMS int64
 	// followed: the flow sends the lineage's refresh token, not the request's (see withheld).
 	followed bool
+	// tokenURL is the token request's URL: a revocation's client assertion names it (aud).
+	tokenURL string
+	// tokenEnc is the token request as encoded: the state's seal is keyed by its identity, whatever
+	// the op (a revocation's request, or one sent with a lineage's refresh token, is another).
+	tokenEnc *HTTPRequest
 	// fails is how many transient failures in a row the identity's gate counted (read at the gate).
 	fails int64
 	// sealKey authenticates the state (stateKey), derived on first use.
@@ -108,6 +113,9 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	switch f.phase {
 	case phaseStart:
 		if f.op == opRevoke {
+			if revokesLineage(r) { // the grant's newest refresh token, not the request's used one
+				return f.ask(phaseGrant, f.getAction(f.key, grantSuffix))
+			}
 			return f.send()
 		}
 		if f.op == opInvalidate {
@@ -425,6 +433,9 @@ func (f *Flow) fetch() (Action, []byte) {
 // authorization code gives way to the refresh_token grant), or the request's own credential when
 // there is none yet, an authorization code after marking it used.
 func (f *Flow) lineage(answer []byte) (Action, []byte) {
+	if f.op == opRevoke {
+		return f.revokeLineage(answer)
+	}
 	if cacheFailed(answer, f.checked) {
 		// A cache that could not answer may hold the newest refresh token: sending the request's own
 		// could replay a used one (RFC 9700 4.14), so nothing is sent.
@@ -439,6 +450,10 @@ func (f *Flow) lineage(answer []byte) (Action, []byte) {
 			}
 			return f.send()
 		}
+		if rec.Get("revoked").Type == gjson.True {
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
+				Message: "this grant's refresh token was revoked: start a new authorization"}), f.unmark())
+		}
 		if rec.Get("used").Type == gjson.True {
 			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
 				Message: "the authorization code has been used and the provider returned no refresh token: start a new authorization"}), f.unmark())
@@ -446,6 +461,34 @@ func (f *Flow) lineage(answer []byte) (Action, []byte) {
 	}
 	if f.r.GrantType == abi.GrantAuthorizationCode {
 		return f.ask(phaseSpend, f.setAction(f.key, grantSuffix, f.grantRecord(""), GrantTTLMS, true))
+	}
+	return f.send()
+}
+
+// revokesLineage reports whether a revoke of r revokes a refresh token grant's refresh token, which
+// is then the lineage's newest: the request's own may have been used long ago.
+func revokesLineage(r *Request) bool {
+	return r.AccessToken == "" && r.GrantType == abi.GrantRefreshToken
+}
+
+// revokeLineage revokes the lineage's newest refresh token (the request's own when there is none
+// yet); then the grant's lineage goes with its cached token.
+func (f *Flow) revokeLineage(answer []byte) (Action, []byte) {
+	if cacheFailed(answer, f.checked) {
+		return f.finish(errorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true,
+			Message: "the cache could not be read for this grant's newest refresh token; nothing was revoked"}))
+	}
+	if v, ok := f.cacheValue(answer); ok && f.ours(v) {
+		if rt := gjson.Get(v, "refresh_token"); rt.Type == gjson.String && rt.Str != "" {
+			r := *f.r
+			r.RefreshToken = rt.Str
+			r.secretList, r.secretsDone = nil, false
+			enc, err := r.EncodeRevocation(f.tokenURL)
+			if err != nil {
+				return f.finish(errorJSON(err))
+			}
+			f.r, f.enc, f.followed = &r, enc, true
+		}
 	}
 	return f.send()
 }
@@ -679,7 +722,7 @@ func (f *Flow) appendState(b []byte) []byte {
 // appendSeal appends the seal of body: the first sealChars hex digits of its HMAC under stateKey.
 func (f *Flow) appendSeal(b, body []byte) []byte {
 	if !f.sealDone {
-		f.sealKey, f.sealDone = stateKey(f.enc), true
+		f.sealKey, f.sealDone = stateKey(f.tokenEnc), true
 	}
 	mac := hmac.New(sha256.New, f.sealKey[:])
 	mac.Write(body)
@@ -734,7 +777,7 @@ func (f *Flow) resume(s string) *abi.Error {
 		return badState()
 	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend && p != phaseSendLineage && p != phaseMark,
 		op == opInvalidate && p != phaseInvalidate && p != phaseDrop,
-		op == opRevoke && p != phaseSend && p != phaseSign, op != opToken && op != opInvalidate && op != opRevoke:
+		op == opRevoke && p != phaseSend && p != phaseSign && p != phaseGrant && p != phaseSendLineage, op != opToken && op != opInvalidate && op != opRevoke:
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
@@ -881,19 +924,21 @@ func (m *Memo) startFlow(f *Flow, request []byte, op byte, now Clock, checked bo
 	if err != nil {
 		return nil, errorJSON(err)
 	}
+	tokenURL, tokenEnc := enc.URL, enc
 	if op == opRevoke {
 		if enc, err = r.EncodeRevocation(enc.URL); err != nil {
 			return nil, errorJSON(err)
 		}
 	}
-	if op == opToken && oneTimeGrant(r.GrantType) && enc.jwt != nil && enc.jwt.hostSigns() {
+	if (op == opToken && oneTimeGrant(r.GrantType) || op == opRevoke && revokesLineage(r)) && enc.jwt != nil && enc.jwt.hostSigns() {
 		// The newest refresh token is read from the cache in the step before the send, and the
 		// host's signature arrives in a step of its own: one of the two would have to wait in the
 		// state, which holds no credential.
 		return nil, errorJSON(invalidRequest(r.profile.ClientAuth + " cannot be combined with the " + r.GrantType +
 			" grant: the host-signed assertion and the grant's newest refresh token would have to cross steps"))
 	}
-	*f = Flow{m: m, r: r, enc: enc, key: key, op: op, nowMS: r.now(now), checked: checked, Then: f.Then[:0], bufs: f.bufs}
+	*f = Flow{m: m, r: r, enc: enc, key: key, op: op, nowMS: r.now(now), checked: checked, Then: f.Then[:0], bufs: f.bufs,
+		tokenURL: tokenURL, tokenEnc: tokenEnc}
 	f.lifeMS = f.lockTTL()
 	return f, nil
 }

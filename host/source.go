@@ -54,6 +54,18 @@ func newHeld(res *abi.Result) *held {
 	}
 }
 
+// served is h as memory serves it after the fetch: without the refresh token.
+func (h *held) served() *held {
+	if h.tok.RefreshToken == "" {
+		return h
+	}
+	t := *h.tok
+	t.RefreshToken = ""
+	o := *h.oauth
+	o.RefreshToken = ""
+	return &held{tok: &t, oauth: o.WithExtra(extra(&t)), freshUntil: h.freshUntil, validUntil: h.validUntil}
+}
+
 // extra is what oauth2.Token.Extra answers: token_type, expires_in and scope, as the plugin
 // normalized them (expires_in in seconds, token_type "Bearer"), typed as x/oauth2 gives a JSON
 // answer's members (a number is a float64). The plugin's Token holds no other member of the response
@@ -214,8 +226,10 @@ func (s *source) run(ctx context.Context, f *flight, req abi.TokenRequest, force
 	defer s.active.Add(-1)
 	res, err := s.fetchWithRetry(ctx, req, force, minTTL)
 	if err == nil {
+		// The callers of this fetch get the refresh token it brought; later ones are served the token
+		// from memory without it, as the ABI serves a cached token.
 		f.h = newHeld(res)
-		s.cur.Store(f.h)
+		s.cur.Store(f.h.served())
 		s.newRefreshToken(ctx, req, res.Token)
 	}
 	f.err = err
@@ -355,7 +369,10 @@ func (s *source) invalidate(ctx context.Context, bad string) (bool, error) {
 	req := s.request()
 	req.AccessToken = bad
 	retry, err := s.c.invalidateFlow(ctx, req)
-	if h := s.cur.Load(); h != nil && (bad == "" || h.tok.AccessToken == bad) && (retry || err != nil) {
+	// For a 401 (bad), dropped from memory only when the plugin says a new token is worth trying:
+	// with the cache failing, the 401 window cannot be kept, and dropping would fetch a token per
+	// API call.
+	if h := s.cur.Load(); h != nil && (bad == "" || h.tok.AccessToken == bad && retry) {
 		s.cur.CompareAndSwap(h, nil)
 	}
 	return retry, err
@@ -366,7 +383,7 @@ func (s *source) invalidate(ctx context.Context, bad string) (bool, error) {
 // identity (abi/ABI.md, "invalidate"), and within it a 401 is the API's answer: an API that refuses
 // every token would otherwise cost a fetch per request, in every process.
 func (s *source) unauthorized(ctx context.Context, h *held) (bool, error) {
-	if s.cur.Load() != h {
+	if cur := s.cur.Load(); cur == nil || cur.tok.AccessToken != h.tok.AccessToken {
 		return true, nil // already replaced: retry with the new one
 	}
 	retry, err := s.invalidate(ctx, h.tok.AccessToken)

@@ -15,7 +15,7 @@ TEST_TIMEOUT ?= 10m
 # FULL_COUNT_TESTS run fewer iterations under -race (internal/race.Iterations), where each call is
 # 3-50x slower; `unit` runs them again without -race with their full count. A test that starts using
 # race.Iterations goes here too (internal/race's TestFullCountRunsSomewhere fails until it does).
-FULL_COUNT_TESTS = TestResponseLimits|TestPoolRecyclesAfterLargeCalls|TestStepAttacksThroughWasm|TestEcho
+FULL_COUNT_TESTS = TestResponseLimits|TestPoolRecyclesAfterLargeCalls|TestStepAttacksThroughWasm|TestLargeRequestsOnOneInstance|TestEcho
 FULL_COUNT_PKGS  = ./host ./host/internal/extism
 
 # TEST_TARGETS: what `make test` runs, in order, each one whatever the others did (`make test

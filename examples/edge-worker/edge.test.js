@@ -212,6 +212,12 @@ const crafted = (host) => [
   `/../admin`,
   `/x/../../admin`,
   `/./../admin`,
+  `/..;/admin`,
+  `/x/..;/..;/admin`,
+  `/%252e%252e/admin`,
+  `/%c0%ae%c0%ae/admin`,
+  `/%u002e%u002e/admin`,
+  `/%00/admin`,
 ];
 
 test('upstreamURL: no spelling leaves UPSTREAM\'s origin or path', () => {
@@ -223,12 +229,14 @@ test('upstreamURL: no spelling leaves UPSTREAM\'s origin or path', () => {
       assert.ok(target.pathname.startsWith('/v1/'), path);
     }
   }
-  for (const path of ['/%2F%2Fevil/x', '/\\evil/x', '/..%2fadmin', '/a/../b', '/%2e/x']) {
+  for (const path of ['/%2F%2Fevil/x', '/\\evil/x', '/..%2fadmin', '/a/../b', '/%2e/x', '/..;/x', '/%252e%252e/x', '/%c0%ae/x', '/%u002e/x', '/%00/x']) {
     assert.equal(upstreamURL(`http://gw.example${path}`, upstream), null, path);
   }
   assert.equal(upstreamURL('http://gw.example/orders?page=1', upstream).href, 'https://api.example.com/v1/orders?page=1');
   assert.equal(upstreamURL('http://gw.example/', 'https://api.example.com/v1/').href, 'https://api.example.com/v1/');
   assert.equal(upstreamURL('http://gw.example/x', 'https://api.example.com').href, 'https://api.example.com/x');
+  assert.equal(upstreamURL('*', 'https://api.example.com'), null, 'GET * is refused, not a crash');
+  assert.equal(upstreamURL('http://gw.example/a;v=1/b%20c', 'https://api.example.com/v1').href, 'https://api.example.com/v1/a;v=1/b%20c');
 });
 
 /** rawGet sends a GET with the path exactly as given and resolves to its status. */
@@ -251,4 +259,21 @@ test('no crafted path sends the token to another host or above the upstream path
   }
   assert.deepEqual(stolen, [], 'another host received a request');
   for (const s of seen.slice(before)) assert.ok(s.path.startsWith('/v1/'), `upstream saw ${s.path}`);
+});
+
+test('TRACE never goes upstream (a TRACE reply echoes the request, token included); workerd keeps CONNECT from fetch', async () => {
+  const before = seen.length;
+  for (const method of ['TRACE']) {
+    const status = await new Promise((resolve, reject) => {
+      const { hostname, port } = new URL(base);
+      const req = httpRequest({ host: hostname, port, path: '/echo', method }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(status, 405, `${method}: ${status}`);
+  }
+  assert.equal(seen.length, before, 'the upstream received a TRACE');
 });

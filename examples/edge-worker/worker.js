@@ -19,6 +19,10 @@ import { upstreamURL } from './upstream.js';
 
 export { TokenCoordinator } from 'tokenwasm'; // the Durable Object class behind TOKENS
 
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+// Headers some servers (IIS, Symfony, proxies) read as the request's path or host.
+const ROUTING_HEADERS = ['X-Original-URL', 'X-Rewrite-URL', 'X-Forwarded-Host', 'X-Forwarded-Prefix', 'X-HTTP-Method-Override'];
+
 let client; // one per isolate: its tokens outlive requests
 
 export default {
@@ -31,11 +35,15 @@ export default {
     });
     const tokens = await client;
     const tokenRequest = typeof env.TOKEN_REQUEST === 'string' ? JSON.parse(env.TOKEN_REQUEST) : env.TOKEN_REQUEST;
+    // Methods an API takes: TRACE (which echoes the request, the provider token with it) and CONNECT
+    // never go upstream.
+    if (!METHODS.has(request.method)) return Response.json({ error: 'invalid_request', message: 'method not allowed' }, { status: 405 });
     const target = upstreamURL(request.url, env.UPSTREAM);
     if (!target) return Response.json({ error: 'invalid_request', message: 'path not allowed' }, { status: 400 });
     const headers = new Headers(request.headers);
     headers.delete('Authorization'); // the caller's own credentials never go upstream
     headers.delete('Host');
+    for (const h of ROUTING_HEADERS) headers.delete(h); // an upstream that honours them would route elsewhere
     try {
       const body = request.method === 'GET' || request.method === 'HEAD' ? undefined : await request.arrayBuffer();
       return await tokens.fetch(tokenRequest, target, { method: request.method, headers, body });

@@ -188,6 +188,10 @@ export class DurableObjectCache {
     if (hashKey !== undefined) {
       this.#hashKey = keyBytes(hashKey, 'hashKey');
       if (this.#hashKey.length < 32) throw new TypeError('DurableObjectCache: hashKey must be at least 32 bytes');
+    } else if (this.#keys.length > 1) {
+      // Without a hashKey, entry names derive from keys[0]: putting a new key first would rename
+      // every entry, and a grant's lineage lost so sends a used refresh token again.
+      throw new TypeError('DurableObjectCache: rotating keys needs a fixed hashKey (entry names would move with keys[0])');
     }
     if (typeof name !== 'string' || name === '') throw new TypeError('DurableObjectCache: name must be a non-empty string');
     this.#namespace = namespace;

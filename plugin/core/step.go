@@ -212,7 +212,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		if v, ok := f.cacheValue(answer); ok && f.ours(v) && gjson.Get(v, "access_token").String() == r.AccessToken {
 			// The 401 window: of every host sharing the cache, one drops this identity's token per
 			// window; a 401 within it is the API's answer, not a stale token's.
-			return f.ask(phaseDrop, f.setAction(f.key, dropSuffix, f.dropRecord(), DropWindowMS, true))
+			return f.ask(phaseDrop, f.setAction(f.key, dropSuffix, f.idRecord(), DropWindowMS, true))
 		}
 		return f.finish([]byte(`{"retry":true}`)) // already replaced (or gone): a fresh token is worth a try
 	case phaseDrop:
@@ -347,7 +347,9 @@ const DropWindowMS = 30000
 // dropSuffix names an identity's 401 window.
 const dropSuffix = "/drop"
 
-func (f *Flow) dropRecord() string {
+// idRecord is a value that only names the identity: a 401 window's or an exchange mark's, whose
+// presence is all they say.
+func (f *Flow) idRecord() string {
 	o := newObject(make([]byte, 0, 64))
 	o.str("id", f.binding())
 	return view(o.end())
@@ -424,7 +426,7 @@ const GrantTTLMS = 90 * 24 * 3600 * 1000
 // sharing the cache the one holding the lock sends the newest refresh token, and a code only once.
 func (f *Flow) fetch() (Action, []byte) {
 	if f.oneTime() {
-		return f.ask(phaseMark, f.setAction(f.key, sentSuffix, f.dropRecord(), GrantTTLMS, true))
+		return f.ask(phaseMark, f.setAction(f.key, sentSuffix, f.idRecord(), GrantTTLMS, true))
 	}
 	return f.send()
 }
@@ -480,14 +482,12 @@ func (f *Flow) revokeLineage(answer []byte) (Action, []byte) {
 	}
 	if v, ok := f.cacheValue(answer); ok && f.ours(v) {
 		if rt := gjson.Get(v, "refresh_token"); rt.Type == gjson.String && rt.Str != "" {
-			r := *f.r
-			r.RefreshToken = rt.Str
-			r.secretList, r.secretsDone = nil, false
+			r := f.r.withRefreshToken(rt.Str)
 			enc, err := r.EncodeRevocation(f.tokenURL)
 			if err != nil {
 				return f.finish(errorJSON(err))
 			}
-			f.r, f.enc, f.followed = &r, enc, true
+			f.r, f.enc, f.followed = r, enc, true
 		}
 	}
 	return f.send()
@@ -497,16 +497,24 @@ func (f *Flow) revokeLineage(answer []byte) (Action, []byte) {
 // the request's own credential. The cache key stays the request's: the lineage is the credential
 // set's as first given.
 func (f *Flow) follow(rt string) *abi.Error {
-	r := *f.r
-	r.GrantType, r.RefreshToken = abi.GrantRefreshToken, rt
+	r := f.r.withRefreshToken(rt)
+	r.GrantType = abi.GrantRefreshToken
 	r.Code, r.RedirectURI, r.CodeVerifier = "", "", ""
-	r.secretList, r.secretsDone = nil, false
 	enc, err := r.Encode()
 	if err != nil {
 		return err
 	}
-	f.r, f.enc, f.followed = &r, enc, true
+	f.r, f.enc, f.followed = r, enc, true
 	return nil
+}
+
+// withRefreshToken is a copy of r carrying rt, a lineage's newest refresh token, with its secrets
+// listed anew so that redaction knows rt.
+func (r *Request) withRefreshToken(rt string) *Request {
+	c := *r
+	c.RefreshToken = rt
+	c.secretList, c.secretsDone = nil, false
+	return &c
 }
 
 // withheld drops from an error what the provider or the host could have quoted of a request that

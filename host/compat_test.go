@@ -33,7 +33,7 @@ func newGoSDKPlugin(t testing.TB, wasm []byte) *extism.Plugin {
 	}
 	p, err := extism.NewPlugin(ctx, extism.Manifest{Wasm: []extism.Wasm{extism.WasmData{Data: wasm}}},
 		extism.PluginConfig{
-			// The process's shared compilation cache, as every Client uses: the same bytes through the
+			// The process's shared compilation cache, as every Runtime uses: the same bytes through the
 			// same wazero compile to the same code, and compiling the 2.3 MB Go build a second time cost
 			// 9 s of CPU under -race. The imports, the kernel and WASI stay go-sdk's own.
 			RuntimeConfig: wazero.NewRuntimeConfig().WithCompilationCache(sharedCompilationCache),

@@ -58,7 +58,7 @@ export async function loadModule(wasm) {
  * deepFrozen reports whether v can never serialize differently: v and every object inside it frozen
  * plain objects or arrays whose members are all data properties. A getter, a toJSON or a class (whose
  * prototype may have either) could answer differently from call to call (one frozen object serving
- * several tenants), so such a request is looked up by its JSON every time.
+ * several tenants), so such a value is never taken by its identity alone.
  */
 function deepFrozen(v) {
   if (v === null || typeof v !== 'object') return true;
@@ -67,6 +67,41 @@ function deepFrozen(v) {
   const members = Object.getOwnPropertyDescriptors(v);
   if ('toJSON' in members) return false;
   for (const k in members) if (!('value' in members[k]) || !deepFrozen(members[k].value)) return false;
+  return true;
+}
+
+/**
+ * fingerprint reads a request object once: its own enumerable keys, in order, and their values, or
+ * null when the object is not one a fingerprint can stand for (not a plain object, a toJSON, or a
+ * member that is an object not deep-frozen: it could change inside without the fingerprint seeing
+ * it). Primitives are compared by value, deep-frozen members by identity.
+ */
+function fingerprint(req) {
+  if (req === null || typeof req !== 'object' || Array.isArray(req) || req.toJSON !== undefined) return null;
+  const proto = Object.getPrototypeOf(req);
+  if (proto !== Object.prototype && proto !== null) return null;
+  const keys = Object.keys(req);
+  const values = new Array(keys.length);
+  for (let i = 0; i < keys.length; i++) {
+    const v = req[keys[i]];
+    if (v !== null && (typeof v === 'object' || typeof v === 'function') && !(typeof v === 'object' && deepFrozen(v))) return null;
+    values[i] = v;
+  }
+  return { keys, values };
+}
+
+/**
+ * sameAsRead reports whether req reads now as it did when fingerprinted (fp): the same keys in the
+ * same order, each value the same (===). A request mutated in any member, added or removed, or given
+ * a toJSON, is not.
+ */
+function sameAsRead(req, fp) {
+  if (req.toJSON !== undefined) return false;
+  const keys = Object.keys(req);
+  const k = fp.keys;
+  if (keys.length !== k.length) return false;
+  const values = fp.values;
+  for (let i = 0; i < k.length; i++) if (keys[i] !== k[i] || req[k[i]] !== values[i]) return false;
   return true;
 }
 
@@ -134,7 +169,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   const pool = new Array(Math.max(1, instances | 0)).fill(null);
   pool[0] = new Instance(module, {}, { memoryLimitBytes }); // the first one now, so a broken plugin (or cap) fails here
   const sources = new Map(); // request JSON -> Source
-  const frozen = new WeakMap(); // a deep-frozen request object -> its Source, without JSON.stringify
+  const known = new WeakMap(); // a request object -> {s: its Source, fp: its fingerprint}, without JSON.stringify
   const flights = new Set(); // every flow in progress: close() waits for them
   let nextSlot = 0;
   let closed = false;
@@ -418,13 +453,20 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     });
   }
 
-  /** sourceOf finds or makes the Source of a request (frozen requests skip JSON.stringify). */
+  /**
+   * sourceOf finds or makes the Source of a request. A request object seen before is found by its
+   * identity (a WeakMap) and checked against what was read from it then (its fingerprint: every key
+   * and value), so it skips JSON.stringify yet a mutated object never gets the Source of what it
+   * held before. The JSON is made from the values the fingerprint read, so the two agree even for
+   * an object whose getters answer differently from read to read.
+   */
   function sourceOf(req) {
-    let s = frozen.get(req);
-    if (s) return s;
-    const json = JSON.stringify(req);
+    const seen = known.get(req);
+    if (seen !== undefined && sameAsRead(req, seen.fp)) return seen.s;
+    const fp = fingerprint(req);
+    const json = JSON.stringify(fp === null ? req : Object.fromEntries(fp.keys.map((k, i) => [k, fp.values[i]])));
     if (typeof json !== 'string' || json[0] !== '{') throw new TypeError('tokenwasm: a request must be a JSON object');
-    s = sources.get(json);
+    let s = sources.get(json);
     if (!s) {
       if (sources.size >= MAX_SOURCES) {
         for (const [k, old] of sources) {
@@ -437,7 +479,8 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
       s = new Source(json, nextSlot++ % pool.length);
       sources.set(json, s);
     }
-    if (typeof req === 'object' && deepFrozen(req)) frozen.set(req, s);
+    if (fp !== null) known.set(req, { s, fp });
+    else known.delete(req);
     return s;
   }
 

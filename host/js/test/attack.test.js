@@ -100,6 +100,55 @@ test('a frozen request whose members are getters is looked up by its JSON, not i
   }
 });
 
+test('a plain request object mutated between calls never gets the token of what it held before', async () => {
+  const provider = await tokenServer();
+  const host = await createClient({ wasm: WASM, allowLoopback: true });
+  try {
+    // One object reused for two tenants, changed in place between calls (a member changed, added,
+    // removed, made a getter, a nested object changed inside, a toJSON given): each change is a
+    // credential set of its own, as its JSON says, and the first tenant's token is served only to
+    // the object while it reads as the first tenant again.
+    const req = { provider: 'candid', client_id: 'tenant-a', client_secret: 's', token_url: provider.url };
+    const a = (await host.token(req)).token.access_token;
+    assert.equal((await host.token(req)).token.access_token, a, 'unchanged: from memory');
+    const seen = new Set([a]);
+    // Each change is a credential set never seen before: a new token, the one a fresh copy of the
+    // object gets.
+    const fresh = async (what) => {
+      const t = (await host.token(req)).token?.access_token;
+      assert.ok(t && !seen.has(t), `${what}: served a token of another credential set`);
+      assert.equal((await host.token(JSON.parse(JSON.stringify(req)))).token?.access_token, t, `${what}: not the token of its JSON`);
+      seen.add(t);
+    };
+    req.client_id = 'tenant-b';
+    await fresh('a member changed');
+    req.params = { audience: 'one' };
+    await fresh('a member added (an object)');
+    req.params.audience = 'two';
+    await fresh('the nested object changed inside');
+    delete req.params;
+    req.client_id = 'tenant-a';
+    assert.equal((await host.token(req)).token.access_token, a, 'back to tenant a: its own token');
+    let tenant = 'tenant-c';
+    Object.defineProperty(req, 'client_id', { get: () => tenant, enumerable: true, configurable: true });
+    await fresh('a getter');
+    tenant = 'tenant-d';
+    await fresh('the getter reading another tenant');
+    Object.defineProperty(req, 'client_id', { value: 'tenant-e', enumerable: true, configurable: true, writable: true });
+    await fresh('a data member again');
+    req.client_secret = 's2';
+    const viaToJSON = (await host.token(req)).token.access_token;
+    Object.defineProperty(req, 'toJSON', { value: () => ({ provider: 'candid', client_id: 'tenant-f', client_secret: 's', token_url: provider.url }) });
+    const t = (await host.token(req)).token.access_token;
+    assert.ok(t !== viaToJSON && !seen.has(t), 'a toJSON: served a token of another credential set');
+    seen.add(viaToJSON).add(t);
+    assert.equal(provider.count(), seen.size);
+  } finally {
+    await host.close();
+    await provider.close();
+  }
+});
+
 test("a fetch error that quotes the URL (Deno's do) reaches neither the answer nor the logs with its path or query", async () => {
   const url = 'https://127.0.0.1:39999/t/(CANARYPATH)?key=CANARYQUERY';
   // Deno 2.9.6's fetch, on a refused connection: the whole URL in the cause's message.

@@ -105,9 +105,12 @@ fuzz:
 	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s -timeout 5m
 	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 60s -timeout 5m
 
+## bench: one table of every figure with a goal (Go host, Envoy filter, Node and Deno), each beside its
+## peer from the same run, medians of BENCH_COUNT runs, the ratio, the goal, met or not
+## (internal/benchtable); the raw output is kept in build/bench.txt for benchstat. JS needs `npm ci` in host/js.
+BENCH_COUNT ?= 5
 bench:
-	$(GO) test ./host/... -run '^$$' -bench . -benchmem -count 5 -timeout 30m | tee build/bench.txt
-	$(BENCHSTAT) build/bench.txt
+	$(GO) run ./internal/benchtable -count $(BENCH_COUNT) -raw build/bench.txt
 
 clean:
 	rm -rf build

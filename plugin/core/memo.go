@@ -1,6 +1,7 @@
 package core
 
 import (
+	"hash"
 	"strings"
 
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -38,6 +39,9 @@ type Memo struct {
 	// step is what token_step reuses from call to call (step.go): its flow and its answer's buffer.
 	// Every call overwrites them whole before it answers; nothing in them outlives the call.
 	step *stepScratch
+	// seal is the HMAC of enc's token_step states (Flow.sealMAC): no secret of its own, derived
+	// from enc's identity, and dropped with enc.
+	seal hash.Hash
 }
 
 // requestBufs is the storage of one parsed and encoded request: what is parsed and encoded from

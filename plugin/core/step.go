@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"math"
 	"strconv"
 	"strings"
@@ -82,11 +83,10 @@ type Flow struct {
 	tokenEnc *HTTPRequest
 	// fails is how many transient failures in a row the identity's gate counted (read at the gate).
 	fails int64
-	// sealKey authenticates the state (stateKey), derived on first use.
-	sealKey  [sha256.Size]byte
-	sealDone bool
-	bufs     [6][]byte // the actions' inputs of one step (at most one next, or five then)
-	nbuf     int
+	// seal is the HMAC that authenticates the state (keyed by stateKey), made on first use.
+	seal hash.Hash
+	bufs [6][]byte // the actions' inputs of one step (at most one next, or five then)
+	nbuf int
 	// checked: the answers come inside an input already checked as JSON (token_step), so they are
 	// not checked again.
 	checked bool
@@ -729,13 +729,30 @@ func (f *Flow) appendState(b []byte) []byte {
 
 // appendSeal appends the seal of body: the first sealChars hex digits of its HMAC under stateKey.
 func (f *Flow) appendSeal(b, body []byte) []byte {
-	if !f.sealDone {
-		f.sealKey, f.sealDone = stateKey(f.tokenEnc), true
-	}
-	mac := hmac.New(sha256.New, f.sealKey[:])
+	mac := f.sealMAC()
 	mac.Write(body)
 	var sum [sha256.Size]byte
 	return hex.AppendEncode(b, mac.Sum(sum[:0])[:sealChars/2])
+}
+
+// sealMAC returns the state's HMAC, reset. Deriving its key and pads is most of a seal's cost, and
+// every step of a flow seals or checks one: the memo keeps it while it holds the request it is
+// keyed by (a memo given another request starts afresh, so no HMAC outlives its request there).
+func (f *Flow) sealMAC() hash.Hash {
+	if f.seal == nil {
+		held := f.m != nil && f.m.enc == f.tokenEnc
+		if held && f.m.seal != nil {
+			f.seal = f.m.seal
+		} else {
+			key := stateKey(f.tokenEnc)
+			f.seal = hmac.New(sha256.New, key[:])
+			if held {
+				f.m.seal = f.seal
+			}
+		}
+	}
+	f.seal.Reset()
+	return f.seal
 }
 
 func (f *Flow) binding() string { return f.key[len(f.key)-bindingChars:] }

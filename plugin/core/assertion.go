@@ -138,7 +138,7 @@ func signatureLen(alg string, n int) bool {
 
 // signed reads the host's answer to a sign action and returns the whole assertion.
 func (a *assertion) signed(r *Request, answer []byte, checked bool, jti string, iat int64) (string, *abi.Error) {
-	if !checked && (depth(answer) > maxDepth || !gjson.ValidBytes(answer)) {
+	if !checked && !validJSON(answer, maxDepth) {
 		return "", signingError("the host's sign answer is not JSON")
 	}
 	v := gjson.Parse(view(answer)) // nothing read from it outlives the call

@@ -169,7 +169,7 @@ func (r *Request) responseError(resp *Response, nowMS int64) (tokenFields, bool,
 		}
 		return f, false, &abi.Error{Kind: abi.KindTransport, Retryable: true, Message: "token request failed: " + r.redact(resp.Transport, maxMessage)}
 	}
-	isJSON := len(resp.Body) <= MaxBodyBytes && depthString(resp.Body) <= maxDepth && gjson.Valid(resp.Body)
+	isJSON := len(resp.Body) <= MaxBodyBytes && validJSONString(resp.Body, maxDepth)
 	if isJSON {
 		doc := gjson.Parse(resp.Body)
 		isJSON = doc.IsObject()
@@ -333,7 +333,7 @@ func jwtExp(token string) (int64, bool) {
 		return 0, false
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(rest[:second], "="))
-	if err != nil || depth(payload) > maxDepth || !gjson.ValidBytes(payload) {
+	if err != nil || !validJSON(payload, maxDepth) {
 		return 0, false
 	}
 	exp := gjson.GetBytes(payload, "exp")

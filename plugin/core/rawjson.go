@@ -260,14 +260,6 @@ func hexRune(s string) rune {
 	return n
 }
 
-// depthString is depth for a string, without converting it to bytes (which copies it in TinyGo).
-func depthString(s string) int {
-	if len(s) == 0 {
-		return 0
-	}
-	return depth(unsafe.Slice(unsafe.StringData(s), len(s)))
-}
-
 // eachMember calls fn with the raw key (quotes included) and raw value of each member of obj, a
 // valid JSON object, in order, until fn returns false. Nothing is unescaped or allocated: gjson's
 // ForEach unescapes every key and string value.

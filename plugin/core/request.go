@@ -87,12 +87,12 @@ func checkJSONDepth(b []byte, what string, limit int) *abi.Error {
 	switch {
 	case len(b) > MaxInputBytes:
 		return invalidRequest(what + " exceeds 8 MiB")
-	case depth(b) > limit:
+	case validJSON(b, limit):
+		return nil
+	case depth(b) > limit: // which of the two it is, as when they were checked one after the other
 		return invalidRequest(what + " is nested too deeply")
-	case !gjson.ValidBytes(b):
-		return invalidRequest(what + " is not valid JSON")
 	}
-	return nil
+	return invalidRequest(what + " is not valid JSON")
 }
 
 func asObject(v gjson.Result, what string) (gjson.Result, *abi.Error) {

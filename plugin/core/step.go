@@ -640,7 +640,7 @@ func appendKey(b []byte, key, suffix string) []byte {
 
 // cacheValue reads a cache_get answer: the value of a hit. A broken cache is a miss, never a failure.
 func (f *Flow) cacheValue(out []byte) (string, bool) {
-	if !f.checked && (depth(out) > maxDepth || !gjson.ValidBytes(out)) {
+	if !f.checked && !validJSON(out, maxDepth) {
 		return "", false
 	}
 	v := gjson.Parse(view(out)) // the value is read before out changes

@@ -110,7 +110,7 @@ fuzz:
 ## (internal/benchtable); the raw output is kept in build/bench.txt for benchstat. JS needs `npm ci` in host/js.
 BENCH_COUNT ?= 5
 bench:
-	$(GO) run ./internal/benchtable -count $(BENCH_COUNT) -raw build/bench.txt
+	@$(GO) run ./internal/benchtable -count $(BENCH_COUNT) -raw build/bench.txt
 
 clean:
 	rm -rf build

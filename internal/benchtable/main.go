@@ -112,11 +112,15 @@ func (rt jsRuntime) version() string {
 	if err != nil {
 		return "?"
 	}
-	v := strings.Fields(string(out))
-	if len(v) == 0 {
+	first, _, _ := strings.Cut(string(out), "\n") // "v20.20.2", or "deno 2.9.6 (stable, ...)"
+	v := strings.Fields(first)
+	switch len(v) {
+	case 0:
 		return "?"
+	case 1:
+		return strings.TrimPrefix(v[0], "v")
 	}
-	return strings.TrimPrefix(v[len(v)-1], "v")
+	return v[1]
 }
 
 // machine names the CPU and the number of cores.

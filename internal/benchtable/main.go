@@ -108,7 +108,9 @@ func jsRuntimes() []jsRuntime {
 }
 
 func (rt jsRuntime) version() string {
-	out, err := exec.Command(rt.cmd[0], "--version").Output()
+	cmd := exec.Command(rt.cmd[0], "--version")
+	cmd.Dir = "host/js"
+	out, err := cmd.Output()
 	if err != nil {
 		return "?"
 	}

@@ -21,87 +21,81 @@ import (
 // memoryLimit caps each instance's linear memory, as the Go host's default does (1024 pages).
 const memoryLimit = 64 << 20
 
-// Module is a compiled plugin linked to the kernel, WASI and the user imports.
+// Module is a compiled plugin: compile once (cranelift takes seconds for the standard-Go build),
+// instantiate many times.
 type Module struct {
 	engine *wasmtime.Engine
 	module *wasmtime.Module
-	linker *wasmtime.Linker
 }
 
-// Compile compiles wasm and links it to the kernel functions (extism.EnvModule), WASI and imports
-// (in module userModule, each of signature (i64) -> i64).
-func Compile(wasm []byte, userModule string, imports map[string]extism.HostFunc) (*Module, error) {
+// Compile compiles wasm.
+func Compile(wasm []byte) (*Module, error) {
 	engine := wasmtime.NewEngine()
 	module, err := wasmtime.NewModule(engine, wasm)
 	if err != nil {
 		return nil, fmt.Errorf("wasmtimetest: compile: %w", err)
 	}
-	linker := wasmtime.NewLinker(engine)
+	return &Module{engine: engine, module: module}, nil
+}
+
+// linker links the kernel functions (extism.EnvModule), WASI and imports (in module userModule, each
+// of signature (i64) -> i64).
+func (m *Module) linker(userModule string, imports map[string]extism.HostFunc) (*wasmtime.Linker, error) {
+	linker := wasmtime.NewLinker(m.engine)
 	if err := linker.DefineWasi(); err != nil {
 		return nil, err
 	}
 	for _, f := range extism.Funcs(slog.New(slog.DiscardHandler)) {
 		ty := wasmtime.NewFuncType(valTypes(f.Params), valTypes(f.Results))
-		if err := linker.FuncNew(extism.EnvModule, f.Name, ty, kernelFunc(f)); err != nil {
+		call := func(i *Instance, stack []uint64) { f.Call(i.kernel, stack) }
+		if err := linker.FuncNew(extism.EnvModule, f.Name, ty, hostFunc(f.Results, call)); err != nil {
 			return nil, err
 		}
 	}
-	i64 := []*wasmtime.ValType{wasmtime.NewValType(wasmtime.KindI64)}
+	i64 := []api.ValueType{api.ValueTypeI64}
 	for name, fn := range imports {
-		err := linker.FuncNew(userModule, name, wasmtime.NewFuncType(i64, i64), func(c *wasmtime.Caller, args []wasmtime.Val) ([]wasmtime.Val, *wasmtime.Trap) {
-			inst := c.Data().(*Instance)
-			var off uint64
-			if t := catch(func() { off = inst.kernel.CallHost(inst.ctx, fn, uint64(args[0].I64())) }); t != nil {
-				return nil, t
-			}
-			return []wasmtime.Val{wasmtime.ValI64(int64(off))}, nil
-		})
-		if err != nil {
+		call := func(i *Instance, stack []uint64) { stack[0] = i.kernel.CallHost(i.ctx, fn, stack[0]) }
+		ty := wasmtime.NewFuncType(valTypes(i64), valTypes(i64))
+		if err := linker.FuncNew(userModule, name, ty, hostFunc(i64, call)); err != nil {
 			return nil, err
 		}
 	}
-	return &Module{engine: engine, module: module, linker: linker}, nil
+	return linker, nil
 }
 
-// kernelFunc adapts a kernel function to wasmtime: its parameters on a stack, its result off it.
-func kernelFunc(f extism.Func) func(*wasmtime.Caller, []wasmtime.Val) ([]wasmtime.Val, *wasmtime.Trap) {
-	return func(c *wasmtime.Caller, args []wasmtime.Val) ([]wasmtime.Val, *wasmtime.Trap) {
-		var stack [2]uint64
+// hostFunc adapts a body over a stack (extism.Func's convention) to a wasmtime host function: the
+// parameters go on the instance's stack, stack[0] comes back as the result, and a kernel Trap the
+// body panics with becomes a wasmtime trap (other panics go on).
+func hostFunc(results []api.ValueType, call func(i *Instance, stack []uint64)) func(*wasmtime.Caller, []wasmtime.Val) ([]wasmtime.Val, *wasmtime.Trap) {
+	return func(c *wasmtime.Caller, args []wasmtime.Val) (_ []wasmtime.Val, t *wasmtime.Trap) {
+		defer func() {
+			if r := recover(); r != nil {
+				kt, ok := r.(extism.Trap)
+				if !ok {
+					panic(r)
+				}
+				t = wasmtime.NewTrap(kt.Error())
+			}
+		}()
+		i := c.Data().(*Instance)
 		for j, a := range args {
 			if a.Kind() == wasmtime.KindI32 {
-				stack[j] = uint64(uint32(a.I32()))
+				i.stack[j] = uint64(uint32(a.I32()))
 			} else {
-				stack[j] = uint64(a.I64())
+				i.stack[j] = uint64(a.I64())
 			}
 		}
-		k := c.Data().(*Instance).kernel
-		if t := catch(func() { f.Call(k, stack[:]) }); t != nil {
-			return nil, t
-		}
+		call(i, i.stack[:])
 		switch {
-		case len(f.Results) == 0:
+		case len(results) == 0:
 			return nil, nil
-		case f.Results[0] == api.ValueTypeI32:
-			return []wasmtime.Val{wasmtime.ValI32(int32(uint32(stack[0])))}, nil
+		case results[0] == api.ValueTypeI32:
+			i.result[0] = wasmtime.ValI32(int32(uint32(i.stack[0])))
 		default:
-			return []wasmtime.Val{wasmtime.ValI64(int64(stack[0]))}, nil
+			i.result[0] = wasmtime.ValI64(int64(i.stack[0]))
 		}
+		return i.result[:], nil // wasmtime copies it out before the next host call
 	}
-}
-
-// catch runs f and turns a kernel Trap it panics with into a wasmtime trap; other panics go on.
-func catch(f func()) (t *wasmtime.Trap) {
-	defer func() {
-		if r := recover(); r != nil {
-			kt, ok := r.(extism.Trap)
-			if !ok {
-				panic(r)
-			}
-			t = wasmtime.NewTrap(kt.Error())
-		}
-	}()
-	f()
-	return nil
 }
 
 func valTypes(ts []api.ValueType) []*wasmtime.ValType {
@@ -125,16 +119,22 @@ type Instance struct {
 	ctx      context.Context // the current call's, for the user imports
 	fns      map[string]*wasmtime.Func
 	broken   bool
+	stack    [2]uint64       // a host function's parameters and result
+	result   [1]wasmtime.Val // its result for wasmtime
 }
 
-// Instantiate creates an instance with WASI's real clock and randomness, and runs the reactor's
-// _initialize.
-func (m *Module) Instantiate() (*Instance, error) {
+// Instantiate creates an instance linked to the kernel, WASI (its real clock and randomness) and
+// imports in module userModule, and runs the reactor's _initialize.
+func (m *Module) Instantiate(userModule string, imports map[string]extism.HostFunc) (*Instance, error) {
+	linker, err := m.linker(userModule, imports)
+	if err != nil {
+		return nil, err
+	}
 	i := &Instance{kernel: extism.NewKernel(64 << 20), ctx: context.Background(), fns: map[string]*wasmtime.Func{}}
 	i.store = wasmtime.NewStoreWithData(m.engine, i)
 	i.store.SetWasi(wasmtime.NewWasiConfig())
 	i.store.Limiter(memoryLimit, -1, -1, -1, -1)
-	inst, err := m.linker.Instantiate(i.store, m.module)
+	inst, err := linker.Instantiate(i.store, m.module)
 	if err != nil {
 		return nil, fmt.Errorf("wasmtimetest: instantiate: %w", err)
 	}
@@ -147,8 +147,9 @@ func (m *Module) Instantiate() (*Instance, error) {
 	return i, nil
 }
 
-// Call runs export with input and returns its output, which is valid until the next Call. A trap
-// leaves the instance broken; a non-zero exit code is an *extism.ExitError, as on wazero.
+// Call runs export with input and returns its output, which is valid until the next Call. As on
+// wazero, a non-zero exit code is an *extism.ExitError; a trap, or a ctx that ends (seen when the
+// plugin next calls an import), leaves the instance broken.
 func (i *Instance) Call(ctx context.Context, export string, input []byte) ([]byte, error) {
 	if i.broken {
 		return nil, errors.New("wasmtimetest: instance is broken")
@@ -167,6 +168,9 @@ func (i *Instance) Call(ctx context.Context, export string, input []byte) ([]byt
 	if err != nil {
 		i.kernel.Begin(nil) // drop the input
 		i.broken = true
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("wasmtimetest: %s: %w", export, ctx.Err())
+		}
 		return nil, fmt.Errorf("%w: %s: %w", extism.ErrTrap, export, err)
 	}
 	code, _ := res.(int32)

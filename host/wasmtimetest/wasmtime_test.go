@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -43,14 +44,21 @@ func builds(t testing.TB) map[string][]byte {
 	return out
 }
 
-// instance compiles wasm with imports and returns one instance of it.
+// compiled holds each build compiled once for every test and benchmark.
+var compiled sync.Map // string(wasm) -> *Module
+
+// instance returns an instance of wasm linked to imports.
 func instance(t testing.TB, wasm []byte, imports map[string]extism.HostFunc) *Instance {
 	t.Helper()
-	m, err := Compile(wasm, abi.ImportModule, imports)
-	if err != nil {
-		t.Fatal(err)
+	m, ok := compiled.Load(string(wasm))
+	if !ok {
+		c, err := Compile(wasm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ = compiled.LoadOrStore(string(wasm), c)
 	}
-	i, err := m.Instantiate()
+	i, err := m.(*Module).Instantiate(abi.ImportModule, imports)
 	if err != nil {
 		t.Fatal(err)
 	}

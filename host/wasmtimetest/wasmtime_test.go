@@ -18,28 +18,16 @@ import (
 
 // builds are the plugin builds the tests run: the one the Go host embeds (host/tokenwasm.wasm), and
 // the files named by TOKENWASM_WASM_TINYGO and TOKENWASM_WASM_GO when set (`make test-wasmtime` sets
-// them to the builds under build/ that exist), each distinct build once.
+// them to the builds under build/ that exist).
 func builds(t testing.TB) map[string][]byte {
 	t.Helper()
 	embedded, err := os.ReadFile("../tokenwasm.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string][]byte{"embedded": embedded}
-	seen := map[string]bool{string(embedded): true}
-	for name, env := range map[string]string{"tinygo": "TOKENWASM_WASM_TINYGO", "go": "TOKENWASM_WASM_GO"} {
-		path := os.Getenv(env)
-		if path == "" {
-			continue
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%s=%s: %v", env, path, err)
-		}
-		if !seen[string(b)] {
-			out[name] = b
-			seen[string(b)] = true
-		}
+	out, err := conformance.Builds(embedded)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

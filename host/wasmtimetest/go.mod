@@ -8,7 +8,7 @@ replace github.com/tokenwasm/tokenwasm => ../..
 require (
 	github.com/bytecodealliance/wasmtime-go/v39 v39.0.1
 	github.com/tetratelabs/wazero v1.12.0
-	github.com/tokenwasm/tokenwasm v0.0.0-00010101000000-000000000000
+	github.com/tokenwasm/tokenwasm v0.0.0
 )
 
 require golang.org/x/sys v0.44.0 // indirect

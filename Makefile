@@ -23,9 +23,9 @@ FULL_COUNT_PKGS  = ./host ./host/internal/extism
 
 # TEST_TARGETS: what `make test` runs, in order, each one whatever the others did (`make test
 # TEST_TARGETS="lint unit"` runs a few).
-TEST_TARGETS = tools lint build-go check-embed unit test-otel test-js test-envoy-config test-quickstart
+TEST_TARGETS = tools lint build-go check-embed unit test-otel test-wasmtime test-js test-envoy-config test-quickstart
 
-.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js test-envoy-config test-quickstart fuzz bench clean
+.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-wasmtime test-js test-envoy-config test-quickstart fuzz bench clean
 
 all: build
 
@@ -89,6 +89,14 @@ test-js:
 ## test-otel: the OpenTelemetry adapter, a nested module (its dependencies stay out of the main one)
 test-otel:
 	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
+
+## test-wasmtime: every conformance vector through the plugin on wasmtime (wasmtime-go, cgo: gcc), the
+## engine of Extism's other-language SDKs; a nested module, so wasmtime-go stays out of the main one.
+## It runs the embedded build, and build/'s TinyGo and standard-Go builds when they exist.
+test-wasmtime: export TOKENWASM_WASM_TINYGO = $(wildcard $(CURDIR)/build/tokenwasm.wasm)
+test-wasmtime: export TOKENWASM_WASM_GO = $(wildcard $(CURDIR)/build/tokenwasm-go.wasm)
+test-wasmtime:
+	cd host/wasmtimetest && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-quickstart: the README's quick starts (Go, JavaScript, CLI, Envoy build), extracted and run as
 ## written against the fakes (scripts/quickstarts.sh), so they cannot drift

@@ -3,7 +3,6 @@ package host
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,21 +17,9 @@ import (
 // toolchains' builds pass the same tests).
 func builds(t testing.TB) map[string][]byte {
 	t.Helper()
-	out := map[string][]byte{"embedded": Plugin}
-	seen := map[string]bool{string(Plugin): true}
-	for name, env := range map[string]string{"tinygo": "TOKENWASM_WASM_TINYGO", "go": "TOKENWASM_WASM_GO"} {
-		path := os.Getenv(env)
-		if path == "" {
-			continue
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%s=%s: %v", env, path, err)
-		}
-		if !seen[string(b)] { // a fresh TinyGo build is the embedded one: run it once
-			out[name] = b
-			seen[string(b)] = true
-		}
+	out, err := conformance.Builds(Plugin)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

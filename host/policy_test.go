@@ -189,7 +189,7 @@ func TestSourcesBounded(t *testing.T) {
 // TestAllowListPorts: an entry without a port allows 443 only, "host:port" that port only, and a
 // wildcard its subdomains only.
 func TestAllowListPorts(t *testing.T) {
-	s, _ := newSender(nil, append(append([]string(nil), DefaultAllowedHosts...), "tokens.example:8443", "*.corp.example"), false, nil)
+	s, _ := newSender(nil, append(DefaultAllowedHosts(), "tokens.example:8443", "*.corp.example"), false, nil)
 	for _, tt := range []struct {
 		url string
 		ok  bool

@@ -18,13 +18,16 @@ import (
 	"github.com/tokenwasm/tokenwasm/host/internal/extism"
 )
 
-// Plugin is the TinyGo build of the plugin, committed so that Go users need no wasm toolchain.
-// Rebuild it from the repository root with:
+// Plugin returns a copy of the TinyGo build of the plugin, committed so that Go users need no wasm
+// toolchain (New runs it unless WithPlugin names another). A copy, because the bytes are the
+// default of every Runtime in the process: a caller that wrote into a shared slice would change
+// what the others compile. Rebuild it from the repository root with:
 //
 //	./build.sh --embed
-//
+func Plugin() []byte { return append([]byte(nil), pluginWasm...) }
+
 //go:embed tokenwasm.wasm
-var Plugin []byte
+var pluginWasm []byte
 
 // Runtime runs the plugin. It is safe for concurrent use; Close releases it.
 type Runtime struct {
@@ -87,7 +90,7 @@ func WithCache(cache Cache) Option { return func(c *config) { c.cache = cache } 
 func WithHTTPTransport(rt http.RoundTripper) Option { return func(c *config) { c.transport = rt } }
 
 // WithAllowedHosts adds token hosts http_send may reach ("host" or "*.domain"), to
-// DefaultAllowedHosts. Pattern's per-customer host must be added here.
+// DefaultAllowedHosts(). Pattern's per-customer host must be added here.
 func WithAllowedHosts(hosts ...string) Option {
 	return func(c *config) { c.allowed = append(c.allowed, hosts...) }
 }
@@ -130,7 +133,7 @@ var sharedCompilationCache = wazero.NewCompilationCache()
 
 // New compiles the plugin and returns a Runtime. Instances are created on demand and reused.
 func New(ctx context.Context, opts ...Option) (*Runtime, error) {
-	cfg := config{wasm: Plugin, maxInstances: 32, warm: 1, memoryPages: 512, compileCache: sharedCompilationCache, stepFlow: true}
+	cfg := config{wasm: pluginWasm, maxInstances: 32, warm: 1, memoryPages: 512, compileCache: sharedCompilationCache, stepFlow: true}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -140,7 +143,7 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
-	sender, err := newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback, cfg.clientCerts)
+	sender, err := newSender(cfg.transport, append(DefaultAllowedHosts(), cfg.allowed...), cfg.allowLoopback, cfg.clientCerts)
 	if err != nil {
 		return nil, err
 	}

@@ -18,8 +18,8 @@ import (
 // toolchains' builds pass the same tests).
 func builds(t testing.TB) map[string][]byte {
 	t.Helper()
-	out := map[string][]byte{"embedded": Plugin}
-	seen := map[string]bool{string(Plugin): true}
+	out := map[string][]byte{"embedded": Plugin()}
+	seen := map[string]bool{string(Plugin()): true}
 	for name, env := range map[string]string{"tinygo": "TOKENWASM_WASM_TINYGO", "go": "TOKENWASM_WASM_GO"} {
 		path := os.Getenv(env)
 		if path == "" {

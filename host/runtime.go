@@ -44,8 +44,7 @@ type Runtime struct {
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	stepFlow       bool                  // drive the flow through token_step (step.go; the default), not the token export
-	clock          func() time.Time      // tells when held tokens are fresh or valid; tests may set it (withClock)
-	testClock      bool                  // clock is not the wall clock: the plugin is given it as now_ms
+	clock          clock                 // the time tokens live by (clock.go); nil: the wall clock
 	signers        map[string]signingKey // private_key_jwt keys by key id (signer.go)
 	discovery      discoveryCache        // SMART configurations by FHIR base URL (discovery.go)
 
@@ -72,7 +71,7 @@ type config struct {
 	memoryPages   uint32
 	compileCache  wazero.CompilationCache
 	stepFlow      bool
-	clock         func() time.Time
+	clock         clock
 	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	observers     []Observer
 	signers       map[string]signingKey
@@ -138,7 +137,9 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 		o(&cfg)
 	}
 	if cfg.cache == nil {
-		cfg.cache = NewMemoryCache(0)
+		mc := NewMemoryCache(0)
+		mc.clock = cfg.clock // the default cache's entries expire by the Runtime's clock
+		cfg.cache = mc
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
@@ -156,8 +157,7 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 
 		onRefreshToken: cfg.onRefresh,
 		stepFlow:       cfg.stepFlow,
-		clock:          time.Now,
-		testClock:      cfg.clock != nil,
+		clock:          cfg.clock,
 		signers:        cfg.signers,
 	}
 	imports := map[string]extism.HostFunc{
@@ -173,9 +173,6 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tokenwasm: compile plugin: %w", err)
-	}
-	if cfg.clock != nil {
-		c.clock = cfg.clock
 	}
 	c.module = m
 	c.pool = newPool(m, cfg.maxInstances)
@@ -357,7 +354,7 @@ func (c *Runtime) fetch(ctx context.Context, input []byte) (*abi.Result, error) 
 		}
 		c.metrics.pendingWaits.Add(1)
 		wait := time.Duration(res.Pending.RetryAfterMS) * time.Millisecond
-		if d, ok := fetchDeadline(ctx); ok && now().Add(wait).After(d) {
+		if d, ok := fetchDeadline(ctx); ok && time.Now().Add(wait).After(d) {
 			return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true,
 				Message: "timed out waiting for another process's fetch of this token"}
 		}
@@ -407,6 +404,3 @@ func (c *Runtime) Invalidate(ctx context.Context, req abi.TokenRequest) error {
 	_, err = s.invalidate(ctx, "")
 	return err
 }
-
-// now is the host's clock, in one place so the refresh logic reads it one way.
-func now() time.Time { return time.Now() }

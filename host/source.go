@@ -132,7 +132,7 @@ func (s *source) get(ctx context.Context) (*held, error) {
 	}
 	h := s.cur.Load()
 	if h != nil {
-		n := s.c.clock().UnixNano()
+		n := s.c.clock.now().UnixNano()
 		if n < h.freshUntil {
 			return h, nil
 		}
@@ -142,7 +142,7 @@ func (s *source) get(ctx context.Context) (*held, error) {
 		}
 	}
 	fresh, err := s.fetchShared(ctx, false, 0)
-	if err != nil && h != nil && s.c.clock().UnixMilli() < h.tok.ExpiresAtMS && !errors.Is(err, ErrClosed) {
+	if err != nil && h != nil && s.c.clock.now().UnixMilli() < h.tok.ExpiresAtMS && !errors.Is(err, ErrClosed) {
 		// The provider failed, but the held token has not expired yet: serve it rather than fail.
 		s.c.log.Warn("tokenwasm: fetch failed inside the expiry skew; serving the current token",
 			"provider", s.req.Provider, "err", err)
@@ -250,14 +250,14 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 	if req.TimeoutMS > 0 {
 		timeout = min(time.Duration(req.TimeoutMS)*time.Millisecond, maxTimeout)
 	}
-	deadline := now().Add(timeout)
+	deadline := time.Now().Add(timeout)
 	// The deadline bounds the HTTP exchanges and the waits, not the plugin's execution: a call stopped
 	// inside wasm costs its instance, and the plugin answers a timed-out http_send with a typed error.
 	ctx = withFetchLabels(context.WithValue(ctx, fetchDeadlineKey{}, deadline), &req)
 	req.Force = force
 	req.MinTTLMS = minTTL.Milliseconds()
-	if s.c.testClock {
-		req.NowMS = s.c.clock().UnixMilli() // the plugin judges expiry by the same clock as the source
+	if s.c.clock != nil {
+		req.NowMS = s.c.clock.now().UnixMilli() // the plugin judges expiry by the same clock as the source
 	}
 	if sc, ok := s.c.cache.(SharedCache); ok && sc.Shared() {
 		req.FleetLock = true
@@ -282,7 +282,7 @@ func (s *source) fetchWithRetry(ctx context.Context, req abi.TokenRequest, force
 			return res, err
 		}
 		wait := time.Duration(ae.RetryAfterMS) * time.Millisecond
-		if now().Add(wait).After(deadline) {
+		if time.Now().Add(wait).After(deadline) {
 			s.c.observeFetch(ctx, newFetch(&req, attempt, start, false, err))
 			return nil, err // no time left for another try
 		}
@@ -330,7 +330,7 @@ func (s *source) newRefreshToken(ctx context.Context, used abi.TokenRequest, tok
 // asks the plugin for a token with more life left than h's refresh window, so a token another process
 // already refreshed into the shared cache is taken instead of fetching again.
 func (s *source) refreshAhead(h *held) {
-	if s.c.clock().UnixNano() < s.retryAt.Load() || !s.refreshing.CompareAndSwap(false, true) {
+	if s.c.clock.now().UnixNano() < s.retryAt.Load() || !s.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	if s.c.enter() != nil {
@@ -350,16 +350,16 @@ func (s *source) refreshAhead(h *held) {
 			retryAt := time.Unix(0, h.validUntil)
 			var ae *abi.Error
 			if errors.As(err, &ae) && ae.Retryable && ae.RetryAfterMS > 0 {
-				retryAt = s.c.clock().Add(time.Duration(ae.RetryAfterMS) * time.Millisecond)
+				retryAt = s.c.clock.now().Add(time.Duration(ae.RetryAfterMS) * time.Millisecond)
 			}
 			s.retryAt.Store(retryAt.UnixNano())
 			kind, _ := errorKind(err)
 			s.c.log.Info("tokenwasm: refresh ahead of expiry failed; serving the current token",
-				"provider", providerLabel(s.req.Provider), "kind", kind, "retry_in_ms", time.Until(retryAt).Milliseconds(), "err", err)
+				"provider", providerLabel(s.req.Provider), "kind", kind, "retry_in_ms", retryAt.Sub(s.c.clock.now()).Milliseconds(), "err", err)
 			return
 		}
 		s.c.log.Info("tokenwasm: refreshed ahead of expiry", "provider", providerLabel(s.req.Provider),
-			"expires_in_s", int64(time.Until(time.UnixMilli(fresh.tok.ExpiresAtMS)).Seconds()))
+			"expires_in_s", int64(time.UnixMilli(fresh.tok.ExpiresAtMS).Sub(s.c.clock.now()).Seconds()))
 	}()
 }
 
@@ -435,7 +435,7 @@ func (sm *sourceMap) getGen(c *Runtime, req abi.TokenRequest) (*source, uint64, 
 	if err != nil {
 		return nil, 0, err
 	}
-	n := now().UnixNano()
+	n := c.clock.now().UnixNano()
 	sm.mu.Lock()
 	defer sm.mu.Unlock()
 	s, ok := sm.m[key]

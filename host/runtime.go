@@ -78,7 +78,8 @@ type config struct {
 	clientCerts   map[string]tls.Certificate
 }
 
-// WithPlugin runs another build of the plugin (for example the standard Go build) instead of Plugin.
+// WithPlugin runs another build of the plugin (for example the standard Go build) instead of the
+// embedded one (Plugin).
 func WithPlugin(wasm []byte) Option { return func(c *config) { c.wasm = wasm } }
 
 // WithCache sets the token cache; the default is a MemoryCache. Share one Cache (such as Redis) across

@@ -17,7 +17,7 @@ import (
 // toolchains' builds pass the same tests).
 func builds(t testing.TB) map[string][]byte {
 	t.Helper()
-	out, err := conformance.Builds(Plugin)
+	out, err := conformance.Builds(Plugin())
 	if err != nil {
 		t.Fatal(err)
 	}

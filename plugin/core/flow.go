@@ -178,8 +178,9 @@ func Invalidate(m *Memo, input []byte, host Imports) []byte {
 
 // Prepare parses and encodes a request and names its cache entry, remembering nothing: for entry
 // points that send the encoded request as is. A request with a client assertion is refused
-// (signing_required): its assertion is made per request, by the token flow. (The Envoy filter
-// drives the flow, and reads its configuration with Memo.Prepare.)
+// (signing_required): its assertion is made per request, by the token flow. (The Envoy filter is a
+// host of that flow, stepping a Flow from NewFlow as token_step does, and checks its configuration
+// with Memo.Prepare, which keeps the assertion.)
 func Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
 	r, enc, key, err := (*Memo)(nil).Prepare(input)
 	if err == nil && enc.jwt != nil {

@@ -82,7 +82,7 @@ func TestConfigurationFile(t *testing.T) {
 		t.Fatalf("the filter does not start: %v %q", st, h.host.GetCriticalLogs())
 	}
 	p := h.vm.plugin
-	for _, kind := range abi.Kinds {
+	for _, kind := range abi.Kinds() {
 		p.m.failure(kind)
 	}
 
@@ -131,7 +131,7 @@ func definedAs(host proxytest.HostEmulator, m definedMetric) error {
 // metricNames reads every proxywasm.Define{Counter,Gauge,Histogram}Metric call in the package's
 // non-test sources. Its argument must be <prefix> + "literal"... with an optional + kind: the prefix
 // is taken as "tokenwasm.<provider>." (the caller checks each name is defined, which tests that) and
-// kind stands for each of abi.Kinds. Any other form is an error: teach this function the new one.
+// kind stands for each of abi.Kinds(). Any other form is an error: teach this function the new one.
 func metricNames(dir, provider string) ([]definedMetric, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 	fset := token.NewFileSet()
@@ -219,7 +219,7 @@ func expandName(arg ast.Expr, provider string) ([]definedMetric, error) {
 		return []definedMetric{{Name: name}}, nil
 	}
 	var out []definedMetric
-	for _, k := range abi.Kinds {
+	for _, k := range abi.Kinds() {
 		out = append(out, definedMetric{Name: strings.Replace(name, "\x00", k, 1), Kind: k})
 	}
 	return out, nil

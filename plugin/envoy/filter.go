@@ -358,7 +358,10 @@ func parseAnswer(final []byte) answer {
 }
 
 // knownKind keeps metric names to the ABI's error kinds, whatever a cache entry holds.
-func knownKind(k string) bool { return slices.Contains(abi.Kinds, k) }
+func knownKind(k string) bool { return slices.Contains(errorKinds, k) }
+
+// errorKinds is abi.Kinds, read once (it returns a copy per call).
+var errorKinds = abi.Kinds()
 
 // orHeld is what requests get for a flow's answer a: a itself, or the token this worker holds, while
 // it is past its stale_at_ms and before its expires_at_ms, when a is a failure, or a wait while

@@ -2,17 +2,22 @@ package host
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
 // TestSameCredentialsComparesEveryField: two requests that differ in any one field of abi.TokenRequest
-// or abi.Profile (the per-call fields aside) are different credential sets to Runtime.Token's index.
-// A field added to the ABI without a comparison in sameCredentials would let the index serve one
-// credential set's source to another: this test names it.
+// or abi.Profile (the per-call fields of plugin/core's field table aside) are different credential
+// sets to Runtime.Token's index. A field added to the ABI without a comparison in sameCredentials
+// would let the index serve one credential set's source to another: this test names it.
 func TestSameCredentialsComparesEveryField(t *testing.T) {
-	perCall := map[string]bool{"Force": true, "NowMS": true, "MinTTLMS": true, "AccessToken": true, "FleetLock": true}
+	perCall := map[string]bool{}
+	for _, f := range core.RequestFields() {
+		perCall[f.Name] = !f.Identity
+	}
 	set := func(v reflect.Value) {
 		switch v.Kind() {
 		case reflect.String:
@@ -37,7 +42,7 @@ func TestSameCredentialsComparesEveryField(t *testing.T) {
 	rt := reflect.TypeOf(abi.TokenRequest{})
 	for i := range rt.NumField() {
 		f := rt.Field(i)
-		if perCall[f.Name] {
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); perCall[name] {
 			continue
 		}
 		var a, b abi.TokenRequest

@@ -241,7 +241,7 @@ func assertionSigner(input []byte, clientID string, secretEnv map[string]string)
 // (client_secret_jwt signs inside the flow). It is what every token call will ask, read from the flow
 // itself rather than from the profile rules.
 func signAction(input []byte) (alg, kid string, err error) {
-	f, out := core.NewFlow(nil, input, opToken, func() int64 { return time.Now().UnixMilli() })
+	f, out := core.NewFlow(nil, input, core.OpToken, func() int64 { return time.Now().UnixMilli() })
 	if f == nil {
 		e := gjson.GetBytes(out, "error")
 		return "", "", errors.New("request: " + e.Get("kind").Str + ": " + e.Get("message").Str)

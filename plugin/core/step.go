@@ -388,13 +388,18 @@ func (f *Flow) CachedUntil() (untilMS int64, ok bool) {
 }
 
 func (f *Flow) ask(p phase, a Action) (Action, []byte) {
-	f.phase = p
+	if !f.to(p) {
+		return f.finish(strayStep())
+	}
 	return a, nil
 }
 
 // finish ends the flow with its answer; then are the actions still to be done, and the lock, if
 // this flow holds it, is released last.
 func (f *Flow) finish(answer []byte, then ...Action) (Action, []byte) {
+	if f.phase != phaseEnd && !f.to(phaseEnd) {
+		answer, then = strayStep(), nil
+	}
 	f.phase = phaseEnd
 	f.Then = append(f.Then[:0], then...)
 	if f.owner != "" {
@@ -784,9 +789,7 @@ func (f *Flow) resume(s string) *abi.Error {
 	switch {
 	case err1 != nil || err2 != nil || now < 0 || life <= 0 || fails < 0 || fails > maxFails:
 		return badState()
-	case op == OpToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend && p != phaseSendLineage && p != phaseMark,
-		op == OpInvalidate && p != phaseInvalidate && p != phaseDrop,
-		op == OpRevoke && p != phaseSend && p != phaseSign && p != phaseGrant && p != phaseSendLineage, op != OpToken && op != OpInvalidate && op != OpRevoke:
+	case !resumable(op, p): // a phase the transition table has for op
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")

@@ -39,17 +39,7 @@ func TestFieldTableMatchesABI(t *testing.T) {
 				goTypes[name] = goFieldType(sf.Type)
 			}
 			schemaTypes := map[string]FieldType{}
-			b, err := os.ReadFile("../../abi/schema/" + tt.schema + ".json")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var s struct {
-				Properties map[string]schemaProp `json:"properties"`
-			}
-			if err := json.Unmarshal(b, &s); err != nil {
-				t.Fatal(err)
-			}
-			for name, p := range s.Properties {
+			for name, p := range schemaProperties(t, tt.schema) {
 				schemaTypes[name] = p.fieldType()
 			}
 			for where, other := range map[string]map[string]FieldType{"the Go type": goTypes, "the schema": schemaTypes} {
@@ -72,26 +62,16 @@ func TestFieldTableMatchesABI(t *testing.T) {
 
 // TestSchemaProviders: the schema's providers are the built-in ones and custom.
 func TestSchemaProviders(t *testing.T) {
-	b, err := os.ReadFile("../../abi/schema/token_request.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s struct {
-		Properties struct {
-			Provider struct {
-				Enum []string `json:"enum"`
-			} `json:"provider"`
-		} `json:"properties"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatal(err)
+	var got []string
+	for _, v := range schemaProperties(t, "token_request")["provider"].Enum {
+		got = append(got, v.(string))
 	}
 	want := []string{}
 	for _, p := range Providers {
 		want = append(want, p.Name)
 	}
 	want = append(want, ProviderCustom)
-	if got := s.Properties.Provider.Enum; !slices.Equal(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("schema providers %v, want %v", got, want)
 	}
 }
@@ -138,6 +118,22 @@ func goFieldType(t reflect.Type) FieldType {
 		return FieldObject
 	}
 	return 0
+}
+
+// schemaProperties reads the properties of abi/schema/<name>.json.
+func schemaProperties(t *testing.T, name string) map[string]schemaProp {
+	t.Helper()
+	b, err := os.ReadFile("../../abi/schema/" + name + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Properties map[string]schemaProp `json:"properties"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Properties
 }
 
 type schemaProp struct {

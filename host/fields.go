@@ -15,17 +15,16 @@ import (
 // key (clearPerCall) and the source index's comparison (sameCredentials) read the one table the
 // plugin's parser reads. plugin/core's TestFieldTableMatchesABI holds the table to the Go types.
 
-// boundField is a field of the table where it lies in its Go struct.
-type boundField struct {
-	index int
-	off   uintptr
-	kind  reflect.Kind // the Go field's kind; for a pointer, its element's
-	ptr   bool
+// fieldSet is where a struct's fields of one table lie, by Go type (offsets in the struct): a
+// comparison runs one tight loop per type.
+type fieldSet struct {
+	strings, ints, bools, maps, lists, flags, profiles []uintptr
 }
 
-// fieldBinding is a table bound to a Go struct: its identity fields, and the others.
+// fieldBinding is a table bound to a Go struct: its identity fields, and the indexes of the others.
 type fieldBinding struct {
-	identity, perCall []boundField
+	identity fieldSet
+	perCall  []int
 }
 
 var (
@@ -33,8 +32,9 @@ var (
 	profileFields = bindFields(reflect.TypeFor[abi.Profile](), core.ProfileFields())
 )
 
-// bindFields binds table to t's fields by their JSON names. A field of t not in the table is a
-// programming error caught by every test: it panics rather than go uncompared.
+// bindFields binds table to t's fields by their JSON names. A field of t not in the table, or of a
+// type no comparison here knows, is a programming error caught by every test: it panics rather than
+// go uncompared.
 func bindFields(t reflect.Type, table []core.Field) fieldBinding {
 	var b fieldBinding
 	for i := range t.NumField() {
@@ -44,15 +44,30 @@ func bindFields(t reflect.Type, table []core.Field) fieldBinding {
 		if j < 0 {
 			panic("tokenwasm: " + t.Name() + "." + sf.Name + " is not in plugin/core's field table")
 		}
-		f := boundField{index: i, off: sf.Offset, kind: sf.Type.Kind()}
-		if f.kind == reflect.Pointer {
-			f.kind, f.ptr = sf.Type.Elem().Kind(), true
+		if !table[j].Identity {
+			b.perCall = append(b.perCall, i)
+			continue
 		}
-		if table[j].Identity {
-			b.identity = append(b.identity, f)
-		} else {
-			b.perCall = append(b.perCall, f)
+		var set *[]uintptr
+		switch typ := sf.Type; {
+		case typ.Kind() == reflect.String:
+			set = &b.identity.strings
+		case typ.Kind() == reflect.Int64:
+			set = &b.identity.ints
+		case typ.Kind() == reflect.Bool:
+			set = &b.identity.bools
+		case typ == reflect.TypeFor[map[string]string]():
+			set = &b.identity.maps
+		case typ == reflect.TypeFor[[]string]():
+			set = &b.identity.lists
+		case typ == reflect.TypeFor[*bool]():
+			set = &b.identity.flags
+		case typ == reflect.TypeFor[*abi.Profile]():
+			set = &b.identity.profiles
+		default:
+			panic("tokenwasm: " + t.Name() + "." + sf.Name + ": no comparison for its type")
 		}
+		*set = append(*set, sf.Offset)
 	}
 	return b
 }
@@ -61,33 +76,45 @@ func bindFields(t reflect.Type, table []core.Field) fieldBinding {
 // fields: force, now_ms, min_ttl_ms, fleet_lock, access_token, and revocation_url).
 func clearPerCall(req *abi.TokenRequest) {
 	v := reflect.ValueOf(req).Elem()
-	for _, f := range requestFields.perCall {
-		v.Field(f.index).SetZero()
+	for _, i := range requestFields.perCall {
+		v.Field(i).SetZero()
 	}
 }
 
-// sameFields reports whether the structs at a and b agree in every field of fs.
-func sameFields(fs []boundField, a, b unsafe.Pointer) bool {
-	for _, f := range fs {
-		x, y := unsafe.Add(a, f.off), unsafe.Add(b, f.off)
-		var eq bool
-		switch {
-		case f.ptr && f.kind == reflect.Bool:
-			eq = sameBool(*(**bool)(x), *(**bool)(y))
-		case f.ptr: // the profile
-			eq = sameProfile(*(**abi.Profile)(x), *(**abi.Profile)(y))
-		case f.kind == reflect.String:
-			eq = same(*(*string)(x), *(*string)(y))
-		case f.kind == reflect.Int64:
-			eq = *(*int64)(x) == *(*int64)(y)
-		case f.kind == reflect.Bool:
-			eq = *(*bool)(x) == *(*bool)(y)
-		case f.kind == reflect.Map:
-			eq = sameMap(*(*map[string]string)(x), *(*map[string]string)(y))
-		case f.kind == reflect.Slice:
-			eq = slices.Equal(*(*[]string)(x), *(*[]string)(y))
+// same reports whether the structs at a and b agree in every field of s.
+func (s *fieldSet) same(a, b unsafe.Pointer) bool {
+	for _, off := range s.strings {
+		if !same(*(*string)(unsafe.Add(a, off)), *(*string)(unsafe.Add(b, off))) {
+			return false
 		}
-		if !eq {
+	}
+	for _, off := range s.ints {
+		if *(*int64)(unsafe.Add(a, off)) != *(*int64)(unsafe.Add(b, off)) {
+			return false
+		}
+	}
+	for _, off := range s.bools {
+		if *(*bool)(unsafe.Add(a, off)) != *(*bool)(unsafe.Add(b, off)) {
+			return false
+		}
+	}
+	for _, off := range s.maps {
+		if !sameMap(*(*map[string]string)(unsafe.Add(a, off)), *(*map[string]string)(unsafe.Add(b, off))) {
+			return false
+		}
+	}
+	for _, off := range s.lists {
+		if !slices.Equal(*(*[]string)(unsafe.Add(a, off)), *(*[]string)(unsafe.Add(b, off))) {
+			return false
+		}
+	}
+	for _, off := range s.flags {
+		if !sameBool(*(**bool)(unsafe.Add(a, off)), *(**bool)(unsafe.Add(b, off))) {
+			return false
+		}
+	}
+	for _, off := range s.profiles {
+		if !sameProfile(*(**abi.Profile)(unsafe.Add(a, off)), *(**abi.Profile)(unsafe.Add(b, off))) {
 			return false
 		}
 	}

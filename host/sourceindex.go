@@ -54,7 +54,7 @@ func (sm *sourceMap) slot(req *abi.TokenRequest) uint64 {
 // plugin/core's field table equal (the per-call ones aside). Stricter than the map's key (a nil
 // Profile differs from an empty one), never looser.
 func sameCredentials(a, b *abi.TokenRequest) bool {
-	return sameFields(requestFields.identity, unsafe.Pointer(a), unsafe.Pointer(b))
+	return requestFields.identity.same(unsafe.Pointer(a), unsafe.Pointer(b))
 }
 
 // same is a == b, without a call when both are the same bytes (a caller asking again with the same
@@ -82,7 +82,7 @@ func sameProfile(a, b *abi.Profile) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	return sameFields(profileFields.identity, unsafe.Pointer(a), unsafe.Pointer(b))
+	return profileFields.identity.same(unsafe.Pointer(a), unsafe.Pointer(b))
 }
 
 func sameBool(a, b *bool) bool {

@@ -43,8 +43,7 @@ func (sm *sourceMap) init() {
 
 // sourceKey names req's credential set: the per-call fields are not part of it.
 func sourceKey(req abi.TokenRequest) ([sha256.Size]byte, abi.TokenRequest, error) {
-	req.Force, req.NowMS, req.MinTTLMS, req.AccessToken, req.FleetLock = false, 0, 0, "", false
-	req.RevocationURL = "" // where to revoke is not part of the credential set
+	clearPerCall(&req)
 	b, err := json.Marshal(req)
 	if err != nil {
 		return [sha256.Size]byte{}, req, err

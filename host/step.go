@@ -163,7 +163,7 @@ func (c *Runtime) invalidateFlow(ctx context.Context, req abi.TokenRequest) (ret
 			return false, err
 		}
 		defer c.leave()
-		if res, err = c.stepOp(ctx, req, "invalidate"); err != nil {
+		if res, err = c.stepOp(ctx, req, abi.OpInvalidate); err != nil {
 			return false, err
 		}
 	}
@@ -234,7 +234,7 @@ func (c *Runtime) Revoke(ctx context.Context, req abi.TokenRequest) error {
 		return err
 	}
 	var dropFailed atomic.Int32
-	res, err := c.stepOp(withFetchLabels(context.WithValue(ctx, dropFailuresKey{}, &dropFailed), &req), req, "revoke")
+	res, err := c.stepOp(withFetchLabels(context.WithValue(ctx, dropFailuresKey{}, &dropFailed), &req), req, abi.OpRevoke)
 	if err != nil {
 		return err
 	}

@@ -159,7 +159,7 @@ const (
 // that every instance, process and node sharing the cache honours until it ends. It runs the flow of
 // step.go, calling the imports inline.
 func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
-	f, out := m.stepFlow(input, opToken, now, false)
+	f, out := m.stepFlow(input, OpToken, now, false)
 	if f == nil {
 		return out
 	}
@@ -169,7 +169,7 @@ func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
 // Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it), or,
 // when the request names an access_token, only if the cached token is that one.
 func Invalidate(m *Memo, input []byte, host Imports) []byte {
-	f, out := m.stepFlow(input, opInvalidate, nil, false)
+	f, out := m.stepFlow(input, OpInvalidate, nil, false)
 	if f == nil {
 		return out
 	}

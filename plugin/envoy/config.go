@@ -51,14 +51,22 @@ type settings struct {
 	signer          *keySigner // private_key_jwt: signs the flow's client assertions (sign.go)
 }
 
-// requestFields are the TokenRequest fields a configuration may set (abi/ABI.md, TokenRequest). The
-// flow's own fields (force, now_ms, min_ttl_ms, fleet_lock, access_token) are the filter's to set;
-// assertion_jti (tests and replays) is refused: every token call gets a fresh one.
-var requestFields = map[string]bool{
-	"provider": true, "grant_type": true, "client_id": true, "client_secret": true, "token_url": true,
-	"domain": true, "scope": true, "institution_id": true, "username": true, "password": true,
-	"code": true, "redirect_uri": true, "code_verifier": true, "refresh_token": true, "body": true,
-	"timeout_ms": true, "params": true, "headers": true, "profile": true, "key_id": true, "assertion_alg": true,
+// requestFields are the TokenRequest fields a configuration may set (plugin/core's field table): the
+// credential set's. The flow's own fields (force, now_ms, min_ttl_ms, fleet_lock, access_token) are
+// the filter's to set; assertion_jti (tests and replays) is refused: every token call gets a fresh
+// one; fhir_base is the Go host's (discovery).
+var requestFields, secretFields = configFields()
+
+// configFields returns the fields a configuration may set, and of those the secrets secret_env may
+// fill from the VM's environment.
+func configFields() (fields, secrets map[string]bool) {
+	fields, secrets = map[string]bool{}, map[string]bool{}
+	for _, f := range core.RequestFields() {
+		if f.Identity && f.Use == core.UsePlugin {
+			fields[f.Name], secrets[f.Name] = true, f.Secret
+		}
+	}
+	return fields, secrets
 }
 
 // reservedHeaders are header names the token must never be written into: they route or frame the
@@ -87,11 +95,6 @@ func checkMembers(where string, v gjson.Result) error {
 		return err == nil
 	})
 	return err
-}
-
-// secretFields are the TokenRequest fields secret_env may fill from the VM's environment.
-var secretFields = map[string]bool{
-	"client_secret": true, "password": true, "refresh_token": true, "code": true, "code_verifier": true,
 }
 
 // parseConfig validates a plugin configuration. Its errors name fields, never values.
@@ -238,7 +241,7 @@ func assertionSigner(input []byte, clientID string, secretEnv map[string]string)
 // (client_secret_jwt signs inside the flow). It is what every token call will ask, read from the flow
 // itself rather than from the profile rules.
 func signAction(input []byte) (alg, kid string, err error) {
-	f, out := core.NewFlow(nil, input, opToken, func() int64 { return time.Now().UnixMilli() })
+	f, out := core.NewFlow(nil, input, core.OpToken, func() int64 { return time.Now().UnixMilli() })
 	if f == nil {
 		e := gjson.GetBytes(out, "error")
 		return "", "", errors.New("request: " + e.Get("kind").Str + ": " + e.Get("message").Str)

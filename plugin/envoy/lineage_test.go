@@ -251,7 +251,7 @@ func TestCodeMarkedUnderTheLock(t *testing.T) {
 	conf["failure_memory_ms"] = 5000
 	h := startHarness(t, "native", p.URL, conf)
 	pc := h.vm.plugin
-	f := pc.flow(opToken, nil)
+	f := pc.flow(core.OpToken, nil)
 	grantKey := core.GrantKey(pc.s.key)
 	var answer []byte
 	for {

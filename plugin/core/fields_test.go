@@ -67,7 +67,7 @@ func TestSchemaProviders(t *testing.T) {
 		got = append(got, v.(string))
 	}
 	want := []string{}
-	for _, p := range Providers {
+	for _, p := range Providers() {
 		want = append(want, p.Name)
 	}
 	want = append(want, ProviderCustom)

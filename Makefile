@@ -32,7 +32,7 @@ all: build
 ## demo: a token from each of the six providers (every grant of the built-in ones) through the
 ## embedded wasm against local fake providers, then again from the cache
 demo:
-	$(GO) run ./host/cmd/tokenwasm demo
+	$(GO) run -C host/cmd/tokenwasm . demo
 
 ## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
 ## throwaway redis-server for the fleet-cache tests), the example envoy.yaml against Envoy's types, the

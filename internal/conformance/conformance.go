@@ -175,3 +175,27 @@ func FuzzCorpus(dir string) ([][]byte, error) {
 	}
 	return out, nil
 }
+
+// Builds returns the plugin builds every wasm test runs against, by name: embedded (the committed
+// TinyGo build) always, and the files named by TOKENWASM_WASM_TINYGO and TOKENWASM_WASM_GO when set
+// (make test sets both, so both toolchains' builds pass the same tests); a file that holds the
+// embedded bytes is run once.
+func Builds(embedded []byte) (map[string][]byte, error) {
+	out := map[string][]byte{"embedded": embedded}
+	seen := map[string]bool{string(embedded): true}
+	for name, env := range map[string]string{"tinygo": "TOKENWASM_WASM_TINYGO", "go": "TOKENWASM_WASM_GO"} {
+		path := os.Getenv(env)
+		if path == "" {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s=%s: %w", env, path, err)
+		}
+		if !seen[string(b)] { // a fresh TinyGo build is the embedded one: run it once
+			out[name] = b
+			seen[string(b)] = true
+		}
+	}
+	return out, nil
+}

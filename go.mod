@@ -15,3 +15,6 @@ require (
 	github.com/tidwall/pretty v1.2.0 // indirect
 	golang.org/x/sys v0.44.0 // indirect
 )
+
+// The npm package's installed dependencies (host/js/node_modules) hold no Go package: ./... skips them.
+ignore node_modules

@@ -22,7 +22,7 @@ import (
 // what they caught.
 
 // rtSetup: a rotating Candescent fake and a refresh_token request holding a live refresh token.
-func rtSetup(t *testing.T, c *Client, life time.Duration) (*providertest.Fake, abi.TokenRequest) {
+func rtSetup(t *testing.T, c *Runtime, life time.Duration) (*providertest.Fake, abi.TokenRequest) {
 	t.Helper()
 	cfg := providertest.DefaultConfig("candescent")
 	cfg.Lifetime = life
@@ -273,7 +273,7 @@ func TestCloseRaceStress(t *testing.T) {
 	}
 }
 
-func fillWithTokens(c *Client, from, n int) {
+func fillWithTokens(c *Runtime, from, n int) {
 	exp := time.Now().Add(time.Hour).UnixMilli()
 	for i := from; i < from+n; i++ {
 		ts := c.TokenSource(abi.TokenRequest{Provider: "nikohealth", ClientID: "fill", ClientSecret: "s", Scope: "f" + fmtInt(i)})

@@ -68,7 +68,7 @@ func TestHangingSignerHonoursTheDeadline(t *testing.T) {
 
 // TestSMARTTenantsApart: two hospitals on the same EHR vendor with the app's one client id (as an
 // EHR's app gallery hands out), the same scope and key: each gets a token from its own server.
-// Client.Token's index compared none of issue 16's fields, so the second hospital was served the
+// Runtime.Token's index compared none of issue 16's fields, so the second hospital was served the
 // first one's token (fixed in main beside this review; TestSameCredentialsComparesEveryField).
 func TestSMARTTenantsApart(t *testing.T) {
 	rk, _, _ := testKeys()

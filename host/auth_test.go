@@ -89,7 +89,7 @@ func smartRequest(s *providertest.SMART, kid, alg string) abi.TokenRequest {
 func TestSMARTBackendServices(t *testing.T) {
 	rk, ek, _ := testKeys()
 	rs, es := &kmsSigner{inner: rk}, &kmsSigner{inner: ek}
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		s := newSMART(t)
 		ctx := context.Background()
 		for _, tt := range []struct {
@@ -174,7 +174,7 @@ func TestSMARTDiscoveryPolicy(t *testing.T) {
 	s := newSMART(t)
 	for _, tt := range []struct {
 		name string
-		c    *Client
+		c    *Runtime
 		base string
 		kind string
 	}{
@@ -198,7 +198,7 @@ func TestSMARTDiscoveryPolicy(t *testing.T) {
 	}
 }
 
-func mustNew(t *testing.T, opts ...Option) *Client {
+func mustNew(t *testing.T, opts ...Option) *Runtime {
 	t.Helper()
 	c, err := New(context.Background(), opts...)
 	if err != nil {
@@ -370,7 +370,7 @@ func TestParseSigner(t *testing.T) {
 func TestRevoke(t *testing.T) {
 	_, ek, _ := testKeys()
 	signer := &kmsSigner{inner: ek}
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		s := newSMART(t)
 		ctx := context.Background()
 		req := smartRequest(s, "ec-1", "ES384")
@@ -405,7 +405,7 @@ func TestRevoke(t *testing.T) {
 }
 
 // TestSignerBoundToItsClients: a key registered for some clients signs only their assertions. A key
-// id is public (it is in the JWKS), so on a Client serving several tenants a request naming another
+// id is public (it is in the JWKS), so on a Runtime serving several tenants a request naming another
 // client's kid must not get that client's assertion signed: kind signing, nothing sent. A key
 // registered without clients signs for any (the single-tenant case).
 func TestSignerBoundToItsClients(t *testing.T) {

@@ -20,7 +20,7 @@ import (
 // The benchmarks run ours and the peer (golang.org/x/oauth2) side by side against the same loopback
 // fake, so their ratio is what counts: `make bench` prints it.
 
-func benchSetup(b *testing.B) (*Client, *providertest.Fake, abi.TokenRequest, *clientcredentials.Config) {
+func benchSetup(b *testing.B) (*Runtime, *providertest.Fake, abi.TokenRequest, *clientcredentials.Config) {
 	b.Helper()
 	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
 	b.Cleanup(fake.Close)
@@ -45,7 +45,7 @@ func BenchmarkTokenCacheHit(b *testing.B) {
 	b.Run("x-oauth2", func(b *testing.B) {
 		benchTokenSource(b, oauth2.ReuseTokenSource(nil, peer.TokenSource(context.Background())))
 	})
-	// Client.Token finds the source by the request itself, each call: its goal is 1.5x TokenSource,
+	// Runtime.Token finds the source by the request itself, each call: its goal is 1.5x TokenSource,
 	// 0 allocations.
 	b.Run("client-token", func(b *testing.B) {
 		ctx := context.Background()
@@ -333,7 +333,7 @@ func BenchmarkFlowDriver(b *testing.B) {
 
 // benchFetches measures c.Token(req) (a forced request: one fetch each), with the requests the fake
 // saw per iteration.
-func benchFetches(b *testing.B, c *Client, req abi.TokenRequest, fake *providertest.Fake) {
+func benchFetches(b *testing.B, c *Runtime, req abi.TokenRequest, fake *providertest.Fake) {
 	ctx := context.Background()
 	before := fake.Requests()
 	b.ReportAllocs()

@@ -27,7 +27,7 @@ type AtomicCache interface {
 
 // SharedCache is implemented by caches shared across processes (such as rediscache): with one, the
 // plugin takes a fetch lock in the cache so one process of the fleet fetches each token. Within one
-// process the Client's own single-flight already does that, so in-process caches skip the lock.
+// process the Runtime's own single-flight already does that, so in-process caches skip the lock.
 type SharedCache interface {
 	Cache
 	Shared() bool

@@ -35,7 +35,7 @@ const (
 	// form-encoded first (RFC 6749 section 2.3.1).
 	NikoHealth Provider = "nikohealth"
 	// SMART is a SMART on FHIR server's Backend Services (Epic, Oracle Health, any certified EHR):
-	// private_key_jwt with a key the Client holds (KeyID, WithSigner), the token endpoint found
+	// private_key_jwt with a key the Runtime holds (KeyID, WithSigner), the token endpoint found
 	// from FHIRBase's .well-known/smart-configuration, scopes as system/<resource>.<access>.
 	SMART Provider = "smart"
 	// Custom is any other OAuth 2.0 token endpoint: TokenURL, AuthStyle and Profile describe it.
@@ -77,7 +77,7 @@ func (s AuthStyle) clientAuth() (string, bool) {
 // Config describes one credential set at one provider, as golang.org/x/oauth2/clientcredentials.Config
 // does, plus the grant inputs the providers take. Its TokenSource, Client and Token methods are
 // x/oauth2's; the plugin behind them speaks each provider's dialect. A Config converts once to the
-// ABI's abi.TokenRequest (TokenRequest), which Client's lower-level methods take.
+// ABI's abi.TokenRequest (TokenRequest), which Runtime's lower-level methods take.
 type Config struct {
 	// Provider is the token endpoint's dialect: a built-in provider, or Custom.
 	Provider Provider
@@ -106,16 +106,16 @@ type Config struct {
 	Username string
 	Password string
 	// Code, RedirectURI and CodeVerifier (PKCE) are the authorization_code grant's. A code works once:
-	// the Client then follows the refresh token the provider returns (see WithRefreshTokenHook).
+	// the Runtime then follows the refresh token the provider returns (see WithRefreshTokenHook).
 	Code         string
 	RedirectURI  string
 	CodeVerifier string
-	// RefreshToken is the refresh_token grant's; the Client follows the provider's rotation of it.
+	// RefreshToken is the refresh_token grant's; the Runtime follows the provider's rotation of it.
 	RefreshToken string
 	// InstitutionID is Candescent's institutionId header.
 	InstitutionID string
 
-	// KeyID names the key the Client signs client assertions with (WithSigner; private_key_jwt), or
+	// KeyID names the key the Runtime signs client assertions with (WithSigner; private_key_jwt), or
 	// the certificate it presents (WithClientCertificate; tls_client_auth).
 	KeyID string
 	// AssertionAlg is the client assertion's algorithm where the profile allows several (RS384 or
@@ -124,7 +124,7 @@ type Config struct {
 	// FHIRBase is a SMART server's FHIR base URL: its token and revocation endpoints are discovered
 	// from it.
 	FHIRBase string
-	// RevocationURL is the RFC 7009 endpoint Client.Revoke uses, where discovery or the profile
+	// RevocationURL is the RFC 7009 endpoint Runtime.Revoke uses, where discovery or the profile
 	// gives none.
 	RevocationURL string
 
@@ -138,12 +138,12 @@ type Config struct {
 	// takes the ABI's defaults. abi/ABI.md, "Profile", lists its fields.
 	Profile *abi.Profile
 
-	// Host is the Client that runs the plugin; nil is a Client shared by the process, made on first
+	// Host is the Runtime that runs the plugin; nil is a Runtime shared by the process, made on first
 	// use with New's defaults (no extra allowed hosts, so Pattern needs a Host of its own).
-	Host *Client
+	Host *Runtime
 }
 
-// TokenRequest converts c to the ABI's request: what Client.Token, Encode and the other exports take.
+// TokenRequest converts c to the ABI's request: what Runtime.Token, Encode and the other exports take.
 // An inconsistent Config is an *abi.Error of kind invalid_request, as the plugin reports its own.
 func (c *Config) TokenRequest() (abi.TokenRequest, error) {
 	req := abi.TokenRequest{
@@ -256,15 +256,15 @@ func (c *Config) Client(ctx context.Context) *http.Client {
 	return &http.Client{Transport: h.Transport(base, req)}
 }
 
-func (c *Config) host() (*Client, error) {
+func (c *Config) host() (*Runtime, error) {
 	if c.Host != nil {
 		return c.Host, nil
 	}
 	return defaultHost()
 }
 
-// defaultHost is the Client of Configs without a Host: made once, never closed.
-var defaultHost = sync.OnceValues(func() (*Client, error) { return New(context.Background()) })
+// defaultHost is the Runtime of Configs without a Host: made once, never closed.
+var defaultHost = sync.OnceValues(func() (*Runtime, error) { return New(context.Background()) })
 
 func cloneMap(m map[string]string) map[string]string {
 	if m == nil {

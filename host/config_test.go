@@ -213,7 +213,7 @@ func TestTransportClosesBodyOnError(t *testing.T) {
 	}
 }
 
-// TestSourceIndexKeepsTenantsApart: Client.Token's index never answers one credential set with
+// TestSourceIndexKeepsTenantsApart: Runtime.Token's index never answers one credential set with
 // another's source: not for a changed field, not when the caller reuses and changes its maps, not
 // after the source map evicted the source.
 func TestSourceIndexKeepsTenantsApart(t *testing.T) {

@@ -40,7 +40,7 @@ type discoveryCache struct {
 
 // resolve fills req.TokenURL (and RevocationURL, when the server has one) for a smart request that
 // has fhir_base and no token_url.
-func (c *Client) resolve(ctx context.Context, req abi.TokenRequest) (abi.TokenRequest, error) {
+func (c *Runtime) resolve(ctx context.Context, req abi.TokenRequest) (abi.TokenRequest, error) {
 	if req.Provider != "smart" || req.TokenURL != "" || req.FHIRBase == "" {
 		return req, nil
 	}
@@ -72,7 +72,7 @@ func (c *Client) resolve(ctx context.Context, req abi.TokenRequest) (abi.TokenRe
 
 // discover fetches base's SMART configuration: its token_endpoint, provided the server takes
 // private_key_jwt (token_endpoint_auth_methods_supported), and its revocation_endpoint if any.
-func (c *Client) discover(ctx context.Context, base string) (discovered, *abi.Error) {
+func (c *Runtime) discover(ctx context.Context, base string) (discovered, *abi.Error) {
 	fail := func(kind, msg string) (discovered, *abi.Error) {
 		return discovered{}, &abi.Error{Kind: kind, Retryable: kind == abi.KindTransport || kind == abi.KindServerError,
 			Message: "SMART discovery: " + msg}

@@ -7,7 +7,7 @@
 //	cfg := host.Config{Provider: host.NikoHealth, Domain: "acme", ClientID: id, ClientSecret: secret}
 //	api := cfg.Client(ctx) // Authorization: Bearer on every request; a 401 gets one new token
 //
-// Underneath, a Client runs the plugin: a lean Extism host on wazero that pools plugin instances,
+// Underneath, a Runtime runs the plugin: a lean Extism host on wazero that pools plugin instances,
 // supplies HTTP (to an allow-list of token hosts) and the token cache through the plugin's imports,
 // shares one fetch per credential set and refreshes tokens ahead of expiry. New's options set its
 // cache (host/rediscache for a fleet), logger, observers and limits. A failure the provider or the

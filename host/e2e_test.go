@@ -57,12 +57,12 @@ func TestEveryProviderEndToEnd(t *testing.T) {
 		steps bool
 	}{{"token", false}, {"token_step", true}} {
 		t.Run(driver.name, func(t *testing.T) {
-			forEachBuild(t, func(t *testing.T, c *Client) { endToEnd(t, c, set) }, WithLoopback(), withStepFlow(driver.steps))
+			forEachBuild(t, func(t *testing.T, c *Runtime) { endToEnd(t, c, set) }, WithLoopback(), withStepFlow(driver.steps))
 		})
 	}
 }
 
-func endToEnd(t *testing.T, c *Client, set *providertest.Set) {
+func endToEnd(t *testing.T, c *Runtime, set *providertest.Set) {
 	ctx := context.Background()
 	for name, req := range cases(set) {
 		fake := fakeOf(set, req.Provider)
@@ -100,7 +100,7 @@ func TestUnitsNormalized(t *testing.T) {
 	set := providertest.StartAll()
 	defer set.Close()
 	want := map[string]int64{"candid/json": 5 * 3600, "pattern/client_credentials": 3600, "candescent/client_credentials": 900, "nikohealth/client_credentials": 1200}
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		all := cases(set)
 		for name, secs := range want {
 			tok, err := c.Token(context.Background(), all[name])
@@ -117,7 +117,7 @@ func TestUnitsNormalized(t *testing.T) {
 func TestRefreshTokenGrant(t *testing.T) {
 	set := providertest.StartAll()
 	defer set.Close()
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		ctx := context.Background()
 		pw := cases(set)["candescent/password"]
 		tok, err := c.Token(ctx, pw)
@@ -156,7 +156,7 @@ func TestRefreshTokenGrant(t *testing.T) {
 
 // TestStampede: 200 goroutines asking a cold cache for the same credentials cause one request.
 func TestStampede(t *testing.T) {
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
 		defer fake.Close()
 		req := abi.TokenRequest{Provider: "nikohealth", ClientID: fake.Config().ClientID, ClientSecret: fake.Config().ClientSecret, TokenURL: fake.TokenURL()}
@@ -192,7 +192,7 @@ func TestStampede(t *testing.T) {
 // TestTransportRetriesOnce401: a revoked token makes the API answer 401; the Transport invalidates
 // it, gets one new token and retries once.
 func TestTransportRetriesOnce401(t *testing.T) {
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		fake := providertest.NewPattern(providertest.DefaultConfig("pattern"))
 		defer fake.Close()
 		req := abi.TokenRequest{Provider: "pattern", ClientID: fake.Config().ClientID, ClientSecret: fake.Config().ClientSecret, TokenURL: fake.TokenURL()}

@@ -110,7 +110,7 @@ func ExampleConfig_errors() {
 	// Output: true invalid_client 401 false
 }
 
-func ExampleClient_Token() {
+func ExampleRuntime_Token() {
 	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
 	defer fake.Close()
 
@@ -129,7 +129,7 @@ func ExampleClient_Token() {
 	// Output: Bearer 1200 external
 }
 
-func ExampleClient_TokenSource() {
+func ExampleRuntime_TokenSource() {
 	fake := providertest.NewPattern(providertest.DefaultConfig("pattern"))
 	defer fake.Close()
 
@@ -156,7 +156,7 @@ func ExampleClient_TokenSource() {
 	// Output: Bearer 3600 1
 }
 
-func ExampleClient_Transport() {
+func ExampleRuntime_Transport() {
 	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
 	defer fake.Close()
 

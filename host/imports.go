@@ -12,13 +12,13 @@ import (
 	"github.com/tokenwasm/tokenwasm/abi"
 )
 
-// The plugin's imports (abi/ABI.md, "Imports"), implemented on the Client's sender and Cache. Each
+// The plugin's imports (abi/ABI.md, "Imports"), implemented on the Runtime's sender and Cache. Each
 // gets the JSON of its input block and returns the JSON of its answer; malformed input from the
 // plugin is answered, never panicked on.
 
 // The imports parse with gjson: encoding/json's reflection was a quarter of a fetch's host-side cost.
 
-func (c *Client) httpSend(ctx context.Context, in []byte) []byte {
+func (c *Runtime) httpSend(ctx context.Context, in []byte) []byte {
 	if !gjson.ValidBytes(in) {
 		return []byte(`{"error":"host: malformed http_send request"}`)
 	}
@@ -43,7 +43,7 @@ func (c *Client) httpSend(ctx context.Context, in []byte) []byte {
 	return b
 }
 
-func (c *Client) cacheGet(ctx context.Context, in []byte) []byte {
+func (c *Runtime) cacheGet(ctx context.Context, in []byte) []byte {
 	key := gjson.GetBytes(in, "key")
 	if key.Type != gjson.String {
 		return []byte(`{"hit":false}`)
@@ -62,7 +62,7 @@ func (c *Client) cacheGet(ctx context.Context, in []byte) []byte {
 	return b
 }
 
-func (c *Client) cacheSet(ctx context.Context, in []byte) []byte {
+func (c *Runtime) cacheSet(ctx context.Context, in []byte) []byte {
 	var f [4]gjson.Result
 	members(gjson.ParseBytes(in), f[:], "key", "value", "ttl_ms", "nx")
 	if f[0].Type != gjson.String || f[1].Type != gjson.String {
@@ -93,7 +93,7 @@ func (c *Client) cacheSet(ctx context.Context, in []byte) []byte {
 	return []byte(`{"stored":true}`)
 }
 
-func (c *Client) cacheDelete(ctx context.Context, in []byte) []byte {
+func (c *Runtime) cacheDelete(ctx context.Context, in []byte) []byte {
 	var f [2]gjson.Result
 	members(gjson.ParseBytes(in), f[:], "key", "if_value")
 	if f[0].Type != gjson.String {
@@ -121,7 +121,7 @@ func (c *Client) cacheDelete(ctx context.Context, in []byte) []byte {
 type dropFailuresKey struct{}
 
 // cacheFailed logs a cache failure; the error comes from the Cache, which never sees secrets.
-func (c *Client) cacheFailed(op string, err error) {
+func (c *Runtime) cacheFailed(op string, err error) {
 	c.metrics.cacheErrors.Add(1)
 	c.log.Warn("tokenwasm: cache "+op+" failed; treated as a miss", "err", err)
 }

@@ -39,14 +39,14 @@ type jwk struct {
 	E   string `json:"e,omitempty"`
 }
 
-// JWKS returns the public keys of the Client's signers (WithSigner) as a JWK Set, ordered by key
+// JWKS returns the public keys of the Runtime's signers (WithSigner) as a JWK Set, ordered by key
 // id: {"keys": [{"kty", "kid", "use": "sig", ...}]}, RSA keys with n and e, ECDSA keys with crv, x,
 // y and alg (ES256 for P-256, ES384 for P-384: a curve signs one algorithm). An RSA key has no alg:
 // it signs RS256, RS384 or PS256 as each request's assertion_alg asks, and alg is optional (RFC
 // 7517 section 4.4). Only public values are read (the signers' Public()). A signer whose key could
 // not sign (RSA under 2048 bits, another curve or key type) is an error, not left out: a document
 // without a key the requests name fails at the server, later and less clearly.
-func (c *Client) JWKS() ([]byte, error) {
+func (c *Runtime) JWKS() ([]byte, error) {
 	kids := make([]string, 0, len(c.signers))
 	for kid := range c.signers {
 		kids = append(kids, kid)
@@ -67,8 +67,8 @@ func (c *Client) JWKS() ([]byte, error) {
 
 // JWKSHandler serves JWKS (GET and HEAD) as application/jwk-set+json, cacheable for 300 s: mount it
 // at the URL registered with the servers (a jwks_uri). The document is made once, here: the signers
-// of a Client do not change. The error is JWKS's.
-func (c *Client) JWKSHandler() (http.Handler, error) {
+// of a Runtime do not change. The error is JWKS's.
+func (c *Runtime) JWKSHandler() (http.Handler, error) {
 	doc, err := c.JWKS()
 	if err != nil {
 		return nil, err

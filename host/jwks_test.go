@@ -177,7 +177,7 @@ func TestJWKSRefusesKeysThatCannotSign(t *testing.T) {
 }
 
 // TestJWKSRegisteredAtTheServer: the SMART fake, knowing no key of the client, is given the
-// Client's published document (as a developer portal takes it) and then accepts its RS384 and
+// Runtime's published document (as a developer portal takes it) and then accepts its RS384 and
 // ES384 assertions: the token URL discovered, the assertion verified with the document's keys.
 func TestJWKSRegisteredAtTheServer(t *testing.T) {
 	rk, ek, _ := testKeys()

@@ -18,7 +18,7 @@ import (
 	"github.com/tokenwasm/tokenwasm/internal/lifecycle"
 )
 
-// TestTokenLife drives testdata/lifecycle/token_life.json through the Go host: the Client's clock
+// TestTokenLife drives testdata/lifecycle/token_life.json through the Go host: the Runtime's clock
 // (withClock, given to the plugin as now_ms) and its MemoryCache's are moved to each event's time,
 // never slept; the provider is the NikoHealth fake, whose answers the events script; an API's 401 is
 // a stub under Transport. The JavaScript package and the Envoy filter run the same file.
@@ -50,7 +50,7 @@ func TestTokenLife(t *testing.T) {
 	req.TokenURL = fake.TokenURL()
 
 	t0 := time.Now().UnixMilli()
-	var clock atomic.Int64 // Unix ms: the Client's clock and its cache's
+	var clock atomic.Int64 // Unix ms: the Runtime's clock and its cache's
 	clock.Store(t0)
 	now := func() time.Time { return time.UnixMilli(clock.Load()) }
 	cache := NewMemoryCache(0)

@@ -236,7 +236,7 @@ func TestLargeRequestsOnOneInstance(t *testing.T) {
 func TestRequestLimitThroughWasm(t *testing.T) {
 	const tooLarge = "request exceeds 256 KiB"
 	req := `{"provider":"nikohealth","client_id":"niko-client","client_secret":"s","token_url":"http://127.0.0.1:1/token"}`
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		for _, size := range []int{core.MaxRequestBytes - 1, core.MaxRequestBytes, core.MaxRequestBytes + 1, 1 << 20} {
 			in := padRequest(req, size)
 			inputs := map[string]string{
@@ -260,7 +260,7 @@ func TestRequestLimitThroughWasm(t *testing.T) {
 }
 
 // instancePages returns the linear memory, in 64 KiB pages, of the client's one instance.
-func instancePages(t *testing.T, c *Client) uint32 {
+func instancePages(t *testing.T, c *Runtime) uint32 {
 	t.Helper()
 	inst, err := c.pool.get(context.Background())
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"github.com/tokenwasm/tokenwasm/abi"
 )
 
-// Metrics counts what a Client did. It holds no secrets, keys or tokens. It implements expvar.Var, so
+// Metrics counts what a Runtime did. It holds no secrets, keys or tokens. It implements expvar.Var, so
 // expvar.Publish("tokenwasm", client.Metrics()) serves it.
 type Metrics struct {
 	fetches         atomic.Int64 // requests sent to a provider (http_send)

@@ -31,7 +31,7 @@ type Observer interface {
 	ObserveFetch(ctx context.Context, f Fetch)
 }
 
-// WithObserver adds an Observer beside the Client's own Metrics.
+// WithObserver adds an Observer beside the Runtime's own Metrics.
 func WithObserver(o Observer) Option {
 	return func(c *config) { c.observers = append(c.observers, o) }
 }
@@ -87,7 +87,7 @@ func newFetch(req *abi.TokenRequest, attempt int, start time.Time, cached bool, 
 		Attempt: attempt, Latency: time.Since(start), Cached: cached}
 }
 
-func (c *Client) observeAttempt(ctx context.Context, f Fetch) {
+func (c *Runtime) observeAttempt(ctx context.Context, f Fetch) {
 	c.metrics.attempt(f)
 	for _, o := range c.observers {
 		o.ObserveAttempt(ctx, f)
@@ -95,7 +95,7 @@ func (c *Client) observeAttempt(ctx context.Context, f Fetch) {
 }
 
 // observeFetch counts and logs one fetch: failures at Warn, successes at Debug; never a secret.
-func (c *Client) observeFetch(ctx context.Context, f Fetch) {
+func (c *Runtime) observeFetch(ctx context.Context, f Fetch) {
 	c.metrics.fetch(f)
 	for _, o := range c.observers {
 		o.ObserveFetch(ctx, f)

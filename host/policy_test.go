@@ -87,7 +87,7 @@ func TestRefreshAhead(t *testing.T) {
 	cfg.Lifetime = 3 * time.Second // skew 0.75 s, refresh window the last 1 s
 	fake := providertest.NewNikoHealth(cfg)
 	defer fake.Close()
-	var clock atomic.Int64 // Unix ns: the Client's clock, moved by the test instead of sleeping
+	var clock atomic.Int64 // Unix ns: the Runtime's clock, moved by the test instead of sleeping
 	clock.Store(time.Now().UnixNano())
 	c, err := New(context.Background(), WithLoopback(), withClock(func() time.Time { return time.Unix(0, clock.Load()) }))
 	if err != nil {
@@ -222,7 +222,7 @@ func TestAllowListPorts(t *testing.T) {
 }
 
 // checkSourcesBounded fails t if c holds more sources than its bound.
-func checkSourcesBounded(t *testing.T, c *Client) {
+func checkSourcesBounded(t *testing.T, c *Runtime) {
 	t.Helper()
 	c.sources.mu.Lock()
 	n := len(c.sources.m)

@@ -28,7 +28,7 @@ func nikoFake(t *testing.T, cfg providertest.Config) (*providertest.Fake, abi.To
 	return f, abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: f.TokenURL()}
 }
 
-func newClient(t *testing.T, opts ...Option) *Client {
+func newClient(t *testing.T, opts ...Option) *Runtime {
 	t.Helper()
 	c, err := New(context.Background(), append([]Option{WithLoopback()}, opts...)...)
 	if err != nil {
@@ -64,7 +64,7 @@ func TestGateHoldsEveryCaller(t *testing.T) {
 				return true
 			})
 			cache := NewMemoryCache(0)
-			clients := []*Client{newClient(t, WithCache(cache)), newClient(t, WithCache(cache))}
+			clients := []*Runtime{newClient(t, WithCache(cache)), newClient(t, WithCache(cache))}
 			if _, err := clients[0].Token(context.Background(), req); kindOf(err) != abi.KindRateLimited {
 				t.Fatalf("first: %v", err)
 			}
@@ -242,7 +242,7 @@ func TestBadInputThroughWasm(t *testing.T) {
 		[]byte(`{"provider":["candid"],"client_id":{},"client_secret":1,"params":[],"headers":"x","force":"yes","timeout_ms":"1"}`),
 		[]byte(`{}`), []byte(`null`), []byte(``), []byte(`{"request":null,"response":null}`),
 	)
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		for _, export := range []string{abi.ExportEncode, abi.ExportDecode, abi.ExportInvalidate, abi.ExportToken, abi.ExportTokenStep} {
 			for _, in := range inputs {
 				var res map[string]json.RawMessage

@@ -76,7 +76,7 @@ func TestLargeRequestsKeepTheirIdentity(t *testing.T) {
 		{"tenant-3 rate-limited", req(gated, "secret-3"), nil, gated},
 	}
 	cache := NewMemoryCache(0)
-	clients := []*Client{newClient(t, WithCache(cache), WithMaxInstances(1)), newClient(t, WithCache(cache), WithMaxInstances(1))}
+	clients := []*Runtime{newClient(t, WithCache(cache), WithMaxInstances(1)), newClient(t, WithCache(cache), WithMaxInstances(1))}
 	sizes := []int{0, memoLimit - 1, memoLimit, memoLimit + 1, core.MaxRequestBytes - 1, core.MaxRequestBytes}
 	ctx := context.Background()
 	calls := 0
@@ -135,21 +135,21 @@ func TestDeadlines(t *testing.T) {
 		})
 		return fake, req
 	}
-	entries := map[string]func(ctx context.Context, c *Client, req abi.TokenRequest) error{
-		"Client.Token": func(ctx context.Context, c *Client, req abi.TokenRequest) error {
+	entries := map[string]func(ctx context.Context, c *Runtime, req abi.TokenRequest) error{
+		"Runtime.Token": func(ctx context.Context, c *Runtime, req abi.TokenRequest) error {
 			_, err := c.Token(ctx, req)
 			return err
 		},
-		"Client.Token force": func(ctx context.Context, c *Client, req abi.TokenRequest) error {
+		"Runtime.Token force": func(ctx context.Context, c *Runtime, req abi.TokenRequest) error {
 			req.Force = true
 			_, err := c.Token(ctx, req)
 			return err
 		},
-		"TokenSource.TokenContext": func(ctx context.Context, c *Client, req abi.TokenRequest) error {
+		"TokenSource.TokenContext": func(ctx context.Context, c *Runtime, req abi.TokenRequest) error {
 			_, err := c.TokenSource(req).TokenContext(ctx)
 			return err
 		},
-		"Transport": func(ctx context.Context, c *Client, req abi.TokenRequest) error {
+		"Transport": func(ctx context.Context, c *Runtime, req abi.TokenRequest) error {
 			r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:1/api", nil)
 			resp, err := c.Transport(nil, req).RoundTrip(r)
 			if err == nil {

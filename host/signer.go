@@ -35,7 +35,7 @@ import (
 // context allows, and a signer that can block (a remote KMS) should still bound its own calls.
 //
 // clientIDs, when given, are the only clients the key signs for (the assertion's iss): a key id is
-// public (it is in the JWKS), so a Client that serves requests from more than one tenant binds each
+// public (it is in the JWKS), so a Runtime that serves requests from more than one tenant binds each
 // key to its client, or a request naming another client's kid gets that client's tokens signed. An
 // empty list that is not nil (WithSigner(kid, s, ids...) with ids loaded empty) binds the key to no
 // client: it signs nothing, rather than for every client.
@@ -104,7 +104,7 @@ func (k signingKey) signsFor(input []byte) bool {
 
 // sign answers a sign action: {"alg","kid","signing_input"} -> {"signature"} (base64url; ECDSA as
 // the JWS r||s, not DER) or {"error"}. Errors name the key id and the algorithm, never key material.
-func (c *Client) sign(ctx context.Context, in []byte) []byte {
+func (c *Runtime) sign(ctx context.Context, in []byte) []byte {
 	var f [3]gjson.Result
 	members(gjson.ParseBytes(in), f[:], "alg", "kid", "signing_input")
 	alg, kid, input := f[0].Str, f[1].Str, f[2].Str
@@ -119,7 +119,7 @@ func (c *Client) sign(ctx context.Context, in []byte) []byte {
 	return b
 }
 
-func (c *Client) signWith(ctx context.Context, alg, kid string, input []byte) ([]byte, error) {
+func (c *Runtime) signWith(ctx context.Context, alg, kid string, input []byte) ([]byte, error) {
 	s, ok := c.signers[kid]
 	if !ok {
 		return nil, fmt.Errorf("no signing key for key id %q", kid)

@@ -80,7 +80,7 @@ func extra(t *abi.Token) map[string]any {
 
 // source serves the tokens of one credential set: lock-free hits, one fetch at a time, refresh ahead.
 type source struct {
-	c *Client
+	c *Runtime
 
 	mu     sync.Mutex       // guards flight and lastRefresh
 	req    abi.TokenRequest // the credential set as first given: the flow follows its grant's lineage
@@ -96,7 +96,7 @@ type source struct {
 }
 
 // flight is one fetch in progress; every caller that needs it waits on done. It runs on its own
-// goroutine under the Client's context, so no caller's deadline ends it for the others, and it is
+// goroutine under the Runtime's context, so no caller's deadline ends it for the others, and it is
 // canceled when the last caller waiting for it gives up.
 type flight struct {
 	done    chan struct{}
@@ -201,7 +201,7 @@ func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Durati
 	}
 }
 
-// start runs a new flight; s.mu is held. The caller holds the Client open (enter), so the flight's
+// start runs a new flight; s.mu is held. The caller holds the Runtime open (enter), so the flight's
 // own hold on it cannot race with Close.
 func (s *source) start(force bool, minTTL time.Duration) *flight {
 	f := &flight{done: make(chan struct{}), oneTime: oneTime(s.req)}
@@ -306,7 +306,7 @@ func fetchDeadline(ctx context.Context) (time.Time, bool) {
 	return d, ok
 }
 
-// newRefreshToken gives the Client's hook each new refresh token the provider returned, to persist
+// newRefreshToken gives the Runtime's hook each new refresh token the provider returned, to persist
 // it beyond the cache's life. Following it is the flow's (the grant's lineage, abi/ABI.md): the next
 // fetch sends it, in this process and in every one sharing the cache.
 func (s *source) newRefreshToken(ctx context.Context, used abi.TokenRequest, tok *abi.Token) {
@@ -424,13 +424,13 @@ func sourceKey(req abi.TokenRequest) ([sha256.Size]byte, abi.TokenRequest, error
 	return sha256.Sum256(b), req, nil
 }
 
-func (sm *sourceMap) get(c *Client, req abi.TokenRequest) (*source, error) {
+func (sm *sourceMap) get(c *Runtime, req abi.TokenRequest) (*source, error) {
 	s, _, err := sm.getGen(c, req)
 	return s, err
 }
 
 // getGen is get, with the map's generation at the time: an index entry holds while it has not moved.
-func (sm *sourceMap) getGen(c *Client, req abi.TokenRequest) (*source, uint64, error) {
+func (sm *sourceMap) getGen(c *Runtime, req abi.TokenRequest) (*source, uint64, error) {
 	key, req, err := sourceKey(req)
 	if err != nil {
 		return nil, 0, err
@@ -498,7 +498,7 @@ type TokenSource struct {
 
 // TokenSource returns the token source for req. Sources are shared: two calls with the same request
 // return sources backed by the same token.
-func (c *Client) TokenSource(req abi.TokenRequest) *TokenSource {
+func (c *Runtime) TokenSource(req abi.TokenRequest) *TokenSource {
 	s, err := c.sources.get(c, req)
 	return &TokenSource{s: s, err: err}
 }

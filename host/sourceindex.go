@@ -8,7 +8,7 @@ import (
 	"github.com/tokenwasm/tokenwasm/abi"
 )
 
-// The source index answers Client.Token's "which source serves this request?" without the source
+// The source index answers Runtime.Token's "which source serves this request?" without the source
 // map's JSON key, SHA-256 and lock: a direct-mapped table of recent answers, read lock-free. A slot is
 // only a hint: it is used when its request equals the caller's field by field (a hash collision is a
 // miss, never another tenant's source) and no source has left the map since it was filled.
@@ -25,7 +25,7 @@ type fastEntry struct {
 
 // lookup returns the source for req: from the index when it remembers req, else from the map, and
 // then remembers it.
-func (sm *sourceMap) lookup(c *Client, req *abi.TokenRequest) (*source, error) {
+func (sm *sourceMap) lookup(c *Runtime, req *abi.TokenRequest) (*source, error) {
 	slot := &sm.fast[sm.slot(req)]
 	if e := slot.Load(); e != nil && e.gen == sm.gen.Load() && sameCredentials(&e.req, req) {
 		return e.src, nil

@@ -8,7 +8,7 @@ import (
 )
 
 // TestSameCredentialsComparesEveryField: two requests that differ in any one field of abi.TokenRequest
-// or abi.Profile (the per-call fields aside) are different credential sets to Client.Token's index.
+// or abi.Profile (the per-call fields aside) are different credential sets to Runtime.Token's index.
 // A field added to the ABI without a comparison in sameCredentials would let the index serve one
 // credential set's source to another: this test names it.
 func TestSameCredentialsComparesEveryField(t *testing.T) {

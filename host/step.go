@@ -25,7 +25,7 @@ const maxSteps = 16
 // step runs one flow (token, or invalidate with op "invalidate") to its final answer and does the
 // actions the answer leaves in "then". It returns the plugin's final answer as it came ("then"
 // included: the result readers skip it). A flow that ends otherwise releases the fetch locks it took.
-func (c *Client) step(ctx context.Context, request []byte, op string) (final []byte, err error) {
+func (c *Runtime) step(ctx context.Context, request []byte, op string) (final []byte, err error) {
 	locks := &heldLocks{}
 	ctx = context.WithValue(ctx, heldLocksKey{}, locks)
 	defer func() {
@@ -82,14 +82,14 @@ func (c *Client) step(ctx context.Context, request []byte, op string) (final []b
 }
 
 // performAction does one {"import","input"} action of the flow.
-func (c *Client) performAction(ctx context.Context, a gjson.Result) []byte {
+func (c *Runtime) performAction(ctx context.Context, a gjson.Result) []byte {
 	var g [2]gjson.Result
 	members(a, g[:], "import", "input")
 	return c.perform(ctx, g[0].Str, []byte(g[1].Raw))
 }
 
 // perform does one action of the flow with the same functions the plugin's imports call.
-func (c *Client) perform(ctx context.Context, name string, in []byte) []byte {
+func (c *Runtime) perform(ctx context.Context, name string, in []byte) []byte {
 	switch name {
 	case abi.ImportHTTPSend:
 		return c.httpSend(ctx, in)
@@ -107,7 +107,7 @@ func (c *Client) perform(ctx context.Context, name string, in []byte) []byte {
 
 // callRaw runs one export on a pooled instance and returns a copy of its answer (the instance's
 // memory is reused by its next call).
-func (c *Client) callRaw(ctx context.Context, export string, input []byte) ([]byte, error) {
+func (c *Runtime) callRaw(ctx context.Context, export string, input []byte) ([]byte, error) {
 	var out rawAnswer
 	if err := c.call(ctx, export, input, &out); err != nil {
 		return nil, err
@@ -129,8 +129,8 @@ func (r *rawAnswer) parse(b []byte) error {
 	return nil
 }
 
-// runToken runs the token flow for an encoded request with the Client's driver and reads its answer.
-func (c *Client) runToken(ctx context.Context, input []byte, res *abi.Result) error {
+// runToken runs the token flow for an encoded request with the Runtime's driver and reads its answer.
+func (c *Runtime) runToken(ctx context.Context, input []byte, res *abi.Result) error {
 	if !c.stepFlow {
 		return c.call(ctx, abi.ExportToken, input, (*tokenResult)(res))
 	}
@@ -146,7 +146,7 @@ func (c *Client) runToken(ctx context.Context, input []byte, res *abi.Result) er
 
 // invalidateFlow runs the invalidate flow and reports whether a new token is worth trying (for an
 // access_token: the plugin's 401 window, fleet-wide).
-func (c *Client) invalidateFlow(ctx context.Context, req abi.TokenRequest) (retry bool, err error) {
+func (c *Runtime) invalidateFlow(ctx context.Context, req abi.TokenRequest) (retry bool, err error) {
 	var res abi.Result
 	req, err = c.resolve(ctx, req)
 	if err != nil {
@@ -198,7 +198,7 @@ func (e *NotDroppedError) Error() string {
 func (e *NotDroppedError) Unwrap() error { return e.Err }
 
 // stepOp runs the flow op for req through token_step and reads its answer.
-func (c *Client) stepOp(ctx context.Context, req abi.TokenRequest, op string) (abi.Result, error) {
+func (c *Runtime) stepOp(ctx context.Context, req abi.TokenRequest, op string) (abi.Result, error) {
 	var res abi.Result
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -219,7 +219,7 @@ func (c *Client) stepOp(ctx context.Context, req abi.TokenRequest, op string) (a
 // answered. It revokes req.AccessToken, or without one req.RefreshToken; the endpoint is
 // req.RevocationURL, the profile's, or for smart the one discovery found. It runs through
 // token_step (a private_key_jwt assertion is signed as for a token).
-func (c *Client) Revoke(ctx context.Context, req abi.TokenRequest) error {
+func (c *Runtime) Revoke(ctx context.Context, req abi.TokenRequest) error {
 	if err := c.enter(); err != nil {
 		return err
 	}
@@ -254,7 +254,7 @@ func (c *Client) Revoke(ctx context.Context, req abi.TokenRequest) error {
 // withStepFlow chooses the flow's driver: token_step (true) or the token export.
 func withStepFlow(on bool) Option { return func(c *config) { c.stepFlow = on } }
 
-// withClock makes the Client judge its held tokens by clock instead of the wall clock, and give the
+// withClock makes the Runtime judge its held tokens by clock instead of the wall clock, and give the
 // plugin that time as now_ms: tests move time forward without sleeping. Deadlines stay on the wall
 // clock.
 func withClock(clock func() time.Time) Option { return func(c *config) { c.clock = clock } }

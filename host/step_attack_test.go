@@ -19,7 +19,7 @@ func padRequest(req string, size int) string {
 
 // stepThroughWasm calls token_step once through the compiled plugin and decodes its answer; an
 // answer that is not JSON fails the test.
-func stepThroughWasm(t *testing.T, c *Client, in string) map[string]json.RawMessage {
+func stepThroughWasm(t *testing.T, c *Runtime, in string) map[string]json.RawMessage {
 	t.Helper()
 	out, err := c.callRaw(context.Background(), "token_step", []byte(in))
 	if err != nil {
@@ -37,7 +37,7 @@ func stepThroughWasm(t *testing.T, c *Client, in string) map[string]json.RawMess
 // goes on, and no answer carries the other identity's key or any secret. Six rounds; three under
 // -race (A, B, A: each 8 MiB input there costs seconds), the six again without it in `make unit`.
 func TestStepAttacksThroughWasm(t *testing.T) {
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		now := time.Now().UnixMilli()
 		reqs := [2]string{
 			`{"provider":"nikohealth","client_id":"niko-client","client_secret":"secret-A-1234","domain":"acme","fleet_lock":true}`,

@@ -18,14 +18,14 @@ type sharedMemory struct{ *MemoryCache }
 
 func (sharedMemory) Shared() bool { return true }
 
-// TestDriversShareOneFleet: a Client driving token_step and a Client calling token, sharing one
+// TestDriversShareOneFleet: a Runtime driving token_step and a Runtime calling token, sharing one
 // cache as two processes of a fleet would, speak the same keys, lock and gate: 100 cold callers
 // across both make one request, and a 429 one of them gets closes the gate for the other.
 func TestDriversShareOneFleet(t *testing.T) {
 	set := providertest.StartAll()
 	defer set.Close()
 	cache := sharedMemory{NewMemoryCache(0)}
-	var clients [2]*Client
+	var clients [2]*Runtime
 	for i, steps := range []bool{false, true} {
 		c, err := New(context.Background(), WithLoopback(), WithCache(cache), withStepFlow(steps))
 		if err != nil {

@@ -12,7 +12,7 @@ import (
 // it invalidates that token, gets a new one and retries once, if the request body can be replayed;
 // a source drops a token for a 401 at most once every 30 s, so an API that refuses every token costs
 // no fetch per request: its 401 is returned.
-func (c *Client) Transport(base http.RoundTripper, req abi.TokenRequest) http.RoundTripper {
+func (c *Runtime) Transport(base http.RoundTripper, req abi.TokenRequest) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
 	}

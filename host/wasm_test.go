@@ -23,8 +23,8 @@ func builds(t testing.TB) map[string][]byte {
 	return out
 }
 
-// forEachBuild runs f once per plugin build with a fresh Client.
-func forEachBuild(t *testing.T, f func(t *testing.T, c *Client), opts ...Option) {
+// forEachBuild runs f once per plugin build with a fresh Runtime.
+func forEachBuild(t *testing.T, f func(t *testing.T, c *Runtime), opts ...Option) {
 	for name, wasm := range builds(t) {
 		t.Run(name, func(t *testing.T) {
 			c, err := New(context.Background(), append([]Option{WithPlugin(wasm)}, opts...)...)
@@ -43,7 +43,7 @@ func TestVectorsThroughWasm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		call := func(export string, in []byte) ([]byte, error) {
 			var got json.RawMessage
 			err := c.call(context.Background(), export, in, &got)
@@ -69,7 +69,7 @@ func TestVectorsThroughWasm(t *testing.T) {
 
 // TestDescribe checks the plugin's self-description through the host.
 func TestDescribe(t *testing.T) {
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		raw, err := c.Describe(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -98,7 +98,7 @@ func TestDescribe(t *testing.T) {
 // TestRealClockAndRandomness: the plugin must see the host's wall clock (wazero defaults to 2022)
 // and real randomness (wazero defaults to a fixed seed, the same in every instance).
 func TestRealClockAndRandomness(t *testing.T) {
-	forEachBuild(t, func(t *testing.T, c *Client) {
+	forEachBuild(t, func(t *testing.T, c *Runtime) {
 		ctx := context.Background()
 		tok, err := c.Decode(ctx, abi.TokenRequest{Provider: "candid", ClientID: "c", ClientSecret: "s"},
 			abi.HTTPResponse{Status: 200, Body: `{"access_token":"t","expires_in":60}`})

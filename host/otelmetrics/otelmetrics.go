@@ -1,4 +1,4 @@
-// Package otelmetrics exports a tokenwasm Client's fetches as OpenTelemetry metrics: fetches and
+// Package otelmetrics exports a tokenwasm Runtime's fetches as OpenTelemetry metrics: fetches and
 // attempts by provider, grant and outcome, and fetch latency as a histogram. Any OpenTelemetry
 // exporter takes them from there (Prometheus: see the example).
 //
@@ -21,7 +21,7 @@ const (
 	scope    = "github.com/tokenwasm/tokenwasm/host/otelmetrics"
 )
 
-// Observer records a Client's fetches on OpenTelemetry instruments: pass it to host.WithObserver.
+// Observer records a Runtime's fetches on OpenTelemetry instruments: pass it to host.WithObserver.
 // Attributes are provider, grant and outcome ("ok" or the error kind); never a secret or a key.
 type Observer struct {
 	fetches, attempts metric.Int64Counter

@@ -10,7 +10,7 @@ import (
 	"github.com/tokenwasm/tokenwasm/host/rediscache"
 )
 
-// Every process of a fleet builds its Client on the same Redis and keys: they then share tokens, 429
+// Every process of a fleet builds its Runtime on the same Redis and keys: they then share tokens, 429
 // gates and one fetch per credential set. Keys come from a secret store; these read files.
 func Example() {
 	ctx := context.Background()

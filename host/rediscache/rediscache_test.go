@@ -353,7 +353,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	fake := freshFake(t)
 	cfg := fake.Config()
 	req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: fake.TokenURL()}
-	get := func() *abi.Token { // a new Client each time: nothing held in memory but the cache
+	get := func() *abi.Token { // a new Runtime each time: nothing held in memory but the cache
 		c, err := host.New(context.Background(), host.WithCache(cache), host.WithLoopback())
 		if err != nil {
 			t.Fatal(err)
@@ -432,7 +432,7 @@ func (r *recorder) tokenKey(t *testing.T) string {
 	return ""
 }
 
-// fetchWith asks a new Client (nothing held in memory) on cache for the token of fake's client.
+// fetchWith asks a new Runtime (nothing held in memory) on cache for the token of fake's client.
 func fetchWith(t *testing.T, cache host.Cache, fake *providertest.Fake, clientID string) (*abi.Token, error) {
 	t.Helper()
 	c, err := host.New(context.Background(), host.WithCache(cache), host.WithLoopback())
@@ -651,7 +651,7 @@ func TestKeyErrorAffectsThatKeyOnly(t *testing.T) {
 	}
 }
 
-// TestWrongTypeTokenKeyThroughHost: the same through a Client: the credential set with a wrong-typed
+// TestWrongTypeTokenKeyThroughHost: the same through a Runtime: the credential set with a wrong-typed
 // key gets a token (one fetch, stored over the bad key), and another credential set is shared
 // through Redis.
 func TestWrongTypeTokenKeyThroughHost(t *testing.T) {

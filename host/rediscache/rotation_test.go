@@ -25,7 +25,7 @@ import (
 const rotationWorkerEnv = "TOKENWASM_REDIS_ROTATION_WORKER"
 
 // TestRotationWorker is not a test of its own: it is the body of each process TestFleetRotatingGrant
-// starts. One Client on Redis for the life of the process, as a service keeps it: it prints "ready",
+// starts. One Runtime on Redis for the life of the process, as a service keeps it: it prints "ready",
 // then answers each "token" line it reads with "token <access_token> <expires_at_ms>" or "error
 // <message>", until its input ends.
 func TestRotationWorker(t *testing.T) {

@@ -124,7 +124,7 @@ type profile struct {
 
 // builtinProfiles reads the built-in providers' client authentication and body from the plugin's
 // describe answer, so the demo shows what the plugin does rather than what this file says.
-func builtinProfiles(ctx context.Context, c *host.Client) (map[string]profile, error) {
+func builtinProfiles(ctx context.Context, c *host.Runtime) (map[string]profile, error) {
 	d, err := c.Describe(ctx)
 	if err != nil {
 		return nil, err
@@ -140,7 +140,7 @@ func builtinProfiles(ctx context.Context, c *host.Client) (map[string]profile, e
 	return m, nil
 }
 
-func demoRow(ctx context.Context, tw io.Writer, c *host.Client, profiles map[string]profile, dc demoCase, refresh *abi.TokenRequest) error {
+func demoRow(ctx context.Context, tw io.Writer, c *host.Runtime, profiles map[string]profile, dc demoCase, refresh *abi.TokenRequest) error {
 	before := dc.fake.Requests()
 	start := time.Now()
 	tok, err := c.Token(ctx, dc.req)

@@ -248,7 +248,7 @@ func TestFakesTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := func(roots *x509.CertPool) *host.Client {
+	client := func(roots *x509.CertPool) *host.Runtime {
 		transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
 		c, err := host.New(context.Background(), host.WithLoopback(), host.WithHTTPTransport(transport),
 			host.WithSigner(smart["key_id"], signer), host.WithClientCertificate("cert", cert))

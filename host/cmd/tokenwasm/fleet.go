@@ -20,8 +20,8 @@ import (
 // demoKeyEnv carries the demo's throwaway AES key to the second process.
 const demoKeyEnv = "TOKENWASM_DEMO_KEY"
 
-// redisClient returns a Client whose cache is Redis at url, encrypted with key.
-func redisClient(ctx context.Context, url string, key []byte, opts ...host.Option) (*host.Client, error) {
+// redisClient returns a Runtime whose cache is Redis at url, encrypted with key.
+func redisClient(ctx context.Context, url string, key []byte, opts ...host.Option) (*host.Runtime, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, err

@@ -296,7 +296,7 @@ export async function createSigners(entries) {
         return { error: err.message };
       }
     },
-    /** jwkSet is {keys: [...]} ordered by kid, as the Go host's Client.JWKS. */
+    /** jwkSet is {keys: [...]} ordered by kid, as the Go host's Runtime.JWKS. */
     jwkSet() {
       const keys = [];
       for (const kid of [...byKid.keys()].sort()) {

@@ -2,7 +2,7 @@
 // Go host on host/rediscache, on a Redis shared with the JavaScript package.
 //
 //	gofleet REDIS_URL HEX_AES_KEY REQUEST_JSON        one token, printed as the ABI's JSON ({token} or {error})
-//	gofleet serve REDIS_URL HEX_AES_KEY REQUEST_JSON  one Client kept for the process: prints "ready",
+//	gofleet serve REDIS_URL HEX_AES_KEY REQUEST_JSON  one Runtime kept for the process: prints "ready",
 //	                                                  then answers each line read ("token") with one
 //	                                                  such JSON line, until its input ends
 //
@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string) error {
 }
 
 // answer gets one token for req and writes it (or its typed error) as one JSON line.
-func answer(ctx context.Context, c *host.Client, req abi.TokenRequest, out *json.Encoder) error {
+func answer(ctx context.Context, c *host.Runtime, req abi.TokenRequest, out *json.Encoder) error {
 	tok, err := c.Token(ctx, req)
 	var v any = map[string]any{"token": tok}
 	if e := (*abi.Error)(nil); errors.As(err, &e) {

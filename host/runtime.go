@@ -26,8 +26,8 @@ import (
 //go:embed tokenwasm.wasm
 var Plugin []byte
 
-// Client runs the plugin. It is safe for concurrent use; Close releases it.
-type Client struct {
+// Runtime runs the plugin. It is safe for concurrent use; Close releases it.
+type Runtime struct {
 	module    *extism.Module
 	pool      *pool
 	cache     Cache
@@ -51,10 +51,10 @@ type Client struct {
 	inflight sync.WaitGroup // calls and fetches in progress: Close waits for them
 }
 
-// ErrClosed is returned by every call on a Client after Close.
+// ErrClosed is returned by every call on a Runtime after Close.
 var ErrClosed = errors.New("tokenwasm: client is closed")
 
-// Option configures a Client.
+// Option configures a Runtime.
 type Option func(*config)
 
 type config struct {
@@ -109,7 +109,7 @@ func WithWarmInstances(n int) Option { return func(c *config) { c.warm = n } }
 // WithMemoryLimit caps each instance's wasm memory in 64 KiB pages (default 512: 32 MiB).
 func WithMemoryLimit(pages uint32) Option { return func(c *config) { c.memoryPages = pages } }
 
-// WithCompilationCache sets wazero's compilation cache. By default every Client of the process shares
+// WithCompilationCache sets wazero's compilation cache. By default every Runtime of the process shares
 // one in memory, so only the first compiles the plugin; wazero.NewCompilationCacheWithDir also saves
 // the compile across restarts.
 func WithCompilationCache(cc wazero.CompilationCache) Option {
@@ -118,18 +118,18 @@ func WithCompilationCache(cc wazero.CompilationCache) Option {
 
 // WithRefreshTokenHook sets a function called with each new refresh token a provider returns, so it
 // can be persisted: req is the credential set as it was before (the refresh token it replaces, or the
-// authorization code it follows), refreshToken the new value, which the Client uses from then on.
+// authorization code it follows), refreshToken the new value, which the Runtime uses from then on.
 // The hook runs before the token is handed to callers, on the fetch's goroutine: keep it short. The
-// Client never logs either value.
+// Runtime never logs either value.
 func WithRefreshTokenHook(hook func(ctx context.Context, req abi.TokenRequest, refreshToken string)) Option {
 	return func(c *config) { c.onRefresh = hook }
 }
 
-// sharedCompilationCache is the default compilation cache of every Client in the process.
+// sharedCompilationCache is the default compilation cache of every Runtime in the process.
 var sharedCompilationCache = wazero.NewCompilationCache()
 
-// New compiles the plugin and returns a Client. Instances are created on demand and reused.
-func New(ctx context.Context, opts ...Option) (*Client, error) {
+// New compiles the plugin and returns a Runtime. Instances are created on demand and reused.
+func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	cfg := config{wasm: Plugin, maxInstances: 32, warm: 1, memoryPages: 512, compileCache: sharedCompilationCache, stepFlow: true}
 	for _, o := range opts {
 		o(&cfg)
@@ -144,7 +144,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{
+	c := &Runtime{
 		cache:     cfg.cache,
 		sender:    sender,
 		log:       cfg.logger,
@@ -190,7 +190,7 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 // once, stops what still runs and releases the plugin in the background when that has stopped (an
 // exchange of a refresh token or an authorization code is let finish, within its timeout_ms, so the
 // new refresh token reaches the hook). Calls after Close fail with ErrClosed.
-func (c *Client) Close(ctx context.Context) error {
+func (c *Runtime) Close(ctx context.Context) error {
 	c.mu.Lock()
 	already := c.closed.Swap(true)
 	c.mu.Unlock()
@@ -222,8 +222,8 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 }
 
-// enter holds the Client open for one call; leave releases it.
-func (c *Client) enter() error {
+// enter holds the Runtime open for one call; leave releases it.
+func (c *Runtime) enter() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed.Load() {
@@ -233,15 +233,15 @@ func (c *Client) enter() error {
 	return nil
 }
 
-func (c *Client) leave() { c.inflight.Done() }
+func (c *Runtime) leave() { c.inflight.Done() }
 
 // Metrics returns the client's counters.
-func (c *Client) Metrics() *Metrics { return c.metrics }
+func (c *Runtime) Metrics() *Metrics { return c.metrics }
 
 // call runs one export on a pooled instance and decodes its JSON answer into out. A token call that
 // fails inside the plugin (trap, deadline) releases the fetch locks it took, so the other callers do
 // not wait for the lock's TTL.
-func (c *Client) call(ctx context.Context, export string, input []byte, out any) error {
+func (c *Runtime) call(ctx context.Context, export string, input []byte, out any) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -277,7 +277,7 @@ func (c *Client) call(ctx context.Context, export string, input []byte, out any)
 
 // instance takes an instance from the pool: an idle one at once, else waiting until ctx ends or, in
 // a fetch, until its timeout_ms does.
-func (c *Client) instance(ctx context.Context) (*extism.Instance, error) {
+func (c *Runtime) instance(ctx context.Context) (*extism.Instance, error) {
 	if inst, ok := c.pool.tryGet(); ok {
 		return inst, nil
 	}
@@ -290,7 +290,7 @@ func (c *Client) instance(ctx context.Context) (*extism.Instance, error) {
 }
 
 // Describe returns the plugin's ABI version and providers.
-func (c *Client) Describe(ctx context.Context) (json.RawMessage, error) {
+func (c *Runtime) Describe(ctx context.Context) (json.RawMessage, error) {
 	if err := c.enter(); err != nil {
 		return nil, err
 	}
@@ -303,7 +303,7 @@ func (c *Client) Describe(ctx context.Context) (json.RawMessage, error) {
 }
 
 // Encode returns the HTTP request the provider expects for req, without sending it.
-func (c *Client) Encode(ctx context.Context, req abi.TokenRequest) (*abi.HTTPRequest, error) {
+func (c *Runtime) Encode(ctx context.Context, req abi.TokenRequest) (*abi.HTTPRequest, error) {
 	var res abi.Result
 	if err := c.callJSON(ctx, abi.ExportEncode, req, (*result)(&res)); err != nil {
 		return nil, err
@@ -315,7 +315,7 @@ func (c *Client) Encode(ctx context.Context, req abi.TokenRequest) (*abi.HTTPReq
 }
 
 // Decode turns a provider's response to req into a token or a typed *abi.Error.
-func (c *Client) Decode(ctx context.Context, req abi.TokenRequest, resp abi.HTTPResponse) (*abi.Token, error) {
+func (c *Runtime) Decode(ctx context.Context, req abi.TokenRequest, resp abi.HTTPResponse) (*abi.Token, error) {
 	var res abi.Result
 	if err := c.callJSON(ctx, abi.ExportDecode, abi.DecodeInput{Request: req, Response: resp}, (*result)(&res)); err != nil {
 		return nil, err
@@ -326,8 +326,8 @@ func (c *Client) Decode(ctx context.Context, req abi.TokenRequest, resp abi.HTTP
 	return res.Token, nil
 }
 
-// callJSON runs one export outside a fetch, holding the Client open for it.
-func (c *Client) callJSON(ctx context.Context, export string, in, out any) error {
+// callJSON runs one export outside a fetch, holding the Runtime open for it.
+func (c *Runtime) callJSON(ctx context.Context, export string, in, out any) error {
 	if err := c.enter(); err != nil {
 		return err
 	}
@@ -342,7 +342,7 @@ func (c *Client) callJSON(ctx context.Context, export string, in, out any) error
 // fetch runs the plugin's token export with an already encoded request. While another process
 // sharing the cache fetches the same token, the plugin answers pending: wait and ask again (a cache
 // hit once that process is done, or the lock once it has died and its lock expired).
-func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Result, error) {
+func (c *Runtime) fetch(ctx context.Context, input []byte) (*abi.Result, error) {
 	var res abi.Result
 	for {
 		res = abi.Result{}
@@ -380,7 +380,7 @@ func (c *Client) fetch(ctx context.Context, input []byte) (*abi.Result, error) {
 // Token returns a valid token for req: from the in-process cache, else from the plugin (shared cache,
 // then the provider). Concurrent calls for the same credentials share one fetch. A typed failure is
 // an *abi.Error (use errors.As).
-func (c *Client) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, error) {
+func (c *Runtime) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -396,7 +396,7 @@ func (c *Client) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, e
 
 // Invalidate drops the cached token for req everywhere (in-process and in the shared cache). Call it
 // when an API answers 401 with a token that should still be valid.
-func (c *Client) Invalidate(ctx context.Context, req abi.TokenRequest) error {
+func (c *Runtime) Invalidate(ctx context.Context, req abi.TokenRequest) error {
 	s, err := c.sources.get(c, req)
 	if err != nil {
 		return err

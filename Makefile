@@ -39,8 +39,8 @@ demo:
 	$(GO) run -C host/cmd/tokenwasm . demo
 
 ## test: the whole suite: lint, the module lines, both plugin builds, the embedded copy check, go test
-## -race in every module (with a throwaway redis-server for the fleet-cache tests), the example envoy.yaml against Envoy's types, the
-## README's quick starts. Every target runs even when one before it
+## -race in every module (with a throwaway redis-server for the fleet-cache tests), the example
+## envoy.yaml against Envoy's types, the README's quick starts. Every target runs even when one before it
 ## failed (a lint finding must not hide a failing test); a summary line per target closes the output,
 ## and make fails if any target did.
 test:
@@ -84,8 +84,8 @@ lint:
 check-deps:
 	./scripts/check-deps.sh
 
-## unit: go test -race over the main module (the nested ones have targets of their own), then FULL_COUNT_TESTS again without -race; both run, and
-## unit fails if either did
+## unit: go test -race over the main module (the nested ones have targets of their own), then
+## FULL_COUNT_TESTS again without -race; both run, and unit fails if either did
 unit: export TOKENWASM_WASM_TINYGO = $(CURDIR)/build/tokenwasm.wasm
 unit: export TOKENWASM_WASM_GO = $(CURDIR)/build/tokenwasm-go.wasm
 unit:

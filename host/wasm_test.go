@@ -12,9 +12,8 @@ import (
 	"github.com/tokenwasm/tokenwasm/internal/conformance"
 )
 
-// builds are the plugin builds every wasm test runs against: the embedded TinyGo build always, and the
-// files named by TOKENWASM_WASM_TINYGO and TOKENWASM_WASM_GO when set (make test sets both, so both
-// toolchains' builds pass the same tests).
+// builds are the plugin builds every wasm test runs against (conformance.Builds): the embedded TinyGo
+// build always, and those named by TOKENWASM_WASM_TINYGO and TOKENWASM_WASM_GO when set.
 func builds(t testing.TB) map[string][]byte {
 	t.Helper()
 	out, err := conformance.Builds(Plugin())

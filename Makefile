@@ -23,9 +23,9 @@ FULL_COUNT_PKGS  = ./host ./host/internal/extism
 
 # TEST_TARGETS: what `make test` runs, in order, each one whatever the others did (`make test
 # TEST_TARGETS="lint unit"` runs a few).
-TEST_TARGETS = tools lint build-go check-embed unit test-otel test-js test-envoy-config test-quickstart
+TEST_TARGETS = tools lint build-go check-embed unit test-otel test-js test-envoy test-envoy-config test-quickstart
 
-.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js test-envoy-config test-quickstart fuzz bench clean
+.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js test-envoy test-envoy-config test-quickstart fuzz bench clean
 
 all: build
 
@@ -94,6 +94,12 @@ test-otel:
 ## written against the fakes (scripts/quickstarts.sh), so they cannot drift
 test-quickstart:
 	./scripts/quickstarts.sh
+
+## test-envoy: the proxy-wasm filter, a nested module (proxy-wasm-go-sdk stays out of the main one):
+## vet (native and wasip1), staticcheck, and its tests, natively and compiled in proxytest's wasm engine
+test-envoy:
+	cd plugin/envoy && $(GO) vet ./... && GOOS=wasip1 GOARCH=wasm $(GO) vet ./... && $(STATICCHECK) ./... && \
+		$(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
 
 ## test-envoy-config: plugin/envoy/envoy.yaml read with Envoy's own configuration types (go-control-plane,
 ## a nested module), its clusters' TLS and stats_tags checked, the filter started on its configuration

@@ -23,10 +23,10 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// The example Envoy configuration, and the main module (the filter) it is checked against.
+// The example Envoy configuration, and the filter's module (plugin/envoy) it is checked against.
 const (
 	envoyYAML = "../envoy.yaml"
-	repoRoot  = "../../.."
+	filterDir = ".."
 )
 
 // filterStart is what plugin/envoy's TestConfigurationFile writes (configfile_test.go there).
@@ -125,8 +125,8 @@ func startFilter(t *testing.T, p Plugin) filterStart {
 	if err := os.WriteFile(in, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestConfigurationFile$", "./plugin/envoy")
-	cmd.Dir = repoRoot
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestConfigurationFile$", ".")
+	cmd.Dir = filterDir
 	cmd.Env = append(os.Environ(), "TOKENWASM_CONFIGCHECK_IN="+in, "TOKENWASM_CONFIGCHECK_OUT="+out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: the filter's start on its configuration: %v\n%s", p.Path, err, b)

@@ -285,6 +285,8 @@ func tokenRequest(raw json.RawMessage, secretEnv map[string]string) ([]byte, err
 			return nil, fmt.Errorf("secret_env: %q is not a secret field (client_secret, password, refresh_token, code, code_verifier, private_key)", field)
 		case !envName(name):
 			return nil, fmt.Errorf("secret_env.%s must name an environment variable", field)
+		case field != signingKeyField && name == secretEnv[signingKeyField]:
+			return nil, fmt.Errorf("secret_env.%s names %s, the signing key's variable (secret_env.private_key): the key would be sent as %s; name another variable", field, name, field)
 		case req[field] != nil:
 			return nil, fmt.Errorf("secret_env.%s: request.%s is set too; give the secret once", field, field)
 		}

@@ -500,6 +500,11 @@ func VerifiesServer(c *clusterv3.Cluster) (*Upstream, error) {
 	case !containsFold(u.SANs, u.SNI):
 		return u, fmt.Errorf("match_typed_subject_alt_names %q does not name the sni %q", u.SANs, u.SNI)
 	}
+	for _, san := range u.SANs {
+		if !strings.EqualFold(san, u.SNI) {
+			return u, fmt.Errorf("match_typed_subject_alt_names names %q besides the sni %q: a certificate for that name would be accepted too", san, u.SNI)
+		}
+	}
 	return u, nil
 }
 

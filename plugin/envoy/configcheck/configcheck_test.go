@@ -13,6 +13,7 @@ import (
 	udpa "github.com/cncf/xds/go/udpa/annotations"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/config/metrics/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
@@ -293,6 +294,12 @@ func TestChecksRefuse(t *testing.T) {
 			u.CommonTlsContext.GetValidationContext().MatchTypedSubjectAltNames = nil
 		}},
 		{"SAN not the sni", func(_ *clusterv3.Cluster, u *tlsv3.UpstreamTlsContext) { u.Sni = "other.example" }},
+		{"an extra SAN besides the sni", func(_ *clusterv3.Cluster, u *tlsv3.UpstreamTlsContext) {
+			vc := u.CommonTlsContext.GetValidationContext()
+			extra := proto.Clone(vc.MatchTypedSubjectAltNames[0]).(*tlsv3.SubjectAltNameMatcher)
+			extra.Matcher.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: "attacker.example"}
+			vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, extra)
+		}},
 		{"no sni", func(_ *clusterv3.Cluster, u *tlsv3.UpstreamTlsContext) { u.Sni = "" }},
 		{"accept untrusted", func(_ *clusterv3.Cluster, u *tlsv3.UpstreamTlsContext) {
 			u.CommonTlsContext.GetValidationContext().TrustChainVerification = tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED

@@ -86,7 +86,7 @@ func (p *pluginContext) start(data []byte) types.OnPluginStartStatus {
 		proxywasm.LogCriticalf("tokenwasm: bad configuration: %v", err)
 		return types.OnPluginStartStatusFailed
 	}
-	p.m = newMetrics(p.s.provider)
+	p.m = newMetrics(p.s.name, p.s.provider)
 	if p.s.refreshAheadSet {
 		proxywasm.LogWarn("tokenwasm: refresh_ahead_ms is ignored: the plugin's schedule (refresh_at_ms) decides when a token is refreshed")
 	}

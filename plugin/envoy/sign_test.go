@@ -54,7 +54,7 @@ const (
 	unsetKeyEnv    = "TOKENWASM_TEST_UNSET_KEY"
 	smartScope     = "system/Patient.rs"
 	smartCluster   = "smart_token"
-	smartPrefix    = "tokenwasm.smart."
+	smartPrefix    = "tokenwasm." + smartCluster + ".smart."
 	assertionField = "client_assertion"
 )
 

@@ -33,6 +33,7 @@ const (
 // filterStart is what plugin/envoy's TestConfigurationFile writes (configfile_test.go there).
 type filterStart struct {
 	Provider  string `json:"provider"`
+	Filter    string `json:"filter"`
 	Cluster   string `json:"cluster"`
 	Authority string `json:"authority"`
 	Metrics   []struct {
@@ -144,11 +145,11 @@ func startFilter(t *testing.T, p Plugin) filterStart {
 }
 
 // checkMetrics applies stats_tags to every metric the filter defines, as Envoy names it
-// (wasmcustom.<name>): the tag-extracted name is well formed, the provider is a tag and no segment,
-// a failures.<kind> counter has the kind as a tag and no segment, and all kinds share one name.
+// (wasmcustom.<name>): the tag-extracted name is well formed, the filter's name, the provider and a
+// failures.<kind> counter's kind are tags, in that order, and no segment, and all kinds share one name.
 func checkMetrics(t *testing.T, tp *TagProducer, start filterStart) {
 	t.Helper()
-	providerTag, kindTag := "", ""
+	var tagNames [3]string // the filter's, the provider's, the kind's, as the first metric has them
 	failuresName := ""
 	for _, m := range start.Metrics {
 		name := "wasmcustom." + m.Name
@@ -161,30 +162,26 @@ func checkMetrics(t *testing.T, tp *TagProducer, start filterStart) {
 		if strings.Contains(name, "_rq_") {
 			t.Errorf("%s: Envoy's built-in response-code extractors would cut it", name)
 		}
-		want := map[string]bool{start.Provider: true}
+		want := []string{start.Filter, start.Provider}
 		if m.Kind != "" {
-			want[m.Kind] = true
+			want = append(want, m.Kind)
 		}
 		if len(tags) != len(want) {
-			t.Errorf("%s: tags %v, want values %v", name, tags, SortedKeys(want))
+			t.Errorf("%s: tags %v, want values %v", name, tags, want)
+			continue
 		}
-		for _, tag := range tags {
-			if !want[tag.Value] {
-				t.Errorf("%s: tag %s=%q, want values %v", name, tag.Name, tag.Value, SortedKeys(want))
-				continue
+		for i, tag := range tags {
+			if tag.Value != want[i] {
+				t.Errorf("%s: tag %s=%q, want %q", name, tag.Name, tag.Value, want[i])
 			}
-			what, seen := "provider", &providerTag
-			if tag.Value == m.Kind {
-				what, seen = "kind", &kindTag
-			}
-			if *seen == "" {
-				*seen = tag.Name
-			} else if tag.Name != *seen {
-				t.Errorf("%s: the %s is tag %s here, %s elsewhere", name, what, tag.Name, *seen)
+			if tagNames[i] == "" {
+				tagNames[i] = tag.Name
+			} else if tag.Name != tagNames[i] {
+				t.Errorf("%s: tag %d is %s here, %s elsewhere", name, i, tag.Name, tagNames[i])
 			}
 		}
 		segments := strings.Split(extracted, ".")
-		for v := range want {
+		for _, v := range want {
 			if slices.Contains(segments, v) {
 				t.Errorf("%s: tag-extracted name %q still has %q", name, extracted, v)
 			}
@@ -197,7 +194,7 @@ func checkMetrics(t *testing.T, tp *TagProducer, start filterStart) {
 			}
 		}
 	}
-	if kindTag == "" {
+	if tagNames[2] == "" {
 		t.Error("no failure-kind tag: the filter defines no failures.<kind> counter, or stats_tags does not extract it")
 	}
 }

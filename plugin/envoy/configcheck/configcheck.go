@@ -79,6 +79,7 @@ type Plugin struct {
 	Path          string            // where it is, as a field path
 	Name          string            // PluginConfig.name
 	Configuration string            // PluginConfig.configuration, as the plugin receives it
+	Code          string            // vm_config.code.local.filename: the module's file
 	HostEnvKeys   []string          // vm_config.environment_variables.host_env_keys
 	KeyValues     map[string]string // vm_config.environment_variables.key_values
 }
@@ -200,6 +201,7 @@ func (w *walker) plugin(path string, pc *wasmv3.PluginConfig) {
 		w.errorf("%s.configuration: %s: only StringValue and BytesValue are checked", path, c.GetTypeUrl())
 	}
 	env := pc.GetVmConfig().GetEnvironmentVariables()
+	p.Code = pc.GetVmConfig().GetCode().GetLocal().GetFilename()
 	p.HostEnvKeys = env.GetHostEnvKeys()
 	p.KeyValues = env.GetKeyValues()
 	seen := map[string]bool{}

@@ -111,9 +111,14 @@ fuzz:
 	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 60s -timeout 5m
 	$(GO) test ./plugin/core -run '^$$' -fuzz '^FuzzEncode$$' -fuzztime 60s -timeout 5m
 
+## bench: the hosts' benchmarks, then the Envoy filter's (its own module: RequestOutOfScope is the
+## floor, RequestFromSharedData the hot path, Fetch one token call; native and wasm rows each)
 bench:
+	mkdir -p build
 	$(GO) test ./host/... -run '^$$' -bench . -benchmem -count 5 -timeout 30m | tee build/bench.txt
+	cd plugin/envoy && $(GO) test -run '^$$' -bench 'RequestOutOfScope|RequestFromSharedData|Fetch' -benchmem -count 5 -timeout 30m . | tee ../../build/bench-envoy.txt
 	$(BENCHSTAT) build/bench.txt
+	$(BENCHSTAT) build/bench-envoy.txt
 
 clean:
 	rm -rf build

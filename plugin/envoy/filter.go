@@ -458,7 +458,8 @@ func (c *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	if !p.s.scope.applies(path, authority) {
 		return types.ActionContinue
 	}
-	p.at = p.now() // one clock read: each is a host call
+	// One clock read for the request (each is a host call): the memo's limit is checked against it.
+	p.at = p.now()
 	if h, ok := p.hot.lookup(p.s.key, p.at); ok { // the entry the flow last served, unchanged
 		p.refresh.seen(h.a)
 		return c.give(h.a, h.header, false)

@@ -5,10 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
@@ -20,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/internal/jwtsign"
 	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
@@ -76,58 +74,12 @@ func (k *keySigner) signsFor(input string) bool {
 	if hv := gjson.ParseBytes(h); hv.Get("alg").Str != k.alg || hv.Get("kid").Str != k.kid {
 		return false
 	}
-	var iss, sub gjson.Result
-	single := true
-	gjson.ParseBytes(c).ForEach(func(key, v gjson.Result) bool {
-		dst := &iss
-		switch {
-		case strings.EqualFold(key.Str, "iss"):
-		case strings.EqualFold(key.Str, "sub"):
-			dst = &sub
-		default:
-			return true
-		}
-		single = single && !dst.Exists()
-		*dst = v
-		return single
-	})
-	return single && iss.Type == gjson.String && sub.Type == gjson.String && iss.Str == k.clientID && sub.Str == k.clientID
+	client, ok := jwtsign.Client(c)
+	return ok && client == k.clientID
 }
 
-// jwsSign signs input as JWS alg with key (RFC 7518 section 3): RSASSA-PKCS1-v1_5, RSASSA-PSS (salt
-// the hash's length) or ECDSA as r||s.
-func jwsSign(key crypto.Signer, alg string, input []byte) ([]byte, error) {
-	var h crypto.Hash
-	var digest []byte
-	switch alg {
-	case core.AlgRS256, core.AlgES256, core.AlgPS256:
-		sum := sha256.Sum256(input)
-		h, digest = crypto.SHA256, sum[:]
-	case core.AlgRS384, core.AlgES384:
-		sum := sha512.Sum384(input)
-		h, digest = crypto.SHA384, sum[:]
-	default:
-		return nil, fmt.Errorf("unsupported algorithm %s", alg)
-	}
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		if alg == core.AlgPS256 {
-			return rsa.SignPSS(rand.Reader, k, h, digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
-		}
-		return rsa.SignPKCS1v15(nil, k, h, digest)
-	case *ecdsa.PrivateKey:
-		r, s, err := ecdsa.Sign(rand.Reader, k, digest)
-		if err != nil {
-			return nil, errors.New("ECDSA signing failed")
-		}
-		n := (k.Curve.Params().BitSize + 7) / 8
-		out := make([]byte, 2*n)
-		r.FillBytes(out[:n])
-		s.FillBytes(out[n:])
-		return out, nil
-	}
-	return nil, errors.New("the key cannot sign")
-}
+// jwsSign signs input as JWS alg with key: the rules the Go host shares (internal/jwtsign).
+var jwsSign = jwtsign.Sign
 
 // keyAlgs names what a key can sign, for the start's check and its message: an RSA key of 2048, 3072
 // or 4096 bits RS256, RS384 or PS256 (the flow takes RSA signatures of those sizes), an ECDSA P-256

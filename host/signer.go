@@ -4,16 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 
 	"github.com/tidwall/gjson"
 	"github.com/tokenwasm/tokenwasm/internal/jwtsign"
@@ -167,50 +163,11 @@ func ParseSigner(data []byte) (s crypto.Signer, kid string, err error) {
 	return nil, "", fmt.Errorf("tokenwasm: %T cannot sign", key)
 }
 
+// parseJWK reads one private JWK with the rules the Envoy filter shares (internal/jwtsign).
 func parseJWK(data []byte) (crypto.Signer, string, error) {
-	var k struct {
-		Kty, Kid, Crv, X, Y, D, N, E, P, Q string
+	s, kid, err := jwtsign.ParseJWK(data)
+	if err != nil {
+		return nil, "", fmt.Errorf("tokenwasm: %w", err)
 	}
-	if err := json.Unmarshal(data, &k); err != nil {
-		return nil, "", errors.New("tokenwasm: unreadable JWK")
-	}
-	num := func(s string) (*big.Int, bool) {
-		b, err := base64.RawURLEncoding.DecodeString(s)
-		return new(big.Int).SetBytes(b), err == nil && len(b) > 0
-	}
-	switch k.Kty {
-	case "RSA":
-		n, ok1 := num(k.N)
-		e, ok2 := num(k.E)
-		d, ok3 := num(k.D)
-		p, ok4 := num(k.P)
-		q, ok5 := num(k.Q)
-		if !(ok1 && ok2 && ok3 && ok4 && ok5) || !e.IsInt64() {
-			return nil, "", errors.New("tokenwasm: an RSA JWK needs n, e, d, p and q")
-		}
-		key := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n, E: int(e.Int64())}, D: d, Primes: []*big.Int{p, q}}
-		if err := key.Validate(); err != nil {
-			return nil, "", errors.New("tokenwasm: inconsistent RSA JWK")
-		}
-		key.Precompute()
-		return key, k.Kid, nil
-	case "EC":
-		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[k.Crv]
-		d, err := base64.RawURLEncoding.DecodeString(k.D)
-		if curve == nil || err != nil {
-			return nil, "", errors.New("tokenwasm: an EC JWK needs crv P-256 or P-384 and d")
-		}
-		key, err := ecdsa.ParseRawPrivateKey(curve, d)
-		if err != nil {
-			return nil, "", errors.New("tokenwasm: unreadable EC JWK")
-		}
-		if x, err := base64.RawURLEncoding.DecodeString(k.X); k.X != "" {
-			pub, _ := key.PublicKey.Bytes() // 0x04 || X || Y
-			if n := (curve.Params().BitSize + 7) / 8; err != nil || len(pub) != 1+2*n || string(pub[1:1+n]) != string(x) {
-				return nil, "", errors.New("tokenwasm: EC JWK's x does not match its d")
-			}
-		}
-		return key, k.Kid, nil
-	}
-	return nil, "", errors.New("tokenwasm: JWK kty must be RSA or EC")
+	return s, kid, nil
 }

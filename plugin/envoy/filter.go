@@ -454,7 +454,10 @@ type httpContext struct {
 func (c *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	p := c.p
 	path, _ := proxywasm.GetHttpRequestHeader(":path")
-	authority, _ := proxywasm.GetHttpRequestHeader(":authority")
+	authority := ""
+	if p.s.scope.usesAuthority() {
+		authority, _ = proxywasm.GetHttpRequestHeader(":authority")
+	}
 	if !p.s.scope.applies(path, authority) {
 		return types.ActionContinue
 	}

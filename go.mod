@@ -4,7 +4,6 @@ go 1.25.0
 
 require (
 	github.com/extism/go-pdk v1.1.3
-	github.com/proxy-wasm/proxy-wasm-go-sdk v0.0.0-20260105142703-44c7d5847745
 	github.com/tetratelabs/wazero v1.12.0
 	github.com/tidwall/gjson v1.18.0
 	golang.org/x/oauth2 v0.35.0

@@ -278,6 +278,11 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 	if f.phase == phaseSendLineage {
 		err = withheld(err)
 	}
+	if f.oneTime() && err.Kind == abi.KindInvalidGrant {
+		// The provider refused the refresh token or code sent: the lineage ends refused, so that no
+		// host sharing the cache (another replica or vm_id, this one after a restart) sends it again.
+		return f.failed(err, f.setAction(f.key, grantSuffix, f.lineageEnd("refused"), GrantTTLMS, false), f.unmark())
+	}
 	if f.oneTime() {
 		// The provider answered no token: the credential sent stays the lineage's, and the mark goes
 		// (a transport failure too: whether the provider used it cannot be known, and a resend of a
@@ -466,6 +471,10 @@ func (f *Flow) lineage(answer []byte) (Action, []byte) {
 			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
 				Message: "the authorization code has been used and the provider returned no refresh token: start a new authorization"}), f.unmark())
 		}
+		if rec.Get("refused").Type == gjson.True {
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
+				Message: "the provider refused this grant's refresh token or code (invalid_grant); nothing was sent: start a new authorization"}), f.unmark())
+		}
 	}
 	if f.r.GrantType == abi.GrantAuthorizationCode {
 		return f.ask(phaseSpend, f.setAction(f.key, grantSuffix, f.grantRecord(""), GrantTTLMS, true))
@@ -553,12 +562,20 @@ func knownOAuthError(code string) bool {
 
 // grantRecord is a lineage's value: its newest refresh token, or (none) that its code was used.
 func (f *Flow) grantRecord(rt string) string {
-	o := newObject(make([]byte, 0, 96+len(rt)))
-	if rt != "" {
-		o.str("refresh_token", rt)
-	} else {
-		o.bool("used", true)
+	if rt == "" {
+		return f.lineageEnd("used")
 	}
+	o := newObject(make([]byte, 0, 96+len(rt)))
+	o.str("refresh_token", rt)
+	o.str("id", f.binding())
+	return view(o.end())
+}
+
+// lineageEnd is the value of a lineage with nothing left to send: its code "used" (and no refresh
+// token came of it), its refresh token "revoked" by the caller or "refused" by the provider.
+func (f *Flow) lineageEnd(flag string) string {
+	o := newObject(make([]byte, 0, 64))
+	o.bool(flag, true)
 	o.str("id", f.binding())
 	return view(o.end())
 }

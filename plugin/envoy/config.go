@@ -21,6 +21,7 @@ import (
 // never its value: a typo must not put a token on every request, and the request holds a secret.
 type Config struct {
 	Request         json.RawMessage   `json:"request"`
+	Name            string            `json:"name"`
 	SecretEnv       map[string]string `json:"secret_env"`
 	Cluster         string            `json:"cluster"`
 	Header          string            `json:"header"`
@@ -40,6 +41,7 @@ type settings struct {
 	key             string // the identity's cache key: the filter's own shared-data key derives from it
 	lockKey         string // the flow's fleet lock for that identity
 	cluster         string
+	name            string // the filter's name in its metric names (metrics.go)
 	header          string
 	scope           scope
 	refreshAheadSet bool // refresh_ahead_ms was given: accepted, and ignored (README.md)
@@ -120,6 +122,11 @@ func parseConfig(data []byte) (*settings, error) {
 	s := &settings{cluster: c.Cluster, header: c.Header}
 	if s.cluster == "" || !visibleASCII(s.cluster) {
 		return nil, errors.New("cluster is required: the Envoy cluster that reaches the token endpoint")
+	}
+	if s.name = c.Name; s.name == "" {
+		s.name = metricSegment(s.cluster)
+	} else if s.name != metricSegment(s.name) || len(s.name) > 64 {
+		return nil, errors.New("name must be 1 to 64 letters, digits, '_' or '-': it is a segment of the filter's metric names")
 	}
 	if s.header == "" {
 		s.header = "Authorization"
@@ -288,6 +295,8 @@ func tokenRequest(raw json.RawMessage, secretEnv map[string]string) ([]byte, err
 			return nil, fmt.Errorf("secret_env: %q is not a secret field (client_secret, password, refresh_token, code, code_verifier, private_key)", field)
 		case !envName(name):
 			return nil, fmt.Errorf("secret_env.%s must name an environment variable", field)
+		case field != signingKeyField && name == secretEnv[signingKeyField]:
+			return nil, fmt.Errorf("secret_env.%s names %s, the signing key's variable (secret_env.private_key): the key would be sent as %s; name another variable", field, name, field)
 		case req[field] != nil:
 			return nil, fmt.Errorf("secret_env.%s: request.%s is set too; give the secret once", field, field)
 		}

@@ -83,7 +83,7 @@ func (p *pluginContext) start(data []byte) types.OnPluginStartStatus {
 		proxywasm.LogCriticalf("tokenwasm: bad configuration: %v", err)
 		return types.OnPluginStartStatusFailed
 	}
-	p.m = newMetrics(p.s.provider)
+	p.m = newMetrics(p.s.name, p.s.provider)
 	if p.s.refreshAheadSet {
 		proxywasm.LogWarn("tokenwasm: refresh_ahead_ms is ignored: the plugin's schedule (refresh_at_ms) decides when a token is refreshed")
 	}
@@ -454,12 +454,16 @@ type httpContext struct {
 func (c *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	p := c.p
 	path, _ := proxywasm.GetHttpRequestHeader(":path")
-	authority, _ := proxywasm.GetHttpRequestHeader(":authority")
+	authority := ""
+	if p.s.scope.usesAuthority() {
+		authority, _ = proxywasm.GetHttpRequestHeader(":authority")
+	}
 	if !p.s.scope.applies(path, authority) {
 		return types.ActionContinue
 	}
+	// One clock read for the request (each is a host call): the memo's limit is checked against it.
 	p.at = p.now()
-	if h, ok := p.hot.lookup(p.s.key, p.now()); ok { // the entry the flow last served, unchanged
+	if h, ok := p.hot.lookup(p.s.key, p.at); ok { // the entry the flow last served, unchanged
 		p.refresh.seen(h.a)
 		return c.give(h.a, h.header, false)
 	}

@@ -101,8 +101,8 @@ func TestComposeFile(t *testing.T) {
 	if !slices.Contains(cmd, "fakes") || !slices.Contains(cmd, "-tls") {
 		t.Errorf("fakes' command %q: want tokenwasm fakes -tls", cmd)
 	}
-	if fakesMounts[fakes.WorkingDir] != "../../.." || !slices.Contains(cmd, "./host/cmd/tokenwasm") {
-		t.Errorf("fakes: working_dir %q is mounted from %q, command %q: want the repository's root, go run ./host/cmd/tokenwasm",
+	if fakesMounts[fakes.WorkingDir] != "../../.." || !slices.Contains(cmd, "host/cmd/tokenwasm") {
+		t.Errorf("fakes: working_dir %q is mounted from %q, command %q: want the repository's root, go run -C host/cmd/tokenwasm .",
 			fakes.WorkingDir, fakesMounts[fakes.WorkingDir], cmd)
 	}
 	if envoy.DependsOn["fakes"] == nil {

@@ -23,20 +23,24 @@ FULL_COUNT_PKGS  = ./host ./host/internal/extism
 
 # TEST_TARGETS: what `make test` runs, in order, each one whatever the others did (`make test
 # TEST_TARGETS="lint unit"` runs a few).
-TEST_TARGETS = tools lint build-go check-embed unit test-otel test-js test-envoy-config test-quickstart
+TEST_TARGETS = tools lint check-deps build-go check-embed unit test-otel test-wasmtime test-rediscache test-cli test-witness test-js test-envoy test-envoy-config test-quickstart
 
-.PHONY: all demo test tools build build-go embed check-embed lint unit test-otel test-js test-envoy-config test-quickstart fuzz bench clean
+# GO_MODULES: every Go module in the tree (RATIONALE.md, "Module lines"): the main one, and the nested
+# ones that keep their dependencies out of it. lint vets and staticchecks each.
+GO_MODULES = . host/otelmetrics host/rediscache host/cmd/tokenwasm host/gosdkwitness host/wasmtimetest plugin/envoy plugin/envoy/configcheck
+
+.PHONY: all demo test tools build build-go embed check-embed lint check-deps unit test-otel test-wasmtime test-rediscache test-cli test-witness test-js test-envoy test-envoy-config test-quickstart fuzz bench clean
 
 all: build
 
 ## demo: a token from each of the six providers (every grant of the built-in ones) through the
-## embedded wasm against local fake providers, then again from the cache
+## embedded wasm against local fake providers, then again from the cache (the CLI, its own module)
 demo:
-	$(GO) run ./host/cmd/tokenwasm demo
+	$(GO) run -C host/cmd/tokenwasm . demo
 
-## test: the whole suite: lint, both plugin builds, the embedded copy check, go test -race (with a
-## throwaway redis-server for the fleet-cache tests), the example envoy.yaml against Envoy's types, the
-## README's quick starts. Every target runs even when one before it
+## test: the whole suite: lint, the module lines, both plugin builds, the embedded copy check, go test
+## -race in every module (with a throwaway redis-server for the fleet-cache tests), the example
+## envoy.yaml against Envoy's types, the README's quick starts. Every target runs even when one before it
 ## failed (a lint finding must not hide a failing test); a summary line per target closes the output,
 ## and make fails if any target did.
 test:
@@ -65,19 +69,28 @@ embed:
 check-embed:
 	./build.sh --check
 
+## lint: gofmt over the Go files git knows (tracked, or new and not ignored: never node_modules), then
+## go vet and staticcheck in every module; every module is linted, and lint fails if any failed
 lint:
-	@out=$$(gofmt -l . | grep -v '^build/' || true); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	@out=$$(git ls-files --cached --others --exclude-standard -- '*.go' | xargs gofmt -l); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./plugin/...
-	$(STATICCHECK) ./...
+	@rc=0; for m in $(GO_MODULES); do \
+		echo "lint: $$m"; (cd $$m && $(GO) vet ./... && $(STATICCHECK) ./...) || rc=1; \
+	done; exit $$rc
 
-## unit: go test -race over the main module, then FULL_COUNT_TESTS again without -race; both run, and
-## unit fails if either did
+## check-deps: a program importing only the Go host gets no dependency of the nested modules
+## (go-redis, go-sdk, proxy-wasm-go-sdk) in its module graph (scripts/check-deps.sh)
+check-deps:
+	./scripts/check-deps.sh
+
+## unit: go test -race over the main module (the nested ones have targets of their own), then
+## FULL_COUNT_TESTS again without -race; both run, and unit fails if either did
 unit: export TOKENWASM_WASM_TINYGO = $(CURDIR)/build/tokenwasm.wasm
 unit: export TOKENWASM_WASM_GO = $(CURDIR)/build/tokenwasm-go.wasm
 unit:
 	rc=0; \
-	./scripts/with-redis.sh $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./... || rc=1; \
+	$(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./... || rc=1; \
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^($(FULL_COUNT_TESTS))$$' $(FULL_COUNT_PKGS) || rc=1; \
 	exit $$rc
 
@@ -88,17 +101,47 @@ test-js:
 
 ## test-otel: the OpenTelemetry adapter, a nested module (its dependencies stay out of the main one)
 test-otel:
-	cd host/otelmetrics && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
+	cd host/otelmetrics && $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
+
+## test-wasmtime: every conformance vector through the plugin on wasmtime (wasmtime-go, cgo: gcc), the
+## engine of Extism's other-language SDKs; a nested module, so wasmtime-go stays out of the main one.
+## It runs the embedded build, and build/'s TinyGo and standard-Go builds when they exist.
+test-wasmtime: export TOKENWASM_WASM_TINYGO = $(wildcard $(CURDIR)/build/tokenwasm.wasm)
+test-wasmtime: export TOKENWASM_WASM_GO = $(wildcard $(CURDIR)/build/tokenwasm-go.wasm)
+test-wasmtime:
+	cd host/wasmtimetest && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## test-rediscache: the Redis fleet cache (a nested module, with go-redis), against a throwaway
+## redis-server (its tests skip, saying why, without one)
+test-rediscache:
+	cd host/rediscache && ../../scripts/with-redis.sh $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
+
+## test-cli: the tokenwasm command (a nested module: its fleet demo needs go-redis)
+test-cli:
+	cd host/cmd/tokenwasm && $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
+
+## test-witness: every vector under the official Extism go-sdk and under our host, both plugin builds
+## (a nested module, with go-sdk)
+test-witness: export TOKENWASM_WASM_TINYGO = $(CURDIR)/build/tokenwasm.wasm
+test-witness: export TOKENWASM_WASM_GO = $(CURDIR)/build/tokenwasm-go.wasm
+test-witness:
+	cd host/gosdkwitness && $(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
 
 ## test-quickstart: the README's quick starts (Go, JavaScript, CLI, Envoy build), extracted and run as
 ## written against the fakes (scripts/quickstarts.sh), so they cannot drift
 test-quickstart:
 	./scripts/quickstarts.sh
 
+## test-envoy: the proxy-wasm filter, a nested module (proxy-wasm-go-sdk stays out of the main one):
+## vet for wasip1 (lint vets it natively), and its tests, natively and compiled in proxytest's wasm engine
+test-envoy:
+	cd plugin/envoy && GOOS=wasip1 GOARCH=wasm $(GO) vet ./... && \
+		$(GO) test -race -count=1 -timeout $(RACE_TIMEOUT) ./...
+
 ## test-envoy-config: plugin/envoy/envoy.yaml read with Envoy's own configuration types (go-control-plane,
 ## a nested module), its clusters' TLS and stats_tags checked, the filter started on its configuration
 test-envoy-config:
-	cd plugin/envoy/configcheck && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd plugin/envoy/configcheck && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## fuzz: a short run of each fuzz target (the corpus in testdata/fuzz is replayed by `make test`)
 fuzz:

@@ -139,12 +139,13 @@ build_tinygo() {
 }
 
 # go_wasm builds a standard Go wasip1 reactor. -buildvcs=false keeps the commit and the dirty flag
-# out of the binary (and avoids git's "dubious ownership" failure in CI containers).
+# out of the binary (and avoids git's "dubious ownership" failure in CI containers). It builds in the
+# package's directory: plugin/envoy is its own module.
 go_wasm() {
   mkdir -p "$ROOT/build"
   log "go build -buildmode=c-shared $2 (GOOS=wasip1 GOARCH=wasm)"
-  (cd "$ROOT" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -buildvcs=false \
-    -ldflags='-s -w' -o "build/$1" "$2" >&2)
+  (cd "$ROOT/$2" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -buildvcs=false \
+    -ldflags='-s -w' -o "$ROOT/build/$1" . >&2)
   echo "$ROOT/build/$1"
 }
 

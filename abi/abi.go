@@ -25,6 +25,14 @@ const (
 	ExportTokenStep = "token_step"
 )
 
+// Operations of token_step, its input's "op": the token flow (the default), invalidate's, and
+// revoke's (RFC 7009).
+const (
+	OpToken      = "token"
+	OpInvalidate = "invalidate"
+	OpRevoke     = "revoke"
+)
+
 // ImportModule is the Wasm import module of the host functions below. Each takes one Extism memory
 // handle (i64) to JSON bytes and returns one.
 const ImportModule = "extism:host/user"

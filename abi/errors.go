@@ -1,8 +1,11 @@
 package abi
 
-// Kinds lists every error kind, RFC 6749's first: the one list hosts, metrics and the JSON Schema
-// (schema/error.json, checked by a test) follow.
-var Kinds = []string{
+// Kinds returns every error kind, RFC 6749's first: the one list hosts, metrics and the JSON Schema
+// (schema/error.json, checked by a test) follow. It returns a new slice each call: the contract
+// exports no mutable variable, so no caller can change the list another package reads.
+func Kinds() []string { return append([]string(nil), kinds...) }
+
+var kinds = []string{
 	KindInvalidRequest, KindInvalidClient, KindInvalidGrant, KindUnauthorizedClient,
 	KindUnsupportedGrantType, KindInvalidScope, KindAccessDenied, KindRateLimited,
 	KindUnsupportedMediaType, KindServerError, KindMalformedResponse, KindTransport, KindPolicy,

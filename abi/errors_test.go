@@ -12,10 +12,10 @@ func TestSentinels(t *testing.T) {
 	sentinels := []error{ErrInvalidRequest, ErrInvalidClient, ErrInvalidGrant, ErrUnauthorizedClient,
 		ErrUnsupportedGrantType, ErrInvalidScope, ErrAccessDenied, ErrRateLimited, ErrUnsupportedMediaType,
 		ErrServerError, ErrMalformedResponse, ErrTransport, ErrPolicy, ErrSigning, ErrSigningRequired}
-	if len(sentinels) != len(Kinds) {
-		t.Fatalf("%d sentinels for %d kinds", len(sentinels), len(Kinds))
+	if len(sentinels) != len(Kinds()) {
+		t.Fatalf("%d sentinels for %d kinds", len(sentinels), len(Kinds()))
 	}
-	for i, kind := range Kinds {
+	for i, kind := range Kinds() {
 		err := fmt.Errorf("fetch: %w", &Error{Kind: kind, Message: "m", Status: 400})
 		for j, s := range sentinels {
 			if got := errors.Is(err, s); got != (i == j) {

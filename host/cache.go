@@ -38,7 +38,7 @@ type MemoryCache struct {
 	mu      sync.Mutex
 	entries map[string]memoryEntry
 	max     int
-	now     func() time.Time
+	clock   clock // nil: the wall clock; a Runtime's default cache shares its clock (clock.go)
 }
 
 type memoryEntry struct {
@@ -52,14 +52,14 @@ func NewMemoryCache(maxEntries int) *MemoryCache {
 	if maxEntries <= 0 {
 		maxEntries = 10000
 	}
-	return &MemoryCache{entries: make(map[string]memoryEntry), max: maxEntries, now: time.Now}
+	return &MemoryCache{entries: make(map[string]memoryEntry), max: maxEntries}
 }
 
 // Get implements Cache.
 func (c *MemoryCache) Get(_ context.Context, key string) ([]byte, bool, error) {
 	c.mu.Lock()
 	e, ok := c.entries[key]
-	if ok && !c.now().Before(e.expires) {
+	if ok && !c.clock.now().Before(e.expires) {
 		delete(c.entries, key)
 		ok = false
 	}
@@ -75,7 +75,7 @@ func (c *MemoryCache) Set(_ context.Context, key string, value []byte, ttl time.
 	v := append([]byte(nil), value...)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.now()
+	now := c.clock.now()
 	if _, exists := c.entries[key]; !exists && len(c.entries) >= c.max {
 		c.evict(now)
 	}
@@ -129,7 +129,7 @@ func (c *MemoryCache) Len() int {
 func (c *MemoryCache) SetNX(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.now()
+	now := c.clock.now()
 	if e, ok := c.entries[key]; ok && now.Before(e.expires) {
 		return false, nil
 	}

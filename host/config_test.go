@@ -270,3 +270,21 @@ func TestSourceIndexKeepsTenantsApart(t *testing.T) {
 		t.Fatal("the index answered an evicted source")
 	}
 }
+
+// TestEndpointParamsCannotRepeatTheRequestsOwn: as in x/oauth2, an EndpointParams key the request
+// itself sends (client_id, grant_type, a grant input) is refused, not sent a second time beside it
+// (a provider reading the last copy would see another client, secret or grant).
+func TestEndpointParamsCannotRepeatTheRequestsOwn(t *testing.T) {
+	for _, key := range []string{"grant_type", "client_id", "client_secret", "scope", "username", "password",
+		"code", "redirect_uri", "code_verifier", "refresh_token", "client_assertion", "client_assertion_type"} {
+		cfg := Config{Provider: NikoHealth, ClientID: "id", ClientSecret: "s", Domain: "acme",
+			EndpointParams: url.Values{key: {"evil"}}}
+		if _, err := cfg.TokenRequest(); !errors.Is(err, abi.ErrInvalidRequest) || !strings.Contains(err.Error(), key) {
+			t.Errorf("EndpointParams[%s]: err = %v, want invalid_request naming it", key, err)
+		}
+	}
+	cfg := Config{Provider: NikoHealth, EndpointParams: url.Values{"audience": {"api"}}}
+	if req, err := cfg.TokenRequest(); err != nil || req.Params["audience"] != "api" {
+		t.Fatalf("an ordinary param: %+v, %v", req.Params, err)
+	}
+}

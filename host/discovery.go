@@ -48,14 +48,14 @@ func (c *Runtime) resolve(ctx context.Context, req abi.TokenRequest) (abi.TokenR
 	c.discovery.mu.Lock()
 	d, ok := c.discovery.m[base]
 	c.discovery.mu.Unlock()
-	if !ok || !now().Before(d.until) {
+	if !ok || !c.clock.now().Before(d.until) {
 		c.metrics.discoveries.Add(1)
 		var err *abi.Error
 		if d, err = c.discover(ctx, base); err != nil {
 			c.metrics.countError(err.Kind)
 			return req, err
 		}
-		d.until = now().Add(discoveryTTL)
+		d.until = c.clock.now().Add(discoveryTTL)
 		c.discovery.mu.Lock()
 		if c.discovery.m == nil || len(c.discovery.m) >= discoveryEntries {
 			c.discovery.m = map[string]discovered{}

@@ -26,9 +26,12 @@ const MaxResponseBytes = 1<<20 + 1
 // More is a transport error.
 const MaxResponseHeaderBytes = 64 << 10
 
-// DefaultAllowedHosts are the token hosts of the built-in providers. Pattern's host is per customer:
-// add it with WithAllowedHosts.
-var DefaultAllowedHosts = []string{"api.joincandidhealth.com", "api.candescent.com", "*.nikohealth.com"}
+// DefaultAllowedHosts returns the token hosts of the built-in providers. Pattern's host is per
+// customer: add it with WithAllowedHosts. It returns a new slice each call, so no caller can change
+// what every Runtime of the process allows.
+func DefaultAllowedHosts() []string { return append([]string(nil), defaultAllowedHosts...) }
+
+var defaultAllowedHosts = []string{"api.joincandidhealth.com", "api.candescent.com", "*.nikohealth.com"}
 
 // policyError is a request the host's policy refuses to send: the reason, and the opt-in that would
 // allow it where there is one. http_send answers it {"error": reason, "policy": true} and the plugin

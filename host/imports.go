@@ -18,6 +18,10 @@ import (
 
 // The imports parse with gjson: encoding/json's reflection was a quarter of a fetch's host-side cost.
 
+// httpSend is http_send (abi/ABI.md, "http_send"): input an HttpRequest's JSON, output the
+// HttpResponse's JSON, {"error"} when no response was had (the fetch's deadline passed, refused,
+// reset), or {"error","policy":true} when the sender's policy refused it. It never answers empty
+// (which the plugin would read as a transport error).
 func (c *Runtime) httpSend(ctx context.Context, in []byte) []byte {
 	if !gjson.ValidBytes(in) {
 		return []byte(`{"error":"host: malformed http_send request"}`)
@@ -43,6 +47,9 @@ func (c *Runtime) httpSend(ctx context.Context, in []byte) []byte {
 	return b
 }
 
+// cacheGet is cache_get (abi/ABI.md, "cache_get"): input {"key"}, output {"hit":true,"value"} or
+// {"hit":false}, with "error" when the Cache failed (a miss but for a grant's lineage). A key that
+// is not a string is a miss.
 func (c *Runtime) cacheGet(ctx context.Context, in []byte) []byte {
 	key := gjson.GetBytes(in, "key")
 	if key.Type != gjson.String {
@@ -62,6 +69,10 @@ func (c *Runtime) cacheGet(ctx context.Context, in []byte) []byte {
 	return b
 }
 
+// cacheSet is cache_set (abi/ABI.md, "cache_set"): input {"key","value","ttl_ms","nx"?}, output
+// {"stored":true}, {"stored":false} (nx, and the key was held), or {"error"} when the Cache failed
+// (with "stored":true for nx: no lock to be had, the flow goes on). nx is honoured when the Cache is
+// an AtomicCache, ignored otherwise.
 func (c *Runtime) cacheSet(ctx context.Context, in []byte) []byte {
 	var f [4]gjson.Result
 	members(gjson.ParseBytes(in), f[:], "key", "value", "ttl_ms", "nx")
@@ -93,6 +104,9 @@ func (c *Runtime) cacheSet(ctx context.Context, in []byte) []byte {
 	return []byte(`{"stored":true}`)
 }
 
+// cacheDelete is cache_delete (abi/ABI.md, "cache_delete"): input {"key","if_value"?}, output {} or
+// {"error"} when the Cache failed. With if_value, only while the key holds it (an AtomicCache);
+// a plain Cache leaves a conditional delete to the entry's TTL.
 func (c *Runtime) cacheDelete(ctx context.Context, in []byte) []byte {
 	var f [2]gjson.Result
 	members(gjson.ParseBytes(in), f[:], "key", "if_value")

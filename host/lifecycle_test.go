@@ -53,9 +53,7 @@ func TestTokenLife(t *testing.T) {
 	var clock atomic.Int64 // Unix ms: the Runtime's clock and its cache's
 	clock.Store(t0)
 	now := func() time.Time { return time.UnixMilli(clock.Load()) }
-	cache := NewMemoryCache(0)
-	cache.now = now
-	c, err := New(context.Background(), WithLoopback(), withClock(now), WithCache(cache))
+	c, err := New(context.Background(), WithLoopback(), withClock(now)) // its default cache shares the clock
 	if err != nil {
 		t.Fatal(err)
 	}

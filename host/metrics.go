@@ -3,8 +3,6 @@ package host
 import (
 	"encoding/json"
 	"sync/atomic"
-
-	"github.com/tokenwasm/tokenwasm/abi"
 )
 
 // Metrics counts what a Runtime did. It holds no secrets, keys or tokens. It implements expvar.Var, so
@@ -32,9 +30,9 @@ type Metrics struct {
 }
 
 func newMetrics() *Metrics {
-	m := &Metrics{errors: make(map[string]*atomic.Int64, len(abi.Kinds)), calls: newByOutcome(),
+	m := &Metrics{errors: make(map[string]*atomic.Int64, len(errorKinds)), calls: newByOutcome(),
 		attempts: newByOutcome(), latency: make([]atomic.Int64, len(latencyBuckets)+1)}
-	for _, k := range abi.Kinds {
+	for _, k := range errorKinds {
 		m.errors[k] = new(atomic.Int64)
 	}
 	return m

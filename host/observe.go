@@ -17,7 +17,7 @@ import (
 type Fetch struct {
 	Provider string        // the request's provider ("other" for a name the plugin does not know)
 	Grant    string        // the grant type; client_credentials when left out, "other" when not a known one
-	Kind     string        // "" on success, else the *abi.Error's kind (abi.Kinds), or "plugin" for a fault
+	Kind     string        // "" on success, else the *abi.Error's kind (abi.Kinds()), or "plugin" for a fault
 	Status   int           // the provider's HTTP status, when it answered with an error
 	Attempt  int           // the attempt's number (1 for the first try); for a whole fetch, the attempts made
 	Latency  time.Duration // the attempt's, or the whole fetch's (retries and their waits included)
@@ -70,7 +70,7 @@ func errorKind(err error) (kind string, status int) {
 	switch {
 	case err == nil:
 		return "", 0
-	case errors.As(err, &ae) && slices.Contains(abi.Kinds, ae.Kind):
+	case errors.As(err, &ae) && slices.Contains(errorKinds, ae.Kind):
 		return ae.Kind, ae.Status
 	case ae != nil: // a kind no list holds (another build of the plugin): a fault, never a label of its own
 		return "plugin", ae.Status
@@ -133,8 +133,11 @@ var latencyBuckets = []time.Duration{5 * time.Millisecond, 10 * time.Millisecond
 	50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
 	time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second}
 
+// errorKinds is abi.Kinds(), read once: the host's own copy of the list.
+var errorKinds = abi.Kinds()
+
 // outcomes are the columns of the per-provider counters: success, every kind, then the host's own.
-var outcomes = append(append([]string{"ok"}, abi.Kinds...), "canceled", "plugin")
+var outcomes = append(append([]string{"ok"}, errorKinds...), "canceled", "plugin")
 
 // byOutcome counts per provider and outcome, lock-free.
 type byOutcome [][]atomic.Int64

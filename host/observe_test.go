@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -164,5 +165,49 @@ func TestRecordsSayWhatAndHowLong(t *testing.T) {
 	}
 	if records < 3 {
 		t.Fatalf("%d fetch records: %s", records, logs.String())
+	}
+}
+
+// TestObservedLabelsAreBounded: what an Observer (and so the OTel adapter's attributes) and the
+// logs see of a request is a fixed set of labels: a grant type the caller made up (or filled with a
+// secret by mistake) is "other", not a new label per value; an error kind the plugin does not list
+// is never counted as a success.
+func TestObservedLabelsAreBounded(t *testing.T) {
+	rec := &recorder{}
+	var logs bytes.Buffer
+	ctx := context.Background()
+	c, err := New(ctx, WithLoopback(), WithObserver(rec),
+		WithLogger(slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for i := range 3 {
+		req := abi.TokenRequest{Provider: "nikohealth", ClientID: "id", ClientSecret: "s", Domain: "acme",
+			GrantType: fmt.Sprint("CANARY-grant-", i)}
+		if _, err := c.Token(ctx, req); !errors.Is(err, abi.ErrInvalidRequest) && !errors.Is(err, abi.ErrUnsupportedGrantType) {
+			t.Fatalf("made-up grant: %v", err)
+		}
+	}
+	rec.mu.Lock()
+	seen := append(append([]Fetch(nil), rec.fetches...), rec.attempts...)
+	rec.mu.Unlock()
+	if len(seen) == 0 {
+		t.Fatal("nothing observed: the test is not testing")
+	}
+	for _, f := range seen {
+		if f.Grant != "other" {
+			t.Errorf("grant label %q, want other", f.Grant)
+		}
+	}
+	if strings.Contains(logs.String(), "CANARY-grant") {
+		t.Errorf("a made-up grant type reached the logs as a label: %s", logs.String())
+	}
+
+	m := newMetrics()
+	m.fetch(Fetch{Provider: "candid", Kind: "not_a_kind"})
+	m.attempt(Fetch{Provider: "candid", Kind: "not_a_kind"})
+	if s := m.Snapshot(); s["calls.candid.ok"] != 0 || s["attempts.candid.ok"] != 0 {
+		t.Errorf("a failure of an unlisted kind counted as ok: %v", s)
 	}
 }

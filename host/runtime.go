@@ -18,13 +18,16 @@ import (
 	"github.com/tokenwasm/tokenwasm/host/internal/extism"
 )
 
-// Plugin is the TinyGo build of the plugin, committed so that Go users need no wasm toolchain.
-// Rebuild it from the repository root with:
+// Plugin returns a copy of the TinyGo build of the plugin, committed so that Go users need no wasm
+// toolchain (New runs it unless WithPlugin names another). A copy, because the bytes are the
+// default of every Runtime in the process: a caller that wrote into a shared slice would change
+// what the others compile. Rebuild it from the repository root with:
 //
 //	./build.sh --embed
-//
+func Plugin() []byte { return append([]byte(nil), pluginWasm...) }
+
 //go:embed tokenwasm.wasm
-var Plugin []byte
+var pluginWasm []byte
 
 // Runtime runs the plugin. It is safe for concurrent use; Close releases it.
 type Runtime struct {
@@ -41,8 +44,7 @@ type Runtime struct {
 
 	onRefreshToken func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	stepFlow       bool                  // drive the flow through token_step (step.go; the default), not the token export
-	clock          func() time.Time      // tells when held tokens are fresh or valid; tests may set it (withClock)
-	testClock      bool                  // clock is not the wall clock: the plugin is given it as now_ms
+	clock          clock                 // the time tokens live by (clock.go); nil: the wall clock
 	signers        map[string]signingKey // private_key_jwt keys by key id (signer.go)
 	discovery      discoveryCache        // SMART configurations by FHIR base URL (discovery.go)
 
@@ -69,14 +71,15 @@ type config struct {
 	memoryPages   uint32
 	compileCache  wazero.CompilationCache
 	stepFlow      bool
-	clock         func() time.Time
+	clock         clock
 	onRefresh     func(ctx context.Context, req abi.TokenRequest, refreshToken string)
 	observers     []Observer
 	signers       map[string]signingKey
 	clientCerts   map[string]tls.Certificate
 }
 
-// WithPlugin runs another build of the plugin (for example the standard Go build) instead of Plugin.
+// WithPlugin runs another build of the plugin (for example the standard Go build) instead of the
+// embedded one (Plugin).
 func WithPlugin(wasm []byte) Option { return func(c *config) { c.wasm = wasm } }
 
 // WithCache sets the token cache; the default is a MemoryCache. Share one Cache (such as Redis) across
@@ -87,7 +90,7 @@ func WithCache(cache Cache) Option { return func(c *config) { c.cache = cache } 
 func WithHTTPTransport(rt http.RoundTripper) Option { return func(c *config) { c.transport = rt } }
 
 // WithAllowedHosts adds token hosts http_send may reach ("host" or "*.domain"), to
-// DefaultAllowedHosts. Pattern's per-customer host must be added here.
+// DefaultAllowedHosts(). Pattern's per-customer host must be added here.
 func WithAllowedHosts(hosts ...string) Option {
 	return func(c *config) { c.allowed = append(c.allowed, hosts...) }
 }
@@ -130,17 +133,19 @@ var sharedCompilationCache = wazero.NewCompilationCache()
 
 // New compiles the plugin and returns a Runtime. Instances are created on demand and reused.
 func New(ctx context.Context, opts ...Option) (*Runtime, error) {
-	cfg := config{wasm: Plugin, maxInstances: 32, warm: 1, memoryPages: 512, compileCache: sharedCompilationCache, stepFlow: true}
+	cfg := config{wasm: pluginWasm, maxInstances: 32, warm: 1, memoryPages: 512, compileCache: sharedCompilationCache, stepFlow: true}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.cache == nil {
-		cfg.cache = NewMemoryCache(0)
+		mc := NewMemoryCache(0)
+		mc.clock = cfg.clock // the default cache's entries expire by the Runtime's clock
+		cfg.cache = mc
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
-	sender, err := newSender(cfg.transport, append(append([]string(nil), DefaultAllowedHosts...), cfg.allowed...), cfg.allowLoopback, cfg.clientCerts)
+	sender, err := newSender(cfg.transport, append(DefaultAllowedHosts(), cfg.allowed...), cfg.allowLoopback, cfg.clientCerts)
 	if err != nil {
 		return nil, err
 	}
@@ -153,8 +158,7 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 
 		onRefreshToken: cfg.onRefresh,
 		stepFlow:       cfg.stepFlow,
-		clock:          time.Now,
-		testClock:      cfg.clock != nil,
+		clock:          cfg.clock,
 		signers:        cfg.signers,
 	}
 	imports := map[string]extism.HostFunc{
@@ -170,9 +174,6 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tokenwasm: compile plugin: %w", err)
-	}
-	if cfg.clock != nil {
-		c.clock = cfg.clock
 	}
 	c.module = m
 	c.pool = newPool(m, cfg.maxInstances)
@@ -354,7 +355,7 @@ func (c *Runtime) fetch(ctx context.Context, input []byte) (*abi.Result, error) 
 		}
 		c.metrics.pendingWaits.Add(1)
 		wait := time.Duration(res.Pending.RetryAfterMS) * time.Millisecond
-		if d, ok := fetchDeadline(ctx); ok && now().Add(wait).After(d) {
+		if d, ok := fetchDeadline(ctx); ok && time.Now().Add(wait).After(d) {
 			return nil, &abi.Error{Kind: abi.KindTransport, Retryable: true,
 				Message: "timed out waiting for another process's fetch of this token"}
 		}
@@ -404,6 +405,3 @@ func (c *Runtime) Invalidate(ctx context.Context, req abi.TokenRequest) error {
 	_, err = s.invalidate(ctx, "")
 	return err
 }
-
-// now is the host's clock, in one place so the refresh logic reads it one way.
-func now() time.Time { return time.Now() }

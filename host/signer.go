@@ -4,23 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"strings"
 
 	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/internal/jwtsign"
 )
 
 // Client assertions of private_key_jwt are signed here, never in the plugin: the plugin builds the
@@ -81,25 +73,11 @@ func (k signingKey) signsFor(input []byte) bool {
 		return false
 	}
 	claims, err := base64.RawURLEncoding.DecodeString(string(payload))
-	if err != nil || !gjson.ValidBytes(claims) {
+	if err != nil {
 		return false
 	}
-	var iss, sub gjson.Result
-	single := true
-	gjson.ParseBytes(claims).ForEach(func(key, v gjson.Result) bool {
-		dst := &iss
-		switch {
-		case strings.EqualFold(key.Str, "iss"):
-		case strings.EqualFold(key.Str, "sub"):
-			dst = &sub
-		default:
-			return true
-		}
-		single = single && !dst.Exists()
-		*dst = v
-		return single
-	})
-	return single && iss.Type == gjson.String && sub.Type == gjson.String && iss.Str == sub.Str && k.clients[iss.Str]
+	client, ok := jwtsign.Client(claims)
+	return ok && k.clients[client]
 }
 
 // sign answers a sign action: {"alg","kid","signing_input"} -> {"signature"} (base64url; ECDSA as
@@ -150,68 +128,9 @@ func (c *Runtime) signWith(ctx context.Context, alg, kid string, input []byte) (
 	}
 }
 
-// jwsSign signs input as JWS alg with s, checking that the key is of the algorithm's kind.
-func jwsSign(s crypto.Signer, alg string, input []byte) ([]byte, error) {
-	var h crypto.Hash
-	var digest []byte
-	switch alg {
-	case "RS256", "ES256", "PS256":
-		sum := sha256.Sum256(input)
-		h, digest = crypto.SHA256, sum[:]
-	case "RS384", "ES384":
-		sum := sha512.Sum384(input)
-		h, digest = crypto.SHA384, sum[:]
-	default:
-		return nil, fmt.Errorf("unsupported algorithm %q", alg)
-	}
-	var opts crypto.SignerOpts = h
-	switch pub := s.Public().(type) {
-	case *rsa.PublicKey:
-		if alg[0] != 'R' && alg[0] != 'P' {
-			return nil, fmt.Errorf("an RSA key cannot sign %s", alg)
-		}
-		if pub.N.BitLen() < 2048 {
-			return nil, errors.New("RSA keys under 2048 bits are refused")
-		}
-		if alg[0] == 'P' {
-			opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}
-		}
-		sig, err := s.Sign(rand.Reader, digest, opts)
-		if err != nil {
-			return nil, fmt.Errorf("signer: %w", err)
-		}
-		if len(sig) != (pub.N.BitLen()+7)/8 {
-			return nil, fmt.Errorf("signer returned %d bytes for a %d-bit key", len(sig), pub.N.BitLen())
-		}
-		return sig, nil
-	case *ecdsa.PublicKey:
-		want := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384()}[alg]
-		if want == nil || pub.Curve != want {
-			return nil, fmt.Errorf("an ECDSA %s key cannot sign %s", pub.Curve.Params().Name, alg)
-		}
-		der, err := s.Sign(rand.Reader, digest, opts)
-		if err != nil {
-			return nil, fmt.Errorf("signer: %w", err)
-		}
-		return rawECDSA(der, (want.Params().BitSize+7)/8)
-	}
-	return nil, fmt.Errorf("key type %T cannot sign %s", s.Public(), alg)
-}
-
-// rawECDSA turns an ASN.1 DER ECDSA signature (what crypto.Signer returns) into JWS's r||s, each
-// n bytes (RFC 7518 section 3.4).
-func rawECDSA(der []byte, n int) ([]byte, error) {
-	var sig struct{ R, S *big.Int }
-	rest, err := asn1.Unmarshal(der, &sig)
-	if err != nil || len(rest) > 0 || sig.R == nil || sig.S == nil || sig.R.Sign() <= 0 || sig.S.Sign() <= 0 ||
-		sig.R.BitLen() > 8*n || sig.S.BitLen() > 8*n {
-		return nil, errors.New("signer returned a malformed ECDSA signature")
-	}
-	out := make([]byte, 2*n)
-	sig.R.FillBytes(out[:n])
-	sig.S.FillBytes(out[n:])
-	return out, nil
-}
+// jwsSign signs input as JWS alg with s, checking that the key is of the algorithm's kind (the rules
+// the Envoy filter shares: internal/jwtsign).
+var jwsSign = jwtsign.Sign
 
 // ParseSigner reads a private key for WithSigner: PEM ("PRIVATE KEY" PKCS #8, "RSA PRIVATE KEY"
 // PKCS #1, "EC PRIVATE KEY" SEC 1) or a JWK (RFC 7517: "kty" RSA or EC with its private members).
@@ -244,50 +163,11 @@ func ParseSigner(data []byte) (s crypto.Signer, kid string, err error) {
 	return nil, "", fmt.Errorf("tokenwasm: %T cannot sign", key)
 }
 
+// parseJWK reads one private JWK with the rules the Envoy filter shares (internal/jwtsign).
 func parseJWK(data []byte) (crypto.Signer, string, error) {
-	var k struct {
-		Kty, Kid, Crv, X, Y, D, N, E, P, Q string
+	s, kid, err := jwtsign.ParseJWK(data)
+	if err != nil {
+		return nil, "", fmt.Errorf("tokenwasm: %w", err)
 	}
-	if err := json.Unmarshal(data, &k); err != nil {
-		return nil, "", errors.New("tokenwasm: unreadable JWK")
-	}
-	num := func(s string) (*big.Int, bool) {
-		b, err := base64.RawURLEncoding.DecodeString(s)
-		return new(big.Int).SetBytes(b), err == nil && len(b) > 0
-	}
-	switch k.Kty {
-	case "RSA":
-		n, ok1 := num(k.N)
-		e, ok2 := num(k.E)
-		d, ok3 := num(k.D)
-		p, ok4 := num(k.P)
-		q, ok5 := num(k.Q)
-		if !(ok1 && ok2 && ok3 && ok4 && ok5) || !e.IsInt64() {
-			return nil, "", errors.New("tokenwasm: an RSA JWK needs n, e, d, p and q")
-		}
-		key := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n, E: int(e.Int64())}, D: d, Primes: []*big.Int{p, q}}
-		if err := key.Validate(); err != nil {
-			return nil, "", errors.New("tokenwasm: inconsistent RSA JWK")
-		}
-		key.Precompute()
-		return key, k.Kid, nil
-	case "EC":
-		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[k.Crv]
-		d, err := base64.RawURLEncoding.DecodeString(k.D)
-		if curve == nil || err != nil {
-			return nil, "", errors.New("tokenwasm: an EC JWK needs crv P-256 or P-384 and d")
-		}
-		key, err := ecdsa.ParseRawPrivateKey(curve, d)
-		if err != nil {
-			return nil, "", errors.New("tokenwasm: unreadable EC JWK")
-		}
-		if x, err := base64.RawURLEncoding.DecodeString(k.X); k.X != "" {
-			pub, _ := key.PublicKey.Bytes() // 0x04 || X || Y
-			if n := (curve.Params().BitSize + 7) / 8; err != nil || len(pub) != 1+2*n || string(pub[1:1+n]) != string(x) {
-				return nil, "", errors.New("tokenwasm: EC JWK's x does not match its d")
-			}
-		}
-		return key, k.Kid, nil
-	}
-	return nil, "", errors.New("tokenwasm: JWK kty must be RSA or EC")
+	return s, kid, nil
 }

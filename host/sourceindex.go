@@ -35,7 +35,7 @@ func (sm *sourceMap) lookup(c *Runtime, req *abi.TokenRequest) (*source, error) 
 		return nil, err
 	}
 	e := &fastEntry{req: cloneRequest(*req), src: s, gen: gen}
-	e.req.Force, e.req.NowMS, e.req.MinTTLMS, e.req.AccessToken, e.req.FleetLock = false, 0, 0, "", false
+	clearPerCall(&e.req)
 	slot.Store(e)
 	return s, nil
 }
@@ -50,19 +50,11 @@ func (sm *sourceMap) slot(req *abi.TokenRequest) uint64 {
 	return h % fastSlots
 }
 
-// sameCredentials reports whether a and b name the same credential set: every field but the
-// per-call ones equal. Stricter than the map's key (a nil Profile differs from an empty one), never
-// looser. A field added to abi.TokenRequest or abi.Profile must be compared here:
-// TestSameCredentialsComparesEveryField fails until it is.
+// sameCredentials reports whether a and b name the same credential set: every identity field of
+// plugin/core's field table equal (the per-call ones aside). Stricter than the map's key (a nil
+// Profile differs from an empty one), never looser.
 func sameCredentials(a, b *abi.TokenRequest) bool {
-	return same(a.ClientID, b.ClientID) && same(a.Provider, b.Provider) && same(a.ClientSecret, b.ClientSecret) &&
-		same(a.GrantType, b.GrantType) && same(a.TokenURL, b.TokenURL) && same(a.Domain, b.Domain) &&
-		same(a.Scope, b.Scope) && same(a.InstitutionID, b.InstitutionID) && same(a.Username, b.Username) &&
-		same(a.Password, b.Password) && same(a.Code, b.Code) && same(a.RedirectURI, b.RedirectURI) &&
-		same(a.CodeVerifier, b.CodeVerifier) && same(a.RefreshToken, b.RefreshToken) && same(a.Body, b.Body) &&
-		a.TimeoutMS == b.TimeoutMS && same(a.KeyID, b.KeyID) && same(a.AssertionAlg, b.AssertionAlg) &&
-		same(a.AssertionJTI, b.AssertionJTI) && same(a.FHIRBase, b.FHIRBase) && same(a.RevocationURL, b.RevocationURL) &&
-		sameMap(a.Params, b.Params) && sameMap(a.Headers, b.Headers) && sameProfile(a.Profile, b.Profile)
+	return requestFields.identity.same(unsafe.Pointer(a), unsafe.Pointer(b))
 }
 
 // same is a == b, without a call when both are the same bytes (a caller asking again with the same
@@ -90,18 +82,7 @@ func sameProfile(a, b *abi.Profile) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	if a.Name != b.Name || a.TokenURL != b.TokenURL || a.Body != b.Body || a.ClientAuth != b.ClientAuth ||
-		a.ExpiresInUnit != b.ExpiresInUnit || !sameBool(a.SendGrantType, b.SendGrantType) ||
-		!sameBool(a.SendScope, b.SendScope) || !sameMap(a.Headers, b.Headers) || len(a.Grants) != len(b.Grants) ||
-		a.AssertionAlg != b.AssertionAlg || a.RevocationURL != b.RevocationURL || a.RevocationMethod != b.RevocationMethod {
-		return false
-	}
-	for i := range a.Grants {
-		if a.Grants[i] != b.Grants[i] {
-			return false
-		}
-	}
-	return true
+	return profileFields.identity.same(unsafe.Pointer(a), unsafe.Pointer(b))
 }
 
 func sameBool(a, b *bool) bool {

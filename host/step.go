@@ -163,7 +163,7 @@ func (c *Runtime) invalidateFlow(ctx context.Context, req abi.TokenRequest) (ret
 			return false, err
 		}
 		defer c.leave()
-		if res, err = c.stepOp(ctx, req, "invalidate"); err != nil {
+		if res, err = c.stepOp(ctx, req, abi.OpInvalidate); err != nil {
 			return false, err
 		}
 	}
@@ -234,7 +234,7 @@ func (c *Runtime) Revoke(ctx context.Context, req abi.TokenRequest) error {
 		return err
 	}
 	var dropFailed atomic.Int32
-	res, err := c.stepOp(withFetchLabels(context.WithValue(ctx, dropFailuresKey{}, &dropFailed), &req), req, "revoke")
+	res, err := c.stepOp(withFetchLabels(context.WithValue(ctx, dropFailuresKey{}, &dropFailed), &req), req, abi.OpRevoke)
 	if err != nil {
 		return err
 	}
@@ -254,7 +254,7 @@ func (c *Runtime) Revoke(ctx context.Context, req abi.TokenRequest) error {
 // withStepFlow chooses the flow's driver: token_step (true) or the token export.
 func withStepFlow(on bool) Option { return func(c *config) { c.stepFlow = on } }
 
-// withClock makes the Runtime judge its held tokens by clock instead of the wall clock, and give the
-// plugin that time as now_ms: tests move time forward without sleeping. Deadlines stay on the wall
-// clock.
-func withClock(clock func() time.Time) Option { return func(c *config) { c.clock = clock } }
+// withClock sets the Runtime's clock (clock.go) to now: it judges its held tokens by it, its default
+// MemoryCache expires entries by it, and the plugin is given it as now_ms, so tests move time forward
+// without sleeping. Deadlines stay on the wall clock.
+func withClock(now func() time.Time) Option { return func(c *config) { c.clock = now } }

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"io"
 	"net/http"
 
@@ -76,4 +77,37 @@ func closeBody(r *http.Request) {
 	if r.Body != nil {
 		r.Body.Close()
 	}
+}
+
+// The 401 policy: what a source does when an API refuses its token. The transport above applies it
+// to every request it sends; Runtime.Invalidate drops a token on the caller's word.
+
+// invalidate drops the token (only if it is still bad, when bad is given) here and in the shared
+// cache, and reports whether a new token is worth trying (the plugin's 401 window, for bad).
+func (s *source) invalidate(ctx context.Context, bad string) (bool, error) {
+	req := s.request()
+	req.AccessToken = bad
+	retry, err := s.c.invalidateFlow(ctx, req)
+	// For a 401 (bad), dropped from memory only when the plugin says a new token is worth trying:
+	// with the cache failing, the 401 window cannot be kept, and dropping would fetch a token per
+	// API call.
+	if h := s.cur.Load(); h != nil && (bad == "" || h.tok.AccessToken == bad && retry) {
+		s.cur.CompareAndSwap(h, nil)
+	}
+	return retry, err
+}
+
+// unauthorized handles an API's 401 to a request sent with h and reports whether a new token is worth
+// trying. The plugin decides, fleet-wide: a token is dropped for a 401 at most once per window per
+// identity (abi/ABI.md, "invalidate"), and within it a 401 is the API's answer: an API that refuses
+// every token would otherwise cost a fetch per request, in every process.
+func (s *source) unauthorized(ctx context.Context, h *held) (bool, error) {
+	if cur := s.cur.Load(); cur == nil || cur.tok.AccessToken != h.tok.AccessToken {
+		return true, nil // already replaced: retry with the new one
+	}
+	retry, err := s.invalidate(ctx, h.tok.AccessToken)
+	if retry {
+		s.c.metrics.invalidations.Add(1)
+	}
+	return retry, err
 }

@@ -3,7 +3,6 @@ package host
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,26 +12,13 @@ import (
 	"github.com/tokenwasm/tokenwasm/internal/conformance"
 )
 
-// builds are the plugin builds every wasm test runs against: the embedded TinyGo build always, and the
-// files named by TOKENWASM_WASM_TINYGO and TOKENWASM_WASM_GO when set (make test sets both, so both
-// toolchains' builds pass the same tests).
+// builds are the plugin builds every wasm test runs against (conformance.Builds): the embedded TinyGo
+// build always, and those named by TOKENWASM_WASM_TINYGO and TOKENWASM_WASM_GO when set.
 func builds(t testing.TB) map[string][]byte {
 	t.Helper()
-	out := map[string][]byte{"embedded": Plugin}
-	seen := map[string]bool{string(Plugin): true}
-	for name, env := range map[string]string{"tinygo": "TOKENWASM_WASM_TINYGO", "go": "TOKENWASM_WASM_GO"} {
-		path := os.Getenv(env)
-		if path == "" {
-			continue
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%s=%s: %v", env, path, err)
-		}
-		if !seen[string(b)] { // a fresh TinyGo build is the embedded one: run it once
-			out[name] = b
-			seen[string(b)] = true
-		}
+	out, err := conformance.Builds(Plugin())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -32,7 +32,7 @@ print(m.group(1))
 PY
 }
 
-go build -o "$tmp/tokenwasm" ./host/cmd/tokenwasm
+(cd host/cmd/tokenwasm && go build -o "$tmp/tokenwasm" .) # the CLI, a nested module
 "$tmp/tokenwasm" fakes -base-port 18080 -quiet >"$tmp/fakes.json" &
 fakes_pid=$!
 for _ in $(seq 100); do [ -s "$tmp/fakes.json" ] && break; sleep 0.1; done

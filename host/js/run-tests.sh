@@ -18,7 +18,7 @@ npm ci --no-audit --no-fund --loglevel=error
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-(cd "$root" && go build -o "$tmp/tokenwasm" ./host/cmd/tokenwasm)
+(cd "$root/host/cmd/tokenwasm" && go build -o "$tmp/tokenwasm" .) # the CLI, a nested module
 export TOKENWASM_WASM="$wasm" TOKENWASM_FAKES_BIN="$tmp/tokenwasm"
 
 # Debian's Node 20 (not node_modules/.bin's Node 26); --no-warnings: WASI's ExperimentalWarning.

@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// TestRedteamPlantedLocks (from an adversarial review): a lock key of the wrong type or holding
-// garbage that does not decrypt, with or without a TTL, stalls nothing: it is taken over at once.
-func TestRedteamPlantedLocks(t *testing.T) {
+// TestPlantedLocksTakenOver: a lock key of the wrong type or holding garbage that does not decrypt,
+// with or without a TTL, stalls nothing: it is taken over at once.
+func TestPlantedLocksTakenOver(t *testing.T) {
 	rdb := client(t, redisURL(t))
 	ctx := context.Background()
 	for _, tc := range []struct {

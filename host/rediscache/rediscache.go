@@ -8,6 +8,8 @@
 // cache falls back to an in-process cache with a logged warning and a metric, and returns to Redis
 // when it answers again: callers keep getting tokens either way. An error that concerns one key (a
 // value of the wrong type) affects that key only.
+//
+// It is a module of its own, so the tokenwasm module itself does not depend on go-redis.
 package rediscache
 
 import (

@@ -145,6 +145,29 @@ func Update(v Vector, got []byte) error {
 
 var uuid4InJSON = regexp.MustCompile(`"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"`)
 
+// Builds returns the plugin builds a suite runs: embedded, and the files named by
+// TOKENWASM_WASM_TINYGO and TOKENWASM_WASM_GO when set (make test sets them to build/'s builds), by
+// name ("embedded", "tinygo", "go"), each distinct build once (a fresh TinyGo build is the embedded one).
+func Builds(embedded []byte) (map[string][]byte, error) {
+	out := map[string][]byte{"embedded": embedded}
+	seen := map[string]bool{string(embedded): true}
+	for name, env := range map[string]string{"tinygo": "TOKENWASM_WASM_TINYGO", "go": "TOKENWASM_WASM_GO"} {
+		path := os.Getenv(env)
+		if path == "" {
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s=%s: %w", env, path, err)
+		}
+		if !seen[string(b)] {
+			out[name] = b
+			seen[string(b)] = true
+		}
+	}
+	return out, nil
+}
+
 // FuzzCorpus reads the inputs of a Go fuzz corpus folder (files "go test fuzz v1" with one []byte),
 // so the corpus found natively can be replayed through the wasm plugin in any host.
 func FuzzCorpus(dir string) ([][]byte, error) {

@@ -27,9 +27,9 @@ func TestQueryEscapeAsURL(t *testing.T) {
 	}
 }
 
-// TestBasicAsBefore: appendBasic writes what "Basic " + base64(id:secret) is, form-encoded first for
+// TestBasicIsBase64OfIDAndSecret: appendBasic writes what "Basic " + base64(id:secret) is, form-encoded first for
 // basic_rfc6749, for every length modulo 3 and across its 48-byte groups.
-func TestBasicAsBefore(t *testing.T) {
+func TestBasicIsBase64OfIDAndSecret(t *testing.T) {
 	for n := range 120 {
 		id, secret := strings.Repeat("i", n/3), strings.Repeat("s:é+", n)[:n]
 		want := "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))

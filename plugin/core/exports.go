@@ -15,7 +15,7 @@ func Describe() []byte {
 	o.str("version", PluginVersion)
 	o.key("providers")
 	o.b = append(o.b, '[')
-	for i, p := range Providers {
+	for i, p := range providers {
 		if i > 0 {
 			o.b = append(o.b, ',')
 		}

@@ -159,7 +159,7 @@ const (
 // that every instance, process and node sharing the cache honours until it ends. It runs the flow of
 // step.go, calling the imports inline.
 func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
-	f, out := m.stepFlow(input, opToken, now, false)
+	f, out := m.stepFlow(input, OpToken, now, false)
 	if f == nil {
 		return out
 	}
@@ -169,7 +169,7 @@ func Token(m *Memo, input []byte, host Imports, now Clock) []byte {
 // Invalidate is the invalidate export: it drops the cached token (the API answered 401 with it), or,
 // when the request names an access_token, only if the cached token is that one.
 func Invalidate(m *Memo, input []byte, host Imports) []byte {
-	f, out := m.stepFlow(input, opInvalidate, nil, false)
+	f, out := m.stepFlow(input, OpInvalidate, nil, false)
 	if f == nil {
 		return out
 	}
@@ -178,8 +178,9 @@ func Invalidate(m *Memo, input []byte, host Imports) []byte {
 
 // Prepare parses and encodes a request and names its cache entry, remembering nothing: for entry
 // points that send the encoded request as is. A request with a client assertion is refused
-// (signing_required): its assertion is made per request, by the token flow. (The Envoy filter
-// drives the flow, and reads its configuration with Memo.Prepare.)
+// (signing_required): its assertion is made per request, by the token flow. (The Envoy filter is a
+// host of that flow, stepping a Flow from NewFlow as token_step does, and checks its configuration
+// with Memo.Prepare, which keeps the assertion.)
 func Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error) {
 	r, enc, key, err := (*Memo)(nil).Prepare(input)
 	if err == nil && enc.jwt != nil {

@@ -46,6 +46,10 @@ func TestWriteFlowVectors(t *testing.T) {
 		}
 		return `{"hit":true,"value":"{\"refresh_token\":\"` + rt + `\",\"id\":\"` + id(req) + `\"}"}`
 	}
+	refused := func(req string) string {
+		return `{"hit":true,"value":"{\"refused\":true,\"id\":\"` + id(req) + `\"}"}`
+	}
+	invalidGrant := `{"status":400,"headers":{"Content-Type":"application/json"},"body":"{\"error\":\"invalid_grant\"}"}`
 	rotated := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"refresh_token\":\"rt-2\"}"}`
 	noRefresh := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600}"}`
 	// A cached value names its identity ("id": the last 32 hex digits of the key): these are the
@@ -93,6 +97,9 @@ func TestWriteFlowVectors(t *testing.T) {
 		{"rotation_cache_error", "the cache could not be read for the lineage: nothing is sent (the request's refresh token may be a used one)", cdRefresh, "", []string{miss, miss, `{"stored":true}`, `{"error":"cache down"}`}, "", ""},
 		{"rotation_mark_left", "an earlier exchange left its mark (its new refresh token could not be stored: a cache failure): the lineage is stale, nothing is sent (failing closed, never a replay)", cdRefresh, "", []string{miss, miss, `{"stored":false}`}, "", ""},
 		{"rotation_mark_failed", "the cache could not store the exchange's mark: nothing is sent, retryable", cdRefresh, "", []string{miss, miss, `{"stored":true,"error":"cache down"}`}, "", ""},
+		{"rotation_refused", "the provider answers invalid_grant to the refresh token sent: the lineage is marked refused (K/grant), so that no host sharing the cache sends it again", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, invalidGrant}, "", ""},
+		{"rotation_refused_lineage", "a lineage the provider refused (another replica, vm_id or an earlier process got its invalid_grant): invalid_grant, not retryable, nothing sent", cdRefresh, "", []string{miss, miss, `{"stored":true}`, refused(cdRefresh)}, "", ""},
+		{"code_refused", "the provider answers invalid_grant to the authorization code sent: the lineage is marked refused, nothing is sent for it after", cdCode, "", []string{miss, miss, `{"stored":true}`, miss, `{"stored":true}`, invalidGrant}, "", ""},
 		{"code_first", "authorization_code: the code is marked used (nx) before it is sent; the refresh token it returns becomes the lineage's newest", cdCode, "", []string{miss, miss, `{"stored":true}`, miss, `{"stored":true}`, rotated}, "", ""},
 		{"code_followed", "authorization_code whose code was exchanged: the lineage's refresh token is sent with the refresh_token grant, never the code", cdCode, "", []string{miss, miss, `{"stored":true}`, lineage(cdCode, "rt-1"), rotated}, "", ""},
 		{"code_used", "authorization_code whose code was used and brought no refresh token: invalid_grant, nothing sent", cdCode, "", []string{miss, miss, `{"stored":true}`, lineage(cdCode, "")}, "", ""},

@@ -32,7 +32,7 @@ func (r *Request) checkTokenHost(tokenURL string) *abi.Error {
 	}
 	for _, pattern := range p.TokenHosts {
 		if pattern == AnyTokenHost {
-			for _, other := range Providers {
+			for _, other := range providers {
 				if other != p && matchesAny(host, other.TokenHosts) {
 					return policyError("token_url host " + quote(host) + " belongs to " + other.Name + ", not " + p.Name)
 				}

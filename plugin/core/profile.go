@@ -30,7 +30,7 @@ const (
 var allGrants = []string{abi.GrantClientCredentials, abi.GrantPassword, abi.GrantAuthorizationCode, abi.GrantRefreshToken}
 
 // Profile is everything that makes one provider's token endpoint differ from another's. A provider's
-// whole behaviour is its row in Providers; there are no per-provider code paths.
+// whole behaviour is its row in providers (Providers returns a copy); there are no per-provider code paths.
 type Profile struct {
 	Name string
 	Doc  string // the document the row was written from (docs/providers.md)
@@ -79,8 +79,33 @@ type FieldHeader struct {
 	RequiredFor []string
 }
 
-// Providers is the table of built-in providers.
-var Providers = []*Profile{
+// Providers returns the table of built-in providers, a copy of each row: the contract exports no
+// mutable variable, so no caller can change the profile another request is encoded with.
+func Providers() []*Profile {
+	out := make([]*Profile, len(providers))
+	for i, p := range providers {
+		out[i] = p.clone()
+	}
+	return out
+}
+
+// clone returns a copy of p that shares nothing mutable with it.
+func (p *Profile) clone() *Profile {
+	c := *p
+	c.Headers = append([]header(nil), p.Headers...)
+	c.Grants = append([]string(nil), p.Grants...)
+	c.TokenHosts = append([]string(nil), p.TokenHosts...)
+	c.AssertionAlgs = append([]string(nil), p.AssertionAlgs...)
+	c.FieldHeaders = make([]FieldHeader, len(p.FieldHeaders))
+	for i, f := range p.FieldHeaders {
+		f.RequiredFor = append([]string(nil), f.RequiredFor...)
+		c.FieldHeaders[i] = f
+	}
+	return &c
+}
+
+// providers is the table of built-in providers.
+var providers = []*Profile{
 	{
 		Name:           "candid",
 		Doc:            "Candid Health API reference, Auth: Get token (POST /api/auth/v2/token)",
@@ -160,9 +185,11 @@ const SMARTDiscoveryPath = "/.well-known/smart-configuration"
 // ProviderCustom is the provider name whose profile comes in the request.
 const ProviderCustom = "custom"
 
-// Lookup returns the built-in profile named name, or nil.
+// Lookup returns the built-in profile named name, or nil. It is the table's own row, shared by every
+// request the plugin encodes (no copy on the hot path): read it, never write it; Providers gives
+// copies.
 func Lookup(name string) *Profile {
-	for _, p := range Providers {
+	for _, p := range providers {
 		if p.Name == name {
 			return p
 		}

@@ -56,8 +56,10 @@ func (r *Request) secretTexts() []string {
 		}
 		out = append(out, s)
 	}
-	for _, s := range [...]string{r.ClientSecret, r.Password, r.RefreshToken, r.Code, r.CodeVerifier, r.AccessToken} {
-		add(s)
+	for _, f := range requestFields {
+		if f.Secret {
+			add(r.field(f.Name))
+		}
 	}
 	// A caller's extra params and headers may carry credentials (client_assertion, an API key). Their
 	// values are secrets too, unless too short to be one: a short value would withhold whole texts.

@@ -132,12 +132,6 @@ func depth(b []byte) int {
 	return max
 }
 
-// requestMembers are the members of a TokenRequest: the string fields (stringField), then the others.
-var requestMembers = [...]string{"provider", "grant_type", "client_id", "client_secret", "token_url", "domain",
-	"scope", "institution_id", "username", "password", "code", "redirect_uri", "code_verifier", "refresh_token",
-	"body", "access_token", "key_id", "assertion_alg", "assertion_jti", "revocation_url",
-	"params", "headers", "profile", "force", "fleet_lock", "timeout_ms", "now_ms", "min_ttl_ms"}
-
 // ParseRequest reads a TokenRequest from v. An unknown field is invalid_request naming it (a
 // misspelt "scopes" would otherwise get a token without the scope asked for); of a repeated field
 // the first is read (Members); a known field of the wrong type is invalid_request, named in the
@@ -151,45 +145,41 @@ func ParseRequest(v gjson.Result) (*Request, *abi.Error) {
 // keep and allocates nothing in proportion to raw once b has grown (gjson's Str and ForEach
 // allocate every escaped string anew: see rawjson.go for why megabytes per call must not be).
 func parseRequest(raw string, b *requestBufs) (*Request, *abi.Error) {
-	if err := unknownMember(raw, requestMembers[:], "fhir_base"); err != nil {
+	if err := unknownMember(raw, requestMembers); err != nil {
 		return nil, err
 	}
 	b.startParse(len(raw))
 	r := &Request{}
-	var m [len(requestMembers)]string
-	Members(raw, requestMembers[:], m[:])
+	var m [len(requestFields)]string
+	Members(raw, requestMembers, m[:])
 	var profile string
-	for i, name := range requestMembers {
-		val := m[i]
-		if val == "" {
+	for i, f := range requestFields {
+		val, name := m[i], f.Name
+		if val == "" || f.Use == UseHost {
 			continue
 		}
-		if s := r.stringField(name); s != nil {
+		switch f.Type {
+		case FieldString:
 			if val == "null" {
 				continue
 			}
 			if val[0] != '"' {
 				return nil, invalidRequest(name + " must be a string")
 			}
-			*s = b.str(val)
-			continue
-		}
-		switch name {
-		case "params":
-			hs, e := b.stringMap(name, val, &b.params)
+			*r.stringField(name) = b.str(val)
+		case FieldMap:
+			dst, field := &b.params, &r.Params
+			if name == "headers" {
+				dst, field = &b.headers, &r.Headers
+			}
+			hs, e := b.stringMap(name, val, dst)
 			if e != nil {
 				return nil, e
 			}
-			r.Params = hs
-		case "headers":
-			hs, e := b.stringMap(name, val, &b.headers)
-			if e != nil {
-				return nil, e
-			}
-			r.Headers = hs
-		case "profile":
+			*field = hs
+		case FieldObject:
 			profile = val
-		case "force", "fleet_lock":
+		case FieldBool:
 			if val != "true" && val != "false" && val != "null" {
 				return nil, invalidRequest(name + " must be a boolean")
 			}
@@ -198,7 +188,7 @@ func parseRequest(raw string, b *requestBufs) (*Request, *abi.Error) {
 			} else {
 				r.FleetLock = val == "true"
 			}
-		case "timeout_ms", "now_ms", "min_ttl_ms":
+		case FieldNumber:
 			if val == "null" {
 				continue
 			}
@@ -313,11 +303,10 @@ func (b *requestBufs) stringMap(name, raw string, dst *[]header) ([]header, *abi
 	return hs, err
 }
 
-// unknownMember returns invalid_request naming the first member of obj, a JSON object, that is
-// neither in known nor one of also (fields a host reads and the plugin ignores), or nil. Keys are
-// compared as Members compares them: unescaped into a buffer of maxNameBytes, nothing allocated
-// however long a key (gjson's ForEach unescapes every key and value anew).
-func unknownMember(obj string, known []string, also ...string) *abi.Error {
+// unknownMember returns invalid_request naming the first member of obj, a JSON object, that is not
+// in known, or nil. Keys are compared as Members compares them: unescaped into a buffer of
+// maxNameBytes, nothing allocated however long a key (gjson's ForEach unescapes every key and value anew).
+func unknownMember(obj string, known []string) *abi.Error {
 	var err *abi.Error
 	var buf [maxNameBytes + utf8.UTFMax]byte
 	eachMember(obj, func(k, _ string) bool {
@@ -325,7 +314,7 @@ func unknownMember(obj string, known []string, also ...string) *abi.Error {
 		if strings.IndexByte(key, '\\') >= 0 {
 			key = unescapeKey(key, &buf)
 		}
-		if !contains(known, key) && !contains(also, key) {
+		if !contains(known, key) {
 			err = invalidRequest("unknown field " + quote(key))
 			return false
 		}
@@ -333,10 +322,6 @@ func unknownMember(obj string, known []string, also ...string) *abi.Error {
 	})
 	return err
 }
-
-// profileMembers are the members of a custom Profile; of a repeated one the first is read (Members).
-var profileMembers = [...]string{"token_url", "revocation_url", "body", "client_auth", "assertion_alg",
-	"expires_in_unit", "send_grant_type", "send_scope", "headers", "grants", "revocation_method"}
 
 func (r *Request) resolveProfile(custom string, b *requestBufs) *abi.Error {
 	if r.Provider == "" {
@@ -444,15 +429,16 @@ func (r *Request) resolveProfile(custom string, b *requestBufs) *abi.Error {
 		}
 		return true
 	}
-	if e := unknownMember(custom, profileMembers[:], "name"); e != nil { // name: abi.Profile's label
+	if e := unknownMember(custom, profileMembers); e != nil {
 		e.Message = "profile: " + e.Message
 		return e
 	}
-	var m [len(profileMembers)]string
-	Members(custom, profileMembers[:], m[:])
-	for i, name := range profileMembers {
-		val := m[i]
-		if val == "" || val == "null" {
+	// Of a repeated member the first is read (Members).
+	var m [len(profileFields)]string
+	Members(custom, profileMembers, m[:])
+	for i, f := range profileFields {
+		val, name := m[i], f.Name
+		if val == "" || val == "null" || f.Use == UseHost {
 			continue // null is absent, as in the request (abi/ABI.md)
 		}
 		if !set(name, val) {

@@ -51,11 +51,12 @@ const (
 	phaseEnd                      // not a state: the flow has answered
 )
 
-// Flow operations.
+// The flow's operations, as NewFlow takes them and a state carries them: token_step's "op"
+// (abi.OpToken, abi.OpInvalidate, abi.OpRevoke) as one byte.
 const (
-	opToken      = 't'
-	opInvalidate = 'i'
-	opRevoke     = 'r'
+	OpToken      = 't'
+	OpInvalidate = 'i'
+	OpRevoke     = 'r'
 )
 
 // Flow is one token or invalidate flow of one request. What passes between two steps is its state
@@ -98,7 +99,7 @@ type Flow struct {
 	Then []Action
 }
 
-// NewFlow starts a flow for the TokenRequest in input (op opToken or opInvalidate). An invalid
+// NewFlow starts a flow for the TokenRequest in input (op OpToken or OpInvalidate). An invalid
 // request is an error answer, with no flow.
 func NewFlow(m *Memo, input []byte, op byte, now Clock) (*Flow, []byte) {
 	return m.startFlow(new(Flow), input, op, now, false)
@@ -112,13 +113,13 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	f.nbuf = 0
 	switch f.phase {
 	case phaseStart:
-		if f.op == opRevoke {
+		if f.op == OpRevoke {
 			if revokesLineage(r) { // the grant's newest refresh token, not the request's used one
 				return f.ask(phaseGrant, f.getAction(f.key, grantSuffix))
 			}
 			return f.send()
 		}
-		if f.op == opInvalidate {
+		if f.op == OpInvalidate {
 			if r.AccessToken == "" {
 				return f.finish([]byte("{}"), f.deleteAction(f.key, "", ""))
 			}
@@ -204,7 +205,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 		f.enc.signed, f.jti = signed, ""
 		return f.ask(f.sendPhase(), f.sendAction())
 	case phaseSend, phaseSendLineage:
-		if f.op == opRevoke {
+		if f.op == OpRevoke {
 			return f.revoked(answer)
 		}
 		return f.received(answer)
@@ -276,6 +277,11 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 	}
 	if f.phase == phaseSendLineage {
 		err = withheld(err)
+	}
+	if f.oneTime() && err.Kind == abi.KindInvalidGrant {
+		// The provider refused the refresh token or code sent: the lineage ends refused, so that no
+		// host sharing the cache (another replica or vm_id, this one after a restart) sends it again.
+		return f.failed(err, f.setAction(f.key, grantSuffix, f.lineageEnd("refused"), GrantTTLMS, false), f.unmark())
 	}
 	if f.oneTime() {
 		// The provider answered no token: the credential sent stays the lineage's, and the mark goes
@@ -387,13 +393,18 @@ func (f *Flow) CachedUntil() (untilMS int64, ok bool) {
 }
 
 func (f *Flow) ask(p phase, a Action) (Action, []byte) {
-	f.phase = p
+	if !f.to(p) {
+		return f.finish(strayStep())
+	}
 	return a, nil
 }
 
 // finish ends the flow with its answer; then are the actions still to be done, and the lock, if
 // this flow holds it, is released last.
 func (f *Flow) finish(answer []byte, then ...Action) (Action, []byte) {
+	if f.phase != phaseEnd && !f.to(phaseEnd) {
+		answer, then = strayStep(), nil
+	}
 	f.phase = phaseEnd
 	f.Then = append(f.Then[:0], then...)
 	if f.owner != "" {
@@ -410,7 +421,7 @@ func (f *Flow) lockTTL() int64 { return f.enc.TimeoutMS + lockMarginMS }
 // oneTime reports whether the flow fetches with a grant that uses up a credential when sent: a
 // refresh token the provider may rotate, or an authorization code, which works once.
 func (f *Flow) oneTime() bool {
-	return f.op == opToken && oneTimeGrant(f.r.GrantType)
+	return f.op == OpToken && oneTimeGrant(f.r.GrantType)
 }
 
 func oneTimeGrant(grant string) bool {
@@ -435,7 +446,7 @@ func (f *Flow) fetch() (Action, []byte) {
 // authorization code gives way to the refresh_token grant), or the request's own credential when
 // there is none yet, an authorization code after marking it used.
 func (f *Flow) lineage(answer []byte) (Action, []byte) {
-	if f.op == opRevoke {
+	if f.op == OpRevoke {
 		return f.revokeLineage(answer)
 	}
 	if cacheFailed(answer, f.checked) {
@@ -459,6 +470,10 @@ func (f *Flow) lineage(answer []byte) (Action, []byte) {
 		if rec.Get("used").Type == gjson.True {
 			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
 				Message: "the authorization code has been used and the provider returned no refresh token: start a new authorization"}), f.unmark())
+		}
+		if rec.Get("refused").Type == gjson.True {
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
+				Message: "the provider refused this grant's refresh token or code (invalid_grant); nothing was sent: start a new authorization"}), f.unmark())
 		}
 	}
 	if f.r.GrantType == abi.GrantAuthorizationCode {
@@ -547,12 +562,20 @@ func knownOAuthError(code string) bool {
 
 // grantRecord is a lineage's value: its newest refresh token, or (none) that its code was used.
 func (f *Flow) grantRecord(rt string) string {
-	o := newObject(make([]byte, 0, 96+len(rt)))
-	if rt != "" {
-		o.str("refresh_token", rt)
-	} else {
-		o.bool("used", true)
+	if rt == "" {
+		return f.lineageEnd("used")
 	}
+	o := newObject(make([]byte, 0, 96+len(rt)))
+	o.str("refresh_token", rt)
+	o.str("id", f.binding())
+	return view(o.end())
+}
+
+// lineageEnd is the value of a lineage with nothing left to send: its code "used" (and no refresh
+// token came of it), its refresh token "revoked" by the caller or "refused" by the provider.
+func (f *Flow) lineageEnd(flag string) string {
+	o := newObject(make([]byte, 0, 64))
+	o.bool(flag, true)
 	o.str("id", f.binding())
 	return view(o.end())
 }
@@ -800,9 +823,7 @@ func (f *Flow) resume(s string) *abi.Error {
 	switch {
 	case err1 != nil || err2 != nil || now < 0 || life <= 0 || fails < 0 || fails > maxFails:
 		return badState()
-	case op == opToken && (p < phaseCached || p > phaseSend) && p != phaseSign && p != phaseGrant && p != phaseSpend && p != phaseSendLineage && p != phaseMark,
-		op == opInvalidate && p != phaseInvalidate && p != phaseDrop,
-		op == opRevoke && p != phaseSend && p != phaseSign && p != phaseGrant && p != phaseSendLineage, op != opToken && op != opInvalidate && op != opRevoke:
+	case !resumable(op, p): // a phase the transition table has for op
 		return badState()
 	case binding != f.binding():
 		return invalidRequest("token_step: state belongs to another request")
@@ -883,13 +904,13 @@ func TokenStep(m *Memo, input []byte, now Clock) []byte {
 	if request == "" || request[0] != '{' {
 		return errorJSON(invalidRequest("token_step needs a request object"))
 	}
-	op := byte(opToken)
+	op := byte(OpToken)
 	switch opRaw {
-	case "", `"token"`, "null":
-	case `"invalidate"`:
-		op = opInvalidate
-	case `"revoke"`:
-		op = opRevoke
+	case "", `"` + abi.OpToken + `"`, "null":
+	case `"` + abi.OpInvalidate + `"`:
+		op = OpInvalidate
+	case `"` + abi.OpRevoke + `"`:
+		op = OpRevoke
 	default:
 		return errorJSON(invalidRequest(`token_step: op must be "token", "invalidate" or "revoke"`))
 	}
@@ -950,12 +971,12 @@ func (m *Memo) startFlow(f *Flow, request []byte, op byte, now Clock, checked bo
 		return nil, errorJSON(err)
 	}
 	tokenURL, tokenEnc := enc.URL, enc
-	if op == opRevoke {
+	if op == OpRevoke {
 		if enc, err = r.EncodeRevocation(enc.URL); err != nil {
 			return nil, errorJSON(err)
 		}
 	}
-	if (op == opToken && oneTimeGrant(r.GrantType) || op == opRevoke && revokesLineage(r)) && enc.jwt != nil && enc.jwt.hostSigns() {
+	if (op == OpToken && oneTimeGrant(r.GrantType) || op == OpRevoke && revokesLineage(r)) && enc.jwt != nil && enc.jwt.hostSigns() {
 		// The newest refresh token is read from the cache in the step before the send, and the
 		// host's signature arrives in a step of its own: one of the two would have to wait in the
 		// state, which holds no credential.

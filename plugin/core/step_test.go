@@ -335,7 +335,7 @@ func TestFlowCachedUntil(t *testing.T) {
 				served bool
 			}{{want - 1, true}, {want, false}, {want + 1, false}, {h.nowMS, true}} {
 				var m Memo
-				f, bad := NewFlow(&m, req, opToken, func() int64 { return at.nowMS })
+				f, bad := NewFlow(&m, req, OpToken, func() int64 { return at.nowMS })
 				if bad != nil {
 					t.Fatal(string(bad))
 				}
@@ -359,7 +359,7 @@ func TestFlowCachedUntil(t *testing.T) {
 	for _, tt := range []struct {
 		op  byte
 		req string
-	}{{opToken, nikoReq}, {opInvalidate, strings.Replace(nikoReq, `{`, `{"access_token":"tok-1",`, 1)}} {
+	}{{OpToken, nikoReq}, {OpInvalidate, strings.Replace(nikoReq, `{`, `{"access_token":"tok-1",`, 1)}} {
 		var m Memo
 		f, _ := NewFlow(&m, []byte(tt.req), tt.op, h.clock)
 		f.Run(h)

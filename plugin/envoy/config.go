@@ -21,6 +21,7 @@ import (
 // never its value: a typo must not put a token on every request, and the request holds a secret.
 type Config struct {
 	Request         json.RawMessage   `json:"request"`
+	Name            string            `json:"name"`
 	SecretEnv       map[string]string `json:"secret_env"`
 	Cluster         string            `json:"cluster"`
 	Header          string            `json:"header"`
@@ -40,6 +41,7 @@ type settings struct {
 	key             string // the identity's cache key: the filter's own shared-data key derives from it
 	lockKey         string // the flow's fleet lock for that identity
 	cluster         string
+	name            string // the filter's name in its metric names (metrics.go)
 	header          string
 	scope           scope
 	refreshAheadSet bool // refresh_ahead_ms was given: accepted, and ignored (README.md)
@@ -51,14 +53,22 @@ type settings struct {
 	signer          *keySigner // private_key_jwt: signs the flow's client assertions (sign.go)
 }
 
-// requestFields are the TokenRequest fields a configuration may set (abi/ABI.md, TokenRequest). The
-// flow's own fields (force, now_ms, min_ttl_ms, fleet_lock, access_token) are the filter's to set;
-// assertion_jti (tests and replays) is refused: every token call gets a fresh one.
-var requestFields = map[string]bool{
-	"provider": true, "grant_type": true, "client_id": true, "client_secret": true, "token_url": true,
-	"domain": true, "scope": true, "institution_id": true, "username": true, "password": true,
-	"code": true, "redirect_uri": true, "code_verifier": true, "refresh_token": true, "body": true,
-	"timeout_ms": true, "params": true, "headers": true, "profile": true, "key_id": true, "assertion_alg": true,
+// requestFields are the TokenRequest fields a configuration may set (plugin/core's field table): the
+// credential set's. The flow's own fields (force, now_ms, min_ttl_ms, fleet_lock, access_token) are
+// the filter's to set; assertion_jti (tests and replays) is refused: every token call gets a fresh
+// one; fhir_base is the Go host's (discovery).
+var requestFields, secretFields = configFields()
+
+// configFields returns the fields a configuration may set, and of those the secrets secret_env may
+// fill from the VM's environment.
+func configFields() (fields, secrets map[string]bool) {
+	fields, secrets = map[string]bool{}, map[string]bool{}
+	for _, f := range core.RequestFields() {
+		if f.Identity && f.Use == core.UsePlugin {
+			fields[f.Name], secrets[f.Name] = true, f.Secret
+		}
+	}
+	return fields, secrets
 }
 
 // reservedHeaders are header names the token must never be written into: they route or frame the
@@ -89,11 +99,6 @@ func checkMembers(where string, v gjson.Result) error {
 	return err
 }
 
-// secretFields are the TokenRequest fields secret_env may fill from the VM's environment.
-var secretFields = map[string]bool{
-	"client_secret": true, "password": true, "refresh_token": true, "code": true, "code_verifier": true,
-}
-
 // parseConfig validates a plugin configuration. Its errors name fields, never values.
 func parseConfig(data []byte) (*settings, error) {
 	v := gjson.ParseBytes(data)
@@ -117,6 +122,11 @@ func parseConfig(data []byte) (*settings, error) {
 	s := &settings{cluster: c.Cluster, header: c.Header}
 	if s.cluster == "" || !visibleASCII(s.cluster) {
 		return nil, errors.New("cluster is required: the Envoy cluster that reaches the token endpoint")
+	}
+	if s.name = c.Name; s.name == "" {
+		s.name = metricSegment(s.cluster)
+	} else if s.name != metricSegment(s.name) || len(s.name) > 64 {
+		return nil, errors.New("name must be 1 to 64 letters, digits, '_' or '-': it is a segment of the filter's metric names")
 	}
 	if s.header == "" {
 		s.header = "Authorization"
@@ -238,7 +248,7 @@ func assertionSigner(input []byte, clientID string, secretEnv map[string]string)
 // (client_secret_jwt signs inside the flow). It is what every token call will ask, read from the flow
 // itself rather than from the profile rules.
 func signAction(input []byte) (alg, kid string, err error) {
-	f, out := core.NewFlow(nil, input, opToken, func() int64 { return time.Now().UnixMilli() })
+	f, out := core.NewFlow(nil, input, core.OpToken, func() int64 { return time.Now().UnixMilli() })
 	if f == nil {
 		e := gjson.GetBytes(out, "error")
 		return "", "", errors.New("request: " + e.Get("kind").Str + ": " + e.Get("message").Str)
@@ -285,6 +295,8 @@ func tokenRequest(raw json.RawMessage, secretEnv map[string]string) ([]byte, err
 			return nil, fmt.Errorf("secret_env: %q is not a secret field (client_secret, password, refresh_token, code, code_verifier, private_key)", field)
 		case !envName(name):
 			return nil, fmt.Errorf("secret_env.%s must name an environment variable", field)
+		case field != signingKeyField && name == secretEnv[signingKeyField]:
+			return nil, fmt.Errorf("secret_env.%s names %s, the signing key's variable (secret_env.private_key): the key would be sent as %s; name another variable", field, name, field)
 		case req[field] != nil:
 			return nil, fmt.Errorf("secret_env.%s: request.%s is set too; give the secret once", field, field)
 		}

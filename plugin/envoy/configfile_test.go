@@ -33,6 +33,7 @@ type configCheckIn struct {
 
 type configCheckOut struct {
 	Provider  string          `json:"provider"`
+	Filter    string          `json:"filter"` // the filter's name in its metric names
 	Cluster   string          `json:"cluster"`
 	Authority string          `json:"authority"` // the token call's :authority, the token URL's host
 	Metrics   []definedMetric `json:"metrics"`
@@ -82,11 +83,11 @@ func TestConfigurationFile(t *testing.T) {
 		t.Fatalf("the filter does not start: %v %q", st, h.host.GetCriticalLogs())
 	}
 	p := h.vm.plugin
-	for _, kind := range abi.Kinds {
+	for _, kind := range abi.Kinds() {
 		p.m.failure(kind)
 	}
 
-	out := configCheckOut{Provider: p.s.provider, Cluster: p.s.cluster}
+	out := configCheckOut{Provider: p.s.provider, Filter: p.s.name, Cluster: p.s.cluster}
 	_, enc, _, aerr := core.Prepare(p.s.input)
 	if aerr != nil {
 		t.Fatal(aerr)
@@ -97,7 +98,7 @@ func TestConfigurationFile(t *testing.T) {
 	}
 	out.Authority = u.Host // filter.go's send: {":authority", u.Host}
 
-	if out.Metrics, err = metricNames(".", p.s.provider); err != nil {
+	if out.Metrics, err = metricNames(".", "tokenwasm."+p.s.name+"."+p.s.provider+"."); err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range out.Metrics {
@@ -130,9 +131,9 @@ func definedAs(host proxytest.HostEmulator, m definedMetric) error {
 
 // metricNames reads every proxywasm.Define{Counter,Gauge,Histogram}Metric call in the package's
 // non-test sources. Its argument must be <prefix> + "literal"... with an optional + kind: the prefix
-// is taken as "tokenwasm.<provider>." (the caller checks each name is defined, which tests that) and
-// kind stands for each of abi.Kinds. Any other form is an error: teach this function the new one.
-func metricNames(dir, provider string) ([]definedMetric, error) {
+// is taken as prefix, "tokenwasm.<name>.<provider>." (the caller checks each name is defined, which tests that) and
+// kind stands for each of abi.Kinds(). Any other form is an error: teach this function the new one.
+func metricNames(dir, prefix string) ([]definedMetric, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 	fset := token.NewFileSet()
 	var names []definedMetric
@@ -161,7 +162,7 @@ func metricNames(dir, provider string) ([]definedMetric, error) {
 			if typ == "" {
 				return true
 			}
-			got, err := expandName(call.Args[0], provider)
+			got, err := expandName(call.Args[0], prefix)
 			if err != nil {
 				errs = append(errs, fmt.Sprintf("%s: %v", fset.Position(call.Pos()), err))
 			}
@@ -178,7 +179,7 @@ func metricNames(dir, provider string) ([]definedMetric, error) {
 	return names, nil
 }
 
-func expandName(arg ast.Expr, provider string) ([]definedMetric, error) {
+func expandName(arg ast.Expr, prefix string) ([]definedMetric, error) {
 	var parts []ast.Expr
 	var flatten func(ast.Expr)
 	flatten = func(e ast.Expr) {
@@ -196,7 +197,7 @@ func expandName(arg ast.Expr, provider string) ([]definedMetric, error) {
 	if _, lit := parts[0].(*ast.BasicLit); lit {
 		return nil, fmt.Errorf("%s: does not start with the prefix", gotypes.ExprString(arg))
 	}
-	name, perKind := "tokenwasm."+provider+".", false
+	name, perKind := prefix, false
 	for _, p := range parts[1:] {
 		switch v := p.(type) {
 		case *ast.BasicLit:
@@ -219,7 +220,7 @@ func expandName(arg ast.Expr, provider string) ([]definedMetric, error) {
 		return []definedMetric{{Name: name}}, nil
 	}
 	var out []definedMetric
-	for _, k := range abi.Kinds {
+	for _, k := range abi.Kinds() {
 		out = append(out, definedMetric{Name: strings.Replace(name, "\x00", k, 1), Kind: k})
 	}
 	return out, nil

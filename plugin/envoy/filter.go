@@ -28,9 +28,6 @@ const (
 	// noRetryAfterMS is how long a refresh waits after a retryable answer that says no retry_after_ms
 	// (the flow's all say one: its backoff, the 429 gate's time left, the fleet lock's pending).
 	noRetryAfterMS = 1000
-	// The flow's operations (plugin/core/step.go).
-	opToken      = 't'
-	opInvalidate = 'i'
 )
 
 type vmContext struct {
@@ -86,7 +83,7 @@ func (p *pluginContext) start(data []byte) types.OnPluginStartStatus {
 		proxywasm.LogCriticalf("tokenwasm: bad configuration: %v", err)
 		return types.OnPluginStartStatusFailed
 	}
-	p.m = newMetrics(p.s.provider)
+	p.m = newMetrics(p.s.name, p.s.provider)
 	if p.s.refreshAheadSet {
 		proxywasm.LogWarn("tokenwasm: refresh_ahead_ms is ignored: the plugin's schedule (refresh_at_ms) decides when a token is refreshed")
 	}
@@ -358,7 +355,10 @@ func parseAnswer(final []byte) answer {
 }
 
 // knownKind keeps metric names to the ABI's error kinds, whatever a cache entry holds.
-func knownKind(k string) bool { return slices.Contains(abi.Kinds, k) }
+func knownKind(k string) bool { return slices.Contains(errorKinds, k) }
+
+// errorKinds is abi.Kinds, read once (it returns a copy per call).
+var errorKinds = abi.Kinds()
 
 // orHeld is what requests get for a flow's answer a: a itself, or the token this worker holds, while
 // it is past its stale_at_ms and before its expires_at_ms, when a is a failure, or a wait while
@@ -391,7 +391,7 @@ func (p *pluginContext) OnTick() {
 	now := p.now()
 	p.at = now
 	if len(p.waiting) > 0 && !p.fetching {
-		if final, sent := p.drive(p.flow(opToken, nil), nil, false); !sent {
+		if final, sent := p.drive(p.flow(core.OpToken, nil), nil, false); !sent {
 			a := parseAnswer(final)
 			if a.token != "" {
 				p.refresh.seen(a)
@@ -416,7 +416,7 @@ func (p *pluginContext) OnTick() {
 		// min_ttl_ms makes the flow pass over the held token in shared data from its refresh_at_ms,
 		// and still take a newer one another worker stored.
 		extra := strconv.AppendInt([]byte(`"min_ttl_ms":`), p.refresh.held.expiresAtMS-p.refresh.held.refreshAtMS, 10)
-		final, sent := p.drive(p.flow(opToken, extra), nil, true)
+		final, sent := p.drive(p.flow(core.OpToken, extra), nil, true)
 		if !sent {
 			p.refresh.done(parseAnswer(final), now)
 		}
@@ -430,7 +430,7 @@ func (p *pluginContext) OnTick() {
 // an API that refuses every token gets its 401s back instead of a token call for each. retry is false
 // when the 401 came within the window: nothing was dropped, and this worker keeps the token.
 func (p *pluginContext) invalidate(token string) (retry bool) {
-	f := p.flow(opInvalidate, appendJSONString([]byte(`"access_token":`), token))
+	f := p.flow(core.OpInvalidate, appendJSONString([]byte(`"access_token":`), token))
 	final, _ := p.drive(f, nil, false) // no http_send: cache actions only, then its delete
 	for _, a := range f.Then {
 		if a.Import == abi.ImportCacheDelete {
@@ -454,16 +454,20 @@ type httpContext struct {
 func (c *httpContext) OnHttpRequestHeaders(int, bool) types.Action {
 	p := c.p
 	path, _ := proxywasm.GetHttpRequestHeader(":path")
-	authority, _ := proxywasm.GetHttpRequestHeader(":authority")
+	authority := ""
+	if p.s.scope.usesAuthority() {
+		authority, _ = proxywasm.GetHttpRequestHeader(":authority")
+	}
 	if !p.s.scope.applies(path, authority) {
 		return types.ActionContinue
 	}
+	// One clock read for the request (each is a host call): the memo's limit is checked against it.
 	p.at = p.now()
-	if h, ok := p.hot.lookup(p.s.key, p.now()); ok { // the entry the flow last served, unchanged
+	if h, ok := p.hot.lookup(p.s.key, p.at); ok { // the entry the flow last served, unchanged
 		p.refresh.seen(h.a)
 		return c.give(h.a, h.header, false)
 	}
-	f := p.flow(opToken, nil)
+	f := p.flow(core.OpToken, nil)
 	p.cache.lastGet = entry{}
 	final, sent := p.drive(f, nil, false)
 	if sent {

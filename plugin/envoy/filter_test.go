@@ -54,7 +54,7 @@ func TestFirstRequestPausesThenSharedData(t *testing.T) {
 		if f, hits := h.counter("fetches"), h.counter("hits"); f != 1 || hits != 1 {
 			t.Fatalf("metrics: fetches %d hits %d, want 1 and 1", f, hits)
 		}
-		if _, err := h.host.GetHistogramMetric("tokenwasm.nikohealth.fetch_ms"); err != nil {
+		if _, err := h.host.GetHistogramMetric("tokenwasm.nikohealth_token.nikohealth.fetch_ms"); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -34,7 +34,7 @@ func twoWorkers(t *testing.T, fake *providertest.Fake, extra map[string]any) (*h
 	}
 	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(mux))
 	t.Cleanup(reset)
-	h := &harness{t: t, host: host, clock: clk, upstream: fake.URL(), answered: map[uint32]int{}}
+	h := &harness{t: t, host: host, clock: clk, upstream: fake.URL(), cluster: "nikohealth_token", answered: map[uint32]int{}}
 	if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
 		t.Fatalf("start: %v", st)
 	}

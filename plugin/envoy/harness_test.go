@@ -298,7 +298,7 @@ func (h *harness) local(id uint32) (status int, kind, retryAfter string) {
 
 func (h *harness) counter(name string) uint64 {
 	h.t.Helper()
-	v, err := h.host.GetCounterMetric("tokenwasm.nikohealth." + name)
+	v, err := h.host.GetCounterMetric("tokenwasm." + metricSegment(h.cluster) + ".nikohealth." + name)
 	if err != nil {
 		return 0
 	}

@@ -251,7 +251,7 @@ func TestCodeMarkedUnderTheLock(t *testing.T) {
 	conf["failure_memory_ms"] = 5000
 	h := startHarness(t, "native", p.URL, conf)
 	pc := h.vm.plugin
-	f := pc.flow(opToken, nil)
+	f := pc.flow(core.OpToken, nil)
 	grantKey := core.GrantKey(pc.s.key)
 	var answer []byte
 	for {
@@ -277,5 +277,37 @@ func TestCodeMarkedUnderTheLock(t *testing.T) {
 	}
 	if e := pc.cache.read(grantKey); !e.live || gjson.Get(e.value, "refresh_token").Str != "rt-1" {
 		t.Fatalf("the lineage holds %q, want the code's refresh token", e.value)
+	}
+}
+
+// TestRefusedLineageOneCall: a second replica (its own shared data, as another Envoy, another vm_id
+// or this one after a restart) configured with a refresh token the first replica already used makes
+// one token call: the provider's invalid_grant marks the lineage refused, and no later request, tick
+// or failure-memory window sends that refresh token again. Each request is refused invalid_grant.
+func TestRefusedLineageOneCall(t *testing.T) {
+	p := newRotatingProvider(t, "", "rt-0", 3600)
+	conf := lineageConfig(p, map[string]any{"grant_type": "refresh_token", "refresh_token": "rt-0"})
+	conf["failure_memory_ms"] = 1000
+	t.Run("first replica", func(t *testing.T) { // its emulator ends with the subtest (one at a time)
+		if _, tok, _ := startHarness(t, "native", p.URL, conf).get(); tok != "at-1" {
+			t.Fatalf("the first replica's token %q", tok)
+		}
+	})
+	second := startHarness(t, "native", p.URL, conf)
+	for i := range 6 {
+		id, action := second.request("/api/x")
+		if action == types.ActionPause {
+			second.answerAll()
+		}
+		if status, kind, _ := second.local(id); status == 0 || kind != "invalid_grant" {
+			t.Fatalf("request %d: local reply %d %q, want invalid_grant", i, status, kind)
+		}
+		second.clock.advance(5 * time.Second) // past failure_memory_ms each time
+		second.ticks(3)
+		second.answerAll()
+	}
+	calls, replays := p.record()
+	if want := []grantCall{{"refresh_token", "rt-0"}, {"refresh_token", "rt-0"}}; len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] || replays != 1 {
+		t.Fatalf("calls %v (%d replays), want the first replica's and one of the second's", calls, replays)
 	}
 }

@@ -45,7 +45,8 @@ func newScope(paths, hosts []string) (scope, error) {
 // applies reports whether a request with this :path and :authority is in scope.
 func (s *scope) applies(path, authority string) bool {
 	if len(s.paths) > 0 {
-		segs, ok := pathSegments(path)
+		var buf [32]string // the segments stay on the stack: no allocation per request
+		segs, ok := appendPathSegments(buf[:0], path)
 		if !ok {
 			return false
 		}
@@ -98,7 +99,10 @@ func hasPrefix(segs, prefix []string) bool {
 //     character or of a byte outside ASCII (overlong UTF-8, full-width and best-fit forms of "." and
 //     "/"), a double escape (%25 then two hex digits) and a malformed escape. Other escapes (%20, %3A,
 //     %25 not before two hex digits) stay, compared as written.
-func pathSegments(p string) (segs []string, ok bool) {
+func pathSegments(p string) (segs []string, ok bool) { return appendPathSegments(nil, p) }
+
+// appendPathSegments is pathSegments appending to segs.
+func appendPathSegments(segs []string, p string) ([]string, bool) {
 	if i := strings.IndexByte(p, '?'); i >= 0 {
 		p = p[:i]
 	}
@@ -125,15 +129,19 @@ func pathSegments(p string) (segs []string, ok bool) {
 		}
 		i += 2
 	}
-	raw := strings.Split(p[1:], "/")
-	for i, seg := range raw {
-		if i == len(raw)-1 && seg == "" {
+	for rest := p[1:]; ; {
+		seg, after, more := strings.Cut(rest, "/")
+		if !more && seg == "" { // the last segment, empty: a trailing slash
 			break
 		}
 		if onlyDots(seg) {
 			return nil, false
 		}
 		segs = append(segs, seg)
+		if !more {
+			break
+		}
+		rest = after
 	}
 	return segs, true
 }
@@ -144,13 +152,22 @@ func onlyDots(seg string) bool {
 	if i := strings.IndexByte(seg, ';'); i >= 0 {
 		seg = seg[:i]
 	}
-	for _, c := range strings.Split(seg, "%20") {
-		if strings.Trim(c, ". ") != "" {
+	for i := 0; i < len(seg); {
+		switch {
+		case seg[i] == '.' || seg[i] == ' ':
+			i++
+		case strings.HasPrefix(seg[i:], "%20"):
+			i += 3
+		default:
 			return false
 		}
 	}
 	return true
 }
+
+// usesAuthority reports whether applies reads the :authority (hosts are configured): a request
+// header read is a host call, made only when needed.
+func (s *scope) usesAuthority() bool { return len(s.hosts) > 0 }
 
 func unreserved(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'

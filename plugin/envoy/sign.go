@@ -5,10 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
@@ -20,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/tidwall/gjson"
+	"github.com/tokenwasm/tokenwasm/internal/jwtsign"
 	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
@@ -76,58 +74,12 @@ func (k *keySigner) signsFor(input string) bool {
 	if hv := gjson.ParseBytes(h); hv.Get("alg").Str != k.alg || hv.Get("kid").Str != k.kid {
 		return false
 	}
-	var iss, sub gjson.Result
-	single := true
-	gjson.ParseBytes(c).ForEach(func(key, v gjson.Result) bool {
-		dst := &iss
-		switch {
-		case strings.EqualFold(key.Str, "iss"):
-		case strings.EqualFold(key.Str, "sub"):
-			dst = &sub
-		default:
-			return true
-		}
-		single = single && !dst.Exists()
-		*dst = v
-		return single
-	})
-	return single && iss.Type == gjson.String && sub.Type == gjson.String && iss.Str == k.clientID && sub.Str == k.clientID
+	client, ok := jwtsign.Client(c)
+	return ok && client == k.clientID
 }
 
-// jwsSign signs input as JWS alg with key (RFC 7518 section 3): RSASSA-PKCS1-v1_5, RSASSA-PSS (salt
-// the hash's length) or ECDSA as r||s.
-func jwsSign(key crypto.Signer, alg string, input []byte) ([]byte, error) {
-	var h crypto.Hash
-	var digest []byte
-	switch alg {
-	case core.AlgRS256, core.AlgES256, core.AlgPS256:
-		sum := sha256.Sum256(input)
-		h, digest = crypto.SHA256, sum[:]
-	case core.AlgRS384, core.AlgES384:
-		sum := sha512.Sum384(input)
-		h, digest = crypto.SHA384, sum[:]
-	default:
-		return nil, fmt.Errorf("unsupported algorithm %s", alg)
-	}
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		if alg == core.AlgPS256 {
-			return rsa.SignPSS(rand.Reader, k, h, digest, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
-		}
-		return rsa.SignPKCS1v15(nil, k, h, digest)
-	case *ecdsa.PrivateKey:
-		r, s, err := ecdsa.Sign(rand.Reader, k, digest)
-		if err != nil {
-			return nil, errors.New("ECDSA signing failed")
-		}
-		n := (k.Curve.Params().BitSize + 7) / 8
-		out := make([]byte, 2*n)
-		r.FillBytes(out[:n])
-		s.FillBytes(out[n:])
-		return out, nil
-	}
-	return nil, errors.New("the key cannot sign")
-}
+// jwsSign signs input as JWS alg with key: the rules the Go host shares (internal/jwtsign).
+var jwsSign = jwtsign.Sign
 
 // keyAlgs names what a key can sign, for the start's check and its message: an RSA key of 2048, 3072
 // or 4096 bits RS256, RS384 or PS256 (the flow takes RSA signatures of those sizes), an ECDSA P-256
@@ -269,23 +221,7 @@ func parsePKCS1(der []byte) (crypto.Signer, error) {
 	if k.Version != 0 || len(k.AdditionalPrimes) > 0 {
 		return nil, errors.New("the PEM RSA private key has more than two primes")
 	}
-	return rsaKey(k.N, k.D, k.P, k.Q, k.E)
-}
-
-// rsaKey makes an RSA key from its numbers, checked to be one key.
-func rsaKey(n, d, p, q *big.Int, e int) (*rsa.PrivateKey, error) {
-	if n.Sign() <= 0 || d.Sign() <= 0 || p.Sign() <= 0 || q.Sign() <= 0 || e < 3 {
-		return nil, errors.New("the RSA key's numbers do not make one key")
-	}
-	if b := n.BitLen(); b != 2048 && b != 3072 && b != 4096 {
-		return nil, fmt.Errorf("an RSA key must have 2048, 3072 or 4096 bits, not %d", b)
-	}
-	key := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: n, E: e}, D: d, Primes: []*big.Int{p, q}}
-	if key.Validate() != nil {
-		return nil, errors.New("the RSA key's numbers do not make one key")
-	}
-	key.Precompute()
-	return key, nil
+	return jwtsign.RSAKey(k.N, k.D, k.P, k.Q, k.E)
 }
 
 // parseSEC1 reads an ECPrivateKey (RFC 5915) on P-256 or P-384: the curve is its own parameters, or
@@ -331,57 +267,5 @@ func parseSEC1(der []byte, curve asn1.ObjectIdentifier) (crypto.Signer, error) {
 	return key, nil
 }
 
-func parseJWK(data []byte) (crypto.Signer, string, error) {
-	var k struct {
-		Kty, Kid, Crv, X, Y, D, N, E, P, Q string
-		Keys                               json.RawMessage
-	}
-	if err := json.Unmarshal(data, &k); err != nil {
-		return nil, "", errors.New("the JWK is not a JSON object of strings")
-	}
-	if k.Keys != nil {
-		return nil, "", errors.New("it is a JWK Set: give the one private JWK")
-	}
-	if k.D == "" {
-		return nil, "", errors.New("the JWK has no private part (d): it is a public key")
-	}
-	num := func(s string) (*big.Int, bool) {
-		b, err := base64.RawURLEncoding.DecodeString(s)
-		return new(big.Int).SetBytes(b), err == nil && len(b) > 0
-	}
-	switch k.Kty {
-	case "RSA":
-		n, ok1 := num(k.N)
-		e, ok2 := num(k.E)
-		d, ok3 := num(k.D)
-		p, ok4 := num(k.P)
-		q, ok5 := num(k.Q)
-		if !(ok1 && ok2 && ok3 && ok4 && ok5) || !e.IsInt64() || e.Int64() > 1<<31-1 {
-			return nil, "", errors.New("an RSA JWK needs n, e, d, p and q (unpadded base64url)")
-		}
-		key, err := rsaKey(n, d, p, q, int(e.Int64()))
-		return key, k.Kid, err
-	case "EC":
-		curve := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[k.Crv]
-		d, err := base64.RawURLEncoding.DecodeString(k.D)
-		if curve == nil || err != nil {
-			return nil, "", errors.New("an EC JWK needs crv P-256 or P-384 and d (unpadded base64url)")
-		}
-		key, err := ecdsa.ParseRawPrivateKey(curve, d)
-		if err != nil {
-			return nil, "", errors.New("the EC JWK's d is not a key on its curve")
-		}
-		pub, _ := key.PublicKey.Bytes() // 0x04 || X || Y
-		n := (curve.Params().BitSize + 7) / 8
-		for i, c := range [...]string{k.X, k.Y} {
-			if c == "" {
-				continue
-			}
-			if b, err := base64.RawURLEncoding.DecodeString(c); err != nil || !bytes.Equal(b, pub[1+i*n:1+(i+1)*n]) {
-				return nil, "", errors.New("the EC JWK's x or y does not match its d")
-			}
-		}
-		return key, k.Kid, nil
-	}
-	return nil, "", errors.New("the JWK's kty must be RSA or EC")
-}
+// parseJWK reads one private JWK: the rules the Go host shares (internal/jwtsign).
+var parseJWK = jwtsign.ParseJWK

@@ -54,7 +54,7 @@ const (
 	unsetKeyEnv    = "TOKENWASM_TEST_UNSET_KEY"
 	smartScope     = "system/Patient.rs"
 	smartCluster   = "smart_token"
-	smartPrefix    = "tokenwasm.smart."
+	smartPrefix    = "tokenwasm." + smartCluster + ".smart."
 	assertionField = "client_assertion"
 )
 
@@ -480,6 +480,8 @@ func TestSigningKeyRefusedAtStart(t *testing.T) {
 		{"assertion_jti", withRequest(es384Key, map[string]any{"assertion_jti": "fixed"}), `unknown or filter-owned field "assertion_jti"`},
 		{"tls_client_auth", withRequest(es384Key, map[string]any{"provider": "custom", "profile": map[string]any{"client_auth": "tls_client_auth"}}),
 			"tls_client_auth is not supported by the filter"},
+		{"the key's variable for a request secret", smartConfig(tokenURL, es384Key, map[string]any{"secret_env": map[string]string{"private_key": es384Key.env, "client_secret": es384Key.env}}),
+			"secret_env.client_secret names " + es384Key.env + ", the signing key's variable (secret_env.private_key): the key would be sent as client_secret"},
 		{"bad variable name", smartConfig(tokenURL, &testKey{env: "1X", alg: "ES384", kid: "k"}, nil),
 			"secret_env.private_key must name an environment variable"},
 	}

@@ -107,7 +107,7 @@ func runDemo(ctx context.Context, w io.Writer, args []string) error {
 	fmt.Fprintln(w, "\ncustom: the first row is Pattern's endpoint described as data (a profile: form, basic, expires_in in ms),")
 	fmt.Fprintln(w, "the second the mTLS fake, where the client certificate on the connection is the client authentication.")
 	fmt.Fprintln(w, "smart: the token URL came from the FHIR base's .well-known/smart-configuration, the assertion signed by the host.")
-	fmt.Fprintf(w, "plugin: %d KB TinyGo wasm; every token above came through it (encode, http_send, decode, cache).\n", len(host.Plugin)/1024)
+	fmt.Fprintf(w, "plugin: %d KB TinyGo wasm; every token above came through it (encode, http_send, decode, cache).\n", len(host.Plugin())/1024)
 	if *redisURL != "" {
 		fmt.Fprintln(w)
 		return runFleetDemo(ctx, w, *redisURL)

@@ -187,7 +187,7 @@ func printPasteLines(w io.Writer, set *fakeSet, files fakeFiles, o fakesOptions)
 	env("CA_FILE", files.ca)
 
 	fmt.Fprintln(w, "#")
-	fmt.Fprintln(w, "# A token from each (tokenwasm is `go run ./host/cmd/tokenwasm` in the repository; secrets come")
+	fmt.Fprintln(w, "# A token from each (tokenwasm is `go run -C host/cmd/tokenwasm .` in the repository; secrets come")
 	fmt.Fprintln(w, "# from the environment, never from flags):")
 	for _, line := range tokenCommands(set, files, o.tls) {
 		fmt.Fprintln(w, line)

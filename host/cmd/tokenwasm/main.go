@@ -8,6 +8,9 @@
 //
 // Exit status: 0 success, 1 another failure, 2 usage, 3 refused by the provider (4xx), 4 transport
 // or policy, 5 rate limited; -h lists them.
+//
+// It is a module of its own (its fleet demo, demo -redis, needs go-redis, which the tokenwasm module
+// does not depend on): go install -C host/cmd/tokenwasm . from a checkout.
 package main
 
 import (

@@ -3,6 +3,7 @@ package extism
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"sort"
 
@@ -18,52 +19,149 @@ var (
 	i64i64 = []api.ValueType{api.ValueTypeI64, api.ValueTypeI64}
 )
 
-// trap aborts the current call: wazero turns a panic in a host function into an error of the call.
-type trap string
+// Trap is what a kernel function panics with to abort the call (an access out of bounds, the kernel
+// memory limit, a canceled call): wazero turns the panic into an error of the call; another engine's
+// adapter recovers it and raises its own trap.
+type Trap string
 
-func (t trap) Error() string { return string(t) }
+func (t Trap) Error() string { return string(t) }
 
-// envModule defines the Extism kernel functions, with the signatures of go-pdk v1.1.3.
-func envModule(b wazero.HostModuleBuilder, log *slog.Logger) wazero.HostModuleBuilder {
-	def := func(name string, params, results []api.ValueType, fn func(i *Instance, stack []uint64)) {
-		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, _ api.Module, stack []uint64) {
-			fn(instanceOf(ctx), stack)
-		}), params, results).Export(name)
+// Kernel is the engine-independent state of the Extism kernel for one instance: the block arena,
+// which lives in Go memory beside the plugin's linear memory, and the current call's input, output
+// and error. Instance embeds one for wazero; Funcs are its kernel functions for any engine (the
+// wasmtime conformance module, host/wasmtimetest, adapts them).
+type Kernel struct {
+	input  []byte
+	arena  []byte
+	blocks []block
+	outOff uint64
+	outLen uint64
+	errMsg string
+	limit  int // bytes of arena, past which alloc returns 0
+}
+
+// NewKernel returns a kernel whose arena holds at most limit bytes.
+func NewKernel(limit int) *Kernel {
+	return &Kernel{arena: make([]byte, arenaBase, 4096), limit: limit}
+}
+
+// Begin starts a call with input: the arena of the call before is reset.
+func (k *Kernel) Begin(input []byte) {
+	k.reset()
+	k.input = input
+}
+
+func (k *Kernel) reset() {
+	k.arena = k.arena[:arenaBase]
+	k.blocks = k.blocks[:0]
+	k.outOff, k.outLen = 0, 0
+	k.errMsg = ""
+}
+
+// End finishes a call whose export returned code: its output, an *ExitError for a non-zero code, or
+// an error wrapping ErrTrap when the output lies outside kernel memory. The output aliases the arena:
+// it is valid until the next Begin.
+func (k *Kernel) End(export string, code int32) ([]byte, error) {
+	k.input = nil
+	if code != 0 {
+		return nil, &ExitError{Export: export, Code: code, Message: k.errMsg}
 	}
-	def("alloc", i64, i64, func(i *Instance, s []uint64) { s[0] = i.alloc(s[0]) })
-	def("free", i64, none, func(i *Instance, s []uint64) { i.free(s[0]) })
-	def("length", i64, i64, func(i *Instance, s []uint64) { s[0] = i.length(s[0]) })
-	def("length_unsafe", i64, i64, func(i *Instance, s []uint64) { s[0] = i.length(s[0]) })
-	def("load_u8", i64, i32, func(i *Instance, s []uint64) { s[0] = uint64(i.span(s[0], 1)[0]) })
-	def("load_u64", i64, i64, func(i *Instance, s []uint64) { s[0] = binary.LittleEndian.Uint64(i.span(s[0], 8)) })
-	def("store_u8", i64i32, none, func(i *Instance, s []uint64) { i.span(s[0], 1)[0] = byte(s[1]) })
-	def("store_u64", i64i64, none, func(i *Instance, s []uint64) { binary.LittleEndian.PutUint64(i.span(s[0], 8), s[1]) })
-	def("input_length", none, i64, func(i *Instance, s []uint64) { s[0] = uint64(len(i.input)) })
-	def("input_load_u8", i64, i32, func(i *Instance, s []uint64) { s[0] = uint64(inputSpan(i.input, s[0], 1)[0]) })
-	def("input_load_u64", i64, i64, func(i *Instance, s []uint64) {
-		s[0] = binary.LittleEndian.Uint64(inputSpan(i.input, s[0], 8))
+	end := k.outOff + k.outLen
+	if end < k.outOff || end > uint64(len(k.arena)) {
+		return nil, fmt.Errorf("%w: %s: output outside kernel memory", ErrTrap, export)
+	}
+	return k.arena[k.outOff:end], nil
+}
+
+// Func is one kernel function of EnvModule: its wasm signature and its body, which reads its
+// parameters from stack and leaves its result in stack[0] (wazero's convention, which any engine can
+// adapt to). A body panics with a Trap to abort the call.
+type Func struct {
+	Name            string
+	Params, Results []api.ValueType
+	Call            func(k *Kernel, stack []uint64)
+}
+
+// Funcs returns the Extism kernel functions, with the signatures of go-pdk v1.1.3; log receives the
+// plugin's log_* calls.
+func Funcs(log *slog.Logger) []Func {
+	var fs []Func
+	def := func(name string, params, results []api.ValueType, fn func(k *Kernel, stack []uint64)) {
+		fs = append(fs, Func{name, params, results, fn})
+	}
+	def("alloc", i64, i64, func(k *Kernel, s []uint64) { s[0] = k.alloc(s[0]) })
+	def("free", i64, none, func(k *Kernel, s []uint64) { k.free(s[0]) })
+	def("length", i64, i64, func(k *Kernel, s []uint64) { s[0] = k.length(s[0]) })
+	def("length_unsafe", i64, i64, func(k *Kernel, s []uint64) { s[0] = k.length(s[0]) })
+	def("load_u8", i64, i32, func(k *Kernel, s []uint64) { s[0] = uint64(k.span(s[0], 1)[0]) })
+	def("load_u64", i64, i64, func(k *Kernel, s []uint64) { s[0] = binary.LittleEndian.Uint64(k.span(s[0], 8)) })
+	def("store_u8", i64i32, none, func(k *Kernel, s []uint64) { k.span(s[0], 1)[0] = byte(s[1]) })
+	def("store_u64", i64i64, none, func(k *Kernel, s []uint64) { binary.LittleEndian.PutUint64(k.span(s[0], 8), s[1]) })
+	def("input_length", none, i64, func(k *Kernel, s []uint64) { s[0] = uint64(len(k.input)) })
+	def("input_load_u8", i64, i32, func(k *Kernel, s []uint64) { s[0] = uint64(inputSpan(k.input, s[0], 1)[0]) })
+	def("input_load_u64", i64, i64, func(k *Kernel, s []uint64) {
+		s[0] = binary.LittleEndian.Uint64(inputSpan(k.input, s[0], 8))
 	})
-	def("output_set", i64i64, none, func(i *Instance, s []uint64) {
-		i.span(s[0], s[1]) // validate now; sliced when the call returns, after any arena growth
-		i.outOff, i.outLen = s[0], s[1]
+	def("output_set", i64i64, none, func(k *Kernel, s []uint64) {
+		k.span(s[0], s[1]) // validate now; sliced when the call returns, after any arena growth
+		k.outOff, k.outLen = s[0], s[1]
 	})
-	def("error_set", i64, none, func(i *Instance, s []uint64) { i.errMsg = string(i.block(s[0])) })
-	def("config_get", i64, i64, func(_ *Instance, s []uint64) { s[0] = 0 })
-	def("var_get", i64, i64, func(_ *Instance, s []uint64) { s[0] = 0 })
-	def("var_set", i64i64, none, func(*Instance, []uint64) {})
-	def("http_request", i64i64, i64, func(_ *Instance, s []uint64) { s[0] = 0 })
-	def("http_status_code", none, i32, func(_ *Instance, s []uint64) { s[0] = 0 })
-	def("http_headers", none, i64, func(_ *Instance, s []uint64) { s[0] = 0 })
-	def("get_log_level", none, i32, func(_ *Instance, s []uint64) { s[0] = uint64(logLevel(log)) })
+	def("error_set", i64, none, func(k *Kernel, s []uint64) { k.errMsg = string(k.block(s[0])) })
+	def("config_get", i64, i64, func(_ *Kernel, s []uint64) { s[0] = 0 })
+	def("var_get", i64, i64, func(_ *Kernel, s []uint64) { s[0] = 0 })
+	def("var_set", i64i64, none, func(*Kernel, []uint64) {})
+	def("http_request", i64i64, i64, func(_ *Kernel, s []uint64) { s[0] = 0 })
+	def("http_status_code", none, i32, func(_ *Kernel, s []uint64) { s[0] = 0 })
+	def("http_headers", none, i64, func(_ *Kernel, s []uint64) { s[0] = 0 })
+	def("get_log_level", none, i32, func(_ *Kernel, s []uint64) { s[0] = uint64(logLevel(log)) })
 	for name, level := range map[string]slog.Level{
 		"log_trace": slog.LevelDebug - 4, "log_debug": slog.LevelDebug, "log_info": slog.LevelInfo,
 		"log_warn": slog.LevelWarn, "log_error": slog.LevelError,
 	} {
-		def(name, i64, none, func(i *Instance, s []uint64) {
-			log.Log(context.Background(), level, "plugin: "+string(i.block(s[0])))
+		def(name, i64, none, func(k *Kernel, s []uint64) {
+			log.Log(context.Background(), level, "plugin: "+string(k.block(s[0])))
 		})
 	}
+	return fs
+}
+
+// envModule defines the kernel functions for wazero.
+func envModule(b wazero.HostModuleBuilder, log *slog.Logger) wazero.HostModuleBuilder {
+	for _, f := range Funcs(log) {
+		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, _ api.Module, stack []uint64) {
+			f.Call(&instanceOf(ctx).Kernel, stack)
+		}), f.Params, f.Results).Export(f.Name)
+	}
 	return b
+}
+
+// CallHost runs a user import fn of signature (i64) -> i64 for the block at off: read the block,
+// call, store the answer; it returns the answer's offset (0 for none). A call whose ctx has ended
+// stops here with a Trap (see Config.Interruptible).
+func (k *Kernel) CallHost(ctx context.Context, fn HostFunc, off uint64) uint64 {
+	if ctx.Err() != nil {
+		panic(Trap("extism: call canceled"))
+	}
+	out := fn(ctx, k.block(off))
+	if ctx.Err() != nil {
+		panic(Trap("extism: call canceled"))
+	}
+	if len(out) == 0 {
+		return 0
+	}
+	at := k.alloc(uint64(len(out)))
+	if at == 0 {
+		panic(Trap("extism: kernel memory limit reached"))
+	}
+	copy(k.arena[at:], out)
+	return at
+}
+
+// userFunc adapts a HostFunc to an (i64) -> i64 import of wazero.
+func userFunc(fn HostFunc) api.GoModuleFunc {
+	return func(ctx context.Context, _ api.Module, stack []uint64) {
+		stack[0] = instanceOf(ctx).CallHost(callerContext(ctx), fn, stack[0])
+	}
 }
 
 // logLevel maps the logger's lowest enabled level to Extism's (0 trace ... 4 error, 5 off).
@@ -76,107 +174,81 @@ func logLevel(log *slog.Logger) int32 {
 	return 5
 }
 
-// userFunc adapts a HostFunc to an (i64) -> i64 import: read the block, call, store the answer. A
-// call whose context has ended stops here (see Config.Interruptible).
-func userFunc(fn HostFunc) api.GoModuleFunc {
-	return func(ctx context.Context, _ api.Module, stack []uint64) {
-		i := instanceOf(ctx)
-		caller := callerContext(ctx)
-		if caller.Err() != nil {
-			panic(trap("extism: call canceled"))
-		}
-		out := fn(caller, i.block(stack[0]))
-		if caller.Err() != nil {
-			panic(trap("extism: call canceled"))
-		}
-		if len(out) == 0 {
-			stack[0] = 0
-			return
-		}
-		off := i.alloc(uint64(len(out)))
-		if off == 0 {
-			panic(trap("extism: kernel memory limit reached"))
-		}
-		copy(i.arena[off:], out)
-		stack[0] = off
-	}
-}
-
 // alloc reserves n bytes at an 8-aligned offset; 0 when n is 0 or the arena limit is reached.
-func (i *Instance) alloc(n uint64) uint64 {
+func (k *Kernel) alloc(n uint64) uint64 {
 	if n == 0 {
 		return 0
 	}
-	off := (uint64(len(i.arena)) + 7) &^ 7
+	off := (uint64(len(k.arena)) + 7) &^ 7
 	end := off + n
-	if end > uint64(i.limit) || end < off {
+	if end > uint64(k.limit) || end < off {
 		return 0
 	}
-	if end > uint64(cap(i.arena)) {
-		grown := make([]byte, end, max(end, 2*uint64(cap(i.arena))))
-		copy(grown, i.arena)
-		i.arena = grown
+	if end > uint64(cap(k.arena)) {
+		grown := make([]byte, end, max(end, 2*uint64(cap(k.arena))))
+		copy(grown, k.arena)
+		k.arena = grown
 	} else {
-		i.arena = i.arena[:end]
+		k.arena = k.arena[:end]
 	}
-	i.blocks = append(i.blocks, block{off: off, len: n})
+	k.blocks = append(k.blocks, block{off: off, len: n})
 	return off
 }
 
 // find returns the index of the live block starting at off, or -1.
-func (i *Instance) find(off uint64) int {
-	j := sort.Search(len(i.blocks), func(j int) bool { return i.blocks[j].off >= off })
-	if j < len(i.blocks) && i.blocks[j].off == off && !i.blocks[j].freed {
+func (k *Kernel) find(off uint64) int {
+	j := sort.Search(len(k.blocks), func(j int) bool { return k.blocks[j].off >= off })
+	if j < len(k.blocks) && k.blocks[j].off == off && !k.blocks[j].freed {
 		return j
 	}
 	return -1
 }
 
-func (i *Instance) length(off uint64) uint64 {
-	if j := i.find(off); j >= 0 {
-		return i.blocks[j].len
+func (k *Kernel) length(off uint64) uint64 {
+	if j := k.find(off); j >= 0 {
+		return k.blocks[j].len
 	}
 	return 0
 }
 
 // free releases a block; freed blocks at the end of the arena are reclaimed at once, so a call that
 // allocates and frees in turn (every host round trip does) does not grow the arena.
-func (i *Instance) free(off uint64) {
-	j := i.find(off)
+func (k *Kernel) free(off uint64) {
+	j := k.find(off)
 	if j < 0 {
 		return
 	}
-	i.blocks[j].freed = true
-	for n := len(i.blocks); n > 0 && i.blocks[n-1].freed; n = len(i.blocks) {
-		i.arena = i.arena[:i.blocks[n-1].off]
-		i.blocks = i.blocks[:n-1]
+	k.blocks[j].freed = true
+	for n := len(k.blocks); n > 0 && k.blocks[n-1].freed; n = len(k.blocks) {
+		k.arena = k.arena[:k.blocks[n-1].off]
+		k.blocks = k.blocks[:n-1]
 	}
 }
 
 // block returns the bytes of the live block at off; nil for 0 or an unknown offset.
-func (i *Instance) block(off uint64) []byte {
-	if j := i.find(off); j >= 0 {
-		return i.arena[off : off+i.blocks[j].len]
+func (k *Kernel) block(off uint64) []byte {
+	if j := k.find(off); j >= 0 {
+		return k.arena[off : off+k.blocks[j].len]
 	}
 	return nil
 }
 
 // span returns n bytes of the arena at off, trapping outside allocated memory.
-func (i *Instance) span(off, n uint64) []byte {
+func (k *Kernel) span(off, n uint64) []byte {
 	if n == 0 {
 		return nil
 	}
 	end := off + n
-	if off < arenaBase || end < off || end > uint64(len(i.arena)) {
-		panic(trap("extism: kernel memory access out of bounds"))
+	if off < arenaBase || end < off || end > uint64(len(k.arena)) {
+		panic(Trap("extism: kernel memory access out of bounds"))
 	}
-	return i.arena[off:end]
+	return k.arena[off:end]
 }
 
 func inputSpan(in []byte, off, n uint64) []byte {
 	end := off + n
 	if end < off || end > uint64(len(in)) {
-		panic(trap("extism: input access out of bounds"))
+		panic(Trap("extism: input access out of bounds"))
 	}
 	return in[off:end]
 }

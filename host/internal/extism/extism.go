@@ -121,16 +121,8 @@ type Instance struct {
 	fns    map[string]api.Function
 	stack  [1]uint64
 	broken bool
-	limit  int
-
-	// per call
-	input  []byte
-	arena  []byte
-	blocks []block
-	outOff uint64
-	outLen uint64
-	errMsg string
 	logger *slog.Logger
+	Kernel // the block arena and the call's input, output and error
 }
 
 type block struct {
@@ -144,8 +136,7 @@ const arenaBase = 8
 // Instantiate creates an instance with the real clock and a cryptographic random source (wazero's
 // defaults are a fake clock and a fixed seed), and runs the reactor's _initialize.
 func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
-	i := &Instance{fns: map[string]api.Function{}, limit: m.cfg.KernelMemoryLimit, logger: m.cfg.Logger}
-	i.arena = make([]byte, arenaBase, 4096)
+	i := &Instance{fns: map[string]api.Function{}, logger: m.cfg.Logger, Kernel: *NewKernel(m.cfg.KernelMemoryLimit)}
 	mc := wazero.NewModuleConfig().
 		WithName("plugin-" + strconv.FormatUint(m.seq.Add(1), 10)).
 		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).
@@ -203,27 +194,22 @@ func (i *Instance) Call(ctx context.Context, export string, input []byte) ([]byt
 		}
 		i.fns[export] = fn
 	}
-	i.reset()
-	i.input = input
+	i.Begin(input)
 	i.stack[0] = 0
 	err := fn.CallWithStack(&callContext{ctx, i}, i.stack[:])
-	i.input = nil
 	if err != nil {
+		i.input = nil
 		i.broken = true
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("extism: %s: %w", export, ctx.Err())
 		}
 		return nil, fmt.Errorf("%w: %s: %s", ErrTrap, export, trapReason(err))
 	}
-	if code := int32(uint32(i.stack[0])); code != 0 {
-		return nil, &ExitError{Export: export, Code: code, Message: i.errMsg}
-	}
-	end := i.outOff + i.outLen
-	if end < i.outOff || end > uint64(len(i.arena)) {
+	out, err := i.End(export, int32(uint32(i.stack[0])))
+	if errors.Is(err, ErrTrap) {
 		i.broken = true
-		return nil, fmt.Errorf("%w: %s: output outside kernel memory", ErrTrap, export)
 	}
-	return i.arena[i.outOff:end], nil
+	return out, err
 }
 
 // trapReason keeps the first line of wazero's error (the trap kind) and drops the stack trace.
@@ -240,7 +226,7 @@ func trapReason(err error) string {
 // CallBytes returns how many bytes of kernel memory the last call used: its input, the blocks the
 // plugin and the host functions allocated, and its output. A host may recycle an instance after a
 // call that moved megabytes, so a pathological call's garbage never burdens the next one.
-func (i *Instance) CallBytes() int { return len(i.arena) - arenaBase }
+func (k *Kernel) CallBytes() int { return len(k.arena) - arenaBase }
 
 // MemorySize returns the size of the instance's linear memory in bytes (for measuring per-instance
 // cost).
@@ -253,13 +239,6 @@ func (i *Instance) Broken() bool { return i.broken }
 func (i *Instance) Close(ctx context.Context) error {
 	i.broken = true
 	return i.mod.Close(ctx)
-}
-
-func (i *Instance) reset() {
-	i.arena = i.arena[:arenaBase]
-	i.blocks = i.blocks[:0]
-	i.outOff, i.outLen = 0, 0
-	i.errMsg = ""
 }
 
 // callContext carries the instance to host functions without a map lookup per host call. It is

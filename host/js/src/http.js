@@ -11,7 +11,7 @@ export const DEFAULT_TIMEOUT_MS = 10000; // the ABI's default and cap for TokenR
 const MAX_TIMEOUT_MS = 120000;
 
 /**
- * The token hosts of the built-in providers, the same list as the Go host's DefaultAllowedHosts.
+ * The token hosts of the built-in providers, the same list as the Go host's DefaultAllowedHosts().
  * createClient's allowedHosts are added to it (Pattern's per-customer host goes there).
  */
 export const DEFAULT_ALLOWED_HOSTS = Object.freeze(['api.joincandidhealth.com', 'api.candescent.com', '*.nikohealth.com']);

@@ -38,8 +38,8 @@ export interface TokenRequest {
   access_token?: string;
   /** private_key_jwt: the signing key the host holds (the assertion's kid); tls_client_auth: the client certificate. */
   key_id?: string;
-  /** The client assertion's algorithm, one of the profile's. */
-  assertion_alg?: string;
+  /** The client assertion's algorithm, one of the profile's (HS256: client_secret_jwt). */
+  assertion_alg?: 'HS256' | JWSAlgorithm;
   /** Tests and replays only, with now_ms: the assertion's jti. */
   assertion_jti?: string;
   /** revoke: the RFC 7009 endpoint, over the profile's. */
@@ -56,7 +56,8 @@ export interface Profile {
   client_auth?: 'body' | 'basic' | 'basic_rfc6749' | 'client_secret_jwt' | 'private_key_jwt' | 'tls_client_auth';
   revocation_url?: string;
   revocation_method?: 'POST' | 'DELETE';
-  assertion_alg?: string;
+  /** private_key_jwt: the one algorithm of the client's key; client_secret_jwt: HS256. */
+  assertion_alg?: 'HS256' | JWSAlgorithm;
   send_grant_type?: boolean;
   send_scope?: boolean;
   expires_in_unit?: 's' | 'ms';

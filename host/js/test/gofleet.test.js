@@ -1,5 +1,5 @@
-// A Go process (the Go host on host/rediscache, test/gofleet) and this package (RedisCache) sharing
-// one real Redis, as a mixed fleet would: one token, one 429 gate and one fetch lock between them,
+// A Go process (the Go host on host/rediscache: its internal/gofleet) and this package (RedisCache)
+// sharing one real Redis, as a mixed fleet would: one token, one 429 gate and one fetch lock between them,
 // in both directions, and one rotating grant alternated between a long-lived Go process and this
 // one for 30 s. Skipped without REDIS_URL (make test starts a redis-server).
 import { test, before, after } from 'node:test';
@@ -26,7 +26,7 @@ before(async () => {
   if (skip) return;
   dir = mkdtempSync(join(tmpdir(), 'tokenwasm-gofleet-'));
   bin = join(dir, 'gofleet');
-  execFileSync('go', ['build', '-o', bin, './host/js/test/gofleet'], { cwd: ROOT, stdio: 'inherit' });
+  execFileSync('go', ['build', '-o', bin, './internal/gofleet'], { cwd: join(ROOT, 'host/rediscache'), stdio: 'inherit' });
   redis = createRedis({ url: REDIS_URL });
   redis.on('error', () => {});
   await redis.connect();

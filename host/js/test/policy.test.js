@@ -43,10 +43,10 @@ test('every policy refusal answers policy: true and sends nothing', async (t) =>
   }
 });
 
-test('DEFAULT_ALLOWED_HOSTS is the Go host\'s DefaultAllowedHosts', () => {
+test('DEFAULT_ALLOWED_HOSTS is the Go host\'s DefaultAllowedHosts()', () => {
   const src = readFileSync(join(ROOT, 'host/httpsend.go'), 'utf8');
-  const m = /var DefaultAllowedHosts = \[\]string\{([^}]*)\}/.exec(src);
-  assert.ok(m, 'DefaultAllowedHosts in host/httpsend.go');
+  const m = /var defaultAllowedHosts = \[\]string\{([^}]*)\}/.exec(src);
+  assert.ok(m, 'defaultAllowedHosts in host/httpsend.go');
   assert.deepEqual([...DEFAULT_ALLOWED_HOSTS], JSON.parse(`[${m[1]}]`));
   assert.ok(Object.isFrozen(DEFAULT_ALLOWED_HOSTS));
 });

@@ -88,7 +88,7 @@ export function fakesBinary() {
   if (process.env.TOKENWASM_FAKES_BIN) return { bin: process.env.TOKENWASM_FAKES_BIN, cleanup: () => {} };
   const dir = mkdtempSync(join(tmpdir(), 'tokenwasm-js-'));
   const bin = join(dir, 'tokenwasm');
-  execFileSync('go', ['build', '-o', bin, './host/cmd/tokenwasm'], { cwd: ROOT, stdio: 'inherit' });
+  execFileSync('go', ['build', '-o', bin, '.'], { cwd: join(ROOT, 'host/cmd/tokenwasm'), stdio: 'inherit' });
   return { bin, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

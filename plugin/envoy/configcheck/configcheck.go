@@ -79,6 +79,7 @@ type Plugin struct {
 	Path          string            // where it is, as a field path
 	Name          string            // PluginConfig.name
 	Configuration string            // PluginConfig.configuration, as the plugin receives it
+	Code          string            // vm_config.code.local.filename: the module's file
 	HostEnvKeys   []string          // vm_config.environment_variables.host_env_keys
 	KeyValues     map[string]string // vm_config.environment_variables.key_values
 }
@@ -200,6 +201,7 @@ func (w *walker) plugin(path string, pc *wasmv3.PluginConfig) {
 		w.errorf("%s.configuration: %s: only StringValue and BytesValue are checked", path, c.GetTypeUrl())
 	}
 	env := pc.GetVmConfig().GetEnvironmentVariables()
+	p.Code = pc.GetVmConfig().GetCode().GetLocal().GetFilename()
 	p.HostEnvKeys = env.GetHostEnvKeys()
 	p.KeyValues = env.GetKeyValues()
 	seen := map[string]bool{}
@@ -499,6 +501,11 @@ func VerifiesServer(c *clusterv3.Cluster) (*Upstream, error) {
 		return u, errors.New("the server's name is not checked: no match_typed_subject_alt_names and no auto_sni_san_validation, so any trusted certificate is accepted")
 	case !containsFold(u.SANs, u.SNI):
 		return u, fmt.Errorf("match_typed_subject_alt_names %q does not name the sni %q", u.SANs, u.SNI)
+	}
+	for _, san := range u.SANs {
+		if !strings.EqualFold(san, u.SNI) {
+			return u, fmt.Errorf("match_typed_subject_alt_names names %q besides the sni %q: a certificate for that name would be accepted too", san, u.SNI)
+		}
 	}
 	return u, nil
 }

@@ -16,6 +16,7 @@ import (
 	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/config/metrics/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -23,15 +24,16 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// The example Envoy configuration, and the main module (the filter) it is checked against.
+// The example Envoy configuration, and the filter's module (plugin/envoy) it is checked against.
 const (
 	envoyYAML = "../envoy.yaml"
-	repoRoot  = "../../.."
+	filterDir = ".."
 )
 
 // filterStart is what plugin/envoy's TestConfigurationFile writes (configfile_test.go there).
 type filterStart struct {
 	Provider  string `json:"provider"`
+	Filter    string `json:"filter"`
 	Cluster   string `json:"cluster"`
 	Authority string `json:"authority"`
 	Metrics   []struct {
@@ -47,9 +49,21 @@ type filterStart struct {
 // URL's host, and every metric the filter defines is well formed after stats_tags, with the provider
 // and the failure kind as tags.
 func TestEnvoyYAML(t *testing.T) {
-	b, err := LoadBootstrap(envoyYAML)
+	checkBootstrap(t, envoyYAML, SystemCABundle)
+}
+
+// checkBootstrap is TestEnvoyYAML's check of one bootstrap file, whose clusters trust the CA file
+// trustedCA; it returns what Walk found. Every listener binds loopback.
+func checkBootstrap(t *testing.T, path, trustedCA string) *Found {
+	t.Helper()
+	b, err := LoadBootstrap(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, l := range b.GetStaticResources().GetListeners() {
+		if a := l.GetAddress().GetSocketAddress().GetAddress(); !net.ParseIP(a).IsLoopback() {
+			t.Errorf("listener %q binds %q, not loopback: whoever reaches it acts as the client", l.GetName(), a)
+		}
 	}
 	found, errs := Walk(b)
 	for _, err := range errs {
@@ -96,15 +110,19 @@ func TestEnvoyYAML(t *testing.T) {
 			t.Errorf("cluster %q: %v", name, err)
 			continue
 		}
-		if u.TrustedCA != SystemCABundle {
-			t.Errorf("cluster %q: trusted_ca is %q, not the system bundle %s", name, u.TrustedCA, SystemCABundle)
+		if u.TrustedCA != trustedCA {
+			t.Errorf("cluster %q: trusted_ca is %q, not %s", name, u.TrustedCA, trustedCA)
 		}
 		for _, h := range append(u.Hosts, found.HostRewrites[name]...) {
+			if net.ParseIP(h).IsLoopback() && trustedCA != SystemCABundle {
+				continue // a local fake's address: its certificate names the sni (localhost)
+			}
 			if !strings.EqualFold(h, u.SNI) {
 				t.Errorf("cluster %q: host %q is not its sni %q", name, h, u.SNI)
 			}
 		}
 	}
+	return found
 }
 
 // startFilter runs plugin/envoy's TestConfigurationFile on a plugin's configuration, with the VM's
@@ -125,8 +143,8 @@ func startFilter(t *testing.T, p Plugin) filterStart {
 	if err := os.WriteFile(in, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestConfigurationFile$", "./plugin/envoy")
-	cmd.Dir = repoRoot
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestConfigurationFile$", ".")
+	cmd.Dir = filterDir
 	cmd.Env = append(os.Environ(), "TOKENWASM_CONFIGCHECK_IN="+in, "TOKENWASM_CONFIGCHECK_OUT="+out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: the filter's start on its configuration: %v\n%s", p.Path, err, b)
@@ -143,11 +161,11 @@ func startFilter(t *testing.T, p Plugin) filterStart {
 }
 
 // checkMetrics applies stats_tags to every metric the filter defines, as Envoy names it
-// (wasmcustom.<name>): the tag-extracted name is well formed, the provider is a tag and no segment,
-// a failures.<kind> counter has the kind as a tag and no segment, and all kinds share one name.
+// (wasmcustom.<name>): the tag-extracted name is well formed, the filter's name, the provider and a
+// failures.<kind> counter's kind are tags, in that order, and no segment, and all kinds share one name.
 func checkMetrics(t *testing.T, tp *TagProducer, start filterStart) {
 	t.Helper()
-	providerTag, kindTag := "", ""
+	var tagNames [3]string // the filter's, the provider's, the kind's, as the first metric has them
 	failuresName := ""
 	for _, m := range start.Metrics {
 		name := "wasmcustom." + m.Name
@@ -160,30 +178,26 @@ func checkMetrics(t *testing.T, tp *TagProducer, start filterStart) {
 		if strings.Contains(name, "_rq_") {
 			t.Errorf("%s: Envoy's built-in response-code extractors would cut it", name)
 		}
-		want := map[string]bool{start.Provider: true}
+		want := []string{start.Filter, start.Provider}
 		if m.Kind != "" {
-			want[m.Kind] = true
+			want = append(want, m.Kind)
 		}
 		if len(tags) != len(want) {
-			t.Errorf("%s: tags %v, want values %v", name, tags, SortedKeys(want))
+			t.Errorf("%s: tags %v, want values %v", name, tags, want)
+			continue
 		}
-		for _, tag := range tags {
-			if !want[tag.Value] {
-				t.Errorf("%s: tag %s=%q, want values %v", name, tag.Name, tag.Value, SortedKeys(want))
-				continue
+		for i, tag := range tags {
+			if tag.Value != want[i] {
+				t.Errorf("%s: tag %s=%q, want %q", name, tag.Name, tag.Value, want[i])
 			}
-			what, seen := "provider", &providerTag
-			if tag.Value == m.Kind {
-				what, seen = "kind", &kindTag
-			}
-			if *seen == "" {
-				*seen = tag.Name
-			} else if tag.Name != *seen {
-				t.Errorf("%s: the %s is tag %s here, %s elsewhere", name, what, tag.Name, *seen)
+			if tagNames[i] == "" {
+				tagNames[i] = tag.Name
+			} else if tag.Name != tagNames[i] {
+				t.Errorf("%s: tag %d is %s here, %s elsewhere", name, i, tag.Name, tagNames[i])
 			}
 		}
 		segments := strings.Split(extracted, ".")
-		for v := range want {
+		for _, v := range want {
 			if slices.Contains(segments, v) {
 				t.Errorf("%s: tag-extracted name %q still has %q", name, extracted, v)
 			}
@@ -196,7 +210,7 @@ func checkMetrics(t *testing.T, tp *TagProducer, start filterStart) {
 			}
 		}
 	}
-	if kindTag == "" {
+	if tagNames[2] == "" {
 		t.Error("no failure-kind tag: the filter defines no failures.<kind> counter, or stats_tags does not extract it")
 	}
 }
@@ -293,6 +307,12 @@ func TestChecksRefuse(t *testing.T) {
 			u.CommonTlsContext.GetValidationContext().MatchTypedSubjectAltNames = nil
 		}},
 		{"SAN not the sni", func(_ *clusterv3.Cluster, u *tlsv3.UpstreamTlsContext) { u.Sni = "other.example" }},
+		{"an extra SAN besides the sni", func(_ *clusterv3.Cluster, u *tlsv3.UpstreamTlsContext) {
+			vc := u.CommonTlsContext.GetValidationContext()
+			extra := proto.Clone(vc.MatchTypedSubjectAltNames[0]).(*tlsv3.SubjectAltNameMatcher)
+			extra.Matcher.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: "attacker.example"}
+			vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, extra)
+		}},
 		{"no sni", func(_ *clusterv3.Cluster, u *tlsv3.UpstreamTlsContext) { u.Sni = "" }},
 		{"accept untrusted", func(_ *clusterv3.Cluster, u *tlsv3.UpstreamTlsContext) {
 			u.CommonTlsContext.GetValidationContext().TrustChainVerification = tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED

@@ -1,5 +1,5 @@
-// An attacker's and a new user's findings (a review of the package), each a test that failed before
-// its fix: a cache that stalls, an API that refuses every token, a frozen request with a getter, a
+// Robustness against a hostile or careless environment, each a test that failed on a version of the
+// package: a cache that stalls, an API that refuses every token, a frozen request with a getter, a
 // runtime whose fetch errors quote the URL.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

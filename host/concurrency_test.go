@@ -3,8 +3,11 @@ package host
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -16,13 +19,14 @@ import (
 	"github.com/tokenwasm/tokenwasm/host/providertest"
 )
 
-// Tests written by an adversarial review of the security work (rotation under deadlines and forced
-// refreshes, eviction, Close under a slow hook, instance waits, 401s on bodies that cannot be
-// replayed, races against Close). Each failed on the code it was written against; the comments say
-// what they caught.
+// The concurrency suite: refresh-token rotation under concurrent, forced and timed-out callers and
+// under eviction, single flight on a full and churning source map, Close racing every entry point
+// and a slow hook, waits for a plugin instance, concurrent 401s through the Transport, and tenants
+// apart through the source index under concurrent callers. Each test failed on a version of the code
+// it was written against; the comments say what it checks.
 
-// rtSetup: a rotating Candescent fake and a refresh_token request holding a live refresh token.
-func rtSetup(t *testing.T, c *Runtime, life time.Duration) (*providertest.Fake, abi.TokenRequest) {
+// rotationSetup: a rotating Candescent fake and a refresh_token request holding a live refresh token.
+func rotationSetup(t *testing.T, c *Runtime, life time.Duration) (*providertest.Fake, abi.TokenRequest) {
 	t.Helper()
 	cfg := providertest.DefaultConfig("candescent")
 	cfg.Lifetime = life
@@ -38,11 +42,12 @@ func rtSetup(t *testing.T, c *Runtime, life time.Duration) (*providertest.Fake, 
 		ClientSecret: cfg.ClientSecret, RefreshToken: first.RefreshToken, TokenURL: fake.TokenURL()}
 }
 
-// RT1: a forced refresh concurrent with a normal one sends the same refresh token twice (a replay).
-func TestRTConcurrentForceReplays(t *testing.T) {
+// TestRotationForcedRefreshSendsOnce: a forced refresh concurrent with a normal one must not send the
+// same refresh token twice (a replay).
+func TestRotationForcedRefreshSendsOnce(t *testing.T) {
 	var hooks atomic.Int64
 	c := newClient(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
-	fake, rt := rtSetup(t, c, time.Hour)
+	fake, rt := rotationSetup(t, c, time.Hour)
 	before := fake.Requests()
 	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 		stall(r, 150*time.Millisecond)
@@ -74,12 +79,13 @@ func TestRTConcurrentForceReplays(t *testing.T) {
 	}
 }
 
-// RT2: a caller whose deadline ends after the provider rotated the refresh token, but before the
-// answer arrived, loses the new refresh token: the grant is dead.
-func TestRTDeadlineLosesRotatedToken(t *testing.T) {
+// TestRotationSurvivesCallerDeadline: a caller whose deadline ends after the provider rotated the
+// refresh token, but before the answer arrived, must not lose the new refresh token (the grant would
+// be dead): the exchange runs to its end and the next call works.
+func TestRotationSurvivesCallerDeadline(t *testing.T) {
 	var hooks atomic.Int64
 	c := newClient(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
-	fake, rt := rtSetup(t, c, time.Hour)
+	fake, rt := rotationSetup(t, c, time.Hour)
 	hooks.Store(0)
 	// The provider processes the request (rotates) first, then is slow to answer.
 	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
@@ -117,11 +123,11 @@ func TestRTDeadlineLosesRotatedToken(t *testing.T) {
 	}
 }
 
-// RT3: a full source map evicts a refresh_token source; the original request then replays the
-// rotated-away refresh token.
-func TestRTEvictionReplays(t *testing.T) {
+// TestRotationSurvivesEviction: a full source map evicts an idle refresh_token source; the original
+// request must then follow the grant's lineage, never replay the rotated-away refresh token.
+func TestRotationSurvivesEviction(t *testing.T) {
 	c := newClient(t)
-	_, rt := rtSetup(t, c, 2*time.Second)
+	_, rt := rotationSetup(t, c, 2*time.Second)
 	if _, err := c.Token(context.Background(), rt); err != nil {
 		t.Fatal(err)
 	}
@@ -147,8 +153,9 @@ func fmtInt(i int) string {
 	return s
 }
 
-// T1: a revoked token with a non-replayable body is never dropped.
-func TestTransportNonReplayable401NeverInvalidates(t *testing.T) {
+// TestTransportNonReplayable401Invalidates: a revoked token is dropped on a 401 even when the
+// request's body cannot be replayed, so it is not served forever to such requests.
+func TestTransportNonReplayable401Invalidates(t *testing.T) {
 	fake := providertest.NewPattern(providertest.DefaultConfig("pattern"))
 	defer fake.Close()
 	req := abi.TokenRequest{Provider: "pattern", ClientID: fake.Config().ClientID, ClientSecret: fake.Config().ClientSecret, TokenURL: fake.TokenURL()}
@@ -172,7 +179,7 @@ func TestTransportNonReplayable401NeverInvalidates(t *testing.T) {
 	}
 }
 
-// G1: goroutines after many canceled callers.
+// TestNoGoroutineLeak: many callers canceled while their fetch stalls leave no goroutine behind.
 func TestNoGoroutineLeak(t *testing.T) {
 	fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
 	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool { stall(r, 5*time.Second); return false })
@@ -192,8 +199,8 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 }
 
-// C1: Close(ctx) with a short ctx while a refresh-token hook ignores its ctx: Close must return by
-// ctx (plus slack), per its doc.
+// TestCloseBoundedByCtxWithSlowHook: Close(ctx) with a short ctx while a refresh-token hook ignores
+// its ctx: Close must return by ctx (plus slack), per its doc.
 func TestCloseBoundedByCtxWithSlowHook(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
@@ -227,7 +234,7 @@ func TestCloseBoundedByCtxWithSlowHook(t *testing.T) {
 	}
 }
 
-// C2: race stress: every entry point concurrently with Close.
+// TestCloseRaceStress: every entry point concurrently with Close.
 func TestCloseRaceStress(t *testing.T) {
 	fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
 	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool { stall(r, 30*time.Millisecond); return false })
@@ -282,8 +289,9 @@ func fillWithTokens(c *Runtime, from, n int) {
 	}
 }
 
-// SF1: map full of token-holding sources (LRU eviction), churn, 200 staggered callers of a cold set.
-func TestSFStaggeredFullMap(t *testing.T) {
+// TestSingleFlightOnFullSourceMap: with the map full of token-holding sources (LRU eviction) and
+// churning, 200 staggered callers of a cold credential set share one fetch.
+func TestSingleFlightOnFullSourceMap(t *testing.T) {
 	fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
 	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool { stall(r, 200*time.Millisecond); return false })
 	c := newClient(t)
@@ -315,8 +323,9 @@ func TestSFStaggeredFullMap(t *testing.T) {
 	}
 }
 
-// SF2: a hot TokenSource is evicted as least recently used (its hits never update lastUsed).
-func TestSFHotTokenSourceEvicted(t *testing.T) {
+// TestHotTokenSourceNotEvicted: a hot TokenSource is not evicted as least recently used when the map
+// fills (its hits once never updated lastUsed).
+func TestHotTokenSourceNotEvicted(t *testing.T) {
 	fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
 	c := newClient(t)
 	ts := c.TokenSource(req)
@@ -337,8 +346,9 @@ func TestSFHotTokenSourceEvicted(t *testing.T) {
 	}
 }
 
-// D4: timeout_ms does not bound the wait for a plugin instance: with every instance held by stalled
-// fetches of other credential sets, a request with timeout_ms 300 waits for them.
+// TestTimeoutMSBoundsInstanceWait: timeout_ms bounds the wait for a plugin instance: with every
+// instance held by stalled fetches of other credential sets, a request with timeout_ms 300 does not
+// wait for them.
 func TestTimeoutMSBoundsInstanceWait(t *testing.T) {
 	slow, slowReq := nikoFake(t, providertest.DefaultConfig("nikohealth"))
 	slow.Intercept(func(w http.ResponseWriter, r *http.Request) bool { stall(r, 3*time.Second); return false })
@@ -363,8 +373,9 @@ func TestTimeoutMSBoundsInstanceWait(t *testing.T) {
 	}
 }
 
-// AC1: authorization_code source switches to refresh_token after the first fetch and keeps working.
-func TestACSwitch(t *testing.T) {
+// TestAuthorizationCodeMovesToRefreshToken: an authorization_code source moves to refresh_token
+// after the first fetch (20 concurrent callers, one exchange) and keeps working past each expiry.
+func TestAuthorizationCodeMovesToRefreshToken(t *testing.T) {
 	var hooks atomic.Int64
 	c := newClient(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
 	cfg := providertest.DefaultConfig("candescent")
@@ -386,7 +397,8 @@ func TestACSwitch(t *testing.T) {
 	}
 }
 
-// S1: 100 concurrent callers (in 4 waves) through Transport against an API that refuses every token.
+// TestConcurrent401Storm: 100 concurrent callers (in 4 waves) through Transport against an API that
+// refuses every token cost at most 3 token requests.
 func TestConcurrent401Storm(t *testing.T) {
 	fake := providertest.NewPattern(providertest.DefaultConfig("pattern"))
 	defer fake.Close()
@@ -410,5 +422,111 @@ func TestConcurrent401Storm(t *testing.T) {
 	t.Logf("token requests %d", fake.Requests())
 	if fake.Requests() > 3 {
 		t.Errorf("concurrent 401 storm: %d token requests", fake.Requests())
+	}
+}
+
+// echoTokenServer answers every form token request with a token naming the client, secret, scope
+// and every parameter it was sent, so a caller can check the token was issued for its own request.
+func echoTokenServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		tok := fmt.Sprintf("%s|%s|%s|%s|%s", r.PostForm.Get("client_id"), r.PostForm.Get("client_secret"),
+			r.PostForm.Get("scope"), r.PostForm.Get("tenant"), r.Header.Get("X-Tenant"))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, tok)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestTokenIndexConcurrentTenants: many tenants sharing one client id and differing in one field
+// each (secret, scope, a param, a header), asked for concurrently by callers that reuse and change
+// their maps between calls, while sources are evicted underneath: every token is the caller's own.
+func TestTokenIndexConcurrentTenants(t *testing.T) {
+	srv := echoTokenServer(t)
+	c, err := New(context.Background(), WithLoopback(), WithMaxInstances(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	profile := &abi.Profile{Body: "form", ClientAuth: "body"}
+	const tenants = 24
+	want := func(i int) (abi.TokenRequest, string) {
+		secret, scope, param, header := "s", "", "", ""
+		switch i % 4 {
+		case 0:
+			secret = fmt.Sprint("s", i)
+		case 1:
+			scope = fmt.Sprint("sc", i)
+		case 2:
+			param = fmt.Sprint("p", i)
+		case 3:
+			header = fmt.Sprint("h", i)
+		}
+		req := abi.TokenRequest{Provider: "custom", ClientID: "shared-id", ClientSecret: secret, Scope: scope,
+			TokenURL: srv.URL + "/token", Profile: profile,
+			Params: map[string]string{"tenant": param}, Headers: map[string]string{"X-Tenant": header}}
+		return req, fmt.Sprintf("shared-id|%s|%s|%s|%s", secret, scope, param, header)
+	}
+	stop := make(chan struct{})
+	var evictor sync.WaitGroup
+	evictor.Add(1)
+	go func() { // drops sources at random, as a full map does
+		defer evictor.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c.sources.mu.Lock()
+			for k := range c.sources.m {
+				if rand.IntN(3) == 0 {
+					c.sources.drop(k)
+				}
+				break
+			}
+			c.sources.mu.Unlock()
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			params, headers := map[string]string{}, map[string]string{} // reused across tenants
+			for n := range 300 {
+				i := (g*7 + n) % tenants
+				req, tok := want(i)
+				for k, v := range req.Params {
+					params[k] = v
+				}
+				for k, v := range req.Headers {
+					headers[k] = v
+				}
+				req.Params, req.Headers = params, headers
+				got, err := c.Token(context.Background(), req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if got.AccessToken != tok {
+					errs <- fmt.Errorf("tenant %d got %q, want %q", i, got.AccessToken, tok)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	evictor.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

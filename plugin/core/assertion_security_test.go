@@ -9,7 +9,9 @@ import (
 	"github.com/tokenwasm/tokenwasm/abi"
 )
 
-// The review of client authentication (issue 16): attacks on the client assertion and revocation.
+// Client authentication under attack: the client assertion's identity and redaction, revocation's
+// host, and hosts that cannot sign. Each test failed on a version of the code; the comments say what
+// it checks.
 
 // TestAssertionIdentityIsUnambiguous: the key id and the client id are not in the form body of a
 // private_key_jwt request, so the cache identity alone tells two credential sets apart. Joined with

@@ -14,8 +14,9 @@ import (
 	"github.com/tokenwasm/tokenwasm/host/providertest"
 )
 
-// The review of client authentication (issue 16): attacks on the Go host's signing, discovery,
-// tls_client_auth and revocation.
+// Client authentication under attack: the Go host's signing (a signer that hangs), discovery
+// (tenants on one EHR vendor), tls_client_auth (a transport that would drop the certificate) and
+// revocation. Each test failed on a version of the code; the comments say what it checks.
 
 // hangingSigner is a KMS that never answers until released: crypto.Signer takes no context.
 type hangingSigner struct {
@@ -68,8 +69,9 @@ func TestHangingSignerHonoursTheDeadline(t *testing.T) {
 
 // TestSMARTTenantsApart: two hospitals on the same EHR vendor with the app's one client id (as an
 // EHR's app gallery hands out), the same scope and key: each gets a token from its own server.
-// Runtime.Token's index compared none of issue 16's fields, so the second hospital was served the
-// first one's token (fixed in main beside this review; TestSameCredentialsComparesEveryField).
+// Runtime.Token's index once compared none of the SMART fields (fhir_base, key_id, ...), so the
+// second hospital was served the first one's token; TestSameCredentialsComparesEveryField now holds
+// the index to every field.
 func TestSMARTTenantsApart(t *testing.T) {
 	rk, _, _ := testKeys()
 	a, b := newSMART(t), newSMART(t)

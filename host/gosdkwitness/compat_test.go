@@ -1,4 +1,4 @@
-package host
+package gosdkwitness
 
 import (
 	"bytes"
@@ -11,8 +11,29 @@ import (
 
 	extism "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
+	"github.com/tokenwasm/tokenwasm/host"
+	"github.com/tokenwasm/tokenwasm/host/internal/rawcall"
 	"github.com/tokenwasm/tokenwasm/internal/conformance"
 )
+
+// compilationCache is shared by go-sdk and our host here, as the Go host's own default cache is
+// shared by every runtime in a process.
+var compilationCache = wazero.NewCompilationCache()
+
+// builds are the plugin builds the witness runs (conformance.Builds): the embedded one always, and
+// those named by TOKENWASM_WASM_TINYGO and TOKENWASM_WASM_GO when set.
+func builds(t testing.TB) map[string][]byte {
+	t.Helper()
+	out, err := conformance.Builds(host.Plugin())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // newGoSDKPlugin loads wasm with the official Extism go-sdk: the anchor that proves our host keeps
 // Extism's semantics. Its imports answer a cache miss and a transport error, as ours do with an
@@ -33,10 +54,10 @@ func newGoSDKPlugin(t testing.TB, wasm []byte) *extism.Plugin {
 	}
 	p, err := extism.NewPlugin(ctx, extism.Manifest{Wasm: []extism.Wasm{extism.WasmData{Data: wasm}}},
 		extism.PluginConfig{
-			// The process's shared compilation cache, as every Runtime uses: the same bytes through the
-			// same wazero compile to the same code, and compiling the 2.3 MB Go build a second time cost
-			// 9 s of CPU under -race. The imports, the kernel and WASI stay go-sdk's own.
-			RuntimeConfig: wazero.NewRuntimeConfig().WithCompilationCache(sharedCompilationCache),
+			// The compilation cache our host is given too: the same bytes through the same wazero
+			// compile to the same code, and compiling the 2.3 MB Go build a second time cost 9 s of CPU
+			// under -race. The imports, the kernel and WASI stay go-sdk's own.
+			RuntimeConfig: wazero.NewRuntimeConfig().WithCompilationCache(compilationCache),
 			EnableWasi:    true,
 			// go-sdk defaults to a fake clock and a fixed random seed: give the plugin the real ones.
 			ModuleConfig: wazero.NewModuleConfig().WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader),
@@ -57,7 +78,7 @@ func newGoSDKPlugin(t testing.TB, wasm []byte) *extism.Plugin {
 // TestGoSDKCompatibility runs every vector under go-sdk and under our host and requires the same bytes
 // (Candescent's random transactionId aside, which both must still produce).
 func TestGoSDKCompatibility(t *testing.T) {
-	vs, err := conformance.Load("../testdata")
+	vs, err := conformance.Load("../../testdata")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,16 +89,13 @@ func TestGoSDKCompatibility(t *testing.T) {
 			noNetwork := roundTripFunc(func(*http.Request) (*http.Response, error) {
 				return nil, errors.New("no network in this test")
 			})
-			c, err := New(context.Background(), WithPlugin(wasm), WithHTTPTransport(noNetwork))
+			// One pooled instance of our host's runtime, with its own imports (host/internal/rawcall).
+			call, release, err := rawcall.Open(context.Background(), host.WithPlugin(wasm), host.WithHTTPTransport(noNetwork),
+				host.WithCompilationCache(compilationCache))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close(context.Background())
-			inst, err := c.pool.get(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.pool.put(context.Background(), inst)
+			defer release()
 			sdkCall := func(export string, in []byte) ([]byte, error) {
 				rc, out, err := sdk.Call(export, in)
 				if err == nil && rc != 0 {
@@ -85,7 +103,7 @@ func TestGoSDKCompatibility(t *testing.T) {
 				}
 				return out, err
 			}
-			oursCall := func(export string, in []byte) ([]byte, error) { return inst.Call(context.Background(), export, in) }
+			oursCall := func(export string, in []byte) ([]byte, error) { return call(context.Background(), export, in) }
 			for _, v := range vs {
 				if len(v.Steps) > 0 { // a token_step flow: each step's answer, under both
 					if err := v.Check(sdkCall); err != nil {
@@ -100,7 +118,7 @@ func TestGoSDKCompatibility(t *testing.T) {
 				if err != nil || rc != 0 {
 					t.Fatalf("%s under go-sdk: rc %d, %v", v.Name, rc, err)
 				}
-				ours, err := inst.Call(context.Background(), v.Export, v.Input)
+				ours, err := call(context.Background(), v.Export, v.Input)
 				if err != nil {
 					t.Fatalf("%s under our host: %v", v.Name, err)
 				}
@@ -117,7 +135,7 @@ func TestGoSDKCompatibility(t *testing.T) {
 			if err != nil || !bytes.Contains(sdkOut, []byte(`"kind":"transport"`)) {
 				t.Fatalf("token under go-sdk: %s %v", sdkOut, err)
 			}
-			ours, err := inst.Call(context.Background(), "token", in)
+			ours, err := call(context.Background(), "token", in)
 			if err != nil || !bytes.Equal(ours, sdkOut) {
 				t.Fatalf("token: go-sdk %s\nours %s (%v)", sdkOut, ours, err)
 			}

@@ -149,8 +149,8 @@ func TestStepAnswerAtTheDepthLimit(t *testing.T) {
 // TestStepAnswerOfAnotherFlowIsRefused: a non-blocking host routes each import's answer back to
 // the flow that asked (an Envoy callout id, a JavaScript promise). If it mixes two flows up, the
 // cache_get answer it gives one tenant's state is the other tenant's cached token, and nothing in
-// the answer names the key it was read from: the plugin serves it. Finding, not fixed: it needs the
-// cached value to name its identity (a cache format change, and the Envoy filter reads the value).
+// the answer named the key it was read from, so the plugin served it. Every cached value now names
+// its identity ("id", the key's binding; Flow.ours), and a value of another identity is a miss.
 func TestStepAnswerOfAnotherFlowIsRefused(t *testing.T) {
 	const now = 1767225600000
 	first := TokenStep(new(Memo), []byte(`{"request":`+nikoReq+`}`), func() int64 { return now })

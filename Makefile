@@ -151,6 +151,7 @@ fuzz:
 ## bench: one table of every figure with a goal (Go host, Envoy filter, Node and Deno), each beside its
 ## peer from the same run, medians of BENCH_COUNT runs, the ratio, the goal, met or not
 ## (internal/benchtable); the raw output is kept in build/bench.txt for benchstat. JS needs `npm ci` in host/js.
+## Benchmarks without a goal (Call, Instance, Stampede, host/gosdkwitness) run with go test -bench.
 BENCH_COUNT ?= 5
 bench:
 	@$(GO) run ./internal/benchtable -count $(BENCH_COUNT) -raw build/bench.txt

@@ -46,7 +46,7 @@ func kindOf(err error) string {
 	return ""
 }
 
-// TestGateHoldsEveryCaller: after one 429, 500 callers in two Clients (two pools of instances) that
+// TestGateHoldsEveryCaller: after one 429, 500 callers in two Runtimes (two pools of instances) that
 // share a cache, all forcing a fetch, cause no further request until Retry-After ends.
 func TestGateHoldsEveryCaller(t *testing.T) {
 	for _, tt := range []struct{ name, retryAfter string }{

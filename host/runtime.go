@@ -54,7 +54,7 @@ type Runtime struct {
 }
 
 // ErrClosed is returned by every call on a Runtime after Close.
-var ErrClosed = errors.New("tokenwasm: client is closed")
+var ErrClosed = errors.New("tokenwasm: runtime is closed")
 
 // Option configures a Runtime.
 type Option func(*config)

@@ -45,7 +45,7 @@ func padTo(t *testing.T, req abi.TokenRequest, size int) abi.TokenRequest {
 
 // TestLargeRequestsKeepTheirIdentity: requests around the plugin memo's old 64 KiB limit and up to
 // the request limit (core.MaxRequestBytes, 256 KiB), with credential sets alternating on one instance
-// and two Clients sharing one cache: every caller gets a token issued to its own client by its own
+// and two Runtimes sharing one cache: every caller gets a token issued to its own client by its own
 // provider, a wrong secret never gets a token, and one identity's 429 never gates another.
 func TestLargeRequestsKeepTheirIdentity(t *testing.T) {
 	f1 := providertest.NewNikoHealth(providertest.Config{ClientID: "tenant-1", ClientSecret: "secret-1"})

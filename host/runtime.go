@@ -380,7 +380,8 @@ func (c *Runtime) fetch(ctx context.Context, input []byte) (*abi.Result, error) 
 
 // Token returns a valid token for req: from the in-process cache, else from the plugin (shared cache,
 // then the provider). Concurrent calls for the same credentials share one fetch. A typed failure is
-// an *abi.Error (use errors.As).
+// an *abi.Error (use errors.As). Of req's per-call fields only Force is read: the Runtime sets
+// now_ms, min_ttl_ms and fleet_lock itself (its clock, refresh ahead, a shared cache).
 func (c *Runtime) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed

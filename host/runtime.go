@@ -397,7 +397,9 @@ func (c *Runtime) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, 
 }
 
 // Invalidate drops the cached token for req everywhere (in-process and in the shared cache). Call it
-// when an API answers 401 with a token that should still be valid.
+// when an API answers 401 with a token that should still be valid. It drops whatever token is held:
+// req.AccessToken is not read (Config.Client's transport drops a token only if it is the one the API
+// refused).
 func (c *Runtime) Invalidate(ctx context.Context, req abi.TokenRequest) error {
 	s, err := c.sources.get(c, req)
 	if err != nil {

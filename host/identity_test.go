@@ -127,7 +127,7 @@ func TestEachIdentityFieldGetsItsOwnToken(t *testing.T) {
 	var served, refused int
 	for name, v := range variants {
 		t.Run(name, func(t *testing.T) {
-			c := newClient(t, WithSigner("rsa-1", &kmsSigner{inner: rk}), WithSigner("rsa-2", &kmsSigner{inner: rk}),
+			c := newRuntime(t, WithSigner("rsa-1", &kmsSigner{inner: rk}), WithSigner("rsa-2", &kmsSigner{inner: rk}),
 				WithSigner("ec-1", &kmsSigner{inner: ek}))
 			a := v.base()
 			ta, err := c.Token(ctx, a)

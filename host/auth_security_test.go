@@ -75,7 +75,7 @@ func TestHangingSignerHonoursTheDeadline(t *testing.T) {
 func TestSMARTTenantsApart(t *testing.T) {
 	rk, _, _ := testKeys()
 	a, b := newSMART(t), newSMART(t)
-	c := newClient(t, WithSigner("rsa-1", rk))
+	c := newRuntime(t, WithSigner("rsa-1", rk))
 	ctx := context.Background()
 	ta, err := c.Token(ctx, smartRequest(a, "rsa-1", "RS384"))
 	if err != nil {
@@ -104,7 +104,7 @@ func TestClientCertificateOverridesTransport(t *testing.T) {
 	other := m.ClientCertificate("other-app")
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.RootCAs(), MinVersion: tls.VersionTLS12,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &other, nil }}}
-	c := newClient(t, WithHTTPTransport(transport), WithClientCertificate("cert-1", m.ClientCertificate("bank-app")))
+	c := newRuntime(t, WithHTTPTransport(transport), WithClientCertificate("cert-1", m.ClientCertificate("bank-app")))
 	req := abi.TokenRequest{Provider: "custom", ClientID: "bank-app", KeyID: "cert-1", TokenURL: m.TokenURL(),
 		Profile: &abi.Profile{ClientAuth: "tls_client_auth"}}
 	if _, err := c.Token(context.Background(), req); err != nil || m.Issued() != 1 {

@@ -147,9 +147,9 @@ func TestSigningFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newClient(t, WithSigner(tt.kid, tt.signer), withStepFlow(tt.stepFlow))
+			c := newRuntime(t, WithSigner(tt.kid, tt.signer), withStepFlow(tt.stepFlow))
 			if tt.name == "unknown key id" {
-				c = newClient(t)
+				c = newRuntime(t)
 			}
 			before := s.Requests()
 			_, err := c.Token(context.Background(), smartRequest(s, tt.kid, tt.alg))
@@ -179,10 +179,10 @@ func TestSMARTDiscoveryPolicy(t *testing.T) {
 		kind string
 	}{
 		{"loopback without the opt-in", mustNew(t, WithSigner("rsa-1", signer)), s.FHIRBase(), abi.KindPolicy}, // names WithLoopback (below)
-		{"plain http elsewhere", newClient(t, WithSigner("rsa-1", signer)), "http://fhir.example.org/r4", abi.KindPolicy},
-		{"host not allowed", newClient(t, WithSigner("rsa-1", signer)), "https://fhir.example.org/r4", abi.KindPolicy},
-		{"no private_key_jwt", newClient(t, WithSigner("rsa-1", signer)), secretOnly.FHIRBase(), abi.KindPolicy},
-		{"no configuration", newClient(t, WithSigner("rsa-1", signer)), s.URL() + "/nothing", abi.KindMalformedResponse},
+		{"plain http elsewhere", newRuntime(t, WithSigner("rsa-1", signer)), "http://fhir.example.org/r4", abi.KindPolicy},
+		{"host not allowed", newRuntime(t, WithSigner("rsa-1", signer)), "https://fhir.example.org/r4", abi.KindPolicy},
+		{"no private_key_jwt", newRuntime(t, WithSigner("rsa-1", signer)), secretOnly.FHIRBase(), abi.KindPolicy},
+		{"no configuration", newRuntime(t, WithSigner("rsa-1", signer)), s.URL() + "/nothing", abi.KindMalformedResponse},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			req := smartRequest(s, "rsa-1", "RS384")
@@ -215,7 +215,7 @@ func TestMutualTLS(t *testing.T) {
 	m := providertest.NewMTLS("bank-app")
 	defer m.Close()
 	transport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.RootCAs(), MinVersion: tls.VersionTLS12}}
-	c := newClient(t, WithHTTPTransport(transport),
+	c := newRuntime(t, WithHTTPTransport(transport),
 		WithClientCertificate("cert-1", m.ClientCertificate("bank-app")),
 		WithClientCertificate("cert-other", m.ClientCertificate("other-app")))
 	req := func(certID string) abi.TokenRequest {
@@ -235,7 +235,7 @@ func TestMutualTLS(t *testing.T) {
 	if _, err := c.Token(ctx, req("cert-missing")); kindOf(err) != abi.KindPolicy {
 		t.Fatalf("an unknown certificate id: %v", err)
 	}
-	plain := newClient(t, WithHTTPTransport(transport.Clone()))
+	plain := newRuntime(t, WithHTTPTransport(transport.Clone()))
 	noCert := req("cert-1")
 	noCert.Profile = &abi.Profile{ClientAuth: "body"}
 	noCert.ClientSecret = "x"
@@ -289,7 +289,7 @@ func TestPrivateKeysNeverLeak(t *testing.T) {
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
 	cache := &recordingCache{Cache: NewMemoryCache(0)}
-	c := newClient(t, WithCache(cache), WithLogger(logger), WithSigner("rsa-1", signer), WithSigner("ec-1", ecSigner),
+	c := newRuntime(t, WithCache(cache), WithLogger(logger), WithSigner("rsa-1", signer), WithSigner("ec-1", ecSigner),
 		WithSigner("broken", &kmsSigner{inner: rk, fail: errors.New("hsm offline")}))
 	ctx := context.Background()
 	var errs bytes.Buffer
@@ -466,7 +466,7 @@ func TestRevokeSaysWhatItCouldNotDo(t *testing.T) {
 	_, ek, _ := testKeys()
 	s := newSMART(t)
 	ctx := context.Background()
-	c := newClient(t, WithLoopback(), WithSigner("ec-1", &kmsSigner{inner: ek}), WithCache(dropFailingCache{NewMemoryCache(0)}))
+	c := newRuntime(t, WithLoopback(), WithSigner("ec-1", &kmsSigner{inner: ek}), WithCache(dropFailingCache{NewMemoryCache(0)}))
 	req := smartRequest(s, "ec-1", "ES384")
 	tok, err := c.Token(ctx, req)
 	if err != nil {
@@ -493,7 +493,7 @@ func TestRevokeCandescent(t *testing.T) {
 	cfg := providertest.DefaultConfig("candescent")
 	fake := providertest.NewCandescent(cfg)
 	defer fake.Close()
-	c := newClient(t, WithLoopback())
+	c := newRuntime(t, WithLoopback())
 	ctx := context.Background()
 	req := abi.TokenRequest{Provider: "candescent", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
 		InstitutionID: cfg.InstitutionID, TokenURL: fake.TokenURL()}
@@ -530,7 +530,7 @@ func TestRevokeRotatedGrant(t *testing.T) {
 	cfg.Lifetime = time.Second
 	fake := providertest.NewCandescent(cfg)
 	defer fake.Close()
-	c := newClient(t, WithLoopback())
+	c := newRuntime(t, WithLoopback())
 	ctx := context.Background()
 	pw, err := c.Token(ctx, abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantPassword, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
 		InstitutionID: cfg.InstitutionID, Username: cfg.Username, Password: cfg.Password, TokenURL: fake.TokenURL()})

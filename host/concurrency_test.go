@@ -46,7 +46,7 @@ func rotationSetup(t *testing.T, c *Runtime, life time.Duration) (*providertest.
 // same refresh token twice (a replay).
 func TestRotationForcedRefreshSendsOnce(t *testing.T) {
 	var hooks atomic.Int64
-	c := newClient(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
+	c := newRuntime(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
 	fake, rt := rotationSetup(t, c, time.Hour)
 	before := fake.Requests()
 	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
@@ -84,7 +84,7 @@ func TestRotationForcedRefreshSendsOnce(t *testing.T) {
 // be dead): the exchange runs to its end and the next call works.
 func TestRotationSurvivesCallerDeadline(t *testing.T) {
 	var hooks atomic.Int64
-	c := newClient(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
+	c := newRuntime(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
 	fake, rt := rotationSetup(t, c, time.Hour)
 	hooks.Store(0)
 	// The provider processes the request (rotates) first, then is slow to answer.
@@ -126,7 +126,7 @@ func TestRotationSurvivesCallerDeadline(t *testing.T) {
 // TestRotationSurvivesEviction: a full source map evicts an idle refresh_token source; the original
 // request must then follow the grant's lineage, never replay the rotated-away refresh token.
 func TestRotationSurvivesEviction(t *testing.T) {
-	c := newClient(t)
+	c := newRuntime(t)
 	_, rt := rotationSetup(t, c, 2*time.Second)
 	if _, err := c.Token(context.Background(), rt); err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestTransportNonReplayable401Invalidates(t *testing.T) {
 	fake := providertest.NewPattern(providertest.DefaultConfig("pattern"))
 	defer fake.Close()
 	req := abi.TokenRequest{Provider: "pattern", ClientID: fake.Config().ClientID, ClientSecret: fake.Config().ClientSecret, TokenURL: fake.TokenURL()}
-	c := newClient(t)
+	c := newRuntime(t)
 	tr := c.Transport(nil, req)
 	tok, _ := c.Token(context.Background(), req)
 	fake.Revoke(tok.AccessToken)
@@ -183,7 +183,7 @@ func TestTransportNonReplayable401Invalidates(t *testing.T) {
 func TestNoGoroutineLeak(t *testing.T) {
 	fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
 	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool { stall(r, 5*time.Second); return false })
-	c := newClient(t)
+	c := newRuntime(t)
 	base := runtime.NumGoroutine()
 	for range 30 {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -294,7 +294,7 @@ func fillWithTokens(c *Runtime, from, n int) {
 func TestSingleFlightOnFullSourceMap(t *testing.T) {
 	fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
 	fake.Intercept(func(w http.ResponseWriter, r *http.Request) bool { stall(r, 200*time.Millisecond); return false })
-	c := newClient(t)
+	c := newRuntime(t)
 	fillWithTokens(c, 0, maxSources)
 	stop := make(chan struct{})
 	go func() {
@@ -327,7 +327,7 @@ func TestSingleFlightOnFullSourceMap(t *testing.T) {
 // fills (its hits once never updated lastUsed).
 func TestHotTokenSourceNotEvicted(t *testing.T) {
 	fake, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
-	c := newClient(t)
+	c := newRuntime(t)
 	ts := c.TokenSource(req)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
@@ -353,7 +353,7 @@ func TestTimeoutMSBoundsInstanceWait(t *testing.T) {
 	slow, slowReq := nikoFake(t, providertest.DefaultConfig("nikohealth"))
 	slow.Intercept(func(w http.ResponseWriter, r *http.Request) bool { stall(r, 3*time.Second); return false })
 	_, fastReq := nikoFake(t, providertest.DefaultConfig("nikohealth"))
-	c := newClient(t, WithMaxInstances(2))
+	c := newRuntime(t, WithMaxInstances(2))
 	for i := range 2 {
 		r := slowReq
 		r.Scope = "s" + fmtInt(i)
@@ -377,7 +377,7 @@ func TestTimeoutMSBoundsInstanceWait(t *testing.T) {
 // after the first fetch (20 concurrent callers, one exchange) and keeps working past each expiry.
 func TestAuthorizationCodeMovesToRefreshToken(t *testing.T) {
 	var hooks atomic.Int64
-	c := newClient(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
+	c := newRuntime(t, WithRefreshTokenHook(func(context.Context, abi.TokenRequest, string) { hooks.Add(1) }))
 	cfg := providertest.DefaultConfig("candescent")
 	cfg.Lifetime = time.Second
 	fake := providertest.NewCandescent(cfg)
@@ -403,7 +403,7 @@ func TestConcurrent401Storm(t *testing.T) {
 	fake := providertest.NewPattern(providertest.DefaultConfig("pattern"))
 	defer fake.Close()
 	req := abi.TokenRequest{Provider: "pattern", ClientID: fake.Config().ClientID, ClientSecret: fake.Config().ClientSecret, TokenURL: fake.TokenURL()}
-	c := newClient(t)
+	c := newRuntime(t)
 	hc := &http.Client{Transport: c.Transport(nil, req)}
 	fake.RefuseAPI(true)
 	for range 4 {

@@ -73,7 +73,7 @@ func bindFields(t reflect.Type, table []core.Field) fieldBinding {
 }
 
 // clearPerCall zeroes req's fields that are not part of its credential set (the table's per-call
-// fields: force, now_ms, min_ttl_ms, fleet_lock, access_token, and revocation_url).
+// fields, as abi/ABI.md lists them under TokenRequest).
 func clearPerCall(req *abi.TokenRequest) {
 	v := reflect.ValueOf(req).Elem()
 	for _, i := range requestFields.perCall {

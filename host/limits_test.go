@@ -88,7 +88,7 @@ func TestResponseLimits(t *testing.T) {
 				_, _ = w.Write([]byte(tt.body))
 				return true
 			})
-			c := newClient(t, append([]Option{WithMaxInstances(1)}, limitPlugin(t)...)...)
+			c := newRuntime(t, append([]Option{WithMaxInstances(1)}, limitPlugin(t)...)...)
 			c.pool.recycleAbove = 1 << 62 // the plugin itself must hold up on one instance
 			req.Force = true              // every call reaches the provider
 			req.TimeoutMS = 5000
@@ -174,7 +174,7 @@ func TestLargeRequestsOnOneInstance(t *testing.T) {
 				_, _ = w.Write([]byte(`{"access_token":"big-token","token_type":"Bearer","expires_in":3600}`))
 				return true
 			})
-			c := newClient(t, append([]Option{WithMaxInstances(1)}, limitPlugin(t)...)...)
+			c := newRuntime(t, append([]Option{WithMaxInstances(1)}, limitPlugin(t)...)...)
 			c.pool.recycleAbove = 1 << 62 // the plugin itself must hold up on one instance
 			request := func(secret string) []byte {
 				req := base
@@ -289,7 +289,7 @@ func limitPlugin(t *testing.T) []Option {
 // lowered to 128 KiB here: no request within core.MaxRequestBytes (256 KiB) moves the 1 MiB of the
 // default any more.
 func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
-	c := newClient(t, WithMaxInstances(1))
+	c := newRuntime(t, WithMaxInstances(1))
 	c.pool.recycleAbove = 128 << 10
 	req := abi.TokenRequest{Provider: "nikohealth", Domain: "acme", ClientID: "id", ClientSecret: strings.Repeat("s", 200<<10)}
 	first, err := c.pool.get(context.Background())

@@ -28,7 +28,7 @@ func nikoFake(t *testing.T, cfg providertest.Config) (*providertest.Fake, abi.To
 	return f, abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, TokenURL: f.TokenURL()}
 }
 
-func newClient(t *testing.T, opts ...Option) *Runtime {
+func newRuntime(t *testing.T, opts ...Option) *Runtime {
 	t.Helper()
 	c, err := New(context.Background(), append([]Option{WithLoopback()}, opts...)...)
 	if err != nil {
@@ -46,7 +46,7 @@ func kindOf(err error) string {
 	return ""
 }
 
-// TestGateHoldsEveryCaller: after one 429, 500 callers in two Clients (two pools of instances) that
+// TestGateHoldsEveryCaller: after one 429, 500 callers in two Runtimes (two pools of instances) that
 // share a cache, all forcing a fetch, cause no further request until Retry-After ends.
 func TestGateHoldsEveryCaller(t *testing.T) {
 	for _, tt := range []struct{ name, retryAfter string }{
@@ -64,7 +64,7 @@ func TestGateHoldsEveryCaller(t *testing.T) {
 				return true
 			})
 			cache := NewMemoryCache(0)
-			clients := []*Runtime{newClient(t, WithCache(cache)), newClient(t, WithCache(cache))}
+			clients := []*Runtime{newRuntime(t, WithCache(cache)), newRuntime(t, WithCache(cache))}
 			if _, err := clients[0].Token(context.Background(), req); kindOf(err) != abi.KindRateLimited {
 				t.Fatalf("first: %v", err)
 			}
@@ -124,7 +124,7 @@ func TestTransientFaults(t *testing.T) {
 				tt.fault(w, r)
 				return true
 			})
-			c := newClient(t)
+			c := newRuntime(t)
 			start := time.Now()
 			tok, err := c.Token(context.Background(), req)
 			if kindOf(err) != tt.wantKind || (tt.wantKind == "" && (err != nil || tok == nil)) {
@@ -147,7 +147,7 @@ func TestConnectionRefusedFailsFast(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	c := newClient(t)
+	c := newRuntime(t)
 	start := time.Now()
 	_, err = c.Token(context.Background(), abi.TokenRequest{Provider: "nikohealth", ClientID: "c", ClientSecret: "niko-secret", TokenURL: "http://" + addr + "/t"})
 	if kindOf(err) != abi.KindTransport || time.Since(start) > 2*time.Second {
@@ -165,7 +165,7 @@ func TestFailedRefreshKeepsServing(t *testing.T) {
 	cfg.Lifetime = 4 * time.Second // refresh from 2.67 s, skew from 3 s, expiry at 4 s
 	fake, req := nikoFake(t, cfg)
 	req.TimeoutMS = 200
-	c := newClient(t)
+	c := newRuntime(t)
 	first, err := c.Token(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +205,7 @@ func TestFailedRefreshKeepsServing(t *testing.T) {
 // TestPluginOutOfMemory: a call that needs more memory than the cap traps inside the plugin; the
 // instance is replaced and the next call works.
 func TestPluginOutOfMemory(t *testing.T) {
-	c := newClient(t, WithMemoryLimit(8), WithMaxInstances(1)) // 512 KiB
+	c := newRuntime(t, WithMemoryLimit(8), WithMaxInstances(1)) // 512 KiB
 	huge := abi.DecodeInput{Request: abi.TokenRequest{Provider: "candid", ClientID: "c", ClientSecret: "s"},
 		Response: abi.HTTPResponse{Status: 200, Body: strings.Repeat("x", 2<<20)}}
 	var out json.RawMessage

@@ -78,11 +78,11 @@ func TestTokenResponseRepeatedMembers(t *testing.T) {
 			}
 			ctx := context.Background()
 			for _, step := range []bool{false, true} {
-				c := newClient(t, withStepFlow(step))
+				c := newRuntime(t, withStepFlow(step))
 				tok, err := c.Token(ctx, req)
 				check(map[bool]string{false: "token export", true: "token_step"}[step], tok, err)
 			}
-			tok, err := newClient(t).Decode(ctx, req, abi.HTTPResponse{Status: tc.status, Body: tc.body})
+			tok, err := newRuntime(t).Decode(ctx, req, abi.HTTPResponse{Status: tc.status, Body: tc.body})
 			check("decode export", tok, err)
 		})
 	}

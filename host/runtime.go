@@ -54,7 +54,7 @@ type Runtime struct {
 }
 
 // ErrClosed is returned by every call on a Runtime after Close.
-var ErrClosed = errors.New("tokenwasm: client is closed")
+var ErrClosed = errors.New("tokenwasm: runtime is closed")
 
 // Option configures a Runtime.
 type Option func(*config)
@@ -380,7 +380,8 @@ func (c *Runtime) fetch(ctx context.Context, input []byte) (*abi.Result, error) 
 
 // Token returns a valid token for req: from the in-process cache, else from the plugin (shared cache,
 // then the provider). Concurrent calls for the same credentials share one fetch. A typed failure is
-// an *abi.Error (use errors.As).
+// an *abi.Error (use errors.As). Of req's per-call fields only Force is read: the Runtime sets
+// now_ms, min_ttl_ms and fleet_lock itself (its clock, refresh ahead, a shared cache).
 func (c *Runtime) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
@@ -396,7 +397,9 @@ func (c *Runtime) Token(ctx context.Context, req abi.TokenRequest) (*abi.Token, 
 }
 
 // Invalidate drops the cached token for req everywhere (in-process and in the shared cache). Call it
-// when an API answers 401 with a token that should still be valid.
+// when an API answers 401 with a token that should still be valid. It drops whatever token is held:
+// req.AccessToken is not read (Config.Client's transport drops a token only if it is the one the API
+// refused).
 func (c *Runtime) Invalidate(ctx context.Context, req abi.TokenRequest) error {
 	s, err := c.sources.get(c, req)
 	if err != nil {

@@ -87,7 +87,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewJSONHandler(lockedWriter{&logs, &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
 	cache := &recordingCache{Cache: NewMemoryCache(0)}
-	c := newClient(t, WithCache(cache), WithLogger(logger))
+	c := newRuntime(t, WithCache(cache), WithLogger(logger))
 	ctx := context.Background()
 	var errs bytes.Buffer
 	noteErr := func(err error) {
@@ -161,7 +161,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		}
 	}
 	// A transport whose error message echoes the request: the plugin redacts host messages too.
-	echoing := newClient(t, WithCache(cache), WithLogger(logger), WithHTTPTransport(echoTransport{}))
+	echoing := newRuntime(t, WithCache(cache), WithLogger(logger), WithHTTPTransport(echoTransport{}))
 	for _, req := range cases(set) {
 		req.Force = true
 		_, err := echoing.Token(ctx, req)

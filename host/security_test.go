@@ -45,7 +45,7 @@ func padTo(t *testing.T, req abi.TokenRequest, size int) abi.TokenRequest {
 
 // TestLargeRequestsKeepTheirIdentity: requests around the plugin memo's old 64 KiB limit and up to
 // the request limit (core.MaxRequestBytes, 256 KiB), with credential sets alternating on one instance
-// and two Clients sharing one cache: every caller gets a token issued to its own client by its own
+// and two Runtimes sharing one cache: every caller gets a token issued to its own client by its own
 // provider, a wrong secret never gets a token, and one identity's 429 never gates another.
 func TestLargeRequestsKeepTheirIdentity(t *testing.T) {
 	f1 := providertest.NewNikoHealth(providertest.Config{ClientID: "tenant-1", ClientSecret: "secret-1"})
@@ -76,7 +76,7 @@ func TestLargeRequestsKeepTheirIdentity(t *testing.T) {
 		{"tenant-3 rate-limited", req(gated, "secret-3"), nil, gated},
 	}
 	cache := NewMemoryCache(0)
-	clients := []*Runtime{newClient(t, WithCache(cache), WithMaxInstances(1)), newClient(t, WithCache(cache), WithMaxInstances(1))}
+	clients := []*Runtime{newRuntime(t, WithCache(cache), WithMaxInstances(1)), newRuntime(t, WithCache(cache), WithMaxInstances(1))}
 	sizes := []int{0, memoLimit - 1, memoLimit, memoLimit + 1, core.MaxRequestBytes - 1, core.MaxRequestBytes}
 	ctx := context.Background()
 	calls := 0
@@ -161,7 +161,7 @@ func TestDeadlines(t *testing.T) {
 	for name, call := range entries {
 		t.Run(name+"/deadline", func(t *testing.T) {
 			fake, req := stalled(t)
-			c := newClient(t)
+			c := newRuntime(t)
 			ctx, cancel := context.WithTimeout(context.Background(), deadline)
 			defer cancel()
 			start := time.Now()
@@ -176,7 +176,7 @@ func TestDeadlines(t *testing.T) {
 		})
 		t.Run(name+"/canceled", func(t *testing.T) {
 			fake, req := stalled(t)
-			c := newClient(t)
+			c := newRuntime(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
 			if err := call(ctx, c, req); !errors.Is(err, context.Canceled) {
@@ -195,7 +195,7 @@ func TestDeadlines(t *testing.T) {
 			stall(r, 400*time.Millisecond)
 			return false
 		})
-		c := newClient(t)
+		c := newRuntime(t)
 		short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		var wg sync.WaitGroup
@@ -213,7 +213,7 @@ func TestDeadlines(t *testing.T) {
 	t.Run("timeout_ms bounds the whole call", func(t *testing.T) {
 		fake, req := stalled(t)
 		req.TimeoutMS = 300
-		c := newClient(t)
+		c := newRuntime(t)
 		start := time.Now()
 		_, err := c.Token(context.Background(), req)
 		if d := time.Since(start); d > 300*time.Millisecond+slack || kindOf(err) != abi.KindTransport {
@@ -239,7 +239,7 @@ func TestRefreshTokenRotation(t *testing.T) {
 	var mu sync.Mutex
 	var hooked []string
 	var from []string
-	c := newClient(t, WithLogger(logger), WithRefreshTokenHook(func(_ context.Context, req abi.TokenRequest, rt string) {
+	c := newRuntime(t, WithLogger(logger), WithRefreshTokenHook(func(_ context.Context, req abi.TokenRequest, rt string) {
 		mu.Lock()
 		hooked, from = append(hooked, rt), append(from, req.RefreshToken)
 		mu.Unlock()
@@ -305,7 +305,7 @@ func TestSingleFlightWithFullSourceMap(t *testing.T) {
 		stall(r, 100*time.Millisecond)
 		return false
 	})
-	c := newClient(t)
+	c := newRuntime(t)
 	other := func(i int) abi.TokenRequest {
 		return abi.TokenRequest{Provider: "candescent", GrantType: abi.GrantRefreshToken, ClientID: "c", ClientSecret: "s",
 			RefreshToken: "rt-" + strconv.Itoa(i)}
@@ -338,7 +338,7 @@ func TestNo401Storm(t *testing.T) {
 	fake := providertest.NewPattern(providertest.DefaultConfig("pattern"))
 	defer fake.Close()
 	req := abi.TokenRequest{Provider: "pattern", ClientID: fake.Config().ClientID, ClientSecret: fake.Config().ClientSecret, TokenURL: fake.TokenURL()}
-	c := newClient(t)
+	c := newRuntime(t)
 	hc := &http.Client{Transport: c.Transport(nil, req)}
 	fake.RefuseAPI(true)
 	for i := range 100 {
@@ -439,7 +439,7 @@ func TestTokenHeaderInjectionRefused(t *testing.T) {
 		_, _ = w.Write([]byte(`{"access_token":"abc\r\nX-Injected: yes\r\n\r\nGET /admin HTTP/1.1","expires_in":600}`))
 		return true
 	})
-	c := newClient(t)
+	c := newRuntime(t)
 	if _, err := c.Token(context.Background(), req); kindOf(err) != abi.KindMalformedResponse {
 		t.Fatalf("err = %v, want malformed_response", err)
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // sharedMemory is a MemoryCache that says it is shared, so the plugin takes the fleet lock in it:
-// two Clients on one sharedMemory behave as two processes on one Redis.
+// two Runtimes on one sharedMemory behave as two processes on one Redis.
 type sharedMemory struct{ *MemoryCache }
 
 func (sharedMemory) Shared() bool { return true }

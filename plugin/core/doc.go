@@ -8,13 +8,16 @@
 //
 //   - profile.go: the built-in providers, one row each (Providers); a provider differs by its row,
 //     never by a code path.
+//   - fields.go: the TokenRequest's fields, once (RequestFields): type, secret, credential set or one
+//     call's option; the parser, redaction and the hosts' credential-set keys read it.
 //   - request.go: the TokenRequest parser; encode.go and decode.go: the provider's HTTP request and
 //     its answer; assertion.go: client assertions (RFC 7523); hosts.go: the token hosts a provider's
 //     credentials may go to; redact.go: what of an answer may be repeated in an error; jsonw.go and
 //     rawjson.go: the JSON writer and reader the flow uses instead of reflection.
 //   - step.go: the flow itself, a step function (Flow, Action): cache lookup, the 429 gate, the fleet
 //     lock, signing, the fetch, storing, a one-time grant's lineage, the 401 window; revoke.go its
-//     revoke op.
+//     revoke op; transitions.go: the flow's transitions, the one table Step and resume both read
+//     (abi/ABI.md renders it).
 //   - flow.go: the cache keys and the schedule (RefreshAtMS, StaleAtMS), and the drivers that run the
 //     flow with the imports called inline (Token, Invalidate).
 //   - exports.go: the other exports (Describe, Encode, Decode); memo.go: the last request prepared,

@@ -159,3 +159,48 @@ func (p schemaProp) fieldType() FieldType {
 	}
 	return 0
 }
+
+// TestFieldListsInABI: abi/ABI.md's two lists of TokenRequest fields in prose, the options of one
+// call (under TokenRequest) and the secrets (under Secrets), name exactly the field table's fields
+// that are not part of the credential set and that are secret. Hosts written from ABI.md (the npm
+// package's redaction, a new host's source map) read these lists, not the table.
+func TestFieldListsInABI(t *testing.T) {
+	b, err := os.ReadFile("../../abi/ABI.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abiMD := string(b)
+	var perCall, secret []string
+	for _, f := range RequestFields() {
+		if !f.Identity {
+			perCall = append(perCall, f.Name)
+		}
+		if f.Secret {
+			secret = append(secret, f.Name)
+		}
+	}
+	for _, tt := range []struct {
+		what, from, to string
+		want           []string
+	}{
+		{"options of one call", "\nThe fields ", " are\noptions of one call", perCall},
+		{"secrets", "### Secrets\n", " never appear", secret},
+	} {
+		_, rest, ok := strings.Cut(abiMD, tt.from)
+		list, _, ok2 := strings.Cut(rest, tt.to)
+		if !ok || !ok2 {
+			t.Fatalf("%s: ABI.md has no sentence from %q to %q", tt.what, tt.from, tt.to)
+		}
+		var got []string
+		for i, part := range strings.Split(list, "`") {
+			if i%2 == 1 {
+				got = append(got, part)
+			}
+		}
+		slices.Sort(got)
+		want := slices.Sorted(slices.Values(tt.want))
+		if !slices.Equal(got, want) {
+			t.Errorf("ABI.md's %s: %v, the field table's: %v", tt.what, got, want)
+		}
+	}
+}

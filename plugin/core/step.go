@@ -59,7 +59,7 @@ const (
 	OpRevoke     = 'r'
 )
 
-// Flow is one token or invalidate flow of one request. What passes between two steps is its state
+// Flow is one token, invalidate or revoke flow of one request. What passes between two steps is its state
 // (operation, phase, start time, lock owner): no secret, since the request comes with every step,
 // and bound to the request's identity, so it resumes with that request only.
 type Flow struct {
@@ -99,7 +99,7 @@ type Flow struct {
 	Then []Action
 }
 
-// NewFlow starts a flow for the TokenRequest in input (op OpToken or OpInvalidate). An invalid
+// NewFlow starts a flow for the TokenRequest in input (op OpToken, OpInvalidate or OpRevoke). An invalid
 // request is an error answer, with no flow.
 func NewFlow(m *Memo, input []byte, op byte, now Clock) (*Flow, []byte) {
 	return m.startFlow(new(Flow), input, op, now, false)

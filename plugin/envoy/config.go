@@ -54,8 +54,8 @@ type settings struct {
 }
 
 // requestFields are the TokenRequest fields a configuration may set (plugin/core's field table): the
-// credential set's. The flow's own fields (force, now_ms, min_ttl_ms, fleet_lock, access_token) are
-// the filter's to set; assertion_jti (tests and replays) is refused: every token call gets a fresh
+// credential set's. The per-call fields are the filter's to set, or (revocation_url: the filter
+// never revokes) unused; assertion_jti (tests and replays) is refused: every token call gets a fresh
 // one; fhir_base is the Go host's (discovery).
 var requestFields, secretFields = configFields()
 

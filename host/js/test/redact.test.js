@@ -139,3 +139,17 @@ test('a text built to make the matcher slow is withheld, not scanned for ever', 
   assert.ok(got === REDACTED, `${got.length} characters, want the text withheld`);
   assert.ok(performance.now() - started < 10_000, `${Math.round(performance.now() - started)} ms`);
 });
+
+test("every secret field of ABI.md's Secrets is a secret at any length (the field table, as ABI.md lists it)", async () => {
+  const { readFileSync } = await import('node:fs');
+  const abi = readFileSync(new URL('../../../abi/ABI.md', import.meta.url), 'utf8');
+  const sentence = abi.split('### Secrets\n')[1]?.split(' never appear')[0] ?? '';
+  const fields = [...sentence.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]);
+  assert.ok(fields.includes('client_secret') && fields.includes('access_token'), `ABI.md's Secrets sentence not found: ${sentence}`);
+  for (const field of fields) {
+    // 5 bytes: shorter than EXTRA_SECRET_MIN, so only a field known to be a secret is one.
+    for (const body of [`${field}=s3crt`, JSON.stringify({ [field]: 's3crt' })]) {
+      assert.ok(requestSecrets({ method: 'POST', url: 'https://p.example/t', headers: {}, body }).includes('s3crt'), `${field} in ${body}`);
+    }
+  }
+});

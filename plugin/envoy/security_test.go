@@ -18,8 +18,9 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 )
 
-// Attacks on the rebuilt filter (issue 17's review, run again): each test is one finding or one
-// behaviour that held.
+// The filter against hostile parties: a provider that refreshes without progress or injects into
+// its answers, an upstream's 401 storm, scopes and double encoding in paths, a configuration with
+// nulls and duplicates, planted shared data, and secrets kept out of replies, logs and metrics.
 
 // TestRefreshWithoutProgressStops: a provider that answers a refresh with a token expiring no later
 // than the one held (its own cached token, or a JWT clamped to a session's end) gains nothing from

@@ -149,6 +149,55 @@ test('a plain request object mutated between calls never gets the token of what 
   }
 });
 
+test('a frozen member whose JSON can change (a function or bigint with a toJSON, an inherited toJSON) is never taken by its identity', async () => {
+  const provider = await tokenServer();
+  const host = await createClient({ wasm: WASM, allowLoopback: true });
+  const base = { provider: 'candid', client_secret: 's', token_url: provider.url };
+  let tenant;
+  // Each request reads the current tenant only through something inside a frozen member (or a
+  // primitive) that the cache keeps by identity or value: JSON.stringify calls a function's or a
+  // bigint's toJSON, and an inherited one, as it does an own one.
+  const cases = [
+    ['a function with a toJSON', () => ({ ...base, client_id: 'fn', params: Object.freeze({ audience: Object.assign(() => {}, { toJSON: () => tenant }) }) })],
+    ['a bigint (BigInt.prototype.toJSON)', () => ({ ...base, client_id: 1n })],
+    ['an array (Array.prototype.toJSON)', () => ({ ...base, client_id: 'arr', params: Object.freeze({ audience: Object.freeze(['read']) }) })],
+    ['an object (Object.prototype.toJSON), under a request without a prototype', () => Object.assign(Object.create(null), { ...base, client_id: 'obj', params: Object.freeze({ audience: 'x' }) })],
+  ];
+  const protos = [
+    [BigInt.prototype, function () { return tenant; }],
+    // Every other array and object (the client's own JSON) serializes as it would without one.
+    [Array.prototype, function () { return this[0] === 'read' ? tenant : Array.from(this); }],
+    [Object.prototype, function () { return this.audience === 'x' ? { audience: tenant } : { ...this }; }],
+  ];
+  try {
+    for (const [i, [what, make]] of cases.entries()) {
+      const req = make();
+      const given = i > 0 ? protos[i - 1] : null;
+      // Given before the first call (a library that defines it) and, separately, after it (a bigint
+      // without a toJSON cannot be serialized at all).
+      for (const after of given && given[0] !== BigInt.prototype ? [false, true] : [false]) {
+        tenant = `${what}-${after}-a`;
+        if (given && !after) Object.defineProperty(given[0], 'toJSON', { value: given[1], configurable: true, writable: true });
+        try {
+          const a = (await host.token(req)).token?.access_token;
+          if (given && after) Object.defineProperty(given[0], 'toJSON', { value: given[1], configurable: true, writable: true });
+          tenant = `${what}-${after}-b`;
+          const json = JSON.stringify(req);
+          const b = (await host.token(req)).token?.access_token;
+          assert.ok(b, `${what}: no token`);
+          assert.notEqual(b, a, `${what}${after ? ' (given after the first call)' : ''}: the request now reads ${json}, and was served the token of what it read before`);
+          assert.equal((await host.token(JSON.parse(json))).token?.access_token, b, `${what}: not the token of its JSON`);
+        } finally {
+          if (given) delete given[0].toJSON;
+        }
+      }
+    }
+  } finally {
+    await host.close();
+    await provider.close();
+  }
+});
+
 test("a fetch error that quotes the URL (Deno's do) reaches neither the answer nor the logs with its path or query", async () => {
   const url = 'https://127.0.0.1:39999/t/(CANARYPATH)?key=CANARYQUERY';
   // Deno 2.9.6's fetch, on a refused connection: the whole URL in the cause's message.

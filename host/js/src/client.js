@@ -122,6 +122,12 @@ function sameAsRead(req, fp) {
 /** withMember returns the JSON object text `json` with one more member (name: a JSON value). */
 const withMember = (json, name, value) => (json === '{}' ? `{"${name}":${value}}` : `${json.slice(0, -1)},"${name}":${value}}`);
 
+/** withJSON is withMember with a value as JSON.stringify writes it; one it omits (undefined) is left out. */
+const withJSON = (json, name, value) => {
+  const v = JSON.stringify(value);
+  return v === undefined ? json : withMember(json, name, v);
+};
+
 /**
  * hold makes a held token of a token answer: the answer served from memory and the plugin's schedule
  * for it. An answer without the schedule (a plugin older than it) is never served from memory
@@ -432,8 +438,8 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
    * that flight did not fetch a token (a cache hit, an error), the forced flight follows it (unless
    * the client closed meanwhile).
    */
-  function forceShared(s, req, base) {
-    const start = () => s.flight ?? startFlight(s, base, fleetJSON(JSON.stringify(req)));
+  function forceShared(s, json, base) {
+    const start = () => s.flight ?? startFlight(s, base, fleetJSON(json));
     if (!s.flight) return start();
     return s.flight.then(
       (res) => ((res.token && res.cached === false) || closed ? res : start()),
@@ -530,10 +536,13 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
   async function token(req, { signal } = {}) {
     open();
     if (req?.force) {
-      const { force: _f, ...rest } = req;
+      const { force, ...rest } = req;
       const s = sourceOf(rest);
-      if (oneTime(rest)) return answered(forceShared(s, req, rest), signal);
-      const p = track(flow(fleetJSON(JSON.stringify(req)), s.slot, timeoutOf(req))).then((res) => settle(s, rest, res));
+      // The flow's JSON is the Source's with force: the object is read once, so a getter that
+      // answers differently on each read cannot send one request and hold its token in another's.
+      const json = withJSON(s.json, 'force', force);
+      if (oneTime(rest)) return answered(forceShared(s, json, rest), signal);
+      const p = track(flow(fleetJSON(json), s.slot, timeoutOf(rest))).then((res) => settle(s, rest, res));
       return answered(p, signal);
     }
     const s = sourceOf(req);
@@ -559,7 +568,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
     open();
     const { access_token: bad, ...base } = req ?? {};
     const s = sourceOf(base);
-    const res = await answered(track(drive(JSON.stringify(req), 'invalidate', s.slot)));
+    const res = await answered(track(drive(withJSON(s.json, 'access_token', bad), 'invalidate', s.slot)));
     // For a 401 (access_token), dropped from memory only when the flow says a new token is worth
     // trying: with the cache down (an error) the 401 window cannot be kept, and dropping would cost a
     // token request per API call.

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, httpSender } from '../src/index.js';
+import { createServer } from 'node:http';
 import { WASM, serve } from './support.js';
 
 /** tokenServer answers tok-<client_id>-<n> for every request (n counts from 1). */
@@ -195,6 +196,41 @@ test('a frozen member whose JSON can change (a function or bigint with a toJSON,
   } finally {
     await host.close();
     await provider.close();
+  }
+});
+
+test('a forced request whose getters answer differently on each read holds only the token of the JSON it was looked up by', async () => {
+  // The provider names the client it issued each token to (candid: client_id in a JSON body).
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      const client = JSON.parse(body).client_id;
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ access_token: `tok-${client}`, token_type: 'Bearer', expires_in: 3600 }));
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${server.address().port}/token`;
+  const host = await createClient({ wasm: WASM, allowLoopback: true });
+  try {
+    const base = { provider: 'candid', client_secret: 's', token_url: url };
+    let reads = 0;
+    const flip = { ...base, force: true };
+    Object.defineProperty(flip, 'client_id', { get: () => (reads++ % 2 === 0 ? 'tenant-a' : 'tenant-b'), enumerable: true });
+    await host.token(flip);
+    // Whatever the forced call sent, tenant a is served only a token issued to tenant a.
+    const a = await host.token({ ...base, client_id: 'tenant-a' });
+    assert.equal(a.token?.access_token, 'tok-tenant-a', "tenant a was served another tenant's token");
+    await host.invalidate(flip);
+    const b = await host.token({ ...base, client_id: 'tenant-b' });
+    assert.equal(b.token?.access_token, 'tok-tenant-b');
+  } finally {
+    await host.close();
+    await new Promise((resolve) => {
+      server.close(resolve);
+      server.closeAllConnections();
+    });
   }
 });
 

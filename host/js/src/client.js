@@ -55,40 +55,33 @@ export async function loadModule(wasm) {
 }
 
 /**
- * plain reports whether a primitive serializes the same every time: not a bigint, which JSON.stringify
- * serializes through BigInt.prototype.toJSON when there is one.
+ * deepFrozen reports whether v can never serialize differently but through a toJSON: v and every
+ * object inside it frozen plain objects or arrays whose members are all data properties, each pushed
+ * on objects. A getter or a class (whose prototype may have one) could answer differently from call
+ * to call (one frozen object serving several tenants), and so could a function or a bigint
+ * (JSON.stringify calls their toJSON too, and a bigint's is BigInt.prototype's), so such a value is
+ * never taken by its identity alone. A toJSON can appear on any of the objects later (given to
+ * Object.prototype or Array.prototype, or answered by a Proxy's get trap: a Proxy of a frozen object
+ * is frozen too), so the caller reads each one's toJSON on every check (sameAsRead).
  */
-const plain = (v) => typeof v !== 'bigint';
-
-/**
- * deepFrozen reports whether v can never serialize differently: v and every object inside it frozen
- * plain objects or arrays whose members are all data properties. A getter, a toJSON (its own or
- * inherited) or a class (whose prototype may have either) could answer differently from call to call
- * (one frozen object serving several tenants), and so could a function or a bigint (JSON.stringify
- * calls their toJSON too), so such a value is never taken by its identity alone.
- */
-function deepFrozen(v) {
-  if (v === null || (typeof v !== 'object' && typeof v !== 'function')) return plain(v);
+function deepFrozen(v, objects) {
+  if (v === null || (typeof v !== 'object' && typeof v !== 'function')) return typeof v !== 'bigint';
   if (typeof v === 'function') return false;
   const proto = Object.getPrototypeOf(v);
   if (!Object.isFrozen(v) || (proto !== Object.prototype && proto !== Array.prototype && proto !== null)) return false;
   const members = Object.getOwnPropertyDescriptors(v);
-  if ('toJSON' in members || (proto !== null && proto.toJSON !== undefined)) return false;
-  for (const k in members) if (!('value' in members[k]) || !deepFrozen(members[k].value)) return false;
+  if ('toJSON' in members || v.toJSON !== undefined) return false;
+  objects.push(v);
+  for (const k in members) if (!('value' in members[k]) || !deepFrozen(members[k].value, objects)) return false;
   return true;
 }
 
 /**
- * inheritedToJSON reports whether a toJSON was given to the prototypes of the plain objects and
- * arrays a fingerprint keeps by identity: given after they were read, it changes their JSON.
- */
-const inheritedToJSON = () => Object.prototype.toJSON !== undefined || Array.prototype.toJSON !== undefined;
-
-/**
- * fingerprint reads a request object once: its own enumerable keys, in order, and their values, or
- * null when the object is not one a fingerprint can stand for (not a plain object, a toJSON, or a
- * member that is not deep-frozen: an object that could change inside without the fingerprint seeing
- * it, a function or a bigint). Primitives are compared by value, deep-frozen members by identity.
+ * fingerprint reads a request object once: its own enumerable keys, in order, and their values, and
+ * the objects inside deep-frozen members, or null when the object is not one a fingerprint can stand
+ * for (not a plain object, a toJSON, or a member that is not deep-frozen: an object that could change
+ * inside without the fingerprint seeing it, a function or a bigint). Primitives are compared by
+ * value, deep-frozen members by identity.
  */
 function fingerprint(req) {
   if (req === null || typeof req !== 'object' || Array.isArray(req) || req.toJSON !== undefined) return null;
@@ -96,26 +89,29 @@ function fingerprint(req) {
   if (proto !== Object.prototype && proto !== null) return null;
   const keys = Object.keys(req);
   const values = new Array(keys.length);
+  const objects = [];
   for (let i = 0; i < keys.length; i++) {
     const v = req[keys[i]];
-    if (!deepFrozen(v)) return null;
+    if (!deepFrozen(v, objects)) return null;
     values[i] = v;
   }
-  return { keys, values };
+  return { keys, values, objects };
 }
 
 /**
  * sameAsRead reports whether req reads now as it did when fingerprinted (fp): the same keys in the
- * same order, each value the same (===). A request mutated in any member, added or removed, or given
- * a toJSON (its own, or the plain objects' or arrays' prototype's), is not.
+ * same order, each value the same (===), and no toJSON on it or on any object inside a member. A
+ * request mutated in any member, added or removed, or given a toJSON anywhere, is not.
  */
 function sameAsRead(req, fp) {
-  if (req.toJSON !== undefined || inheritedToJSON()) return false;
+  if (req.toJSON !== undefined) return false;
   const keys = Object.keys(req);
   const k = fp.keys;
   if (keys.length !== k.length) return false;
   const values = fp.values;
   for (let i = 0; i < k.length; i++) if (keys[i] !== k[i] || req[k[i]] !== values[i]) return false;
+  const objects = fp.objects;
+  for (let i = 0; i < objects.length; i++) if (objects[i].toJSON !== undefined) return false;
   return true;
 }
 

@@ -164,7 +164,13 @@ test('a frozen member whose JSON can change (a function or bigint with a toJSON,
     ['an array (Array.prototype.toJSON)', () => ({ ...base, client_id: 'arr', params: Object.freeze({ audience: Object.freeze(['read']) }) })],
     // A Proxy of a frozen object is frozen too (its invariants hold every own member), but its get
     // trap may answer a toJSON, here from the second tenant on.
-    ['a Proxy of a frozen object answering a toJSON', () => ({ ...base, client_id: 'proxy', params: new Proxy(Object.freeze({ audience: 'x' }), { get: (t, k) => (k === 'toJSON' ? (tenant.endsWith('-b') ? () => ({ audience: tenant }) : undefined) : Reflect.get(t, k)) }) })],
+    [
+      'a Proxy of a frozen object answering a toJSON',
+      () => {
+        const toJSON = () => (tenant.endsWith('-b') ? () => ({ audience: tenant }) : undefined);
+        return { ...base, client_id: 'proxy', params: new Proxy(Object.freeze({ audience: 'x' }), { get: (t, k) => (k === 'toJSON' ? toJSON() : Reflect.get(t, k)) }) };
+      },
+    ],
     ['an object (Object.prototype.toJSON), under a request without a prototype', () => Object.assign(Object.create(null), { ...base, client_id: 'obj', params: Object.freeze({ audience: 'x' }) })],
   ];
   const protos = [

@@ -153,6 +153,7 @@ class Source {
   flight = null;
   refreshing = false;
   retryAt = 0; // no background refresh before this: the plugin's retry_after_ms after a failure
+  gone = false; // left the map: an object that found it by identity looks its JSON up again
   constructor(json, slot) {
     this.json = json;
     this.slot = slot;
@@ -474,11 +475,12 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
    * identity (a WeakMap) and checked against what was read from it then (its fingerprint: every key
    * and value), so it skips JSON.stringify yet a mutated object never gets the Source of what it
    * held before. The JSON is made from the values the fingerprint read, so the two agree even for
-   * an object whose getters answer differently from read to read.
+   * an object whose getters answer differently from read to read. A Source that left the map is not
+   * found by identity either: a credential set has one Source, one held token and one flight.
    */
   function sourceOf(req) {
     const seen = known.get(req);
-    if (seen !== undefined && sameAsRead(req, seen.fp)) return seen.s;
+    if (seen !== undefined && !seen.s.gone && sameAsRead(req, seen.fp)) return seen.s;
     const fp = fingerprint(req);
     const json = JSON.stringify(fp === null ? req : Object.fromEntries(fp.keys.map((k, i) => [k, fp.values[i]])));
     if (typeof json !== 'string' || json[0] !== '{') throw new TypeError('tokenwasm: a request must be a JSON object');
@@ -487,6 +489,7 @@ export async function createClient({ wasm, allowedHosts = [], allowLoopback = fa
       if (sources.size >= MAX_SOURCES) {
         for (const [k, old] of sources) {
           if (!old.flight) {
+            old.gone = true; // one Source per credential set: never found again, by JSON or identity
             sources.delete(k);
             break;
           }

@@ -243,6 +243,31 @@ test('a forced request whose getters answer differently on each read holds only 
   }
 });
 
+test('a request object whose Source left the memory (the oldest of 10,000) shares the token of its JSON with every other object', async () => {
+  const provider = await tokenServer();
+  const host = await createClient({ wasm: WASM, allowLoopback: true });
+  try {
+    const req = { provider: 'candid', client_id: 'evicted', client_secret: 's', token_url: provider.url };
+    const first = (await host.token(req)).token.access_token;
+    // 10,000 other credential sets (refused by the plugin, sending nothing) push req's out.
+    for (let i = 0; i < 10_000; i++) await host.token({ provider: 'candid', client_id: `other-${i}` });
+    assert.equal(provider.count(), 1);
+    // The API refused the token: invalidating it through a copy of req (as client.fetch does with
+    // the request less force) must reach the object seen before too. Two Sources of one credential
+    // set would hold two tokens (one refused, which invalidate cannot reach) and run two flights at
+    // once (a one-time grant's refresh token sent twice).
+    const { retry } = await host.invalidate({ ...req, access_token: first });
+    assert.equal(retry, true);
+    const next = (await host.token(req)).token.access_token;
+    assert.notEqual(next, first, 'after its token was invalidated, the object seen before was served it again');
+    assert.equal((await host.token({ ...req })).token.access_token, next, 'the object and a copy got different tokens');
+    assert.equal(provider.count(), 2);
+  } finally {
+    await host.close();
+    await provider.close();
+  }
+});
+
 test("a fetch error that quotes the URL (Deno's do) reaches neither the answer nor the logs with its path or query", async () => {
   const url = 'https://127.0.0.1:39999/t/(CANARYPATH)?key=CANARYQUERY';
   // Deno 2.9.6's fetch, on a refused connection: the whole URL in the cause's message.

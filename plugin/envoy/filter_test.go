@@ -681,6 +681,11 @@ var scopeCases = []struct {
 	{"/api/x", "api.example.evil", false},
 	{"/api/x", "evil.api.example", false},
 	{"/api/x", "", false},
+	// Unicode case folding: Go's strings.ToLower maps U+0130 to "i" and the Kelvin sign U+212A to
+	// "k"; Envoy's virtual hosts and DNS fold ASCII only, so these name another host.
+	{"/api/x", "AP\u0130.example", false},
+	{"/api/x", "ap\u0130.example:443", false},
+	{"/api/x", "api.ex\u00e4mple", false},
 }
 
 // TestScope (issue 17 item 5; "deploy with confidence" item 1): paths match whole segments of a

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
@@ -86,4 +87,31 @@ func TestNewClientSecretKeepsTheLineage(t *testing.T) {
 	if calls, replays := p.record(); replays != 0 {
 		t.Fatalf("calls %v: the new secret's configuration replayed a used refresh token", calls)
 	}
+}
+
+// TestSecretPastedAsVariableNameNotLogged: an operator who puts the secret itself in secret_env
+// (where the variable's name belongs) gets a start failure that does not quote it: a random
+// alphanumeric secret is a valid environment variable name, and the message used to name the
+// variable ("environment variable <the secret> is not set") in a critical log.
+func TestSecretPastedAsVariableNameNotLogged(t *testing.T) {
+	const pasted = "Zk3pQ9xT2vLm8Rb4Yw7NcE5u" // looks like a client secret, and is a valid variable name
+	fake := niko(t, 0)
+	secret := nikoConfig(fake, map[string]any{"secret_env": map[string]string{"client_secret": pasted}})
+	delete(secret["request"].(map[string]any), "client_secret")
+	key := smartConfig("https://ehr.example/oauth2/token", &testKey{env: pasted, alg: "ES384", kid: "k"}, nil)
+	runners(t, func(t *testing.T, runner string) {
+		for name, conf := range map[string]map[string]any{"client_secret": secret, "private_key": key} {
+			t.Run(name, func(t *testing.T) { // one emulator at a time: each ends with its subtest
+				h := emulate(t, runner, conf)
+				st := h.host.StartPlugin()
+				logs := strings.Join(h.host.GetCriticalLogs(), "\n")
+				if st != types.OnPluginStartStatusFailed || !strings.Contains(logs, "secret_env."+name) {
+					t.Fatalf("%s: start %v, logs %q; want a failure naming secret_env.%s", name, st, logs, name)
+				}
+				if strings.Contains(logs, pasted) {
+					t.Errorf("%s: the critical log quotes the value of secret_env.%s: %q", name, name, logs)
+				}
+			})
+		}
+	})
 }

@@ -671,6 +671,14 @@ var scopeCases = []struct {
 	{"/api/caf\u00e9", "api.example", false},
 	{"/api/x y", "api.example", false},
 	{"/api/x%", "api.example", false},
+	{"/api/x\x00/../../admin", "api.example", false}, // a raw NUL: a C reader stops there
+	{"/api\x00/x", "api.example", false},
+	{"/api/x%c0%af..%c0%afadmin", "api.example", false}, // overlong UTF-8 "/"
+	{"/api/x%e0%80%ae%e0%80%ae/admin", "api.example", false},
+	{"/API/x", "api.example", false}, // compared as written: a case-folding upstream reads it as /api (safe)
+	{"/Api/../admin", "api.example", false},
+	{"/api/x;/..;/admin", "api.example", false},
+	{"/api/%2e%2e;/admin", "api.example", false},
 	{"/api/x%zz", "api.example", false},
 
 	// Hosts.

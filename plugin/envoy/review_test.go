@@ -115,3 +115,34 @@ func TestSecretPastedAsVariableNameNotLogged(t *testing.T) {
 		}
 	})
 }
+
+// TestOddConfigurationsRefusedAtStart: configurations a hurried operator (or a broken xDS server)
+// might send stop the filter at start with a critical log, never a trap or a start that succeeds.
+func TestOddConfigurationsRefusedAtStart(t *testing.T) {
+	fake := niko(t, 0)
+	base := string(mustJSON(t, nikoConfig(fake, nil)))
+	for _, raw := range []string{
+		``, ` `, `null`, `[]`, `"x"`, `{}`, `{"request":null}`, `{"request":[]}`, `{"request":"x"}`,
+		strings.Replace(base, `"paths":["/api/"]`, `"paths":[""]`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"paths":["api"]`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"paths":["/api?x"]`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"paths":["/api/../x"]`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"hosts":["[::1"]`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"hosts":["api.example:443"]`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"hosts":["AP\u0130.example"]`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"header":"Authorization\r\nX: y"`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"wait_ms":1e999`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"wait_ms":-1`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"secret_env":{"client_secret":""}`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"secret_env":[]`, 1),
+		strings.Replace(base, `"cluster":"nikohealth_token"`, `"cluster":""`, 1),
+		base + `x`, base[:len(base)/2],
+	} {
+		runners(t, func(t *testing.T, runner string) {
+			h := emulateRaw(t, runner, []byte(raw))
+			if st := h.host.StartPlugin(); st != types.OnPluginStartStatusFailed || len(h.host.GetCriticalLogs()) == 0 {
+				t.Errorf("configuration %q: start %v, critical logs %q; want a failure with a log", raw, st, h.host.GetCriticalLogs())
+			}
+		})
+	}
+}

@@ -128,6 +128,7 @@ func TestOddConfigurationsRefusedAtStart(t *testing.T) {
 		strings.Replace(base, `"paths":["/api/"]`, `"paths":["/api?x"]`, 1),
 		strings.Replace(base, `"paths":["/api/"]`, `"paths":["/api/../x"]`, 1),
 		strings.Replace(base, `"paths":["/api/"]`, `"hosts":["[::1"]`, 1),
+		strings.Replace(base, `"paths":["/api/"]`, `"hosts":["user@api.example"]`, 1),
 		strings.Replace(base, `"paths":["/api/"]`, `"hosts":["api.example:443"]`, 1),
 		strings.Replace(base, `"paths":["/api/"]`, `"hosts":["AP\u0130.example"]`, 1),
 		strings.Replace(base, `"paths":["/api/"]`, `"header":"Authorization\r\nX: y"`, 1),

@@ -34,7 +34,8 @@ func newScope(paths, hosts []string) (scope, error) {
 	}
 	for _, h := range hosts {
 		n := normalizeHost(h)
-		if n == "" || n != strings.ToLower(strings.TrimSuffix(h, ".")) || !visibleASCII(n) {
+		if n == "" || n != strings.ToLower(strings.TrimSuffix(h, ".")) || !visibleASCII(n) ||
+			strings.HasPrefix(n, "[") != strings.HasSuffix(n, "]") || strings.ContainsAny(n, "/?#@") {
 			return s, errors.New("hosts: each must be a host name without port, such as api.example.com")
 		}
 		s.hosts = append(s.hosts, n)

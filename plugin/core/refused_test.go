@@ -1,8 +1,10 @@
 package core
 
 import (
+	"encoding/base64"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -65,5 +67,30 @@ func TestOnlyARefusalEndsTheLineage(t *testing.T) {
 				t.Fatalf("after a %d invalid_grant: %+v, sent %v; want a token for rt-1, the lineage's newest", tt.status, third.Error, sent)
 			}
 		})
+	}
+}
+
+// TestWrongSecretRefusalStaysWithIt: a provider that answers a wrong client secret with a 400
+// invalid_grant (not RFC 6749's invalid_client) marks that credential set refused; the corrected
+// secret is another identity (the key covers the request as sent), which sends the refresh token the
+// refused call did not use and gets a token. The mark stays on the wrong secret's set only.
+func TestWrongSecretRefusalStaysWithIt(t *testing.T) {
+	const wrong = `{"provider":"candescent","grant_type":"refresh_token","client_id":"cd","client_secret":"cd-secret-wrong","refresh_token":"rt-0","token_url":"https://api.candescent.com/digitalbanking/oauth2/v1/token"}`
+	right := strings.Replace(wrong, "cd-secret-wrong", "cd-secret-1", 1)
+	goodAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte("cd:cd-secret-1"))
+	h := newFakeHost(t, func(r abi.HTTPRequest) abi.HTTPResponse {
+		if r.Headers["Authorization"] != goodAuth {
+			return abi.HTTPResponse{Status: 400, Body: `{"error":"invalid_grant","error_description":"bad client credentials"}`}
+		}
+		return abi.HTTPResponse{Status: 200, Body: `{"access_token":"tok-1","expires_in":600,"refresh_token":"rt-1"}`}
+	})
+	if r := h.token(t, wrong); r.Error == nil || r.Error.Kind != abi.KindInvalidGrant || h.sends != 1 {
+		t.Fatalf("the wrong secret: %+v, %d sends", r, h.sends)
+	}
+	if r := h.token(t, right); r.Token == nil || h.sends != 2 {
+		t.Fatalf("the corrected secret: %+v, %d sends; want a token", r.Error, h.sends)
+	}
+	if r := h.token(t, wrong); r.Error == nil || r.Error.Kind != abi.KindInvalidGrant || h.sends != 2 {
+		t.Fatalf("the wrong secret again: %+v, %d sends; want invalid_grant, nothing sent", r, h.sends)
 	}
 }

@@ -2,6 +2,10 @@
 
 package main
 
+// What operators get wrong, and what the filter does then: a refused grant given a new refresh
+// token, a client secret changed under a one-time grant, a secret pasted where a variable name
+// belongs, configurations the filter must refuse at start.
+
 import (
 	"strings"
 	"testing"
@@ -73,7 +77,7 @@ func TestNewRefreshTokenAfterRefused(t *testing.T) {
 // Until the lineage is keyed without the client's authentication, the README says to configure the
 // grant's newest refresh token with a new secret, and this test is skipped.
 func TestNewClientSecretKeepsTheLineage(t *testing.T) {
-	t.Skip("finding: a new client secret starts a new lineage and replays the configured refresh token (README: give a fresh refresh token with a new secret)")
+	t.Skip("known limitation: a new client secret starts a new lineage and replays the configured refresh token (README: give a fresh refresh token with a new secret)")
 	p := newRotatingProvider(t, "", "rt-0", 3600)
 	before := lineageConfig(p, map[string]any{"grant_type": "refresh_token", "refresh_token": "rt-0"})
 	after := lineageConfig(p, map[string]any{"grant_type": "refresh_token", "refresh_token": "rt-0"})

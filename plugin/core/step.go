@@ -278,9 +278,11 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 	if f.phase == phaseSendLineage {
 		err = withheld(err)
 	}
-	if f.oneTime() && err.Kind == abi.KindInvalidGrant {
+	if f.oneTime() && err.Kind == abi.KindInvalidGrant && err.Status >= 400 && err.Status <= 499 {
 		// The provider refused the refresh token or code sent: the lineage ends refused, so that no
 		// host sharing the cache (another replica or vm_id, this one after a restart) sends it again.
+		// Only a 4xx is a refusal (RFC 6749 5.2): a 5xx quoting invalid_grant is the server failing,
+		// and marking it would drop the lineage's newest refresh token, its only copy.
 		return f.failed(err, f.setAction(f.key, grantSuffix, f.lineageEnd("refused"), GrantTTLMS, false), f.unmark())
 	}
 	if f.oneTime() {

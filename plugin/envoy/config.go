@@ -226,14 +226,14 @@ func assertionSigner(input []byte, clientID string, secretEnv map[string]string)
 	}
 	v, ok := syscall.Getenv(name)
 	if !ok || v == "" {
-		return nil, fmt.Errorf("secret_env.private_key: environment variable %s is not set (vm_config.environment_variables)", name)
+		return nil, fmt.Errorf("secret_env.private_key: environment variable %s is not set (vm_config.environment_variables)", shownVar(name))
 	}
 	key, jwkKid, err := parseSigningKey([]byte(v))
 	if err != nil {
-		return nil, fmt.Errorf("secret_env.private_key: environment variable %s holds no usable private key: %v", name, err)
+		return nil, fmt.Errorf("secret_env.private_key: environment variable %s holds no usable private key: %v", shownVar(name), err)
 	}
 	if jwkKid != "" && jwkKid != kid {
-		return nil, fmt.Errorf("secret_env.private_key: the JWK in environment variable %s has a kid other than request.key_id", name)
+		return nil, fmt.Errorf("secret_env.private_key: the JWK in environment variable %s has a kid other than request.key_id", shownVar(name))
 	}
 	if kind, algs := keyAlgs(key); !slices.Contains(algs, alg) {
 		return nil, fmt.Errorf("request: the client assertion's algorithm is %s (request.assertion_alg, or the profile's default), which %s (secret_env.private_key) cannot sign: set request.assertion_alg to %s, if the provider takes it",
@@ -296,13 +296,13 @@ func tokenRequest(raw json.RawMessage, secretEnv map[string]string) ([]byte, err
 		case !envName(name):
 			return nil, fmt.Errorf("secret_env.%s must name an environment variable", field)
 		case field != signingKeyField && name == secretEnv[signingKeyField]:
-			return nil, fmt.Errorf("secret_env.%s names %s, the signing key's variable (secret_env.private_key): the key would be sent as %s; name another variable", field, name, field)
+			return nil, fmt.Errorf("secret_env.%s names %s, the signing key's variable (secret_env.private_key): the key would be sent as %s; name another variable", field, shownVar(name), field)
 		case req[field] != nil:
 			return nil, fmt.Errorf("secret_env.%s: request.%s is set too; give the secret once", field, field)
 		}
 		v, ok := syscall.Getenv(name)
 		if !ok || v == "" {
-			return nil, fmt.Errorf("secret_env.%s: environment variable %s is not set (vm_config.environment_variables)", field, name)
+			return nil, fmt.Errorf("secret_env.%s: environment variable %s is not set (vm_config.environment_variables)", field, shownVar(name))
 		}
 		req[field], _ = json.Marshal(v)
 	}
@@ -340,6 +340,26 @@ func isToken(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// shownVar is an environment variable's name as a message may show it: a conventional name
+// (upper-case words joined by '_', as NIKO_CLIENT_SECRET), else a placeholder. secret_env takes any
+// valid name, and a random alphanumeric secret is one: an operator who pasted the secret where its
+// variable's name belongs must not find it in Envoy's log.
+func shownVar(name string) string {
+	words := strings.Split(name, "_")
+	conventional := len(name) <= 64 && len(words) > 1
+	for _, w := range words {
+		for i := 0; i < len(w); i++ {
+			if !('A' <= w[i] && w[i] <= 'Z' || '0' <= w[i] && w[i] <= '9') {
+				conventional = false
+			}
+		}
+	}
+	if conventional {
+		return name
+	}
+	return "(its name withheld: not upper-case words joined by '_', it may be a secret pasted in its place)"
 }
 
 func envName(s string) bool {

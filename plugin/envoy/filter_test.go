@@ -671,6 +671,14 @@ var scopeCases = []struct {
 	{"/api/caf\u00e9", "api.example", false},
 	{"/api/x y", "api.example", false},
 	{"/api/x%", "api.example", false},
+	{"/api/x\x00/../../admin", "api.example", false}, // a raw NUL: a C reader stops there
+	{"/api\x00/x", "api.example", false},
+	{"/api/x%c0%af..%c0%afadmin", "api.example", false}, // overlong UTF-8 "/"
+	{"/api/x%e0%80%ae%e0%80%ae/admin", "api.example", false},
+	{"/API/x", "api.example", false}, // compared as written: a case-folding upstream reads it as /api (safe)
+	{"/Api/../admin", "api.example", false},
+	{"/api/x;/..;/admin", "api.example", false},
+	{"/api/%2e%2e;/admin", "api.example", false},
 	{"/api/x%zz", "api.example", false},
 
 	// Hosts.
@@ -681,6 +689,11 @@ var scopeCases = []struct {
 	{"/api/x", "api.example.evil", false},
 	{"/api/x", "evil.api.example", false},
 	{"/api/x", "", false},
+	// Unicode case folding: Go's strings.ToLower maps U+0130 to "i" and the Kelvin sign U+212A to
+	// "k"; Envoy's virtual hosts and DNS fold ASCII only, so these name another host.
+	{"/api/x", "AP\u0130.example", false},
+	{"/api/x", "ap\u0130.example:443", false},
+	{"/api/x", "api.ex\u00e4mple", false},
 }
 
 // TestScope (issue 17 item 5; "deploy with confidence" item 1): paths match whole segments of a

@@ -34,7 +34,8 @@ func newScope(paths, hosts []string) (scope, error) {
 	}
 	for _, h := range hosts {
 		n := normalizeHost(h)
-		if n == "" || n != strings.ToLower(strings.TrimSuffix(h, ".")) || !visibleASCII(n) {
+		if n == "" || n != strings.ToLower(strings.TrimSuffix(h, ".")) || !visibleASCII(n) ||
+			strings.HasPrefix(n, "[") != strings.HasSuffix(n, "]") || strings.ContainsAny(n, "/?#@") {
 			return s, errors.New("hosts: each must be a host name without port, such as api.example.com")
 		}
 		s.hosts = append(s.hosts, n)
@@ -187,8 +188,13 @@ func unhex(c byte) int {
 	return -1
 }
 
-// normalizeHost lower-cases an :authority and drops its port and trailing dot ([v6]:443 -> [v6]).
+// normalizeHost lower-cases an :authority (ASCII only, as Envoy's virtual hosts and DNS do: Unicode
+// folding would read "AP\u0130.example" as api.example) and drops its port and trailing dot
+// ([v6]:443 -> [v6]). An :authority with a byte outside visible ASCII matches no configured host.
 func normalizeHost(h string) string {
+	if !visibleASCII(h) {
+		return ""
+	}
 	if strings.HasPrefix(h, "[") {
 		if i := strings.IndexByte(h, ']'); i > 0 {
 			h = h[:i+1]
@@ -196,7 +202,23 @@ func normalizeHost(h string) string {
 	} else if i := strings.LastIndexByte(h, ':'); i >= 0 && allDigits(h[i+1:]) {
 		h = h[:i]
 	}
-	return strings.ToLower(strings.TrimSuffix(h, "."))
+	return asciiLower(strings.TrimSuffix(h, "."))
+}
+
+// asciiLower is s with A-Z made a-z, and nothing else changed.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 func allDigits(s string) bool {

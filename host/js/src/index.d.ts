@@ -239,7 +239,9 @@ export interface ClientOptions {
    * Called with each refresh token a fetched (not cached) answer carries, for the application to
    * keep beyond the cache's life (the flow itself keeps a one-time grant's newest refresh token in
    * the cache and sends it in place of the request's). The request is the one whose call fetched,
-   * without `force`: the credential set as given, whichever refresh token the flow sent.
+   * without `force`: the credential set as given, whichever refresh token the flow sent. It is the
+   * caller's object itself, read when the answer arrives: an object reused for another tenant while
+   * the fetch was in flight shows that tenant's fields, so give each call its own (or a frozen one).
    * Not awaited; what it throws or rejects is swallowed and never logged. A provider that does not
    * rotate may hand the same token again; one equal to the request's refresh_token is not passed.
    */

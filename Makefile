@@ -48,7 +48,7 @@ test:
 	for t in $(TEST_TARGETS); do \
 		echo "=== make $$t"; start=$$(date +%s); \
 		if $(MAKE) --no-print-directory $$t; then res=ok; else res=FAIL; failed="$$failed $$t"; fi; \
-		summary="$$summary$$(printf '%-12s %-4s %4ss' $$t $$res $$(( $$(date +%s) - start )))\n"; \
+		summary="$$summary$$(printf '%-17s %-4s %4ss' $$t $$res $$(( $$(date +%s) - start )))\n"; \
 	done; \
 	printf '\nmake test: summary\n%b' "$$summary"; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \

@@ -314,3 +314,42 @@ func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
 		t.Fatal("the instance that encoded a 200 KiB secret was reused")
 	}
 }
+
+// TestHeapGrownAtStart: the plugin grows its heap once, at start (plugin/main.go, heapDoublings), so
+// that its collector runs every hundred fetches or so instead of every few; fetches on that instance
+// stay within it; and under a memory limit below it the plugin starts and fetches all the same.
+func TestHeapGrownAtStart(t *testing.T) {
+	_, req := nikoFake(t, providertest.DefaultConfig("nikohealth"))
+	req.Force = true
+	for _, tc := range []struct {
+		name        string
+		limit       uint32 // pages; 0: the default
+		atLeast, at uint32 // pages after start
+	}{
+		{"default limit", 0, 12, 0},
+		{"a limit of 8 pages", 8, 0, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := append(limitPlugin(t), WithMaxInstances(1))
+			if tc.limit > 0 {
+				opts = append(opts, WithMemoryLimit(tc.limit))
+			}
+			c := newRuntime(t, opts...)
+			start := instancePages(t, c)
+			if start < tc.atLeast || tc.at > 0 && start != tc.at {
+				t.Fatalf("linear memory %d pages after start: want at least %d (exactly %d if set)", start, tc.atLeast, tc.at)
+			}
+			for i := range 300 {
+				if _, err := c.Token(context.Background(), req); err != nil {
+					t.Fatalf("fetch %d: %v", i+1, err)
+				}
+			}
+			if n := instancePages(t, c); n != start {
+				t.Fatalf("300 fetches on one instance grew its memory from %d to %d pages", start, n)
+			}
+			if n := c.Metrics().Snapshot()["plugin_faults"]; n != 0 {
+				t.Fatalf("%d plugin faults", n)
+			}
+		})
+	}
+}

@@ -42,6 +42,8 @@ type Memo struct {
 	// seal is the HMAC of enc's token_step states (Flow.sealMAC): no secret of its own, derived
 	// from enc's identity, and dropped with enc.
 	seal hash.Hash
+	// sealed is the last state sealed for enc, with its seal (Flow.appendSeal): dropped with enc.
+	sealed sealedState
 }
 
 // requestBufs is the storage of one parsed and encoded request: what is parsed and encoded from
@@ -108,7 +110,8 @@ func (m *Memo) prepare(input []byte) (*Request, *HTTPRequest, *abi.Error) {
 			}
 			b = m.bufs
 		}
-		*m = Memo{Reuse: m.Reuse, bufs: m.bufs, again: m.again, tmp: m.tmp, scratch: m.scratch, step: m.step}
+		*m = Memo{Reuse: m.Reuse, bufs: m.bufs, again: m.again, tmp: m.tmp, scratch: m.scratch, step: m.step,
+			sealed: sealedState{body: m.sealed.body[:0]}}
 	}
 	b.input = append(grow(b.input[:0], len(input)), input...)
 	r, enc, err := parseAndEncode(b)

@@ -70,6 +70,42 @@ func TestStateSealRefusesEveryChange(t *testing.T) {
 	}
 }
 
+// TestStateSealOnTheInstanceThatSealedIt: the instance that wrote a state reads its seal back from
+// the memo instead of computing it (Flow.appendSeal); a state it wrote, with its seal changed in any
+// digit, or its body changed, is refused all the same, and the state as written still resumes.
+func TestStateSealOnTheInstanceThatSealedIt(t *testing.T) {
+	fleet := strings.Replace(nikoReq, `{`, `{"fleet_lock":true,`, 1)
+	const now = 1767225600000
+	m := new(Memo)
+	good := walkToLock(t, m, fleet, now)
+	step := func(state string) map[string]any {
+		var got map[string]any
+		out := TokenStep(m, []byte(`{"request":`+fleet+`,"state":"`+state+`","answer":{"stored":true}}`), func() int64 { return now })
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%q: %s", state, out)
+		}
+		return got
+	}
+	refused := func(state string) {
+		t.Helper()
+		e, _ := step(state)["error"].(map[string]any)
+		if e == nil || e["kind"] != "invalid_request" {
+			t.Errorf("%q on the instance that sealed %q: %v, want invalid_request", state, good, e)
+		}
+	}
+	for i := len(good) - sealChars; i < len(good); i++ {
+		for _, c := range []byte(hexDigits) {
+			if good[i] != c {
+				refused(good[:i] + string(c) + good[i+1:])
+			}
+		}
+	}
+	refused(strings.Replace(good, ".t30.", ".t50.", 1))
+	if got := step(good); got["next"] == nil {
+		t.Fatalf("the state as written, on the instance that wrote it: %v", got)
+	}
+}
+
 // flipLast returns s with its last byte changed to another hex digit.
 func flipLast(s string) string {
 	if s[len(s)-1] == '0' {

@@ -753,11 +753,39 @@ func (f *Flow) appendState(b []byte) []byte {
 }
 
 // appendSeal appends the seal of body: the first sealChars hex digits of its HMAC under stateKey.
+// The memo keeps the last state it sealed for the request it holds, and its seal: the next step on
+// the instance resumes that very state, and its seal is then read back rather than computed again
+// (the same bytes under the same key: the same seal). A flow's steps compute half the HMACs they did.
 func (f *Flow) appendSeal(b, body []byte) []byte {
+	last := f.lastSealed()
+	if last != nil && last.ok && string(last.body) == string(body) {
+		return append(b, last.seal[:]...)
+	}
 	mac := f.sealMAC()
 	mac.Write(body)
 	var sum [sha256.Size]byte
-	return hex.AppendEncode(b, mac.Sum(sum[:0])[:sealChars/2])
+	var seal [sealChars]byte
+	hex.Encode(seal[:], mac.Sum(sum[:0])[:sealChars/2])
+	if last != nil {
+		last.body, last.seal, last.ok = append(last.body[:0], body...), seal, true
+	}
+	return append(b, seal[:]...)
+}
+
+// sealedState is a state's body and its seal, as the memo keeps the last one sealed.
+type sealedState struct {
+	body []byte
+	seal [sealChars]byte
+	ok   bool
+}
+
+// lastSealed returns the memo's last sealed state, when the memo holds this flow's request (whose
+// identity keys the seal; a memo given another request starts afresh, without it), else nil.
+func (f *Flow) lastSealed() *sealedState {
+	if f.m == nil || f.m.enc != f.tokenEnc {
+		return nil
+	}
+	return &f.m.sealed
 }
 
 // sealMAC returns the state's HMAC, reset. Deriving its key and pads is most of a seal's cost, and

@@ -12,7 +12,17 @@ import (
 // lock owner.
 func stepState(t *testing.T, req string, nowMS int64) []string {
 	t.Helper()
-	m := new(Memo)
+	state := walkToLock(t, new(Memo), req, nowMS)
+	parts := strings.Split(unseal(state), ".")
+	if len(parts) != 6 || parts[1] != "t30" || len(parts[5]) != 36 {
+		t.Fatalf("lock step state = %q", state)
+	}
+	return parts
+}
+
+// walkToLock runs a fleet-locked flow on m to its lock step and returns the state m wrote there.
+func walkToLock(t *testing.T, m *Memo, req string, nowMS int64) string {
+	t.Helper()
 	clock := func() int64 { return nowMS }
 	state := ""
 	for _, answer := range []string{``, `,"answer":{"hit":false}`, `,"answer":{"hit":false}`} {
@@ -26,11 +36,7 @@ func stepState(t *testing.T, req string, nowMS int64) []string {
 		}
 		state = got.State
 	}
-	parts := strings.Split(unseal(state), ".")
-	if len(parts) != 6 || parts[1] != "t30" || len(parts[5]) != 36 {
-		t.Fatalf("lock step state = %q", state)
-	}
-	return parts
+	return state
 }
 
 // TestStepForgedOwnerIsRefused: the lock owner in a state is written back into the next state as

@@ -13,8 +13,8 @@ import (
 // one-time grant's exchange (the credential is used up when sent) runs to its end. The new refresh
 // token a fetch brings goes to the Runtime's hook once (rotation).
 
-// flight is one fetch in progress; every caller that needs it waits on done. It runs on its own
-// goroutine under the Runtime's context, so no caller's deadline ends it for the others, and it is
+// flight is one fetch in progress; every caller that needs it waits on done. It runs on a worker
+// goroutine (workers.go) under the Runtime's context, so no caller's deadline ends it for the others, and it is
 // canceled when the last caller waiting for it gives up.
 type flight struct {
 	done    chan struct{}
@@ -88,7 +88,7 @@ func (s *source) start(force bool, minTTL time.Duration) *flight {
 	req := s.req
 	s.c.inflight.Add(1)
 	s.active.Add(1)
-	go s.run(fctx, f, req, force, minTTL)
+	s.c.workers.run(func() { s.run(fctx, f, req, force, minTTL) })
 	return f
 }
 

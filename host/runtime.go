@@ -39,6 +39,7 @@ type Runtime struct {
 	metrics   *Metrics
 	observers []Observer
 	sources   sourceMap
+	workers   *workers        // the goroutines fetches run on (workers.go)
 	ctx       context.Context // canceled by Close: ends fetches and background refreshes
 	cancel    context.CancelFunc
 
@@ -183,6 +184,7 @@ func New(ctx context.Context, opts ...Option) (*Runtime, error) {
 	}
 	c.sources.init()
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	c.workers = newWorkers(c.ctx)
 	return c, nil
 }
 

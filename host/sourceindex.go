@@ -27,7 +27,7 @@ type fastEntry struct {
 // then remembers it.
 func (sm *sourceMap) lookup(c *Runtime, req *abi.TokenRequest) (*source, error) {
 	slot := &sm.fast[sm.slot(req)]
-	if e := slot.Load(); e != nil && e.gen == sm.gen.Load() && sameCredentials(&e.req, req) {
+	if e := slot.Load(); e != nil && e.gen == sm.gen.Load() && (sameBits(&e.req, req) || sameCredentials(&e.req, req)) {
 		return e.src, nil
 	}
 	s, gen, err := sm.getGen(c, *req)
@@ -55,6 +55,16 @@ func (sm *sourceMap) slot(req *abi.TokenRequest) uint64 {
 // Profile differs from an empty one), never looser.
 func sameCredentials(a, b *abi.TokenRequest) bool {
 	return requestFields.identity.same(unsafe.Pointer(a), unsafe.Pointer(b))
+}
+
+// sameBits reports whether a and b are the same bits, padding included: then every field is the same
+// (the same strings, maps and profile), so they name the same credential set. It is the usual case, a
+// caller asking again with the request it asked with, and one memory comparison instead of a loop
+// over the fields; any difference at all, a per-call field or a map (the index keeps copies of the
+// maps), falls back to sameCredentials.
+func sameBits(a, b *abi.TokenRequest) bool {
+	type bits = [unsafe.Sizeof(abi.TokenRequest{})]byte
+	return *(*bits)(unsafe.Pointer(a)) == *(*bits)(unsafe.Pointer(b))
 }
 
 // same is a == b, without a call when both are the same bytes (a caller asking again with the same

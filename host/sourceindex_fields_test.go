@@ -90,3 +90,24 @@ func TestSourceKeyClearsPerCallFields(t *testing.T) {
 		}
 	}
 }
+
+// TestSameBitsIsOnlyTheSameRequest: the index's fast path (sameBits) says yes only to a request that is
+// the same bits as the one it remembers: a copy of it; every field of abi.TokenRequest changed alone,
+// per-call fields included, is a no (and goes to sameCredentials).
+func TestSameBitsIsOnlyTheSameRequest(t *testing.T) {
+	base := abi.TokenRequest{Provider: "nikohealth", ClientID: "id", ClientSecret: "s", Params: map[string]string{"a": "b"}}
+	if c := base; !sameBits(&base, &c) {
+		t.Fatal("a copy of the request is not the same bits")
+	}
+	rt := reflect.TypeOf(abi.TokenRequest{})
+	for i := range rt.NumField() {
+		b := base
+		setField(t, reflect.ValueOf(&b).Elem().Field(i))
+		if sameBits(&base, &b) {
+			t.Errorf("TokenRequest.%s changed: still the same bits", rt.Field(i).Name)
+		}
+	}
+	if c := cloneRequest(base); sameBits(&base, &c) {
+		t.Error("a request with a copy of the maps is the same bits: the index's copy would never be compared")
+	}
+}

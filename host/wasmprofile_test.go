@@ -1,0 +1,132 @@
+package host
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/host/providertest"
+)
+
+// TestWasmProfile prints where a forced fetch's time goes inside the plugin, function by function:
+// Go's profiler sees the plugin's compiled code as one block (runtime._ExternalCode). It runs only
+// when asked (RATIONALE.md, "Where a performance goal is not met"):
+//
+//	TOKENWASM_WASM_PROFILE=300 go test ./host -run TestWasmProfile -v
+//
+// A first run counts every function's calls; a second times those called at most maxCalls times per
+// fetch (a listener on a leaf called hundreds of times would measure itself): total is a call's time,
+// self that less the timed calls inside it. The listener adds some 0.3 us per timed call: compare the rows
+// with each other, not with a benchmark.
+func TestWasmProfile(t *testing.T) {
+	fetches, _ := strconv.Atoi(os.Getenv("TOKENWASM_WASM_PROFILE"))
+	if fetches <= 0 {
+		t.Skip("set TOKENWASM_WASM_PROFILE to a number of fetches to profile")
+	}
+	const maxCalls = 12
+	counts := profileFetches(t, fetches, func(string) bool { return true })
+	timed := profileFetches(t, fetches, func(name string) bool {
+		s := counts[name]
+		return s != nil && s.calls <= maxCalls*fetches
+	})
+	rows := make([]string, 0, len(timed))
+	for name := range timed {
+		rows = append(rows, name)
+	}
+	slices.SortFunc(rows, func(a, b string) int { return cmp.Compare(timed[b].total, timed[a].total) })
+	per := func(d time.Duration) string { return (d / time.Duration(fetches)).String() }
+	fmt.Printf("%-72s %8s %10s %10s\n", "function (called at most 12 times per fetch)", "calls", "total", "self")
+	for _, name := range rows[:min(len(rows), 30)] {
+		s := timed[name]
+		short := strings.ReplaceAll(strings.TrimPrefix(name, "main."), "github.com/tokenwasm/tokenwasm/plugin/", "")
+		fmt.Printf("%-72.72s %8.1f %10s %10s\n", short, float64(s.calls)/float64(fetches), per(s.total), per(s.self))
+	}
+}
+
+type callStat struct {
+	calls       int
+	total, self time.Duration
+}
+
+// profileFetches makes fetches forced fetches on one instance, the first 20 unmeasured, with a
+// listener on each function of the plugin that timed says to time, and returns their figures.
+func profileFetches(t *testing.T, fetches int, timed func(name string) bool) map[string]*callStat {
+	stats := map[string]*callStat{}
+	type frame struct {
+		name   string
+		start  time.Time
+		inside time.Duration // in the timed calls it made
+	}
+	var stack []frame
+	on := false
+	factory := experimental.FunctionListenerFactoryFunc(func(def api.FunctionDefinition) experimental.FunctionListener {
+		name := def.DebugName()
+		if _, _, imported := def.Import(); imported || !timed(name) {
+			return nil
+		}
+		return listener{
+			before: func() {
+				if on {
+					stack = append(stack, frame{name: name, start: time.Now()})
+				}
+			},
+			after: func() {
+				if !on || len(stack) == 0 {
+					return
+				}
+				f := stack[len(stack)-1]
+				stack = stack[:len(stack)-1]
+				d := time.Since(f.start)
+				s := stats[f.name]
+				if s == nil {
+					s = &callStat{}
+					stats[f.name] = s
+				}
+				s.calls++
+				s.total += d
+				s.self += d - f.inside
+				if len(stack) > 0 {
+					stack[len(stack)-1].inside += d
+				}
+			},
+		}
+	})
+	ctx := experimental.WithFunctionListenerFactory(context.Background(), factory)
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	defer fake.Close()
+	// No compilation cache: each run compiles the plugin with its own listeners.
+	c, err := New(ctx, WithLoopback(), WithMaxInstances(1), WithCompilationCache(wazero.NewCompilationCache()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	cfg := fake.Config()
+	req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		TokenURL: fake.TokenURL(), Force: true}
+	for i := range 20 + fetches {
+		on = i >= 20
+		if _, err := c.Token(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return stats
+}
+
+// listener calls before and after around every call of the function it is made for.
+type listener struct{ before, after func() }
+
+func (l listener) Before(context.Context, api.Module, api.FunctionDefinition, []uint64, experimental.StackIterator) {
+	l.before()
+}
+func (l listener) After(context.Context, api.Module, api.FunctionDefinition, []uint64) { l.after() }
+func (l listener) Abort(context.Context, api.Module, api.FunctionDefinition, error)    { l.after() }

@@ -49,7 +49,7 @@ func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Durati
 	// A grant that uses up its credential (a refresh token that rotates, an authorization code) is
 	// never sent twice at once: a forced fetch joins the one in flight, whose token is new anyway.
 	if f == nil || force && !f.oneTime {
-		f = s.start(force, minTTL)
+		f = s.start(ctx, force, minTTL)
 	}
 	f.waiters++
 	s.mu.Unlock()
@@ -72,9 +72,10 @@ func (s *source) fetchShared(ctx context.Context, force bool, minTTL time.Durati
 	}
 }
 
-// start runs a new flight; s.mu is held. The caller holds the Runtime open (enter), so the flight's
-// own hold on it cannot race with Close.
-func (s *source) start(force bool, minTTL time.Duration) *flight {
+// start runs a new flight for the caller whose context is ctx (its profiler labels only: the flight
+// runs under the Runtime's context); s.mu is held. The caller holds the Runtime open (enter), so the
+// flight's own hold on it cannot race with Close.
+func (s *source) start(ctx context.Context, force bool, minTTL time.Duration) *flight {
 	f := &flight{done: make(chan struct{}), oneTime: oneTime(s.req)}
 	parent := s.c.ctx
 	if f.oneTime {
@@ -88,7 +89,7 @@ func (s *source) start(force bool, minTTL time.Duration) *flight {
 	req := s.req
 	s.c.inflight.Add(1)
 	s.active.Add(1)
-	s.c.workers.run(func() { s.run(fctx, f, req, force, minTTL) })
+	s.c.workers.run(ctx, func() { s.run(fctx, f, req, force, minTTL) })
 	return f
 }
 

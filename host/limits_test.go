@@ -315,7 +315,7 @@ func TestPoolRecyclesAfterLargeCalls(t *testing.T) {
 	}
 }
 
-// TestHeapGrownAtStart: the plugin grows its heap once, at start (plugin/main.go, heapDoublings), so
+// TestHeapGrownAtStart: the plugin grows its heap once, at start (plugin/heap_tinygo.go, heapDoublings), so
 // that its collector runs every hundred fetches or so instead of every few; fetches on that instance
 // stay within it; and under a memory limit below it the plugin starts and fetches all the same.
 func TestHeapGrownAtStart(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,4 +211,62 @@ func TestObservedLabelsAreBounded(t *testing.T) {
 	if s := m.Snapshot(); s["calls.candid.ok"] != 0 || s["attempts.candid.ok"] != 0 {
 		t.Errorf("a failure of an unlisted kind counted as ok: %v", s)
 	}
+}
+
+// TestFetchRunsUnderItsCallersProfilerLabels: a fetch runs on a worker goroutine that outlives it
+// (workers.go); it runs under the profiler labels (pprof.Do) of the call that started it, never
+// under those of the call that started the worker's earlier fetch: tenant B's CPU time is not
+// tenant A's in a profile labelled by tenant.
+func TestFetchRunsUnderItsCallersProfilerLabels(t *testing.T) {
+	_, reqA := nikoFake(t, providertest.DefaultConfig("nikohealth"))
+	_, reqB := nikoFake(t, providertest.DefaultConfig("nikohealth"))
+	lt := &labelTransport{}
+	c := newRuntime(t, WithHTTPTransport(lt))
+	for _, tc := range []struct {
+		tenant string
+		req    abi.TokenRequest
+	}{{"A", reqA}, {"B", reqB}, {"A", reqA}} {
+		tc.req.Force = true
+		pprof.Do(context.Background(), pprof.Labels("tenant", tc.tenant), func(ctx context.Context) {
+			if _, err := c.Token(ctx, tc.req); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	want := []string{`{"tenant":"A"}`, `{"tenant":"B"}`, `{"tenant":"A"}`}
+	if fmt.Sprint(lt.seen) != fmt.Sprint(want) {
+		t.Fatalf("the fetches ran under the labels %q, want %q", lt.seen, want)
+	}
+}
+
+// labelTransport records the profiler labels of the goroutine that sends each request.
+type labelTransport struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (lt *labelTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	labels := goroutineLabels("labelTransport).RoundTrip")
+	lt.mu.Lock()
+	lt.seen = append(lt.seen, labels)
+	lt.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// goroutineLabels returns the labels of the goroutine whose stack holds frame, as the goroutine
+// profile prints them: Go has no call that reads the current goroutine's labels.
+func goroutineLabels(frame string) string {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	for _, rec := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(rec, frame) {
+			for _, l := range strings.Split(rec, "\n") {
+				if rest, ok := strings.CutPrefix(l, "# labels: "); ok {
+					return rest
+				}
+			}
+			return "none"
+		}
+	}
+	return "not found"
 }

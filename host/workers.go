@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"runtime/pprof"
 	"time"
 )
 
@@ -12,35 +13,46 @@ import (
 // nothing to do for idleWorker, or when the Runtime closes.
 type workers struct {
 	ctx  context.Context // the Runtime's: canceled by Close
-	work chan func()     // unbuffered: a send succeeds only when a worker waits for work
+	work chan job        // unbuffered: a send succeeds only when a worker waits for work
+}
+
+// job is one fetch, with the context of the caller that started it: the fetch runs under that
+// caller's profiler labels (pprof.Do), as a goroutine started by the caller would, and under no
+// other caller's.
+type job struct {
+	labels context.Context
+	run    func()
 }
 
 // idleWorker is how long a worker waits for another fetch before it ends.
 const idleWorker = 10 * time.Second
 
 func newWorkers(ctx context.Context) *workers {
-	return &workers{ctx: ctx, work: make(chan func())}
+	return &workers{ctx: ctx, work: make(chan job)}
 }
 
-// run runs f on a waiting worker, or on a new one when none waits: it never queues f behind another
-// fetch.
-func (w *workers) run(f func()) {
+// run runs f on a waiting worker, or on a new one when none waits (it never queues f behind another
+// fetch), under the profiler labels of caller, the context of the call that starts the fetch.
+func (w *workers) run(caller context.Context, f func()) {
+	j := job{labels: caller, run: f}
 	select {
-	case w.work <- f:
+	case w.work <- j:
 	default:
-		go w.loop(f)
+		go w.loop(j)
 	}
 }
 
-func (w *workers) loop(f func()) {
+func (w *workers) loop(j job) {
 	idle := time.NewTimer(idleWorker)
 	defer idle.Stop()
 	for {
-		f()
-		f = nil // hold nothing of a finished fetch while idle
+		pprof.SetGoroutineLabels(j.labels)
+		j.run()
+		pprof.SetGoroutineLabels(context.Background()) // no caller's labels while idle
+		j = job{}                                      // hold nothing of a finished fetch while idle
 		idle.Reset(idleWorker)
 		select {
-		case f = <-w.work:
+		case j = <-w.work:
 		case <-idle.C:
 			return
 		case <-w.ctx.Done():

@@ -18,8 +18,9 @@ import (
 	"github.com/tokenwasm/tokenwasm/host/internal/extism"
 )
 
-// memoryLimit caps each instance's linear memory, as the Go host's default does (1024 pages).
-const memoryLimit = 64 << 20
+// memoryLimit caps each instance's linear memory at the Go host's default (WithMemoryLimit: 512
+// pages, 32 MiB).
+const memoryLimit = 32 << 20
 
 // Module is a compiled plugin: compile once (cranelift takes seconds for the standard-Go build),
 // instantiate many times.

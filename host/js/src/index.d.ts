@@ -232,7 +232,8 @@ export interface ClientOptions {
   /**
    * The cap of each instance's WebAssembly memory in bytes (default 32 MiB, as the Go host's
    * WithMemoryLimit; Infinity for none). The plugin's memory only grows: an instance over the cap
-   * after a call keeps that call's answer and is replaced before its next call.
+   * after a call keeps that call's answer and is replaced before its next call. A cap below the
+   * plugin's memory at start (768 KiB) is a RangeError.
    */
   memoryLimitBytes?: number;
   /**

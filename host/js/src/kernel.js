@@ -52,7 +52,7 @@ export class Instance {
    *   (token_step needs none: it hands each import to the host)
    * @param {{memoryLimitBytes?: number}} [options] memoryLimitBytes: the cap of the plugin's linear
    *   memory (default DEFAULT_MEMORY_LIMIT_BYTES; Infinity for none): over it after a call, the
-   *   instance is broken
+   *   instance is broken; below the plugin's memory at start (768 KiB), a RangeError
    */
   constructor(module, user = {}, { memoryLimitBytes = DEFAULT_MEMORY_LIMIT_BYTES } = {}) {
     if (typeof memoryLimitBytes !== 'number' || !(memoryLimitBytes > 0)) {
@@ -77,6 +77,13 @@ export class Instance {
     this.#exports = instance.exports;
     this.#memory = instance.exports.memory;
     this.#exports._initialize?.();
+    // The plugin grows its heap at start (768 KiB of memory in all): under a cap below that every
+    // call would be over it, and each would cost a new instance. Say so once, here.
+    if (this.#memory.buffer.byteLength > memoryLimitBytes) {
+      throw new RangeError(
+        `tokenwasm: memoryLimitBytes ${memoryLimitBytes} is below the plugin's memory at start (${this.#memory.buffer.byteLength} bytes)`,
+      );
+    }
   }
 
   /**

@@ -110,6 +110,17 @@ test('memoryLimitBytes: an instance over its cap after a call keeps the answer a
   for (const bad of [0, -1, Number.NaN, '1', null]) {
     await assert.rejects(createClient({ wasm: module, memoryLimitBytes: bad }), TypeError, String(bad));
   }
+  // The plugin's memory at start (it grows its heap once: 768 KiB) is the least cap: one byte less
+  // is refused at once, rather than every call running on a new instance.
+  const atStart = new Instance(module).memoryBytes;
+  assert.equal(atStart, 768 << 10);
+  await assert.rejects(createClient({ wasm: module, memoryLimitBytes: atStart - 1 }), RangeError);
+  assert.throws(() => new Instance(module, {}, { memoryLimitBytes: 512 << 10 }), /below the plugin's memory at start/);
+  const least = await createClient({ wasm: module, instances: 1, memoryLimitBytes: atStart });
+  used.clear();
+  for (let i = 0; i < 20; i++) assert.ok(least.encode({ provider: 'nikohealth', client_id: 'c', client_secret: 's', token_url: 'https://x.nikohealth.com/token' }).request);
+  assert.equal(used.size, 1, 'at the least cap, one instance serves every call');
+  await least.close();
 
   const big = request(200 << 10, '<');
   const small = { provider: 'nikohealth', client_id: 'c', client_secret: 's', token_url: 'https://x.nikohealth.com/token' };

@@ -19,9 +19,7 @@ import (
 // runs; what changes is that no instance is held while a provider takes its time to answer, so a
 // slow provider cannot starve the pool for every other credential set.
 
-// maxSteps bounds a flow: the longest has ten calls (a code grant under the fleet lock: the cache,
-// the gate, the lock, the second look, the mark, the lineage and its earlier key, the code marked
-// used, the send, the answer).
+// maxSteps bounds a flow: the longest one has six calls (lock, second look, send).
 const maxSteps = 16
 
 // step runs one flow (token, or invalidate with op "invalidate") to its final answer and does the

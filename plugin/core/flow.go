@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"hash"
-	"strconv"
 
 	"github.com/tidwall/gjson"
 	"github.com/tokenwasm/tokenwasm/abi"
@@ -46,33 +45,6 @@ func CacheKey(provider string, h *HTTPRequest) string {
 	sum := k.sum()
 	key := make([]byte, 0, len("tokenwasm/1/")+len(provider)+1+2*sha256.Size)
 	key = append(append(append(key, "tokenwasm/1/"...), provider...), '/')
-	key = hex.AppendEncode(key, sum[:])
-	return string(key)
-}
-
-// LineageKey names a one-time grant's lineage (its newest refresh token, abi/ABI.md "One-time
-// grants and their lineage"): tokenwasm/1/<provider>/grant-of/<hex sha256>. The hash covers the token
-// endpoint, the client id, the grant type and the credential the grant began with (its refresh token
-// or code), and not how the client authenticates: a grant is the client's (RFC 6749 section 6), so
-// a credential set with a rotated client secret or signing key follows the same lineage, instead of
-// sending a refresh token the provider saw used long ago. The credential is one the provider issued
-// once: two grants never share a lineage.
-func LineageKey(provider string, r *Request, h *HTTPRequest) string {
-	credential := r.RefreshToken
-	if r.GrantType == abi.GrantAuthorizationCode {
-		credential = r.Code
-	}
-	k := keyHash{h: sha256.New()}
-	k.str("tokenwasm/lineage/1\n")
-	for _, s := range [...]string{h.URL, r.ClientID, r.GrantType, credential} {
-		k.str(strconv.Itoa(len(s)))
-		k.byte(':')
-		k.str(s)
-		k.byte('\n')
-	}
-	sum := k.sum()
-	key := make([]byte, 0, len("tokenwasm/1/")+len(provider)+len("/grant-of/")+2*sha256.Size)
-	key = append(append(append(key, "tokenwasm/1/"...), provider...), "/grant-of/"...)
 	key = hex.AppendEncode(key, sum[:])
 	return string(key)
 }
@@ -163,8 +135,8 @@ func (k *keyHash) sum() [sha256.Size]byte {
 const (
 	gateSuffix  = "/gate"
 	lockSuffix  = "/lock"
-	grantSuffix = "/grant" // after a LineageKey: the newest refresh token, or how the grant ended
-	sentSuffix  = "/sent"  // after a LineageKey: an exchange in progress, until its new refresh token is stored
+	grantSuffix = "/grant" // a one-time grant's lineage: its newest refresh token, or that its code was used
+	sentSuffix  = "/sent"  // a one-time grant's exchange in progress, until its new refresh token is stored
 )
 
 // GateKey names the 429 gate of one identity.
@@ -173,9 +145,9 @@ func GateKey(tokenKey string) string { return tokenKey + gateSuffix }
 // LockKey names the fetch lock of one identity: held by the one host fetching its token.
 func LockKey(tokenKey string) string { return tokenKey + lockSuffix }
 
-// GrantKey names a one-time grant's lineage, from its LineageKey: the newest refresh token the
-// provider returned, which the flow sends instead of the request's.
-func GrantKey(lineageKey string) string { return lineageKey + grantSuffix }
+// GrantKey names the lineage of one identity's one-time grant (refresh_token, authorization_code):
+// the newest refresh token the provider returned, which the flow sends instead of the request's.
+func GrantKey(tokenKey string) string { return tokenKey + grantSuffix }
 
 const (
 	lockMarginMS   = 2000 // a lock outlives its fetch's timeout by this much; a crashed owner costs no more

@@ -29,8 +29,7 @@ func TestWriteFlowVectors(t *testing.T) {
 	csJWT := `{"provider":"custom","client_id":"app","client_secret":"cs-jwt-secret-1","token_url":"https://auth.example.org/token","profile":{"client_auth":"client_secret_jwt"},"assertion_jti":"jti-0002",` + now + `}`
 	ok := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"bearer\",\"expires_in\":3600,\"refresh_token\":\"rt-1\"}"}`
 	// One-time grants (Candescent): their lineage, the newest refresh token or a used code, names
-	// the grant (its LineageKey L, which leaves the client's secret out); when L holds none, the flow
-	// reads the lineage an earlier version kept under the token's key K.
+	// the identity as a cached token does.
 	cdRefresh := `{"provider":"candescent","grant_type":"refresh_token","client_id":"cd-client","client_secret":"cd-secret-1","refresh_token":"rt-0",` + now + `}`
 	cdFleet := strings.Replace(cdRefresh, `{`, `{"fleet_lock":true,`, 1)
 	cdCode := `{"provider":"candescent","grant_type":"authorization_code","client_id":"cd-client","client_secret":"cd-secret-1","institution_id":"inst-1","code":"code-1","redirect_uri":"https://app.example.org/cb",` + now + `}`
@@ -41,32 +40,15 @@ func TestWriteFlowVectors(t *testing.T) {
 		}
 		return key[len(key)-bindingChars:]
 	}
-	// lineageID names a one-time grant's lineage in its values: the last 32 hex digits of its
-	// LineageKey, which leaves out how the client authenticates.
-	lineageID := func(req string) string {
-		r, enc, _, err := Prepare([]byte(req))
-		if err != nil {
-			t.Fatal(err)
-		}
-		key := LineageKey(r.profile.Name, r, enc)
-		return key[len(key)-bindingChars:]
-	}
 	lineage := func(req, rt string) string {
 		if rt == "" {
-			return `{"hit":true,"value":"{\"used\":true,\"id\":\"` + lineageID(req) + `\"}"}`
+			return `{"hit":true,"value":"{\"used\":true,\"id\":\"` + id(req) + `\"}"}`
 		}
-		return `{"hit":true,"value":"{\"refresh_token\":\"` + rt + `\",\"id\":\"` + lineageID(req) + `\"}"}`
+		return `{"hit":true,"value":"{\"refresh_token\":\"` + rt + `\",\"id\":\"` + id(req) + `\"}"}`
 	}
-	// legacy is a lineage as an earlier version kept it, under the token's key and named by it.
-	legacy := func(req, value string) string {
-		return `{"hit":true,"value":"{` + value + `,\"id\":\"` + id(req) + `\"}"}`
-	}
-	// refusedGate is the gate of a credential set whose refresh token or code the provider refused.
-	refusedGate := func(req string) string {
+	refused := func(req string) string {
 		return `{"hit":true,"value":"{\"refused\":true,\"id\":\"` + id(req) + `\"}"}`
 	}
-	// cdNewSecret is cdRefresh's grant with its client secret rotated: the same lineage.
-	cdNewSecret := strings.Replace(cdRefresh, "cd-secret-1", "cd-secret-2", 1)
 	invalidGrant := `{"status":400,"headers":{"Content-Type":"application/json"},"body":"{\"error\":\"invalid_grant\"}"}`
 	rotated := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600,\"refresh_token\":\"rt-2\"}"}`
 	noRefresh := `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"Bearer\",\"expires_in\":3600}"}`
@@ -106,28 +88,24 @@ func TestWriteFlowVectors(t *testing.T) {
 		{"sign_wrong_length", "an ES384 signature must be 96 bytes of r||s: a 64-byte one is refused, nothing sent", smart + `,"assertion_alg":"ES384"}`, "", []string{miss, miss, zeros(63)}, "", ""},
 		{"client_secret_jwt", "client_secret_jwt: the plugin signs the assertion with HMAC-SHA256 under the secret; the secret is not sent", csJWT, "", []string{miss, miss, ok}, "", ""},
 		{"revoke", "revoke (RFC 7009): the token to the revocation URL, authenticated as the token request (here a host-signed assertion), then the cached token dropped", smart + `,"access_token":"tok-1","revocation_url":"https://ehr.example.org/oauth2/revoke"}`, "revoke", []string{zeros(384), `{"status":200,"headers":{},"body":""}`}, "", ""},
-		{"rotation_first", "refresh_token grant, no lineage yet: the request's refresh token is sent; the new one becomes the lineage's newest, stored after the token", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, miss, rotated}, "", ""},
+		{"rotation_first", "refresh_token grant, no lineage yet: the request's refresh token is sent; the new one becomes the lineage's newest, stored after the token", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, rotated}, "", ""},
 		{"rotation_newest", "refresh_token grant with a lineage: its newest refresh token is sent, never the request's used one", cdRefresh, "", []string{miss, miss, `{"stored":true}`, lineage(cdRefresh, "rt-1"), rotated}, "", ""},
-		{"rotation_refresh_lifetime", "a provider that says how long its refresh token lives (refresh_token_expires_in, a string as Candescent's v1 sends it): the lineage lives that long", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, miss, `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"Bearer\",\"expires_in\":\"3600\",\"refresh_token\":\"rt-2\",\"refresh_token_expires_in\":\"86400\"}"}`}, "", ""},
+		{"rotation_refresh_lifetime", "a provider that says how long its refresh token lives (refresh_token_expires_in, a string as Candescent's v1 sends it): the lineage lives that long", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, `{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"new-tok\",\"token_type\":\"Bearer\",\"expires_in\":\"3600\",\"refresh_token\":\"rt-2\",\"refresh_token_expires_in\":\"86400\"}"}`}, "", ""},
 		{"rotation_not_rotated", "a provider that returns no new refresh token: the lineage is kept as it is", cdRefresh, "", []string{miss, miss, `{"stored":true}`, lineage(cdRefresh, "rt-1"), noRefresh}, "", ""},
 		{"rotation_fleet", "with the fleet lock: the lineage is read holding it, written after the token and before the lock's release", cdFleet, "", []string{miss, miss, `{"stored":true}`, miss, `{"stored":true}`, lineage(cdFleet, "rt-1"), rotated}, "", ""},
 		{"rotation_echo_withheld", "a provider's error answer to the lineage's refresh token loses its description (it may quote that token, which the later step cannot redact); kind and RFC 6749 code stay", cdRefresh, "", []string{miss, miss, `{"stored":true}`, lineage(cdRefresh, "rt-secret-1"), `{"status":400,"headers":{},"body":"{\"error\":\"invalid_grant\",\"error_description\":\"refresh token rt-secret-1 is not valid\"}"}`}, "", ""},
 		{"rotation_cache_error", "the cache could not be read for the lineage: nothing is sent (the request's refresh token may be a used one)", cdRefresh, "", []string{miss, miss, `{"stored":true}`, `{"error":"cache down"}`}, "", ""},
 		{"rotation_mark_left", "an earlier exchange left its mark (its new refresh token could not be stored: a cache failure): the lineage is stale, nothing is sent (failing closed, never a replay)", cdRefresh, "", []string{miss, miss, `{"stored":false}`}, "", ""},
 		{"rotation_mark_failed", "the cache could not store the exchange's mark: nothing is sent, retryable", cdRefresh, "", []string{miss, miss, `{"stored":true,"error":"cache down"}`}, "", ""},
-		{"rotation_refused", "the provider answers invalid_grant to the refresh token sent: the credential set's gate closes for good (K/gate, refused), so that no host sharing the cache sends it again; the lineage under L keeps its newest", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, miss, invalidGrant}, "", ""},
-		{"rotation_5xx_invalid_grant", "a 5xx quoting invalid_grant is the server failing, not a refusal: the lineage is not marked refused (its newest refresh token stays), only the exchange's mark goes", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, miss, strings.Replace(invalidGrant, `"status":400`, `"status":503`, 1)}, "", ""},
-		{"rotation_refused_lineage", "a credential set the provider refused (another replica, vm_id or an earlier process got its invalid_grant): its gate is closed for good; invalid_grant, not retryable, nothing sent", cdRefresh, "", []string{miss, refusedGate(cdRefresh)}, "", ""},
-		{"rotation_new_secret", "the grant's client secret rotated, its refresh token as configured: the lineage is the grant's (L leaves the client's authentication out), so its newest refresh token is sent, never the configured one the provider saw used", cdNewSecret, "", []string{miss, miss, `{"stored":true}`, lineage(cdRefresh, "rt-1"), rotated}, "", ""},
-		{"rotation_legacy_lineage", "no lineage under L, one an earlier version kept under K: its newest refresh token is sent (never the request's used one), and the new one is written under L", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, legacy(cdRefresh, `\"refresh_token\":\"rt-1\"`), rotated}, "", ""},
-		{"rotation_legacy_refused", "an earlier version's refusal under K: invalid_grant, nothing sent", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, legacy(cdRefresh, `\"refused\":true`)}, "", ""},
-		{"code_refused", "the provider answers invalid_grant to the authorization code sent: the lineage is marked refused, nothing is sent for it after", cdCode, "", []string{miss, miss, `{"stored":true}`, miss, miss, `{"stored":true}`, invalidGrant}, "", ""},
-		{"code_first", "authorization_code: the code is marked used (nx) before it is sent; the refresh token it returns becomes the lineage's newest", cdCode, "", []string{miss, miss, `{"stored":true}`, miss, miss, `{"stored":true}`, rotated}, "", ""},
+		{"rotation_refused", "the provider answers invalid_grant to the refresh token sent: the lineage is marked refused (K/grant), so that no host sharing the cache sends it again", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, invalidGrant}, "", ""},
+		{"rotation_5xx_invalid_grant", "a 5xx quoting invalid_grant is the server failing, not a refusal: the lineage is not marked refused (its newest refresh token stays), only the exchange's mark goes", cdRefresh, "", []string{miss, miss, `{"stored":true}`, miss, strings.Replace(invalidGrant, `"status":400`, `"status":503`, 1)}, "", ""},
+		{"rotation_refused_lineage", "a lineage the provider refused (another replica, vm_id or an earlier process got its invalid_grant): invalid_grant, not retryable, nothing sent", cdRefresh, "", []string{miss, miss, `{"stored":true}`, refused(cdRefresh)}, "", ""},
+		{"code_refused", "the provider answers invalid_grant to the authorization code sent: the lineage is marked refused, nothing is sent for it after", cdCode, "", []string{miss, miss, `{"stored":true}`, miss, `{"stored":true}`, invalidGrant}, "", ""},
+		{"code_first", "authorization_code: the code is marked used (nx) before it is sent; the refresh token it returns becomes the lineage's newest", cdCode, "", []string{miss, miss, `{"stored":true}`, miss, `{"stored":true}`, rotated}, "", ""},
 		{"code_followed", "authorization_code whose code was exchanged: the lineage's refresh token is sent with the refresh_token grant, never the code", cdCode, "", []string{miss, miss, `{"stored":true}`, lineage(cdCode, "rt-1"), rotated}, "", ""},
 		{"code_used", "authorization_code whose code was used and brought no refresh token: invalid_grant, nothing sent", cdCode, "", []string{miss, miss, `{"stored":true}`, lineage(cdCode, "")}, "", ""},
-		{"code_marked_elsewhere", "another host marked the code first: pending, nothing sent", cdCode, "", []string{miss, miss, `{"stored":true}`, miss, miss, `{"stored":false}`}, "", ""},
+		{"code_marked_elsewhere", "another host marked the code first: pending, nothing sent", cdCode, "", []string{miss, miss, `{"stored":true}`, miss, `{"stored":false}`}, "", ""},
 		{"revoke_lineage", "revoking a refresh_token grant revokes its lineage's newest refresh token (the request's own was used long ago), then drops the cached token and the lineage", cdRefresh, "revoke", []string{lineage(cdRefresh, "rt-5"), `{"status":200,"headers":{},"body":""}`}, "", ""},
-		{"revoke_legacy_lineage", "revoking a refresh_token grant whose lineage an earlier version kept under K: that newest refresh token is revoked", cdRefresh, "revoke", []string{miss, legacy(cdRefresh, `\"refresh_token\":\"rt-5\"`), `{"status":200,"headers":{},"body":""}`}, "", ""},
 		{"revoke_candescent", "Candescent revokes with DELETE /oauth2/v1/revoke and a form token= (its reference and SDK), Basic-authenticated as the token request", `{"provider":"candescent","grant_type":"client_credentials","client_id":"cd-client","client_secret":"cd-secret-1","institution_id":"inst-1","access_token":"tok-1",` + now + `}`, "revoke", []string{`{"status":200,"headers":{},"body":""}`}, "", ""},
 		{"encode_error", "an invalid request ends at once", `{"provider":"nikohealth","client_id":"c",` + now + `}`, "", nil, "", ""},
 		{"state_of_another_request", "a state resumes only with the request it began with", req, "", []string{miss}, "", strings.Replace(req, "niko-secret-1", "niko-secret-2", 1)},

@@ -27,8 +27,6 @@ type Memo struct {
 	r     *Request
 	enc   *HTTPRequest
 	key   string // computed on first use: encode and decode need no cache key
-	// lineage is the request's LineageKey, computed on first use (a one-time grant's flows).
-	lineage string
 	// answer is encode's answer for enc, kept when the request has no per-request id.
 	answer []byte
 	// bufs is the remembered request's storage (with Reuse); again where it is encoded again
@@ -146,18 +144,6 @@ func (m *Memo) Prepare(input []byte) (*Request, *HTTPRequest, string, *abi.Error
 		m.key = CacheKey(r.profile.Name, enc)
 	}
 	return r, enc, m.key, nil
-}
-
-// lineageKey returns r's LineageKey (enc: r's token request as encoded), from the memo when it
-// holds this very request.
-func (m *Memo) lineageKey(r *Request, enc *HTTPRequest) string {
-	if m == nil || m.r != r {
-		return LineageKey(r.profile.Name, r, enc)
-	}
-	if m.lineage == "" {
-		m.lineage = LineageKey(r.profile.Name, r, enc)
-	}
-	return m.lineage
 }
 
 // encodeAnswer returns encode's answer for enc: {"request": HttpRequest}. With Reuse, for the request

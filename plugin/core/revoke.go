@@ -79,7 +79,7 @@ func (f *Flow) revoked(answer []byte) (Action, []byte) {
 	if revokesLineage(f.r) && err == nil {
 		// The grant's refresh token is revoked: its lineage ends with it, and says so, so that no
 		// later fetch sends the request's own (used) refresh token.
-		return f.finish(out, f.deleteAction(f.key, "", ""), f.setAction(f.lineageKey, grantSuffix, f.lineageEnd("revoked"), GrantTTLMS, false))
+		return f.finish(out, f.deleteAction(f.key, "", ""), f.setAction(f.key, grantSuffix, f.lineageEnd("revoked"), GrantTTLMS, false))
 	}
 	return f.finish(out, f.deleteAction(f.key, "", ""))
 }

@@ -43,12 +43,11 @@ const (
 	phaseSend                     // http_send
 	phaseInvalidate               // invalidate's cache_get(K), to compare access_token
 	phaseSign                     // sign: the host signs the client assertion (private_key_jwt)
-	phaseGrant                    // cache_get(L/grant): a one-time grant's newest refresh token (L: its LineageKey)
-	phaseSpend                    // cache_set(L/grant, nx): an authorization code is marked used before it is sent
+	phaseGrant                    // cache_get(K/grant): a one-time grant's newest refresh token
+	phaseSpend                    // cache_set(K/grant, nx): an authorization code is marked used before it is sent
 	phaseSendLineage              // http_send of the lineage's refresh token (see withheld)
 	phaseDrop                     // invalidate's cache_set(K/drop, nx): one 401 drop per window, fleet-wide
-	phaseMark                     // cache_set(L/sent, nx): a one-time grant's exchange is marked before its credential is read
-	phaseGrantLegacy              // cache_get(K/grant): a lineage an earlier version kept under the token's key
+	phaseMark                     // cache_set(K/sent, nx): a one-time grant's exchange is marked before its credential is read
 	phaseEnd                      // not a state: the flow has answered
 )
 
@@ -78,9 +77,6 @@ type Flow struct {
 	lifeMS int64
 	// followed: the flow sends the lineage's refresh token, not the request's (see withheld).
 	followed bool
-	// lineageKey is a one-time grant's LineageKey: its lineage and its exchange mark live there,
-	// apart from the token's key, so that a credential set with a new client secret follows it.
-	lineageKey string
 	// tokenURL is the token request's URL: a revocation's client assertion names it (aud).
 	tokenURL string
 	// tokenEnc is the token request as encoded: the state's seal is keyed by its identity, whatever
@@ -119,7 +115,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	case phaseStart:
 		if f.op == OpRevoke {
 			if revokesLineage(r) { // the grant's newest refresh token, not the request's used one
-				return f.ask(phaseGrant, f.getAction(f.lineageKey, grantSuffix))
+				return f.ask(phaseGrant, f.getAction(f.key, grantSuffix))
 			}
 			return f.send()
 		}
@@ -141,9 +137,6 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 	case phaseGate:
 		if v, ok := f.cacheValue(answer); ok && f.ours(v) {
 			g := gjson.Parse(v)
-			if g.Get("refused").Type == gjson.True {
-				return f.finish(errorJSON(refusedError()))
-			}
 			f.fails = min(max(0, int64(g.Get("fails").Num)), maxFails)
 			if until := int64(g.Get("until_ms").Num); until > f.nowMS {
 				if e := g.Get("error"); e.IsObject() {
@@ -187,8 +180,8 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 				Message: "an earlier exchange of this grant could not store its new refresh token: nothing was sent; " +
 					"restart from the refresh token the refresh-token hook received"}))
 		}
-		return f.ask(phaseGrant, f.getAction(f.lineageKey, grantSuffix))
-	case phaseGrant, phaseGrantLegacy:
+		return f.ask(phaseGrant, f.getAction(f.key, grantSuffix))
+	case phaseGrant:
 		return f.lineage(answer)
 	case phaseSpend:
 		if cacheFailed(answer, f.checked) {
@@ -233,7 +226,7 @@ func (f *Flow) Step(answer []byte) (next Action, final []byte) {
 }
 
 // unmark clears a one-time grant's exchange mark.
-func (f *Flow) unmark() Action { return f.deleteAction(f.lineageKey, sentSuffix, "") }
+func (f *Flow) unmark() Action { return f.deleteAction(f.key, sentSuffix, "") }
 
 // cacheFailed reports whether a cache import answered that the cache failed ("error").
 func cacheFailed(answer []byte, checked bool) bool {
@@ -266,7 +259,7 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 				if refreshLife == 0 {
 					refreshLife = GrantTTLMS
 				}
-				then[n] = f.setAction(f.lineageKey, grantSuffix, f.grantRecord(t.RefreshToken), refreshLife, false)
+				then[n] = f.setAction(f.key, grantSuffix, f.grantRecord(t.RefreshToken), refreshLife, false)
 				n++
 			}
 			if f.fails > 0 { // the provider answers again: the failures' count starts over
@@ -286,13 +279,11 @@ func (f *Flow) received(answer []byte) (Action, []byte) {
 		err = withheld(err)
 	}
 	if f.oneTime() && err.Kind == abi.KindInvalidGrant && err.Status >= 400 && err.Status <= 499 {
-		// The provider refused the refresh token or code this credential set sent: its gate closes
-		// for good ("refused"), so that no host sharing the cache (another replica or vm_id, this one
-		// after a restart) sends it again. Only a 4xx is a refusal (RFC 6749 5.2): a 5xx quoting
-		// invalid_grant is the server failing. The lineage keeps its newest refresh token: some
-		// providers answer a wrong client secret with invalid_grant, and the grant's credential set
-		// with the right one must still follow it (it sends it once; refused, its own gate closes).
-		return f.failed(err, f.setAction(f.key, gateSuffix, f.refusedGate(), GrantTTLMS, false), f.unmark())
+		// The provider refused the refresh token or code sent: the lineage ends refused, so that no
+		// host sharing the cache (another replica or vm_id, this one after a restart) sends it again.
+		// Only a 4xx is a refusal (RFC 6749 5.2): a 5xx quoting invalid_grant is the server failing,
+		// and marking it would drop the lineage's newest refresh token, its only copy.
+		return f.failed(err, f.setAction(f.key, grantSuffix, f.lineageEnd("refused"), GrantTTLMS, false), f.unmark())
 	}
 	if f.oneTime() {
 		// The provider answered no token: the credential sent stays the lineage's, and the mark goes
@@ -448,20 +439,17 @@ const GrantTTLMS = 90 * 24 * 3600 * 1000
 // sharing the cache the one holding the lock sends the newest refresh token, and a code only once.
 func (f *Flow) fetch() (Action, []byte) {
 	if f.oneTime() {
-		return f.ask(phaseMark, f.setAction(f.lineageKey, sentSuffix, f.lineageRecord(), GrantTTLMS, true))
+		return f.ask(phaseMark, f.setAction(f.key, sentSuffix, f.idRecord(), GrantTTLMS, true))
 	}
 	return f.send()
 }
 
 // lineage reads the grant's lineage and sends what it says: its newest refresh token (an
 // authorization code gives way to the refresh_token grant), or the request's own credential when
-// there is none yet, an authorization code after marking it used. When the grant's key holds none,
-// it reads the one an earlier version kept under the token's key (phaseGrantLegacy): sending the
-// request's own refresh token past it would replay a used one.
+// there is none yet, an authorization code after marking it used.
 func (f *Flow) lineage(answer []byte) (Action, []byte) {
-	legacy := f.phase == phaseGrantLegacy
 	if f.op == OpRevoke {
-		return f.revokeLineage(answer, legacy)
+		return f.revokeLineage(answer)
 	}
 	if cacheFailed(answer, f.checked) {
 		// A cache that could not answer may hold the newest refresh token: sending the request's own
@@ -469,12 +457,7 @@ func (f *Flow) lineage(answer []byte) (Action, []byte) {
 		return f.finish(errorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true,
 			Message: "the cache could not be read for this grant's newest refresh token; nothing was sent"}), f.unmark())
 	}
-	v, ok := f.cacheValue(answer)
-	if !ok || !f.oursLineage(v, legacy) {
-		if !legacy {
-			return f.ask(phaseGrantLegacy, f.getAction(f.key, grantSuffix))
-		}
-	} else {
+	if v, ok := f.cacheValue(answer); ok && f.ours(v) {
 		rec := gjson.Parse(v)
 		if rt := rec.Get("refresh_token"); rt.Type == gjson.String && rt.Str != "" {
 			if err := f.follow(rt.Str); err != nil {
@@ -490,20 +473,15 @@ func (f *Flow) lineage(answer []byte) (Action, []byte) {
 			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
 				Message: "the authorization code has been used and the provider returned no refresh token: start a new authorization"}), f.unmark())
 		}
-		if rec.Get("refused").Type == gjson.True { // an earlier version's refusal, under the token's key
-			return f.finish(errorJSON(refusedError()), f.unmark())
+		if rec.Get("refused").Type == gjson.True {
+			return f.finish(errorJSON(&abi.Error{Kind: abi.KindInvalidGrant,
+				Message: "the provider refused this grant's refresh token or code (invalid_grant); nothing was sent: start a new authorization"}), f.unmark())
 		}
 	}
 	if f.r.GrantType == abi.GrantAuthorizationCode {
-		return f.ask(phaseSpend, f.setAction(f.lineageKey, grantSuffix, f.grantRecord(""), GrantTTLMS, true))
+		return f.ask(phaseSpend, f.setAction(f.key, grantSuffix, f.grantRecord(""), GrantTTLMS, true))
 	}
 	return f.send()
-}
-
-// refusedError answers a credential set whose refresh token or code the provider refused.
-func refusedError() *abi.Error {
-	return &abi.Error{Kind: abi.KindInvalidGrant,
-		Message: "the provider refused this grant's refresh token or code (invalid_grant); nothing was sent: start a new authorization"}
 }
 
 // revokesLineage reports whether a revoke of r revokes a refresh token grant's refresh token, which
@@ -513,14 +491,13 @@ func revokesLineage(r *Request) bool {
 }
 
 // revokeLineage revokes the lineage's newest refresh token (the request's own when there is none
-// yet, here or, legacy, under the token's key); then the grant's lineage goes with its cached token.
-func (f *Flow) revokeLineage(answer []byte, legacy bool) (Action, []byte) {
+// yet); then the grant's lineage goes with its cached token.
+func (f *Flow) revokeLineage(answer []byte) (Action, []byte) {
 	if cacheFailed(answer, f.checked) {
 		return f.finish(errorJSON(&abi.Error{Kind: abi.KindTransport, Retryable: true,
 			Message: "the cache could not be read for this grant's newest refresh token; nothing was revoked"}))
 	}
-	v, ok := f.cacheValue(answer)
-	if ok && f.oursLineage(v, legacy) {
+	if v, ok := f.cacheValue(answer); ok && f.ours(v) {
 		if rt := gjson.Get(v, "refresh_token"); rt.Type == gjson.String && rt.Str != "" {
 			r := f.r.withRefreshToken(rt.Str)
 			enc, err := r.EncodeRevocation(f.tokenURL)
@@ -529,8 +506,6 @@ func (f *Flow) revokeLineage(answer []byte, legacy bool) (Action, []byte) {
 			}
 			f.r, f.enc, f.followed = r, enc, true
 		}
-	} else if !legacy {
-		return f.ask(phaseGrantLegacy, f.getAction(f.key, grantSuffix))
 	}
 	return f.send()
 }
@@ -594,24 +569,15 @@ func (f *Flow) grantRecord(rt string) string {
 	}
 	o := newObject(make([]byte, 0, 96+len(rt)))
 	o.str("refresh_token", rt)
-	o.str("id", f.lineageBinding())
+	o.str("id", f.binding())
 	return view(o.end())
 }
 
 // lineageEnd is the value of a lineage with nothing left to send: its code "used" (and no refresh
-// token came of it), or its refresh token "revoked" by the caller.
+// token came of it), its refresh token "revoked" by the caller or "refused" by the provider.
 func (f *Flow) lineageEnd(flag string) string {
 	o := newObject(make([]byte, 0, 64))
 	o.bool(flag, true)
-	o.str("id", f.lineageBinding())
-	return view(o.end())
-}
-
-// refusedGate is the gate of a credential set whose refresh token or code the provider refused: it
-// stays closed (GrantTTLMS), and nothing is sent for the credential set again.
-func (f *Flow) refusedGate() string {
-	o := newObject(make([]byte, 0, 64))
-	o.bool("refused", true)
 	o.str("id", f.binding())
 	return view(o.end())
 }
@@ -844,25 +810,6 @@ func (f *Flow) sealMAC() hash.Hash {
 
 func (f *Flow) binding() string { return f.key[len(f.key)-bindingChars:] }
 
-// lineageBinding names a one-time grant's lineage in the values kept under its LineageKey.
-func (f *Flow) lineageBinding() string { return f.lineageKey[len(f.lineageKey)-bindingChars:] }
-
-// oursLineage reports whether a lineage's value names this flow's grant: by its LineageKey, or, for
-// a lineage an earlier version kept under the token's key (legacy), by the token's.
-func (f *Flow) oursLineage(v string, legacy bool) bool {
-	if legacy {
-		return f.ours(v)
-	}
-	return gjson.Get(v, "id").Str == f.lineageBinding()
-}
-
-// lineageRecord is the exchange mark's value: it names the lineage whose exchange it marks.
-func (f *Flow) lineageRecord() string {
-	o := newObject(make([]byte, 0, 64))
-	o.str("id", f.lineageBinding())
-	return view(o.end())
-}
-
 // ours reports whether a cache value (a token or a gate) names this flow's identity. A host that
 // gives a flow the answer of another flow's cache_get (callbacks crossed in an asynchronous host)
 // then gets a miss, never another tenant's token or gate.
@@ -1068,9 +1015,6 @@ func (m *Memo) startFlow(f *Flow, request []byte, op byte, now Clock, checked bo
 	}
 	*f = Flow{m: m, r: r, enc: enc, key: key, op: op, nowMS: r.now(now), checked: checked, Then: f.Then[:0], bufs: f.bufs,
 		tokenURL: tokenURL, tokenEnc: tokenEnc}
-	if oneTimeGrant(r.GrantType) {
-		f.lineageKey = m.lineageKey(r, tokenEnc)
-	}
 	f.lifeMS = f.lockTTL()
 	return f, nil
 }

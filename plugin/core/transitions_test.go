@@ -16,12 +16,11 @@ var phaseNames = [...]string{
 	phaseSend:        "`http_send`",
 	phaseInvalidate:  "`cache_get(K)`, to compare `access_token`",
 	phaseSign:        "`sign`",
-	phaseGrant:       "`cache_get(L/grant)`",
-	phaseSpend:       "`cache_set(L/grant, nx)`",
+	phaseGrant:       "`cache_get(K/grant)`",
+	phaseSpend:       "`cache_set(K/grant, nx)`",
 	phaseSendLineage: "`http_send` of the lineage's refresh token",
 	phaseDrop:        "`cache_set(K/drop, nx)`",
-	phaseMark:        "`cache_set(L/sent, nx)`",
-	phaseGrantLegacy: "`cache_get(K/grant)`, a lineage an earlier version kept",
+	phaseMark:        "`cache_set(K/sent, nx)`",
 	phaseEnd:         "the answer",
 }
 

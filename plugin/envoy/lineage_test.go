@@ -252,7 +252,7 @@ func TestCodeMarkedUnderTheLock(t *testing.T) {
 	h := startHarness(t, "native", p.URL, conf)
 	pc := h.vm.plugin
 	f := pc.flow(core.OpToken, nil)
-	grantKey := core.GrantKey(lineageKey(t, conf))
+	grantKey := core.GrantKey(pc.s.key)
 	var answer []byte
 	for {
 		next, final := f.Step(answer)
@@ -310,14 +310,4 @@ func TestRefusedLineageOneCall(t *testing.T) {
 	if want := []grantCall{{"refresh_token", "rt-0"}, {"refresh_token", "rt-0"}}; len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] || replays != 1 {
 		t.Fatalf("calls %v (%d replays), want the first replica's and one of the second's", calls, replays)
 	}
-}
-
-// lineageKey is the LineageKey of the configuration's request, as the core names it.
-func lineageKey(t testing.TB, conf map[string]any) string {
-	b, _ := json.Marshal(conf["request"])
-	r, enc, _, err := core.Prepare(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return core.LineageKey(r.Provider, r, enc)
 }

@@ -10,7 +10,7 @@ import { MemoryCache } from './cache.js';
 // token is served from memory until refresh_at_ms, refreshed in the background from then (callers
 // keep getting it), and fetched in the caller's path from stale_at_ms; if that fetch fails, it is
 // still served until it expires.
-const MAX_STEPS = 16; // a flow is at most 10 calls of token_step (abi/ABI.md, "The flow's transitions")
+const MAX_STEPS = 16; // a flow is at most 6 steps (abi/ABI.md, token_step)
 const MAX_SOURCES = 10_000; // credential sets held in memory; the oldest idle one goes first
 const PENDING_GRACE_MS = 3_000; // waiting out another host's fetch: its timeout_ms plus this
 // A cache slower than this is down (host/rediscache's default Timeout): the operation is a failure,

@@ -758,7 +758,7 @@ func (f *Flow) appendState(b []byte) []byte {
 // (the same bytes under the same key: the same seal). A flow's steps compute half the HMACs they did.
 func (f *Flow) appendSeal(b, body []byte) []byte {
 	last := f.lastSealed()
-	if last != nil && last.ok && string(last.body) == string(body) {
+	if last != nil && len(last.body) > 0 && string(last.body) == string(body) {
 		return append(b, last.seal[:]...)
 	}
 	mac := f.sealMAC()
@@ -767,33 +767,37 @@ func (f *Flow) appendSeal(b, body []byte) []byte {
 	var seal [sealChars]byte
 	hex.Encode(seal[:], mac.Sum(sum[:0])[:sealChars/2])
 	if last != nil {
-		last.body, last.seal, last.ok = append(last.body[:0], body...), seal, true
+		last.body, last.seal = append(last.body[:0], body...), seal
 	}
 	return append(b, seal[:]...)
 }
 
-// sealedState is a state's body and its seal, as the memo keeps the last one sealed.
+// sealedState is a state's body and its seal, as the memo keeps the last one sealed; an empty body:
+// none yet (a state is never empty).
 type sealedState struct {
 	body []byte
 	seal [sealChars]byte
-	ok   bool
 }
 
 // lastSealed returns the memo's last sealed state, when the memo holds this flow's request (whose
 // identity keys the seal; a memo given another request starts afresh, without it), else nil.
 func (f *Flow) lastSealed() *sealedState {
-	if f.m == nil || f.m.enc != f.tokenEnc {
+	if !f.memoHoldsRequest() {
 		return nil
 	}
 	return &f.m.sealed
 }
+
+// memoHoldsRequest reports whether the memo holds the request whose identity keys this flow's
+// seal: only then may the flow keep its seal's HMAC and last seal there.
+func (f *Flow) memoHoldsRequest() bool { return f.m != nil && f.m.enc == f.tokenEnc }
 
 // sealMAC returns the state's HMAC, reset. Deriving its key and pads is most of a seal's cost, and
 // every step of a flow seals or checks one: the memo keeps it while it holds the request it is
 // keyed by (a memo given another request starts afresh, so no HMAC outlives its request there).
 func (f *Flow) sealMAC() hash.Hash {
 	if f.seal == nil {
-		held := f.m != nil && f.m.enc == f.tokenEnc
+		held := f.memoHoldsRequest()
 		if held && f.m.seal != nil {
 			f.seal = f.m.seal
 		} else {

@@ -125,9 +125,7 @@ func BenchmarkTokenFetch(b *testing.B) {
 // BenchmarkCodec: encode + decode of one NikoHealth exchange, in wasm and natively: the price of the
 // wasm boundary.
 func BenchmarkCodec(b *testing.B) {
-	req := []byte(`{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme"}`)
-	dec := []byte(`{"request":{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme"},` +
-		`"response":{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"BE55CF536EC46D12F9FDBF1EFD831E086B121939B9806DF43F3A6043C67DB0AC\",\"expires_in\":1200,\"token_type\":\"Bearer\",\"scope\":\"external\"}"},"now_ms":1767225600000}`)
+	req, dec := codecInputs()
 	b.Run("wasm", func(b *testing.B) {
 		c, err := New(context.Background())
 		if err != nil {
@@ -159,6 +157,14 @@ func BenchmarkCodec(b *testing.B) {
 			core.Decode(m, dec, now)
 		}
 	})
+}
+
+// codecInputs are BenchmarkCodec's encode and decode inputs: one NikoHealth exchange.
+func codecInputs() (encode, decode []byte) {
+	encode = []byte(`{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme"}`)
+	decode = []byte(`{"request":{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","domain":"acme"},` +
+		`"response":{"status":200,"headers":{"Content-Type":"application/json"},"body":"{\"access_token\":\"BE55CF536EC46D12F9FDBF1EFD831E086B121939B9806DF43F3A6043C67DB0AC\",\"expires_in\":1200,\"token_type\":\"Bearer\",\"scope\":\"external\"}"},"now_ms":1767225600000}`)
+	return encode, decode
 }
 
 // benchPlugin is the plugin the call benchmarks run: the embedded build, or the file named by
@@ -319,7 +325,7 @@ func BenchmarkFlowDriver(b *testing.B) {
 		steps bool
 	}{{"token", false}, {"token_step", true}} {
 		b.Run(driver.name, func(b *testing.B) {
-			c, err := New(context.Background(), WithLoopback(), withStepFlow(driver.steps))
+			c, err := New(context.Background(), WithLoopback(), withStepFlow(driver.steps), WithPlugin(benchPlugin(b)))
 			if err != nil {
 				b.Fatal(err)
 			}

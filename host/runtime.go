@@ -110,7 +110,8 @@ func WithMaxInstances(n int) Option { return func(c *config) { c.maxInstances = 
 // instantiation (about 90 us each for the TinyGo build).
 func WithWarmInstances(n int) Option { return func(c *config) { c.warm = n } }
 
-// WithMemoryLimit caps each instance's wasm memory in 64 KiB pages (default 512: 32 MiB).
+// WithMemoryLimit caps each instance's wasm memories in 64 KiB pages (default 512: 32 MiB): the
+// plugin's, and its kernel's, which holds what one call passes through the imports.
 func WithMemoryLimit(pages uint32) Option { return func(c *config) { c.memoryPages = pages } }
 
 // WithCompilationCache sets wazero's compilation cache. By default every Runtime of the process shares

@@ -34,8 +34,9 @@ func TestWasmProfile(t *testing.T) {
 		t.Skip("set TOKENWASM_WASM_PROFILE to a number of fetches to profile")
 	}
 	const maxCalls = 12
-	counts := profileFetches(t, fetches, func(string) bool { return true })
-	timed := profileFetches(t, fetches, func(name string) bool {
+	work := profileWork(t, os.Getenv("TOKENWASM_WASM_PROFILE_WORK"))
+	counts := profileFetches(t, fetches, work, func(string) bool { return true })
+	timed := profileFetches(t, fetches, work, func(name string) bool {
 		s := counts[name]
 		return s != nil && s.calls <= maxCalls*fetches
 	})
@@ -46,7 +47,7 @@ func TestWasmProfile(t *testing.T) {
 	slices.SortFunc(rows, func(a, b string) int { return cmp.Compare(timed[b].total, timed[a].total) })
 	per := func(d time.Duration) string { return (d / time.Duration(fetches)).String() }
 	fmt.Printf("%-72s %8s %10s %10s\n", "function (called at most 12 times per fetch)", "calls", "total", "self")
-	for _, name := range rows[:min(len(rows), 30)] {
+	for _, name := range rows[:min(len(rows), profileRows())] {
 		s := timed[name]
 		short := strings.ReplaceAll(strings.TrimPrefix(name, "main."), "github.com/tokenwasm/tokenwasm/plugin/", "")
 		fmt.Printf("%-72.72s %8.1f %10s %10s\n", short, float64(s.calls)/float64(fetches), per(s.total), per(s.self))
@@ -60,7 +61,7 @@ type callStat struct {
 
 // profileFetches makes fetches forced fetches on one instance, the first 20 unmeasured, with a
 // listener on each function of the plugin that timed says to time, and returns their figures.
-func profileFetches(t *testing.T, fetches int, timed func(name string) bool) map[string]*callStat {
+func profileFetches(t *testing.T, fetches int, work func(*Runtime, abi.TokenRequest) error, timed func(name string) bool) map[string]*callStat {
 	stats := map[string]*callStat{}
 	type frame struct {
 		name   string
@@ -115,11 +116,34 @@ func profileFetches(t *testing.T, fetches int, timed func(name string) bool) map
 		TokenURL: fake.TokenURL(), Force: true}
 	for i := range 20 + fetches {
 		on = i >= 20
-		if _, err := c.Token(context.Background(), req); err != nil {
+		if err := work(c, req); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return stats
+}
+
+// profileWork is what one profiled iteration does: a forced fetch, or with
+// TOKENWASM_WASM_PROFILE_WORK=codec BenchmarkCodec's encode and decode.
+func profileWork(t *testing.T, name string) func(*Runtime, abi.TokenRequest) error {
+	switch name {
+	case "", "fetch":
+		return func(c *Runtime, req abi.TokenRequest) error {
+			_, err := c.Token(context.Background(), req)
+			return err
+		}
+	case "codec":
+		enc, dec := codecInputs()
+		return func(c *Runtime, _ abi.TokenRequest) error {
+			if _, err := c.callRaw(context.Background(), abi.ExportEncode, enc); err != nil {
+				return err
+			}
+			_, err := c.callRaw(context.Background(), abi.ExportDecode, dec)
+			return err
+		}
+	}
+	t.Fatalf("TOKENWASM_WASM_PROFILE_WORK=%q: fetch or codec", name)
+	return nil
 }
 
 // listener calls before and after around every call of the function it is made for.
@@ -130,3 +154,11 @@ func (l listener) Before(context.Context, api.Module, api.FunctionDefinition, []
 }
 func (l listener) After(context.Context, api.Module, api.FunctionDefinition, []uint64) { l.after() }
 func (l listener) Abort(context.Context, api.Module, api.FunctionDefinition, error)    { l.after() }
+
+// profileRows is how many functions TestWasmProfile prints: TOKENWASM_WASM_PROFILE_ROWS, or 30.
+func profileRows() int {
+	if n, err := strconv.Atoi(os.Getenv("TOKENWASM_WASM_PROFILE_ROWS")); err == nil && n > 0 {
+		return n
+	}
+	return 30
+}

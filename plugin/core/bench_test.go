@@ -2,6 +2,8 @@ package core
 
 import (
 	"testing"
+
+	"github.com/tidwall/gjson"
 )
 
 // staticHost answers every import at once: the cost measured is the token flow's own.
@@ -23,5 +25,32 @@ func BenchmarkTokenFlow(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Token(m, in, staticHost{}, clock)
+	}
+}
+
+// BenchmarkStepFlow is BenchmarkTokenFlow through TokenStep, one call per step as a host drives it:
+// what the step form adds to the flow's own work.
+func BenchmarkStepFlow(b *testing.B) {
+	req := `{"provider":"nikohealth","client_id":"niko-client","client_secret":"niko-secret-1","token_url":"http://127.0.0.1:1/api/identity/connect/token","force":true}`
+	clock := func() int64 { return 1767225600000 }
+	m := &Memo{Reuse: true}
+	in := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		var state, answer string
+		for {
+			in = append(append(in[:0], `{"request":`...), req...)
+			if state != "" {
+				in = append(append(append(append(in, `,"state":`...), state...), `,"answer":`...), answer...)
+			}
+			out := gjson.ParseBytes(append(in, '}')).Raw
+			out = string(TokenStep(m, []byte(out), clock))
+			next := gjson.Get(out, "next")
+			if !next.Exists() {
+				break
+			}
+			state = gjson.Get(out, "state").Raw
+			answer = string(perform(staticHost{}, Action{Import: next.Get("import").Str, Input: []byte(next.Get("input").Raw)}))
+		}
 	}
 }

@@ -26,36 +26,101 @@ type Trap string
 
 func (t Trap) Error() string { return string(t) }
 
-// Kernel is the engine-independent state of the Extism kernel for one instance: the block arena,
-// which lives in Go memory beside the plugin's linear memory, and the current call's input, output
-// and error. Instance embeds one for wazero; Funcs are its kernel functions for any engine (the
-// wasmtime conformance module, host/wasmtimetest, adapts them).
+// Kernel is the engine-independent state of the Extism kernel for one instance: the block arena
+// and the current call's input, output and error. Its arena is Go memory (NewKernel), or for wazero
+// the memory of the instance's kernel module (kernel.wat), whose own functions then read and write
+// it without a call into Go. Instance embeds one for wazero; Funcs are its kernel functions for any
+// engine (the wasmtime conformance module, host/wasmtimetest, adapts them).
 type Kernel struct {
 	input  []byte
-	arena  []byte
+	arena  []byte // the arena's bytes [0, end); its capacity is the memory it has
+	base   uint64 // the first offset a block may have: arenaBase, or past the input copied in
 	blocks []block
 	outOff uint64
 	outLen uint64
 	errMsg string
-	limit  int // bytes of arena, past which alloc returns 0
+	limit  int         // bytes of arena, past which alloc returns 0
+	wasm   *kernelWasm // the kernel module's memory and globals; nil: the arena is Go memory
 }
 
-// NewKernel returns a kernel whose arena holds at most limit bytes.
+// kernelWasm is an instance's kernel module (kernel.wat): its memory, which holds the arena, and
+// the globals its functions read.
+type kernelWasm struct {
+	mod                               api.Module
+	base, end, inOff, inLen, inCopied api.MutableGlobal
+}
+
+// maxCopiedInput is the largest input copied into a kernel module's memory for the plugin to read in
+// wasm; a larger one is read through Go, so that one large call does not leave every later one a
+// memory that large.
+const maxCopiedInput = 256 << 10
+
+// NewKernel returns a kernel whose arena, in Go memory, holds at most limit bytes.
 func NewKernel(limit int) *Kernel {
-	return &Kernel{arena: make([]byte, arenaBase, 4096), limit: limit}
+	return &Kernel{arena: make([]byte, arenaBase, 4096), base: arenaBase, limit: limit}
 }
 
-// Begin starts a call with input: the arena of the call before is reset.
+// Begin starts a call with input: the arena of the call before is reset. With a kernel module, an
+// input of at most maxCopiedInput bytes is copied to the start of its memory, before the blocks.
 func (k *Kernel) Begin(input []byte) {
-	k.reset()
 	k.input = input
-}
-
-func (k *Kernel) reset() {
+	k.base = arenaBase
 	k.arena = k.arena[:arenaBase]
 	k.blocks = k.blocks[:0]
 	k.outOff, k.outLen = 0, 0
 	k.errMsg = ""
+	if k.wasm == nil {
+		return
+	}
+	copied := uint64(0)
+	if base := arenaBase + (uint64(len(input))+7)&^7; len(input) <= maxCopiedInput && k.room(base) {
+		k.arena = k.arena[:base]
+		copy(k.arena[arenaBase:], input)
+		k.base, copied = base, 1
+	}
+	k.wasm.inOff.Set(arenaBase)
+	k.wasm.inLen.Set(uint64(len(input)))
+	k.wasm.inCopied.Set(copied)
+	k.wasm.base.Set(k.base)
+	k.sync()
+}
+
+// sync tells the kernel module where the arena ends now.
+func (k *Kernel) sync() {
+	if k.wasm != nil {
+		k.wasm.end.Set(uint64(len(k.arena)))
+	}
+}
+
+// room makes the arena's memory hold n bytes, its contents kept: Go memory is replaced by an array at
+// least twice as large, a kernel module's memory grown (doubled, or as far as its limit allows).
+// False when the memory cannot hold n bytes.
+func (k *Kernel) room(n uint64) bool {
+	if n <= uint64(cap(k.arena)) {
+		return true
+	}
+	if k.wasm == nil {
+		grown := make([]byte, len(k.arena), max(n, 2*uint64(cap(k.arena))))
+		copy(grown, k.arena)
+		k.arena = grown
+		return true
+	}
+	mem := k.wasm.mod.Memory()
+	size := uint64(mem.Size())
+	pages := func(bytes uint64) uint32 { return uint32((bytes - size + 65535) / 65536) }
+	if _, ok := mem.Grow(pages(max(n, 2*size))); !ok {
+		if _, ok := mem.Grow(pages(n)); !ok {
+			return false
+		}
+	}
+	k.arena = k.wasm.view()[:len(k.arena)]
+	return true
+}
+
+// view returns the kernel module's whole memory (wazero's view of it changes when it grows).
+func (w *kernelWasm) view() []byte {
+	b, _ := w.mod.Memory().Read(0, w.mod.Memory().Size())
+	return b
 }
 
 // End finishes a call whose export returned code: its output, an *ExitError for a non-zero code, or
@@ -125,9 +190,17 @@ func Funcs(log *slog.Logger) []Func {
 	return fs
 }
 
-// envModule defines the kernel functions for wazero.
+// goEnvModule is the module of the kernel functions in Go, which each instance's kernel module
+// (kernel.wat) imports and exports again, but for the ones it runs itself.
+const goEnvModule = EnvModule + "/go"
+
+// envModule defines the kernel functions in Go for wazero, and the two the kernel module calls to
+// trap with Go's message.
 func envModule(b wazero.HostModuleBuilder, log *slog.Logger) wazero.HostModuleBuilder {
-	for _, f := range Funcs(log) {
+	fs := append(Funcs(log),
+		Func{"oob", none, none, func(*Kernel, []uint64) { panic(Trap("extism: kernel memory access out of bounds")) }},
+		Func{"input_oob", none, none, func(*Kernel, []uint64) { panic(Trap("extism: input access out of bounds")) }})
+	for _, f := range fs {
 		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, _ api.Module, stack []uint64) {
 			f.Call(&instanceOf(ctx).Kernel, stack)
 		}), f.Params, f.Results).Export(f.Name)
@@ -181,17 +254,12 @@ func (k *Kernel) alloc(n uint64) uint64 {
 	}
 	off := (uint64(len(k.arena)) + 7) &^ 7
 	end := off + n
-	if end > uint64(k.limit) || end < off {
+	if end < off || end-k.base+arenaBase > uint64(k.limit) || !k.room(end) {
 		return 0
 	}
-	if end > uint64(cap(k.arena)) {
-		grown := make([]byte, end, max(end, 2*uint64(cap(k.arena))))
-		copy(grown, k.arena)
-		k.arena = grown
-	} else {
-		k.arena = k.arena[:end]
-	}
+	k.arena = k.arena[:end]
 	k.blocks = append(k.blocks, block{off: off, len: n})
+	k.sync()
 	return off
 }
 
@@ -223,6 +291,7 @@ func (k *Kernel) free(off uint64) {
 		k.arena = k.arena[:k.blocks[n-1].off]
 		k.blocks = k.blocks[:n-1]
 	}
+	k.sync()
 }
 
 // block returns the bytes of the live block at off; nil for 0 or an unknown offset.
@@ -239,7 +308,7 @@ func (k *Kernel) span(off, n uint64) []byte {
 		return nil
 	}
 	end := off + n
-	if off < arenaBase || end < off || end > uint64(len(k.arena)) {
+	if off < k.base || end < off || end > uint64(len(k.arena)) {
 		panic(Trap("extism: kernel memory access out of bounds"))
 	}
 	return k.arena[off:end]

@@ -1,7 +1,10 @@
-// Package extism is a lean Extism host on wazero: it implements the Extism kernel's host functions
-// (module extism:host/env: memory blocks, input, output, errors, logs) natively in Go, so a call costs
-// a few microseconds instead of the official SDK's hundred. Plugins built with any Extism PDK run
-// unchanged; the kernel semantics are kept exactly (see "Kernel semantics" below).
+// Package extism is a lean Extism host on wazero: it implements the Extism kernel (module
+// extism:host/env: memory blocks, input, output, errors, logs) in Go, so a call costs a few
+// microseconds instead of the official SDK's hundred, but for the functions a plugin calls for every
+// 8 bytes it reads or writes, which run in a small wasm module of each instance (kernel.wat) on the
+// memory that holds the blocks: a call from wasm into Go costs more than those functions do. Plugins
+// built with any Extism PDK run unchanged; the kernel semantics are kept exactly (see "Kernel
+// semantics" below).
 //
 // # Kernel semantics
 //
@@ -18,6 +21,7 @@ package extism
 import (
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -27,8 +31,14 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
+
+// kernelBinary is the kernel module, built from kernel.wat (see there).
+//
+//go:embed kernel.wasm
+var kernelBinary []byte
 
 // EnvModule is the import module of the Extism kernel functions.
 const EnvModule = "extism:host/env"
@@ -43,7 +53,8 @@ type HostFunc func(ctx context.Context, input []byte) []byte
 
 // Config bounds a Module's instances.
 type Config struct {
-	// MemoryLimitPages caps each instance's linear memory, in 64 KiB pages (0: 1024, 64 MiB).
+	// MemoryLimitPages caps each instance's linear memory, and its kernel memory (the blocks, and an
+	// input of up to 256 KiB), in 64 KiB pages (0: 1024, 64 MiB).
 	MemoryLimitPages uint32
 	// KernelMemoryLimit caps each instance's block arena in bytes; alloc beyond it returns 0 (0: 64 MiB).
 	KernelMemoryLimit int
@@ -63,6 +74,7 @@ type Config struct {
 type Module struct {
 	rt       wazero.Runtime
 	compiled wazero.CompiledModule
+	kernel   wazero.CompiledModule // kernel.wasm: one instance of it per plugin instance
 	cfg      Config
 	seq      atomic.Uint64
 }
@@ -92,9 +104,14 @@ func Compile(ctx context.Context, wasm []byte, userModule string, imports map[st
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return fail(err)
 	}
-	if _, err := envModule(rt.NewHostModuleBuilder(EnvModule), cfg.Logger).Instantiate(ctx); err != nil {
+	if _, err := envModule(rt.NewHostModuleBuilder(goEnvModule), cfg.Logger).Instantiate(ctx); err != nil {
 		return fail(err)
 	}
+	kernel, err := rt.CompileModule(ctx, kernelBinary)
+	if err != nil {
+		return fail(err)
+	}
+	m.kernel = kernel
 	if len(imports) > 0 {
 		b := rt.NewHostModuleBuilder(userModule)
 		for name, fn := range imports {
@@ -117,12 +134,13 @@ func (m *Module) Close(ctx context.Context) error { return m.rt.Close(ctx) }
 
 // Instance is one instantiation of a Module. It is not safe for concurrent use.
 type Instance struct {
-	mod    api.Module
-	fns    map[string]api.Function
-	stack  [1]uint64
-	broken bool
-	logger *slog.Logger
-	Kernel // the block arena and the call's input, output and error
+	mod       api.Module
+	kernelMod api.Module // the kernel module: the arena's memory, and the functions that read it
+	fns       map[string]api.Function
+	stack     [1]uint64
+	broken    bool
+	logger    *slog.Logger
+	Kernel    // the block arena and the call's input, output and error
 }
 
 type block struct {
@@ -137,13 +155,32 @@ const arenaBase = 8
 // defaults are a fake clock and a fixed seed), and runs the reactor's _initialize.
 func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 	i := &Instance{fns: map[string]api.Function{}, logger: m.cfg.Logger, Kernel: *NewKernel(m.cfg.KernelMemoryLimit)}
+	seq := strconv.FormatUint(m.seq.Add(1), 10)
+	kmod, err := m.rt.InstantiateModule(ctx, m.kernel, wazero.NewModuleConfig().WithName("kernel-"+seq).WithStartFunctions())
+	if err != nil {
+		return nil, fmt.Errorf("extism: instantiate the kernel: %w", err)
+	}
+	i.kernelMod = kmod
+	i.wasm = &kernelWasm{mod: kmod}
+	for name, g := range map[string]*api.MutableGlobal{"base": &i.wasm.base, "end": &i.wasm.end,
+		"in_off": &i.wasm.inOff, "in_len": &i.wasm.inLen, "in_copied": &i.wasm.inCopied} {
+		*g = kmod.ExportedGlobal(name).(api.MutableGlobal)
+	}
+	i.arena = i.wasm.view()[:arenaBase]
 	mc := wazero.NewModuleConfig().
-		WithName("plugin-" + strconv.FormatUint(m.seq.Add(1), 10)).
+		WithName("plugin-" + seq).
 		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).
 		WithStdout(io.Discard).WithStderr(io.Discard).
 		WithStartFunctions()
 	cc := &callContext{ctx, i}
-	mod, err := m.rt.InstantiateModule(cc, m.compiled, mc)
+	// The plugin's extism:host/env is this instance's own kernel module.
+	resolve := experimental.WithImportResolver(cc, func(name string) api.Module {
+		if name == EnvModule {
+			return kmod
+		}
+		return nil
+	})
+	mod, err := m.rt.InstantiateModule(resolve, m.compiled, mc)
 	if err == nil {
 		i.mod = mod
 		if init := mod.ExportedFunction("_initialize"); init != nil {
@@ -154,6 +191,7 @@ func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 		if i.mod != nil {
 			_ = i.mod.Close(ctx)
 		}
+		_ = kmod.Close(ctx)
 		return nil, fmt.Errorf("extism: instantiate: %w", err)
 	}
 	return i, nil
@@ -226,7 +264,7 @@ func trapReason(err error) string {
 // CallBytes returns how many bytes of kernel memory the last call used: its input, the blocks the
 // plugin and the host functions allocated, and its output. A host may recycle an instance after a
 // call that moved megabytes, so a pathological call's garbage never burdens the next one.
-func (k *Kernel) CallBytes() int { return len(k.arena) - arenaBase }
+func (k *Kernel) CallBytes() int { return len(k.arena) - int(k.base) }
 
 // MemorySize returns the size of the instance's linear memory in bytes (for measuring per-instance
 // cost).
@@ -238,7 +276,7 @@ func (i *Instance) Broken() bool { return i.broken }
 // Close releases the instance.
 func (i *Instance) Close(ctx context.Context) error {
 	i.broken = true
-	return i.mod.Close(ctx)
+	return errors.Join(i.mod.Close(ctx), i.kernelMod.Close(ctx))
 }
 
 // callContext carries the instance to host functions without a map lookup per host call. It is

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"encoding/binary"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +130,98 @@ func TestKernelMemoryLimit(t *testing.T) {
 	}
 }
 
+// TestKernelBounds reads and writes kernel memory at, under and past every edge, through the kernel
+// module's functions (an input copied into its memory) and through Go's (an input too large to copy
+// in, or a memory limit that leaves no room for it): the same answers either way, and a trap with
+// Go's message past an edge.
+func TestKernelBounds(t *testing.T) {
+	const (
+		inputU64 = iota
+		inputU8
+		blockU64
+		blockU8
+		storeU64
+	)
+	peek := func(i *Instance, op, at uint64, size int) (uint64, error) {
+		in := make([]byte, max(size, 16))
+		binary.LittleEndian.PutUint64(in, op)
+		binary.LittleEndian.PutUint64(in[8:], at)
+		for j := 16; j < len(in); j++ {
+			in[j] = byte(j)
+		}
+		out, err := i.Call(context.Background(), "peek", in)
+		if err != nil {
+			return 0, err
+		}
+		return binary.LittleEndian.Uint64(out), nil
+	}
+	fresh := func(t *testing.T, pages uint32) *Instance {
+		return newInstance(t, Config{MemoryLimitPages: pages})
+	}
+	for _, c := range []struct {
+		name  string
+		size  int
+		pages uint32
+		// copied: the input is in the kernel module's memory.
+		copied bool
+	}{
+		{"small input", 64, 0, true},
+		{"largest input copied in", maxCopiedInput, 0, true},
+		{"input too large to copy in", maxCopiedInput + 1, 0, false},
+		{"no room for the input", 100 << 10, 1, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n := uint64(c.size)
+			i := fresh(t, c.pages)
+			ops := []struct {
+				op, at uint64
+				want   uint64
+				trap   string
+			}{
+				{inputU64, n - 8, binary.LittleEndian.Uint64([]byte{byte(n - 8), byte(n - 7), byte(n - 6), byte(n - 5), byte(n - 4), byte(n - 3), byte(n - 2), byte(n - 1)}), ""},
+				{inputU64, n - 7, 0, "input access out of bounds"},
+				{inputU64, 1<<64 - 1, 0, "input access out of bounds"},
+				{inputU8, n - 1, uint64(byte(n - 1)), ""},
+				{inputU8, n, 0, "input access out of bounds"},
+			}
+			if c.size < 4096 { // copy_input copies a byte per two kernel calls
+				ops = append(ops, []struct {
+					op, at uint64
+					want   uint64
+					trap   string
+				}{
+					{blockU64, n - 8, binary.LittleEndian.Uint64([]byte{byte(n - 8), byte(n - 7), byte(n - 6), byte(n - 5), byte(n - 4), byte(n - 3), byte(n - 2), byte(n - 1)}), ""},
+					{blockU64, n - 7, 0, "kernel memory access out of bounds"},
+					{blockU8, n - 1, uint64(byte(n - 1)), ""},
+					{blockU8, n, 0, "kernel memory access out of bounds"},
+					{blockU8, 1<<64 - 1, 0, "kernel memory access out of bounds"},    // the byte before the block: the input's, never the arena's
+					{blockU64, 1<<64 - 8*9, 0, "kernel memory access out of bounds"}, // further down, where a copied input lies
+					{storeU64, n - 8, 0x0123456789abcdef, ""},
+					{storeU64, n - 7, 0, "kernel memory access out of bounds"},
+				}...)
+			}
+			for _, o := range ops {
+				if i.Broken() { // by the trap before
+					i = fresh(t, c.pages)
+				}
+				got, err := peek(i, o.op, o.at, c.size)
+				switch {
+				case o.trap == "" && (err != nil || got != o.want):
+					t.Fatalf("op %d at %d: %#x, %v; want %#x", o.op, o.at, got, err, o.want)
+				case o.trap != "" && (!errors.Is(err, ErrTrap) || !strings.Contains(err.Error(), o.trap)):
+					t.Fatalf("op %d at %d: %v; want a trap: %s", o.op, o.at, err, o.trap)
+				}
+				if o.trap == "" {
+					copied := i.wasm != nil && i.base > arenaBase
+					if copied != c.copied {
+						t.Fatalf("input copied into the kernel module's memory: %v, want %v", copied, c.copied)
+					}
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkEcho(b *testing.B) {
 	i := newInstance(b, Config{})
 	in := bytes.Repeat([]byte("a"), 256)
@@ -134,6 +230,31 @@ func BenchmarkEcho(b *testing.B) {
 	for b.Loop() {
 		if _, err := i.Call(ctx, "echo", in); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestWasmIsBuiltFromWat: the committed kernel.wasm, and the faults plugin, are what wat2wasm makes of
+// their .wat now (`make tools` installs wabt; without it the test skips).
+func TestWasmIsBuiltFromWat(t *testing.T) {
+	if _, err := exec.LookPath("wat2wasm"); err != nil {
+		t.Skip("wat2wasm (Debian package wabt) not installed")
+	}
+	for _, name := range []string{"kernel", "testdata/faults"} {
+		out := filepath.Join(t.TempDir(), "out.wasm")
+		if b, err := exec.Command("wat2wasm", name+".wat", "-o", out).CombinedOutput(); err != nil {
+			t.Fatalf("wat2wasm %s.wat: %v: %s", name, err, b)
+		}
+		built, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		committed, err := os.ReadFile(name + ".wasm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(built, committed) {
+			t.Errorf("%s.wasm is not built from %s.wat: run wat2wasm %s.wat -o %s.wasm", name, name, name, name)
 		}
 	}
 }

@@ -10,6 +10,9 @@
   (import "extism:host/env" "error_set" (func $error_set (param i64)))
   (import "extism:host/user" "echo" (func $user_echo (param i64) (result i64)))
   (import "extism:host/env" "length" (func $length (param i64) (result i64)))
+  (import "extism:host/env" "input_load_u64" (func $input_load_u64 (param i64) (result i64)))
+  (import "extism:host/env" "load_u8" (func $load_u8 (param i64) (result i32)))
+  (import "extism:host/env" "store_u64" (func $store_u64 (param i64 i64)))
   (import "extism:host/user" "slow" (func $user_slow (param i64) (result i64)))
   (memory (export "memory") 1)
 
@@ -63,5 +66,32 @@
 
   (func (export "oob") (result i32)
     (drop (call $load_u64 (i64.const 0x7fffffff)))
+    (i32.const 0))
+
+  ;; peek reads or writes kernel memory where its input says, for the kernel's bounds tests. The
+  ;; input is an op (u64), an offset (u64) and any padding: op 0 is input_load_u64(offset), 1
+  ;; input_load_u8(offset), 2 load_u64(b + offset), 3 load_u8(b + offset), 4 store_u64(b + offset),
+  ;; where b is a block holding a copy of the input. Its output is the 8 bytes read (or written).
+  (func (export "peek") (result i32)
+    (local $op i64) (local $at i64) (local $v i64) (local $b i64) (local $out i64)
+    (local.set $op (call $input_load_u64 (i64.const 0)))
+    (local.set $at (call $input_load_u64 (i64.const 8)))
+    (if (i64.ge_u (local.get $op) (i64.const 2))
+      (then (local.set $b (call $copy_input))))
+    (local.set $v (i64.const 0x0123456789abcdef))
+    (block $done
+      (br_if $done (i64.eq (local.get $op) (i64.const 4)))
+      (if (i64.eq (local.get $op) (i64.const 0))
+        (then (local.set $v (call $input_load_u64 (local.get $at))) (br $done)))
+      (if (i64.eq (local.get $op) (i64.const 1))
+        (then (local.set $v (i64.extend_i32_u (call $input_load_u8 (local.get $at)))) (br $done)))
+      (if (i64.eq (local.get $op) (i64.const 2))
+        (then (local.set $v (call $load_u64 (i64.add (local.get $b) (local.get $at)))) (br $done)))
+      (local.set $v (i64.extend_i32_u (call $load_u8 (i64.add (local.get $b) (local.get $at))))))
+    (if (i64.eq (local.get $op) (i64.const 4))
+      (then (call $store_u64 (i64.add (local.get $b) (local.get $at)) (local.get $v))))
+    (local.set $out (call $alloc (i64.const 8)))
+    (call $store_u64 (local.get $out) (local.get $v))
+    (call $output_set (local.get $out) (i64.const 8))
     (i32.const 0))
 )

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -35,6 +36,10 @@ func TestWasmProfile(t *testing.T) {
 	}
 	const maxCalls = 12
 	work := profileWork(t, os.Getenv("TOKENWASM_WASM_PROFILE_WORK"))
+	if os.Getenv("TOKENWASM_WASM_PROFILE_ALLOCS") != "" {
+		printAllocations(t, fetches, work)
+		return
+	}
 	counts := profileFetches(t, fetches, work, func(string) bool { return true })
 	timed := profileFetches(t, fetches, work, func(name string) bool {
 		s := counts[name]
@@ -76,7 +81,7 @@ func profileFetches(t *testing.T, fetches int, work func(*Runtime, abi.TokenRequ
 			return nil
 		}
 		return listener{
-			before: func() {
+			before: func(experimental.StackIterator) {
 				if on {
 					stack = append(stack, frame{name: name, start: time.Now()})
 				}
@@ -102,18 +107,7 @@ func profileFetches(t *testing.T, fetches int, work func(*Runtime, abi.TokenRequ
 			},
 		}
 	})
-	ctx := experimental.WithFunctionListenerFactory(context.Background(), factory)
-	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
-	defer fake.Close()
-	// No compilation cache: each run compiles the plugin with its own listeners.
-	c, err := New(ctx, WithLoopback(), WithMaxInstances(1), WithCompilationCache(wazero.NewCompilationCache()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	cfg := fake.Config()
-	req := abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		TokenURL: fake.TokenURL(), Force: true}
+	c, req := profileRuntime(t, experimental.WithFunctionListenerFactory(context.Background(), factory))
 	for i := range 20 + fetches {
 		on = i >= 20
 		if err := work(c, req); err != nil {
@@ -121,6 +115,22 @@ func profileFetches(t *testing.T, fetches int, work func(*Runtime, abi.TokenRequ
 		}
 	}
 	return stats
+}
+
+// profileRuntime returns a Runtime of one instance whose plugin is compiled with ctx's listeners,
+// and a forced request to a NikoHealth fake.
+func profileRuntime(t *testing.T, ctx context.Context) (*Runtime, abi.TokenRequest) {
+	fake := providertest.NewNikoHealth(providertest.DefaultConfig("nikohealth"))
+	t.Cleanup(fake.Close)
+	// No compilation cache: each run compiles the plugin with its own listeners.
+	c, err := New(ctx, WithLoopback(), WithMaxInstances(1), WithCompilationCache(wazero.NewCompilationCache()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	cfg := fake.Config()
+	return c, abi.TokenRequest{Provider: "nikohealth", ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		TokenURL: fake.TokenURL(), Force: true}
 }
 
 // profileWork is what one profiled iteration does: a forced fetch, or with
@@ -146,11 +156,58 @@ func profileWork(t *testing.T, name string) func(*Runtime, abi.TokenRequest) err
 	return nil
 }
 
-// listener calls before and after around every call of the function it is made for.
-type listener struct{ before, after func() }
+// printAllocations prints where the plugin allocates, per iteration: the three functions above
+// each call of TinyGo's runtime.alloc (a function inlined into another is counted as that one).
+// Each allocation costs about half a microsecond, and a collection when the heap fills.
+//
+//	TOKENWASM_WASM_PROFILE_ALLOCS=1 TOKENWASM_WASM_PROFILE=100 go test ./host -run TestWasmProfile -v
+func printAllocations(t *testing.T, n int, work func(*Runtime, abi.TokenRequest) error) {
+	on, sites := false, map[string]int{}
+	factory := experimental.FunctionListenerFactoryFunc(func(def api.FunctionDefinition) experimental.FunctionListener {
+		if def.DebugName() != "main.runtime.alloc" {
+			return nil
+		}
+		return listener{before: func(si experimental.StackIterator) {
+			if !on || !si.Next() { // runtime.alloc itself
+				return
+			}
+			var chain []string
+			for range 3 {
+				if !si.Next() {
+					break
+				}
+				chain = append(chain, strings.TrimPrefix(si.Function().Definition().DebugName(), "main."))
+			}
+			sites[strings.Join(chain, " < ")]++
+		}, after: func() {}}
+	})
+	c, req := profileRuntime(t, experimental.WithFunctionListenerFactory(context.Background(), factory))
+	for i := range 20 + n {
+		on = i >= 20
+		if err := work(c, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := slices.Collect(maps.Keys(sites))
+	slices.SortFunc(rows, func(a, b string) int { return cmp.Or(cmp.Compare(sites[b], sites[a]), cmp.Compare(a, b)) })
+	total := 0
+	for _, r := range rows {
+		total += sites[r]
+	}
+	fmt.Printf("%.1f allocations per iteration\n", float64(total)/float64(n))
+	for _, r := range rows {
+		fmt.Printf("%6.1f  %.150s\n", float64(sites[r])/float64(n), strings.ReplaceAll(r, "github.com/tokenwasm/tokenwasm/plugin/", ""))
+	}
+}
 
-func (l listener) Before(context.Context, api.Module, api.FunctionDefinition, []uint64, experimental.StackIterator) {
-	l.before()
+// listener calls before and after around every call of the function it is made for.
+type listener struct {
+	before func(experimental.StackIterator)
+	after  func()
+}
+
+func (l listener) Before(_ context.Context, _ api.Module, _ api.FunctionDefinition, _ []uint64, si experimental.StackIterator) {
+	l.before(si)
 }
 func (l listener) After(context.Context, api.Module, api.FunctionDefinition, []uint64) { l.after() }
 func (l listener) Abort(context.Context, api.Module, api.FunctionDefinition, error)    { l.after() }

@@ -36,6 +36,9 @@ func view(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
+// bytesOf returns s as bytes without copying, for reading only: the bytes must never be written.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
 // parseJSONView is parseJSON without the copy: the Result aliases b (see view).
 func parseJSONView(b []byte, what string) (gjson.Result, *abi.Error) {
 	if err := checkJSON(b, what); err != nil {
@@ -51,11 +54,11 @@ func parseJSONView(b []byte, what string) (gjson.Result, *abi.Error) {
 // them. An attacker who repeats access_token in a token response gets the same token read by every
 // path. One pass, in order, unescaping no value (a caller parses the values it wants with
 // gjson.Parse), and it stops once every name is found: the members after cost nothing. A key spelled
-// with escapes is compared unescaped, into a buffer of maxNameBytes (no name is longer): nothing is
-// allocated, however long the key.
+// with escapes is compared unescaped, into one buffer of maxNameBytes (no name is longer), however
+// long the key; an object without such keys allocates nothing.
 func Members(obj string, names, out []string) {
 	found := 0
-	var buf [maxNameBytes + utf8.UTFMax]byte // an escaped key, unescaped: no longer than a name can be
+	var buf *[maxNameBytes + utf8.UTFMax]byte // an escaped key, unescaped: no longer than a name can be
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
 		return
@@ -72,7 +75,10 @@ func Members(obj string, names, out []string) {
 		}
 		key := obj[i+1 : end-1]
 		if strings.IndexByte(key, '\\') >= 0 {
-			key = unescapeKey(key, &buf)
+			if buf == nil { // only now: TinyGo would allocate it on every call (it escapes)
+				buf = new([maxNameBytes + utf8.UTFMax]byte)
+			}
+			key = unescapeKey(key, buf)
 		}
 		i = skipSpace(obj, end)
 		if i >= len(obj) || obj[i] != ':' {

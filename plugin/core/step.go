@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -86,8 +87,12 @@ type Flow struct {
 	fails int64
 	// seal is the HMAC that authenticates the state (keyed by stateKey), made on first use.
 	seal hash.Hash
-	bufs [6][]byte // the actions' inputs of one step (at most one next, or five then)
-	nbuf int
+	sum  [sha256.Size]byte // the HMAC's sum
+	// check holds the seal a resumed state should have. (These two are fields because TinyGo
+	// allocates such a local on the heap at every step.)
+	check [sealChars]byte
+	bufs  [6][]byte // the actions' inputs of one step (at most one next, or five then)
+	nbuf  int
 	// checked: the answers come inside an input already checked as JSON (token_step), so they are
 	// not checked again.
 	checked bool
@@ -668,13 +673,16 @@ func (f *Flow) cacheValue(out []byte) (string, bool) {
 	if !f.checked && !validJSON(out, maxDepth) {
 		return "", false
 	}
-	v := gjson.Parse(view(out)) // the value is read before out changes
-	val := v.Get("value")
-	if v.Get("hit").Type != gjson.True || val.Type != gjson.String {
+	var m [len(cacheGetMembers)]string
+	Members(view(out), cacheGetMembers[:], m[:]) // the value is read before out changes
+	if m[0] != "true" || m[1] == "" || m[1][0] != '"' {
 		return "", false
 	}
-	return val.Str, true
+	return gjson.Parse(m[1]).Str, true
 }
+
+// cacheGetMembers are the members of cache_get's answer that a flow reads.
+var cacheGetMembers = [...]string{"hit", "value"}
 
 // perform calls the import an action names.
 func perform(host Imports, a Action) []byte {
@@ -758,18 +766,17 @@ func (f *Flow) appendState(b []byte) []byte {
 // (the same bytes under the same key: the same seal). A flow's steps compute half the HMACs they did.
 func (f *Flow) appendSeal(b, body []byte) []byte {
 	last := f.lastSealed()
-	if last != nil && len(last.body) > 0 && string(last.body) == string(body) {
+	if last != nil && len(last.body) > 0 && bytes.Equal(last.body, body) {
 		return append(b, last.seal[:]...)
 	}
 	mac := f.sealMAC()
 	mac.Write(body)
-	var sum [sha256.Size]byte
-	var seal [sealChars]byte
-	hex.Encode(seal[:], mac.Sum(sum[:0])[:sealChars/2])
+	b = hex.AppendEncode(b, mac.Sum(f.sum[:0])[:sealChars/2])
 	if last != nil {
-		last.body, last.seal = append(last.body[:0], body...), seal
+		last.body = append(last.body[:0], body...)
+		copy(last.seal[:], b[len(b)-sealChars:])
 	}
-	return append(b, seal[:]...)
+	return b
 }
 
 // sealedState is a state's body and its seal, as the memo keeps the last one sealed; an empty body:
@@ -828,8 +835,7 @@ func (f *Flow) resume(s string) *abi.Error {
 	if s[len(body)] != '.' {
 		return badState()
 	}
-	var buf [sealChars]byte
-	if !hmac.Equal(f.appendSeal(buf[:0], []byte(body)), []byte(seal)) {
+	if !hmac.Equal(f.appendSeal(f.check[:0], bytesOf(body)), bytesOf(seal)) {
 		// Not written by this plugin for this request: another request's state (its binding differs)
 		// is told apart, for the host's sake.
 		if !strings.Contains(body, "."+f.binding()+".") {
@@ -843,14 +849,15 @@ func (f *Flow) resume(s string) *abi.Error {
 	}
 	op, p := rest[0], phase(rest[1]-'0')
 	fails := int64(strings.IndexByte(hexDigits, rest[2]))
-	fields := strings.SplitN(rest[4:], ".", 5)
-	if len(fields) < 4 {
+	var fields [5]string
+	n := splitN(rest[4:], '.', fields[:])
+	if n < 4 {
 		return badState()
 	}
 	now, err1 := strconv.ParseInt(fields[0], 10, 64)
 	life, err2 := strconv.ParseInt(fields[1], 10, 64)
 	binding, owner := fields[2], fields[3]
-	jti, signing := "", len(fields) == 5
+	jti, signing := "", n == 5
 	if signing {
 		jti = fields[4]
 	}
@@ -876,6 +883,22 @@ func (f *Flow) resume(s string) *abi.Error {
 	}
 	f.op, f.phase, f.nowMS, f.lifeMS, f.owner, f.jti, f.fails = op, p, now, life, owner, jti, fails
 	return nil
+}
+
+// splitN is strings.SplitN(s, sep, len(out)) into out, without allocating: it returns how many
+// fields it wrote.
+func splitN(s string, sep byte, out []string) int {
+	n := 0
+	for n < len(out)-1 {
+		i := strings.IndexByte(s, sep)
+		if i < 0 {
+			break
+		}
+		out[n], s = s[:i], s[i+1:]
+		n++
+	}
+	out[n] = s
+	return n + 1
 }
 
 // stateSlackMS is how much longer than the lock's TTL a state waiting for the provider's answer or

@@ -5,6 +5,7 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/tokenwasm/tokenwasm/abi"
+	"github.com/tokenwasm/tokenwasm/plugin/core"
 )
 
 // tokenResult is the token export's answer, parsed with gjson: the fetch path's hottest decode.
@@ -83,18 +84,21 @@ func httpRequest(v gjson.Result) abi.HTTPRequest {
 }
 
 // members reads the named members of object v in one pass into out (gjson's Get and GetMany scan the
-// object once per name). It is the Go host's one member reader, with the plugin's rule (abi/ABI.md,
-// "Shapes"): of a repeated member the first is read, as with Get.
+// object once per name). It is the plugin's member reader (core.Members), so the Go host reads a
+// repeated member as the plugin does, by its rule (abi/ABI.md, "Shapes"): the first is read, as with
+// Get. It parses only the values it returns (gjson's ForEach parses every member's, and an answer
+// carries a token and its cache entry).
 func members(v gjson.Result, out []gjson.Result, names ...string) {
-	v.ForEach(func(k, val gjson.Result) bool {
-		for i, n := range names {
-			if k.Str == n {
-				if !out[i].Exists() {
-					out[i] = val
-				}
-				break
-			}
+	var buf [8]string
+	raws := buf[:0]
+	if len(names) > len(buf) {
+		raws = make([]string, 0, len(names))
+	}
+	raws = raws[:len(names)]
+	core.Members(v.Raw, names, raws)
+	for i, raw := range raws {
+		if raw != "" {
+			out[i] = gjson.Parse(raw)
 		}
-		return true
-	})
+	}
 }

@@ -83,7 +83,7 @@ func parseResponse(v gjson.Result, scratch *[]byte) (*Response, *abi.Error) {
 		}
 		return r, nil
 	}
-	st := gjson.Parse(status)
+	st := parseValue(status)
 	if st.Type != gjson.Number || st.Num < 100 || st.Num > 999 || st.Num != float64(int(st.Num)) {
 		return nil, invalidRequest("response.status must be an HTTP status code")
 	}
@@ -270,7 +270,7 @@ func (f *tokenFields) read(doc gjson.Result) {
 			// now and then a trap).
 			*dst = gjson.Result{Type: gjson.String, Raw: m[i], Str: unescapeString(m[i], nil, MaxTokenBytes)}
 		default:
-			*dst = gjson.Parse(m[i])
+			*dst = parseValue(m[i])
 		}
 	}
 }

@@ -109,7 +109,7 @@ func Decode(m *Memo, input []byte, now Clock) []byte {
 	}
 	var in [len(decodeMembers)]string
 	Members(v.Raw, decodeMembers[:], in[:])
-	reqV, respV, nowV := gjson.Parse(in[0]), gjson.Parse(in[1]), gjson.Parse(in[2])
+	reqV, respV, nowV := gjson.Parse(in[0]), gjson.Parse(in[1]), parseValue(in[2])
 	if !reqV.IsObject() || !respV.IsObject() {
 		return errorJSON(invalidRequest("decode needs request and response objects"))
 	}

@@ -36,6 +36,24 @@ func view(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
+// parseValue is gjson.Parse for raw, one JSON value, but a small non-negative integer (at most 15
+// digits: exact as a float64) is read without strconv.ParseFloat, which costs about a microsecond under
+// TinyGo; a token response and a step's answer hold a few such numbers.
+func parseValue(raw string) gjson.Result {
+	if n := len(raw); n == 0 || n > 15 || raw[0] < '0' || raw[0] > '9' {
+		return gjson.Parse(raw)
+	}
+	var v uint64 // not int: 32 bits in wasm
+	for i := range len(raw) {
+		c := raw[i]
+		if c < '0' || c > '9' {
+			return gjson.Parse(raw)
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return gjson.Result{Type: gjson.Number, Raw: raw, Num: float64(v)}
+}
+
 // bytesOf returns s as bytes without copying, for reading only: the bytes must never be written.
 func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 

@@ -102,3 +102,15 @@ func TestMembersInvalidNeverPanics(t *testing.T) {
 		}()
 	}
 }
+
+// TestParseValueIsGjsonParse: parseValue answers as gjson.Parse does, for the integers it reads itself
+// and everything it leaves to gjson.
+func TestParseValueIsGjsonParse(t *testing.T) {
+	for _, raw := range []string{"0", "7", "200", "1200", "1767225600000", "999999999999999", "1000000000000000",
+		"9007199254740993", "-1", "1.5", "1e3", "12a", "", `"200"`, "true", "null", "{}", "[1]", " 5", "5 ", "0123"} {
+		got, want := parseValue(raw), gjson.Parse(raw)
+		if got.Type != want.Type || got.Num != want.Num || got.Raw != want.Raw || got.Str != want.Str {
+			t.Errorf("parseValue(%q) = %+v, gjson.Parse %+v", raw, got, want)
+		}
+	}
+}

@@ -89,9 +89,17 @@ function checkURL(raw, { allowLoopback, allowed }) {
   return null;
 }
 
+const utf8 = new TextDecoder();
+
 /** readCapped reads at most `limit` bytes of a fetch Response body as text and drops the rest. */
 async function readCapped(resp, limit) {
   if (!resp.body) return '';
+  // A body of a stated length within the cap, not compressed (fetch would inflate it past its
+  // Content-Length), is read whole: no stream reader. Anything else is read chunk by chunk.
+  const length = resp.headers.get('content-length');
+  if (length !== null && /^[0-9]{1,9}$/.test(length) && Number(length) <= limit && !resp.headers.has('content-encoding')) {
+    return resp.text();
+  }
   const reader = resp.body.getReader();
   const chunks = [];
   let size = 0;
@@ -113,7 +121,7 @@ async function readCapped(resp, limit) {
     all.set(part, at);
     at += part.length;
   }
-  return new TextDecoder().decode(all);
+  return utf8.decode(all);
 }
 
 /**

@@ -1,11 +1,13 @@
 // The host's http_send policy (abi/ABI.md, http_send): what it refuses is answered
 // {"error", "policy": true} and never sent; real transport failures are a plain {"error"}. Checked on
 // httpSender directly (no plugin), then end to end through the plugin's `token`.
+import { gzipSync } from 'node:zlib';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createClient, httpSender, DEFAULT_ALLOWED_HOSTS } from '../src/index.js';
+import { MAX_RESPONSE_BYTES } from '../src/http.js';
 import { WASM, ROOT, serve } from './support.js';
 
 /** countingFetch is a fetch that answers a token and counts its calls: a refusal must not call it. */
@@ -150,8 +152,20 @@ test('transport failures and oversized bodies are not policy refusals', async (t
   const srv = await serve((req, res) => {
     if (req.headers['x-case'] === 'slow') return; // never answers
     if (req.headers['x-case'] === 'reset') return req.socket.destroy();
-    res.writeHead(200, { 'Content-Type': 'application/json' });
-    res.end(Buffer.alloc((1 << 20) + 100, 'a'));
+    if (req.headers['x-case'] === 'gzip') {
+      // 2 MiB inflated, a few KB on the wire: its Content-Length is no bound on what fetch reads.
+      const body = gzipSync(Buffer.alloc(2 << 20, 'a'));
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip', 'Content-Length': body.length });
+      return res.end(body);
+    }
+    if (req.headers['x-case'] === 'chunked') {
+      res.writeHead(200, { 'Content-Type': 'application/json' }); // no Content-Length
+      for (let i = 0; i < 5; i++) res.write(Buffer.alloc(300 << 10, 'c'));
+      return res.end();
+    }
+    const n = req.headers['x-case'] === 'at-cap' ? MAX_RESPONSE_BYTES : (1 << 20) + 100;
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': n });
+    res.end(Buffer.alloc(n, 'a'));
   });
   try {
     await t.test('timeout', async () => {
@@ -171,6 +185,15 @@ test('transport failures and oversized bodies are not policy refusals', async (t
       assert.equal(got.policy, undefined);
       assert.equal(got.error, undefined);
     });
+    // A body of a stated length within the cap is read whole; compressed or of no stated length,
+    // chunk by chunk: either way never past the cap.
+    for (const [name, len] of [['at-cap', MAX_RESPONSE_BYTES], ['gzip', MAX_RESPONSE_BYTES], ['chunked', MAX_RESPONSE_BYTES]]) {
+      await t.test(`a body ${name}: ${len} bytes`, async () => {
+        const got = await send(post(srv.url, { headers: { 'X-Case': name } }));
+        assert.equal(got.status, 200, JSON.stringify(got).slice(0, 200));
+        assert.equal(got.body.length, len);
+      });
+    }
   } finally {
     await srv.close();
   }

@@ -41,6 +41,7 @@ export class Instance {
   #len = ARENA_BASE; // bytes of the arena in use
   #blocks = []; // [{off, len, freed}] in offset order
   #input = new Uint8Array(0);
+  #inputView = new DataView(this.#input.buffer); // input_load_u64 reads through it: one per call, not per 8 bytes
   #out = null; // [off, len] set by output_set
   #error = '';
   #memoryLimit;
@@ -97,6 +98,7 @@ export class Instance {
     if (typeof fn !== 'function') throw new TypeError(`the plugin has no export ${name}`);
     this.#reset();
     this.#input = typeof input === 'string' ? encoder.encode(input) : input;
+    this.#inputView = new DataView(this.#input.buffer, this.#input.byteOffset, this.#input.length);
     let rc;
     try {
       rc = fn();
@@ -106,6 +108,7 @@ export class Instance {
       throw new PluginTrap(`${name} trapped: ${err instanceof PluginTrap ? err.message : (err?.name ?? 'Error')}`);
     } finally {
       this.#input = EMPTY;
+      this.#inputView = EMPTY_VIEW;
     }
     if (rc !== 0) {
       this.broken = true;
@@ -215,11 +218,7 @@ export class Instance {
       store_u64: (off, v) => this.#view.setBigUint64(this.#span(N(off), 8), v, true),
       input_length: () => BigInt(this.#input.length),
       input_load_u8: (off) => this.#input[this.#inputAt(N(off), 1)],
-      input_load_u64: (off) => {
-        const i = this.#inputAt(N(off), 8);
-        const v = new DataView(this.#input.buffer, this.#input.byteOffset + i, 8);
-        return v.getBigUint64(0, true);
-      },
+      input_load_u64: (off) => this.#inputView.getBigUint64(this.#inputAt(N(off), 8), true),
       output_set: (off, len) => {
         this.#span(N(off), N(len));
         this.#out = [N(off), N(len)];
@@ -303,3 +302,4 @@ export class Instance {
 }
 
 const EMPTY = new Uint8Array(0);
+const EMPTY_VIEW = new DataView(EMPTY.buffer);

@@ -43,12 +43,18 @@ type Kernel struct {
 	wasm   *kernelWasm // the kernel module's memory and globals; nil: the arena is Go memory
 }
 
-// kernelWasm is an instance's kernel module (kernel.wat): its memory, which holds the arena, and
-// the globals its functions read.
-type kernelWasm struct {
-	mod                               api.Module
-	base, end, inOff, inLen, inCopied api.MutableGlobal
-}
+// kernelWasm is an instance's kernel module (kernel.wat), whose memory holds the arena.
+type kernelWasm struct{ mod api.Module }
+
+// The header of a kernel module's memory, below arenaBase (kernel.wat): where blocks start and the
+// arena ends, the input's offset and length, and whether the input is there.
+const (
+	headerBase = 8 * iota
+	headerEnd
+	headerInOff
+	headerInLen
+	headerInCopied
+)
 
 // maxCopiedInput is the largest input copied into a kernel module's memory for the plugin to read in
 // wasm; a larger one is read through Go, so that one large call does not leave every later one a
@@ -78,17 +84,20 @@ func (k *Kernel) Begin(input []byte) {
 		copy(k.arena[arenaBase:], input)
 		k.base, copied = base, 1
 	}
-	k.wasm.inOff.Set(arenaBase)
-	k.wasm.inLen.Set(uint64(len(input)))
-	k.wasm.inCopied.Set(copied)
-	k.wasm.base.Set(k.base)
+	k.header(headerInOff, arenaBase)
+	k.header(headerInLen, uint64(len(input)))
+	k.header(headerInCopied, copied)
+	k.header(headerBase, k.base)
 	k.sync()
 }
+
+// header writes a field of the kernel module's header.
+func (k *Kernel) header(field int, v uint64) { binary.LittleEndian.PutUint64(k.arena[field:], v) }
 
 // sync tells the kernel module where the arena ends now.
 func (k *Kernel) sync() {
 	if k.wasm != nil {
-		k.wasm.end.Set(uint64(len(k.arena)))
+		k.header(headerEnd, uint64(len(k.arena)))
 	}
 }
 
@@ -224,7 +233,7 @@ func (k *Kernel) CallHost(ctx context.Context, fn HostFunc, off uint64) uint64 {
 	}
 	at := k.alloc(uint64(len(out)))
 	if at == 0 {
-		panic(Trap("extism: kernel memory limit reached"))
+		panic(Trap("extism: kernel memory limit reached (KernelMemoryLimit, or MemoryLimitPages for the kernel's memory)"))
 	}
 	copy(k.arena[at:], out)
 	return at
@@ -257,7 +266,9 @@ func (k *Kernel) alloc(n uint64) uint64 {
 	if end < off || end-k.base+arenaBase > uint64(k.limit) || !k.room(end) {
 		return 0
 	}
+	start := len(k.arena)
 	k.arena = k.arena[:end]
+	clear(k.arena[start:]) // the arena's memory is reused: no call reads what an earlier one left
 	k.blocks = append(k.blocks, block{off: off, len: n})
 	k.sync()
 	return off

@@ -57,6 +57,7 @@ type Config struct {
 	// input of up to 256 KiB), in 64 KiB pages (0: 1024, 64 MiB).
 	MemoryLimitPages uint32
 	// KernelMemoryLimit caps each instance's block arena in bytes; alloc beyond it returns 0 (0: 64 MiB).
+	// The arena is a wasm memory, so MemoryLimitPages caps it as well: the lower of the two holds.
 	KernelMemoryLimit int
 	// CompilationCache, when set, is shared with other runtimes so compiling happens once.
 	CompilationCache wazero.CompilationCache
@@ -148,24 +149,23 @@ type block struct {
 	freed    bool
 }
 
-// arenaBase is the first offset handed out: offsets below it are never valid, so 0 stays null.
-const arenaBase = 8
+// arenaBase is the first offset handed out: offsets below it are never valid, so 0 stays null, and
+// a kernel module keeps its header there.
+const arenaBase = 64
 
 // Instantiate creates an instance with the real clock and a cryptographic random source (wazero's
 // defaults are a fake clock and a fixed seed), and runs the reactor's _initialize.
 func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 	i := &Instance{fns: map[string]api.Function{}, logger: m.cfg.Logger, Kernel: *NewKernel(m.cfg.KernelMemoryLimit)}
 	seq := strconv.FormatUint(m.seq.Add(1), 10)
-	kmod, err := m.rt.InstantiateModule(ctx, m.kernel, wazero.NewModuleConfig().WithName("kernel-"+seq).WithStartFunctions())
+	// Anonymous: no other module can import it by a name, so only this instance's plugin reaches it,
+	// through the resolver below, and only its functions (it exports nothing else).
+	kmod, err := m.rt.InstantiateModule(ctx, m.kernel, wazero.NewModuleConfig().WithName("").WithStartFunctions())
 	if err != nil {
 		return nil, fmt.Errorf("extism: instantiate the kernel: %w", err)
 	}
 	i.kernelMod = kmod
 	i.wasm = &kernelWasm{mod: kmod}
-	for name, g := range map[string]*api.MutableGlobal{"base": &i.wasm.base, "end": &i.wasm.end,
-		"in_off": &i.wasm.inOff, "in_len": &i.wasm.inLen, "in_copied": &i.wasm.inCopied} {
-		*g = kmod.ExportedGlobal(name).(api.MutableGlobal)
-	}
 	i.arena = i.wasm.view()[:arenaBase]
 	mc := wazero.NewModuleConfig().
 		WithName("plugin-" + seq).
@@ -261,13 +261,13 @@ func trapReason(err error) string {
 	return s
 }
 
-// CallBytes returns how many bytes of kernel memory the last call used: its input, the blocks the
-// plugin and the host functions allocated, and its output. A host may recycle an instance after a
+// CallBytes returns how many bytes of kernel memory the last call used: the blocks the plugin and the
+// host functions allocated, its output among them (not its input). A host may recycle an instance after a
 // call that moved megabytes, so a pathological call's garbage never burdens the next one.
 func (k *Kernel) CallBytes() int { return len(k.arena) - int(k.base) }
 
-// MemorySize returns the size of the instance's linear memory in bytes (for measuring per-instance
-// cost).
+// MemorySize returns the size of the plugin's linear memory in bytes (for measuring per-instance
+// cost; the kernel's memory is apart, and holds about what the largest call moved).
 func (i *Instance) MemorySize() uint32 { return i.mod.Memory().Size() }
 
 // Broken reports whether the instance trapped, ran past its deadline or failed on memory: throw it away.

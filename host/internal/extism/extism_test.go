@@ -222,6 +222,54 @@ func TestKernelBounds(t *testing.T) {
 	}
 }
 
+// TestKernelIsNoPluginsToReach: a plugin imports the kernel's functions and nothing else of it (no
+// memory, no global), and no plugin reaches another instance's kernel, by any name: a kernel module
+// is anonymous, and each plugin's extism:host/env is resolved to its own.
+func TestKernelIsNoPluginsToReach(t *testing.T) {
+	ctx := context.Background()
+	newInstance(t, Config{}) // a kernel exists (the first one once was named "kernel-1")
+	for _, name := range []string{"memory", "global", "neighbour", "anonymous"} {
+		t.Run(name, func(t *testing.T) {
+			wasm, err := os.ReadFile("testdata/intruder_" + name + ".wasm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := Compile(ctx, wasm, "extism:host/user", nil, Config{})
+			if err != nil {
+				return // refused when compiled: as good
+			}
+			defer m.Close(ctx)
+			if i, err := m.Instantiate(ctx); err == nil {
+				_ = i.Close(ctx)
+				t.Fatal("instantiated")
+			}
+		})
+	}
+}
+
+// TestNoCallReadsAnEarlierOnes: a block a call allocates holds zeros, whatever earlier calls on the
+// instance left in kernel memory (their inputs, their blocks, their output), on either path of the
+// input.
+func TestNoCallReadsAnEarlierOnes(t *testing.T) {
+	for _, size := range []int{1 << 10, maxCopiedInput + 1} {
+		i := newInstance(t, Config{})
+		secret := bytes.Repeat([]byte("client_secret=hunter2;"), size/22+1)[:size]
+		if out, err := i.Call(context.Background(), "echo", secret); err != nil || !bytes.Equal(out, secret) {
+			t.Fatalf("echo: %v", err)
+		}
+		if _, err := i.Call(context.Background(), "peek", append(make([]byte, 16), secret...)); err != nil {
+			t.Fatalf("peek: %v", err)
+		}
+		out, err := i.Call(context.Background(), "fresh", make([]byte, 2*size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(out) - len(bytes.TrimLeft(out, "\x00")); n != len(out) {
+			t.Fatalf("input of %d bytes: a new block holds an earlier call's bytes from offset %d: %q", size, n, out[n:min(len(out), n+40)])
+		}
+	}
+}
+
 func BenchmarkEcho(b *testing.B) {
 	i := newInstance(b, Config{})
 	in := bytes.Repeat([]byte("a"), 256)
@@ -234,13 +282,18 @@ func BenchmarkEcho(b *testing.B) {
 	}
 }
 
-// TestWasmIsBuiltFromWat: the committed kernel.wasm, and the faults plugin, are what wat2wasm makes of
+// TestWasmIsBuiltFromWat: the committed kernel.wasm, and the test plugins, are what wat2wasm makes of
 // their .wat now (`make tools` installs wabt; without it the test skips).
 func TestWasmIsBuiltFromWat(t *testing.T) {
 	if _, err := exec.LookPath("wat2wasm"); err != nil {
 		t.Skip("wat2wasm (Debian package wabt) not installed")
 	}
-	for _, name := range []string{"kernel", "testdata/faults"} {
+	wats, err := filepath.Glob("testdata/*.wat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append([]string{"kernel.wat"}, wats...) {
+		name = strings.TrimSuffix(name, ".wat")
 		out := filepath.Join(t.TempDir(), "out.wasm")
 		if b, err := exec.Command("wat2wasm", name+".wat", "-o", out).CombinedOutput(); err != nil {
 			t.Fatalf("wat2wasm %s.wat: %v: %s", name, err, b)

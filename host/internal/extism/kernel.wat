@@ -1,16 +1,18 @@
 ;; The Extism kernel module of the wazero host: the functions a plugin calls for every 8 bytes it
-;; reads or writes (input_load_*, load_*, store_*) run here, in wasm, on this module's memory, which
-;; holds the call's input and the block arena; every other kernel function is the Go one (env.go),
-;; imported from "extism:host/env/go" and exported again under its Extism name. A call from the
-;; plugin into Go costs some 80 ns in wazero, one into this module a few: a token fetch reads and
-;; writes a few KB this way.
+;; reads or writes (input_length, input_load_*, load_*, store_*) run here, in wasm, on this module's
+;; memory, which holds the call's input and the block arena; every other kernel function is the Go
+;; one (env.go), imported from "extism:host/env/go" and exported again under its Extism name. A call
+;; from the plugin into Go costs some 80 ns in wazero, one into this module a few: a token fetch
+;; reads and writes a few KB this way. Each plugin instance has its own instance of this module,
+;; anonymous: only the plugin's imports reach it (Module.Instantiate).
 ;;
-;; Go keeps the globals true (Kernel.sync): $base is where blocks start (past the input), $end where
-;; the arena ends, $in_off and $in_len the input's place, and $in_copied whether the input is in this
-;; memory at all (an input too large to copy in is read through Go). An access outside them traps
-;; with Go's message (oob, input_oob).
+;; The module exports functions only: no memory and no global a plugin could import. Go keeps the
+;; header at the start of the memory true (Kernel.sync), below every offset a block may have: at 0
+;; where blocks start (past the input), at 8 where the arena ends, at 16 and 24 the input's offset and
+;; length, at 32 whether the input is in this memory at all (an input too large to copy in is read
+;; through Go). An access outside them traps with Go's message (oob, input_oob).
 ;;
-;; Build: wat2wasm kernel.wat -o kernel.wasm (Debian package wabt); TestKernelWasmIsBuiltFromWat
+;; Build: wat2wasm kernel.wat -o kernel.wasm (Debian package wabt); TestWasmIsBuiltFromWat
 ;; checks the committed kernel.wasm.
 (module
   (import "extism:host/env/go" "alloc" (func $alloc (param i64) (result i64)))
@@ -36,12 +38,7 @@
   (import "extism:host/env/go" "oob" (func $oob))
   (import "extism:host/env/go" "input_oob" (func $input_oob))
 
-  (memory (export "memory") 1)
-  (global $base (export "base") (mut i64) (i64.const 8))
-  (global $end (export "end") (mut i64) (i64.const 8))
-  (global $in_off (export "in_off") (mut i64) (i64.const 0))
-  (global $in_len (export "in_len") (mut i64) (i64.const 0))
-  (global $in_copied (export "in_copied") (mut i32) (i32.const 0))
+  (memory 1)
 
   (export "alloc" (func $alloc))
   (export "free" (func $free))
@@ -63,10 +60,10 @@
   (export "log_error" (func $log_error))
 
   ;; at returns the address of n bytes of the arena at off, trapping unless base <= off and
-  ;; off + n <= end (end >= base >= 8 > n, so end - n does not wrap).
+  ;; off + n <= end (end >= base >= 64 > n, so end - n does not wrap).
   (func $at (param $off i64) (param $n i64) (result i32)
-    (if (i32.or (i64.lt_u (local.get $off) (global.get $base))
-                (i64.gt_u (local.get $off) (i64.sub (global.get $end) (local.get $n))))
+    (if (i32.or (i64.lt_u (local.get $off) (i64.load (i32.const 0)))
+                (i64.gt_u (local.get $off) (i64.sub (i64.load (i32.const 8)) (local.get $n))))
       (then (call $oob) (unreachable)))
     (i32.wrap_i64 (local.get $off)))
 
@@ -79,21 +76,23 @@
   (func (export "store_u64") (param $off i64) (param $v i64)
     (i64.store (call $at (local.get $off) (i64.const 8)) (local.get $v)))
 
-  (func (export "input_length") (result i64) (global.get $in_len))
+  (func (export "input_length") (result i64) (i64.load (i32.const 24)))
 
   ;; in returns the address of n bytes of the input at off, trapping unless off + n <= in_len.
   (func $in (param $off i64) (param $n i64) (result i32)
-    (if (i32.or (i64.lt_u (global.get $in_len) (local.get $n))
-                (i64.gt_u (local.get $off) (i64.sub (global.get $in_len) (local.get $n))))
+    (local $len i64)
+    (local.set $len (i64.load (i32.const 24)))
+    (if (i32.or (i64.lt_u (local.get $len) (local.get $n))
+                (i64.gt_u (local.get $off) (i64.sub (local.get $len) (local.get $n))))
       (then (call $input_oob) (unreachable)))
-    (i32.wrap_i64 (i64.add (global.get $in_off) (local.get $off))))
+    (i32.wrap_i64 (i64.add (i64.load (i32.const 16)) (local.get $off))))
 
   (func (export "input_load_u8") (param $off i64) (result i32)
-    (if (result i32) (global.get $in_copied)
+    (if (result i32) (i64.ne (i64.load (i32.const 32)) (i64.const 0))
       (then (i32.load8_u (call $in (local.get $off) (i64.const 1))))
       (else (call $go_input_load_u8 (local.get $off)))))
   (func (export "input_load_u64") (param $off i64) (result i64)
-    (if (result i64) (global.get $in_copied)
+    (if (result i64) (i64.ne (i64.load (i32.const 32)) (i64.const 0))
       (then (i64.load (call $in (local.get $off) (i64.const 8))))
       (else (call $go_input_load_u64 (local.get $off)))))
 )

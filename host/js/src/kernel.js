@@ -152,7 +152,7 @@ export class Instance {
       grown.set(this.#arena.subarray(0, this.#len));
       this.#arena = grown;
       this.#view = new DataView(grown.buffer);
-    }
+    } else this.#arena.fill(0, this.#len, end); // the arena is reused: no call reads what an earlier one left
     this.#len = end;
     this.#blocks.push({ off, len: n, freed: false });
     return off;

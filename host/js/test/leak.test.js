@@ -5,7 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, Instance, loadModule } from '../src/index.js';
-import { WASM } from './support.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { WASM, ROOT } from './support.js';
 
 const MiB = 1 << 20;
 const CALLS = 50000;
@@ -51,4 +53,15 @@ test(`${CALLS} token_step calls on one instance: the kernel arena never grows`, 
     if (got.replace(/"state":"[^"]*"/, '') !== want) assert.fail(`call ${i}: ${got}`);
     if (inst.arenaBytes !== arena) assert.fail(`call ${i}: arena ${inst.arenaBytes} bytes, ${arena} after the first`);
   }
+});
+
+test('a block a call allocates holds zeros, whatever an earlier call left in the arena', async () => {
+  // The kernel's test plugin (host/internal/extism/testdata/faults.wat): echo copies its input into a
+  // block and outputs it; fresh outputs a new block, unwritten, as long as its input.
+  const faults = await loadModule(readFileSync(join(ROOT, 'host/internal/extism/testdata/faults.wasm')));
+  const inst = new Instance(faults);
+  const secret = 'client_secret=hunter2;'.repeat(50);
+  assert.equal(inst.call('echo', secret), secret);
+  const fresh = inst.call('fresh', 'x'.repeat(2 * secret.length));
+  assert.equal(fresh, '\0'.repeat(2 * secret.length), `an earlier call's bytes: ${JSON.stringify(fresh.replace(/\0+/g, '').slice(0, 40))}`);
 });

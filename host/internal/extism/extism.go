@@ -167,6 +167,7 @@ func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 	i.kernelMod = kmod
 	i.wasm = &kernelWasm{mod: kmod}
 	i.arena = i.wasm.view()[:arenaBase]
+	i.Begin(nil) // the header, before _initialize can call the kernel
 	mc := wazero.NewModuleConfig().
 		WithName("plugin-" + seq).
 		WithSysWalltime().WithSysNanotime().WithRandSource(rand.Reader).

@@ -228,7 +228,7 @@ func TestKernelBounds(t *testing.T) {
 func TestKernelIsNoPluginsToReach(t *testing.T) {
 	ctx := context.Background()
 	newInstance(t, Config{}) // a kernel exists (the first one once was named "kernel-1")
-	for _, name := range []string{"memory", "global", "neighbour", "anonymous"} {
+	for _, name := range []string{"memory", "global", "neighbour", "anonymous", "initialize"} {
 		t.Run(name, func(t *testing.T) {
 			wasm, err := os.ReadFile("testdata/intruder_" + name + ".wasm")
 			if err != nil {

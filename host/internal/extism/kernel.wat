@@ -60,7 +60,8 @@
   (export "log_error" (func $log_error))
 
   ;; at returns the address of n bytes of the arena at off, trapping unless base <= off and
-  ;; off + n <= end (end >= base >= 64 > n, so end - n does not wrap).
+  ;; off + n <= end (end >= base >= 64 > n once Go has written the header, which it does before the
+  ;; plugin's _initialize: end - n does not wrap).
   (func $at (param $off i64) (param $n i64) (result i32)
     (if (i32.or (i64.lt_u (local.get $off) (i64.load (i32.const 0)))
                 (i64.gt_u (local.get $off) (i64.sub (i64.load (i32.const 8)) (local.get $n))))

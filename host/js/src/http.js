@@ -94,12 +94,9 @@ const utf8 = new TextDecoder();
 /** readCapped reads at most `limit` bytes of a fetch Response body as text and drops the rest. */
 async function readCapped(resp, limit) {
   if (!resp.body) return '';
-  // A body of a stated length within the cap, not compressed (fetch would inflate it past its
-  // Content-Length), is read whole: no stream reader. Anything else is read chunk by chunk.
-  const length = resp.headers.get('content-length');
-  if (length !== null && /^[0-9]{1,9}$/.test(length) && Number(length) <= limit && !resp.headers.has('content-encoding')) {
-    return resp.text();
-  }
+  // Always chunk by chunk: a Content-Length bounds nothing (Deno, Bun and workerd show it beside
+  // Transfer-Encoding: chunked and frame the body by the chunks; a caller's fetch may build any
+  // Response; fetch inflates a compressed body past it).
   const reader = resp.body.getReader();
   const chunks = [];
   let size = 0;

@@ -97,10 +97,10 @@ export class Instance {
     const fn = this.#exports[name];
     if (typeof fn !== 'function') throw new TypeError(`the plugin has no export ${name}`);
     this.#reset();
-    this.#input = typeof input === 'string' ? encoder.encode(input) : input;
-    this.#inputView = new DataView(this.#input.buffer, this.#input.byteOffset, this.#input.length);
     let rc;
     try {
+      this.#input = typeof input === 'string' ? encoder.encode(input) : input;
+      this.#inputView = new DataView(this.#input.buffer, this.#input.byteOffset, this.#input.length);
       rc = fn();
     } catch (err) {
       this.broken = true;

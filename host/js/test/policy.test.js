@@ -197,6 +197,14 @@ test('transport failures and oversized bodies are not policy refusals', async (t
   } finally {
     await srv.close();
   }
+  await t.test('a Content-Length bounds nothing: a body past the cap under a small one is cut at the cap', async () => {
+    // As Deno, Bun and workerd answer "Content-Length: 10" with a chunked body of any size, and as a
+    // caller's fetch may: the cap is counted on the bytes read.
+    const lying = httpSender({ fetch: async () => new Response('a'.repeat(3 << 20), { headers: { 'content-length': '10' } }) });
+    const got = await lying({ url: 'https://api.candescent.com/token', method: 'POST' });
+    assert.equal(got.status, 200);
+    assert.equal(got.body.length, MAX_RESPONSE_BYTES);
+  });
   await t.test('response headers over 64 KiB are a transport error, at the cap a response', async () => {
     // A caller's fetch may lift undici's own header limit: the host caps headers itself.
     const withHeaders = (n) => httpSender({ fetch: async () => new Response('{}', { headers: { 'x-pad': 'a'.repeat(n) } }) });

@@ -40,18 +40,18 @@ type Kernel struct {
 	outLen uint64
 	errMsg string
 	limit  int         // bytes of arena, past which alloc returns 0
-	wasm   *kernelWasm // the kernel module's memory and globals; nil: the arena is Go memory
+	wasm   *kernelWasm // the kernel module, whose memory holds the arena; nil: the arena is Go memory
 }
 
 // kernelWasm is an instance's kernel module (kernel.wat), whose memory holds the arena.
 type kernelWasm struct{ mod api.Module }
 
 // The header of a kernel module's memory, below arenaBase (kernel.wat): where blocks start and the
-// arena ends, the input's offset and length, and whether the input is there.
+// arena ends, the input's length, and whether the input is there (at arenaBase, which kernel.wat
+// knows as 64).
 const (
 	headerBase = 8 * iota
 	headerEnd
-	headerInOff
 	headerInLen
 	headerInCopied
 )
@@ -84,7 +84,6 @@ func (k *Kernel) Begin(input []byte) {
 		copy(k.arena[arenaBase:], input)
 		k.base, copied = base, 1
 	}
-	k.header(headerInOff, arenaBase)
 	k.header(headerInLen, uint64(len(input)))
 	k.header(headerInCopied, copied)
 	k.header(headerBase, k.base)

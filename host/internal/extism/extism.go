@@ -135,13 +135,12 @@ func (m *Module) Close(ctx context.Context) error { return m.rt.Close(ctx) }
 
 // Instance is one instantiation of a Module. It is not safe for concurrent use.
 type Instance struct {
-	mod       api.Module
-	kernelMod api.Module // the kernel module: the arena's memory, and the functions that read it
-	fns       map[string]api.Function
-	stack     [1]uint64
-	broken    bool
-	logger    *slog.Logger
-	Kernel    // the block arena and the call's input, output and error
+	mod    api.Module
+	fns    map[string]api.Function
+	stack  [1]uint64
+	broken bool
+	logger *slog.Logger
+	Kernel // the block arena (in its kernel module's memory) and the call's input, output and error
 }
 
 type block struct {
@@ -150,7 +149,8 @@ type block struct {
 }
 
 // arenaBase is the first offset handed out: offsets below it are never valid, so 0 stays null, and
-// a kernel module keeps its header there.
+// a kernel module keeps its header there. A copied input starts at it (kernel.wat has it as 64;
+// TestKernelBounds reads the input's edges through it).
 const arenaBase = 64
 
 // Instantiate creates an instance with the real clock and a cryptographic random source (wazero's
@@ -164,7 +164,6 @@ func (m *Module) Instantiate(ctx context.Context) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extism: instantiate the kernel: %w", err)
 	}
-	i.kernelMod = kmod
 	i.wasm = &kernelWasm{mod: kmod}
 	i.arena = i.wasm.view()[:arenaBase]
 	i.Begin(nil) // the header, before _initialize can call the kernel
@@ -277,7 +276,7 @@ func (i *Instance) Broken() bool { return i.broken }
 // Close releases the instance.
 func (i *Instance) Close(ctx context.Context) error {
 	i.broken = true
-	return errors.Join(i.mod.Close(ctx), i.kernelMod.Close(ctx))
+	return errors.Join(i.mod.Close(ctx), i.wasm.mod.Close(ctx))
 }
 
 // callContext carries the instance to host functions without a map lookup per host call. It is

@@ -8,9 +8,10 @@
 ;;
 ;; The module exports functions only: no memory and no global a plugin could import. Go keeps the
 ;; header at the start of the memory true (Kernel.sync), below every offset a block may have: at 0
-;; where blocks start (past the input), at 8 where the arena ends, at 16 and 24 the input's offset and
-;; length, at 32 whether the input is in this memory at all (an input too large to copy in is read
-;; through Go). An access outside them traps with Go's message (oob, input_oob).
+;; where blocks start (past the input), at 8 where the arena ends, at 16 the input's length, at 24
+;; whether the input is in this memory at all (an input too large to copy in is read through Go),
+;; which it is at 64, right after the header (Go's arenaBase). An access outside them traps with Go's
+;; message (oob, input_oob).
 ;;
 ;; Build: wat2wasm kernel.wat -o kernel.wasm (Debian package wabt); TestWasmIsBuiltFromWat
 ;; checks the committed kernel.wasm.
@@ -77,23 +78,23 @@
   (func (export "store_u64") (param $off i64) (param $v i64)
     (i64.store (call $at (local.get $off) (i64.const 8)) (local.get $v)))
 
-  (func (export "input_length") (result i64) (i64.load (i32.const 24)))
+  (func (export "input_length") (result i64) (i64.load (i32.const 16)))
 
   ;; in returns the address of n bytes of the input at off, trapping unless off + n <= in_len.
   (func $in (param $off i64) (param $n i64) (result i32)
     (local $len i64)
-    (local.set $len (i64.load (i32.const 24)))
+    (local.set $len (i64.load (i32.const 16)))
     (if (i32.or (i64.lt_u (local.get $len) (local.get $n))
                 (i64.gt_u (local.get $off) (i64.sub (local.get $len) (local.get $n))))
       (then (call $input_oob) (unreachable)))
-    (i32.wrap_i64 (i64.add (i64.load (i32.const 16)) (local.get $off))))
+    (i32.wrap_i64 (i64.add (i64.const 64) (local.get $off))))
 
   (func (export "input_load_u8") (param $off i64) (result i32)
-    (if (result i32) (i64.ne (i64.load (i32.const 32)) (i64.const 0))
+    (if (result i32) (i64.ne (i64.load (i32.const 24)) (i64.const 0))
       (then (i32.load8_u (call $in (local.get $off) (i64.const 1))))
       (else (call $go_input_load_u8 (local.get $off)))))
   (func (export "input_load_u64") (param $off i64) (result i64)
-    (if (result i64) (i64.ne (i64.load (i32.const 32)) (i64.const 0))
+    (if (result i64) (i64.ne (i64.load (i32.const 24)) (i64.const 0))
       (then (i64.load (call $in (local.get $off) (i64.const 8))))
       (else (call $go_input_load_u64 (local.get $off)))))
 )
